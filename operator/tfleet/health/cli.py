@@ -1,0 +1,165 @@
+"""The `health-bridge` and `probe` subcommands of `tfleet`.
+
+`add_subcommands(subparsers)` plugs them into the main parser; `main(argv)` runs them
+alone (for tests and for `python -m tfleet.health`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from tfleet.health.bridge import DEFAULT_PORT, BridgeConfig, HealthBridge, default_http_port
+from tfleet.health.probe import EXIT_UNREACHABLE, probe_exit_code, probe_lines
+from tfleet.health.tfs import fetch_once
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number")
+    return value
+
+
+def _version(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("a model version is a non-negative integer")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must not be negative")
+    return value
+
+
+def _add_model_args(parser: argparse.ArgumentParser, *, target_default: str | None) -> None:
+    parser.add_argument(
+        "--target",
+        default=target_default,
+        required=target_default is None,
+        help="TF Serving's gRPC address, HOST:PORT"
+        + (f" (default {target_default})" if target_default else ""),
+    )
+    parser.add_argument("--model", required=True, help="the model name in TF Serving")
+    parser.add_argument(
+        "--version",
+        type=_version,
+        default=None,
+        help="the version that must be AVAILABLE (default: any version)",
+    )
+
+
+def add_subcommands(subparsers: Any) -> None:
+    bridge = subparsers.add_parser(
+        "health-bridge",
+        help="serve gRPC health for kubelet probes from TF Serving's model status",
+        description="Serves grpc.health.v1 (services '', readiness, liveness, startup) from "
+        "TF Serving's GetModelStatus, plus GET /status, /drain and /healthz over HTTP.",
+    )
+    _add_model_args(bridge, target_default="localhost:8500")
+    bridge.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"gRPC health port (default {DEFAULT_PORT})",
+    )
+    bridge.add_argument(
+        "--http-port",
+        type=_port,
+        default=None,
+        help="HTTP port for /status, /drain, /healthz (default: --port + 1)",
+    )
+    bridge.add_argument(
+        "--listen", default="", help="address to listen on (default: every interface)"
+    )
+    bridge.add_argument(
+        "--interval", type=_positive, default=1.0, help="seconds between polls (default 1)"
+    )
+    bridge.add_argument(
+        "--timeout", type=_positive, default=1.0, help="deadline of each poll, seconds (default 1)"
+    )
+    bridge.add_argument(
+        "--drain-seconds",
+        type=_non_negative,
+        default=10.0,
+        help="how long readiness stays NOT_SERVING before a drain completes (default 10)",
+    )
+    bridge.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    bridge.set_defaults(func=run_health_bridge)
+
+    probe = subparsers.add_parser(
+        "probe",
+        help="ask TF Serving once whether a model version is AVAILABLE",
+        description="Prints one line per version with its state and error. Exit codes: 0 the "
+        "expected version is AVAILABLE, 1 it is not, 2 TF Serving is unreachable or the "
+        "usage is bad.",
+    )
+    _add_model_args(probe, target_default=None)
+    probe.add_argument(
+        "--timeout", type=_positive, default=5.0, help="deadline in seconds (default 5)"
+    )
+    probe.set_defaults(func=run_probe)
+
+
+def bridge_config(args: argparse.Namespace) -> BridgeConfig:
+    return BridgeConfig(
+        target=args.target,
+        model=args.model,
+        version=args.version,
+        port=args.port,
+        http_port=args.http_port if args.http_port is not None else default_http_port(args.port),
+        listen=args.listen,
+        interval=args.interval,
+        timeout=args.timeout,
+        drain_seconds=args.drain_seconds,
+    )
+
+
+def run_health_bridge(args: argparse.Namespace) -> int:
+    level = logging.getLevelName(str(args.log_level).upper())
+    if not isinstance(level, int):
+        print(f"error: unknown log level {args.log_level!r}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tfleet.health").setLevel(level)
+    try:
+        asyncio.run(HealthBridge(bridge_config(args)).serve())
+    except OSError as exc:  # a port in use, an address that does not exist
+        logging.getLogger("tfleet.health").error("Failed to start health bridge: %s", exc)
+        return 1
+    except RuntimeError as exc:  # gRPC reports a failed bind this way
+        logging.getLogger("tfleet.health").error("Failed to start health bridge: %s", exc)
+        return 1
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    health = fetch_once(args.target, args.model, args.version, timeout=args.timeout)
+    out = sys.stdout if health.reachable else sys.stderr
+    for line in probe_lines(health):
+        print(line, file=out)
+    return probe_exit_code(health)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tfleet")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_subcommands(subparsers)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's usage errors exit 2, help exits 0
+        return int(exc.code or 0)
+    return int(args.func(args))

@@ -1,0 +1,33 @@
+"""`tfleet probe`: ask TF Serving once whether a model is available, for people and CI."""
+
+from __future__ import annotations
+
+from tfleet.health.status import ModelHealth
+
+EXIT_AVAILABLE = 0
+EXIT_NOT_AVAILABLE = 1
+EXIT_UNREACHABLE = 2  # also bad usage, as argparse does
+
+
+def probe_exit_code(health: ModelHealth) -> int:
+    if not health.reachable:
+        return EXIT_UNREACHABLE
+    return EXIT_AVAILABLE if health.available else EXIT_NOT_AVAILABLE
+
+
+def probe_lines(health: ModelHealth) -> list[str]:
+    """One line per version (state and error), then the verdict."""
+    lines = [
+        f"{health.model}\tversion {v.version}\t{v.state}"
+        + (
+            f"\t{v.error_code}: {v.error_message}"
+            if v.error_code != "OK" or v.error_message
+            else ""
+        )
+        for v in sorted(health.versions, key=lambda v: -v.version)
+    ]
+    verdict = "AVAILABLE" if health.available else "NOT AVAILABLE"
+    if not health.reachable:
+        verdict = "UNREACHABLE"
+    lines.append(f"{verdict}: {health.message()}")
+    return lines
