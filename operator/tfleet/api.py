@@ -1,0 +1,558 @@
+"""The InferenceService API (tfleet.dev/v1alpha1): typed, frozen, defaulted, validated.
+
+These dataclasses are the single source of truth for the API. `tfleet.crd` generates the
+CRD from them, and `parse_spec` turns a manifest's `spec` into them. Rules the schema can
+express live in field declarations; cross-field rules are both published as CEL (for the API
+server) and checked in `check` methods (for offline rendering); semantic rules that CEL
+cannot express well (storage schemes, image variants) are checked only here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tfleet.schema import (
+    ApiObject,
+    Duration,
+    FieldError,
+    IntOrString,
+    Passthrough,
+    Quantity,
+    Rule,
+    ValidationError,
+    field,
+    parse,
+)
+
+DEFAULT_IMAGE = "tensorflow/serving:2.19.0"
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+MAX_BATCH_SIZES = 16
+MAX_ROLLOUT_STEPS = 10
+# Names TF Serving uses in URLs (/v1/models/<name>) and in its config file.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+STORAGE_SCHEMES = ("gs://", "s3://", "hdfs://", "pvc://", "/")
+# Ports of the health bridge sidecar that shares the pod's network namespace.
+HEALTH_BRIDGE_GRPC_PORT = 8510
+HEALTH_BRIDGE_HTTP_PORT = 8511
+RESERVED_PORTS = {"health bridge gRPC port": HEALTH_BRIDGE_GRPC_PORT, "health bridge HTTP port": HEALTH_BRIDGE_HTTP_PORT}
+
+
+def _strictly_increasing(list_expr: str, max_items: int, key: str = "") -> str:
+    """CEL for "each element is greater than the one before it".
+
+    Standard CEL has no indexed iteration, so the indices are spelled out up to the list's
+    maxItems. This compiles on every CEL implementation and keeps the API server's cost
+    estimate bounded.
+    """
+    indices = ", ".join(str(i) for i in range(1, max_items))
+    return f"[{indices}].all(i, i >= size({list_expr}) || {list_expr}[i - 1]{key} < {list_expr}[i]{key})"
+
+
+@dataclass(frozen=True)
+class ModelSpec(ApiObject):
+    """The model TF Serving loads: where it is stored and which version to serve."""
+
+    __rules__ = (
+        Rule(
+            rule="(has(self.name) ? self.name : '') == (has(oldSelf.name) ? oldSelf.name : '')",
+            message="model.name is immutable",
+            field_path=".name",
+        ),
+    )
+
+    base_path: str = field(
+        "Where the model's numbered version directories live: gs://bucket/path, s3://bucket/path, "
+        "hdfs://host/path, pvc://<claim>/<path> (a PersistentVolumeClaim in the same namespace, "
+        "mounted read-only), or an absolute path inside the image.",
+        min_length=1,
+    )
+    name: str | None = field(
+        "TF Serving model name, used in gRPC ModelSpec.name and REST /v1/models/<name>. "
+        "Defaults to metadata.name. Immutable.",
+        default=None,
+        pattern=MODEL_NAME_PATTERN,
+    )
+    version: int | None = field(
+        "The model version to serve. Changing it rolls out a new revision gradually. "
+        "Omitted: TF Serving serves the latest version it finds under basePath.",
+        default=None,
+        minimum=1,
+    )
+    credentials_secret: str | None = field(
+        "Name of a Secret in the same namespace with storage credentials. Its keys become "
+        "environment variables of TF Serving (for example AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_REGION, S3_ENDPOINT) and it is mounted read-only at "
+        "/var/run/secrets/tfleet/storage; a key named gcs.json is used as "
+        "GOOGLE_APPLICATION_CREDENTIALS.",
+        default=None,
+        max_length=253,
+    )
+
+    def check(self, path: str) -> list[FieldError]:
+        if not self.base_path.startswith(STORAGE_SCHEMES):
+            scheme = self.base_path.split("://", 1)[0] + "://" if "://" in self.base_path else self.base_path
+            return [
+                FieldError(
+                    f"{path}.basePath",
+                    f'unsupported storage "{scheme}": use gs://, s3://, hdfs://, pvc://<claim>/<path> '
+                    "or an absolute path",
+                )
+            ]
+        if self.base_path.startswith("pvc://"):
+            claim, _, rest = self.base_path[len("pvc://") :].partition("/")
+            if not re.match(DNS_LABEL_PATTERN, claim) or not rest:
+                return [
+                    FieldError(
+                        f"{path}.basePath",
+                        f'"{self.base_path}" must have the form pvc://<claim>/<path> with a valid claim name',
+                    )
+                ]
+        return []
+
+
+@dataclass(frozen=True)
+class Autoscaling(ApiObject):
+    """Horizontal autoscaling on CPU utilisation. The HorizontalPodAutoscaler targets the
+    InferenceService's scale subresource, so that autoscaling and rollouts share one replica
+    count."""
+
+    __rules__ = (
+        Rule(
+            rule="self.minReplicas <= self.maxReplicas",
+            message="minReplicas must be less than or equal to maxReplicas",
+            field_path=".minReplicas",
+        ),
+    )
+
+    max_replicas: int = field("Upper bound of the replica count.", minimum=1)
+    min_replicas: int = field("Lower bound of the replica count.", default=1, minimum=1)
+    target_cpu_utilization_percentage: int = field(
+        "Average CPU utilisation, as a percentage of the CPU request, that the autoscaler keeps "
+        "the pods at. Set resources.requests.cpu for it to work.",
+        default=80,
+        minimum=1,
+        maximum=100,
+        name="targetCPUUtilizationPercentage",
+    )
+
+    def check(self, path: str) -> list[FieldError]:
+        if self.min_replicas > self.max_replicas:
+            return [
+                FieldError(
+                    f"{path}.minReplicas",
+                    f"minReplicas ({self.min_replicas}) must be less than or equal to maxReplicas ({self.max_replicas})",
+                )
+            ]
+        return []
+
+
+@dataclass(frozen=True)
+class Resources(ApiObject):
+    """Compute resources of the TF Serving container, as in a Pod's container resources."""
+
+    requests: dict[str, Quantity] = field(
+        "Minimum resources, for example {cpu: \"2\", memory: 4Gi}.", default_factory=dict
+    )
+    limits: dict[str, Quantity] = field(
+        "Maximum resources, for example {memory: 8Gi}. GPUs are set with gpu.count, not here.",
+        default_factory=dict,
+    )
+
+
+@dataclass(frozen=True)
+class Toleration(ApiObject):
+    """A Kubernetes toleration, as in a Pod spec."""
+
+    key: str | None = field("The taint key the toleration applies to.", default=None)
+    operator: str | None = field(
+        "Exists or Equal (the default).", default=None, enum=("Exists", "Equal")
+    )
+    value: str | None = field("The taint value, with operator Equal.", default=None)
+    effect: str | None = field(
+        "NoSchedule, PreferNoSchedule or NoExecute; empty matches all effects.",
+        default=None,
+        enum=("NoSchedule", "PreferNoSchedule", "NoExecute"),
+    )
+    toleration_seconds: int | None = field(
+        "How long a NoExecute taint is tolerated; unset means forever.", default=None
+    )
+
+
+@dataclass(frozen=True)
+class Gpu(ApiObject):
+    """GPU scheduling. With count > 0 the pods request GPUs, run the -gpu image variant, select
+    GPU nodes and tolerate the GPU taint."""
+
+    count: int = field("GPUs per pod (the container's limit).", default=0, minimum=0, maximum=16)
+    resource_name: str = field(
+        "Extended resource name of the GPU.", default=DEFAULT_GPU_RESOURCE, min_length=1
+    )
+    node_selector: dict[str, str] = field(
+        "Node labels GPU pods require. Default: nvidia.com/gpu.present=true (set by NVIDIA GPU "
+        "feature discovery). Merged with pod.nodeSelector.",
+        default_factory=lambda: dict(DEFAULT_GPU_NODE_SELECTOR),
+    )
+    tolerations: tuple[Toleration, ...] = field(
+        "Extra tolerations for GPU nodes. A toleration for the <resourceName> NoSchedule taint is "
+        "always added.",
+        default=(),
+    )
+
+
+@dataclass(frozen=True)
+class Batching(ApiObject):
+    """TF Serving server-side batching (BatchingParameters). TF Serving cannot reload these, so a
+    change rolls the pods."""
+
+    __rules__ = (
+        Rule(
+            rule="!has(self.allowedBatchSizes) || size(self.allowedBatchSizes) == 0 || "
+            "self.allowedBatchSizes[size(self.allowedBatchSizes) - 1] == self.maxBatchSize",
+            message="the last allowed batch size must equal maxBatchSize",
+            field_path=".allowedBatchSizes",
+        ),
+        Rule(
+            rule="!has(self.allowedBatchSizes) || "
+            + _strictly_increasing("self.allowedBatchSizes", MAX_BATCH_SIZES),
+            message="allowedBatchSizes must be strictly increasing",
+            field_path=".allowedBatchSizes",
+        ),
+    )
+
+    max_batch_size: int = field("The largest batch TF Serving forms.", minimum=1)
+    batch_timeout_micros: int = field(
+        "How long, in microseconds, a partial batch waits for more requests.", default=1000, minimum=0
+    )
+    num_batch_threads: int = field(
+        "Threads that process batches in parallel; usually the number of CPU cores or GPUs.",
+        default=4,
+        minimum=1,
+    )
+    max_enqueued_batches: int = field(
+        "Batches that may wait in the queue before requests are rejected.", default=100, minimum=1
+    )
+    allowed_batch_sizes: tuple[int, ...] = field(
+        "Sizes batches are padded to. Strictly increasing; the last must equal maxBatchSize.",
+        default=(),
+        max_items=MAX_BATCH_SIZES,
+    )
+    pad_variable_length_inputs: bool = field(
+        "Pad inputs of different lengths to the same shape within a batch.", default=False
+    )
+
+    def check(self, path: str) -> list[FieldError]:
+        errors = []
+        sizes = self.allowed_batch_sizes
+        for i in range(1, len(sizes)):
+            if sizes[i] <= sizes[i - 1]:
+                errors.append(
+                    FieldError(
+                        f"{path}.allowedBatchSizes",
+                        f"must be strictly increasing, but {sizes[i]} follows {sizes[i - 1]}",
+                    )
+                )
+                break
+        if sizes and sizes[-1] != self.max_batch_size:
+            errors.append(
+                FieldError(
+                    f"{path}.allowedBatchSizes",
+                    f"last size ({sizes[-1]}) must equal maxBatchSize ({self.max_batch_size})",
+                )
+            )
+        if any(s < 1 for s in sizes):
+            errors.append(FieldError(f"{path}.allowedBatchSizes", "sizes must be at least 1"))
+        return errors
+
+
+@dataclass(frozen=True)
+class Server(ApiObject):
+    """TF Serving process settings."""
+
+    __rules__ = (
+        Rule(
+            rule="self.grpcPort != self.restPort",
+            message="grpcPort and restPort must differ",
+            field_path=".restPort",
+        ),
+    )
+
+    grpc_port: int = field("gRPC port (--port).", default=8500, minimum=1, maximum=65535)
+    rest_port: int = field("REST port (--rest_api_port).", default=8501, minimum=1, maximum=65535)
+    max_connection_age_seconds: int = field(
+        "Maximum age of a gRPC connection before TF Serving asks the client to reconnect, so that "
+        "long-lived connections rebalance across pods behind a ClusterIP Service. 0 disables it.",
+        default=30,
+        minimum=0,
+    )
+    monitoring: bool = field(
+        "Expose Prometheus metrics on the REST port at /monitoring/prometheus/metrics.", default=True
+    )
+    model_config_poll_seconds: int = field(
+        "How often TF Serving re-reads its model config file (--model_config_file_poll_wait_seconds). "
+        "0 disables polling.",
+        default=60,
+        minimum=0,
+    )
+    extra_args: tuple[str, ...] = field(
+        "Additional tensorflow_model_server flags, for example --tensorflow_intra_op_parallelism=4. "
+        "Flags tfleet manages (ports, config files, batching) may not be repeated here.",
+        default=(),
+    )
+
+
+@dataclass(frozen=True)
+class ServiceSpec(ApiObject):
+    """How the model is exposed inside the cluster."""
+
+    type: str = field(
+        "Type of the load-balanced Service.",
+        default="ClusterIP",
+        enum=("ClusterIP", "NodePort", "LoadBalancer"),
+    )
+    headless: bool = field(
+        "Also create a headless Service <name>-grpc, so gRPC clients can balance per request with "
+        "client-side round_robin over dns:///<name>-grpc.<namespace>.svc:<grpcPort>.",
+        default=True,
+    )
+    annotations: dict[str, str] = field(
+        "Annotations for the load-balanced Service (for example cloud load balancer settings).",
+        default_factory=dict,
+    )
+
+
+@dataclass(frozen=True)
+class RolloutStep(ApiObject):
+    """One canary step: the share of pods that run the new revision, and how long to hold it."""
+
+    weight: int = field("Percentage of replicas on the new revision.", minimum=1, maximum=100)
+    pause: Duration = field(
+        "How long the step holds once its canary pods are healthy, for example 60s or 2m.",
+        default="60s",
+    )
+
+
+@dataclass(frozen=True)
+class Rollout(ApiObject):
+    """How a change to the pods (new model version, image, batching, resources, args) rolls out."""
+
+    __rules__ = (
+        Rule(
+            rule="!has(self.steps) || " + _strictly_increasing("self.steps", MAX_ROLLOUT_STEPS, ".weight"),
+            message="rollout step weights must be strictly increasing",
+            field_path=".steps",
+        ),
+    )
+
+    strategy: str = field(
+        "Canary: shift replicas to the new revision step by step, gated on the model being "
+        "AVAILABLE. RollingUpdate: replace pods in one Deployment with maxSurge/maxUnavailable.",
+        default="Canary",
+        enum=("Canary", "RollingUpdate"),
+    )
+    steps: tuple[RolloutStep, ...] = field(
+        "Canary steps, in order; weights strictly increasing within 1..100. After the last step "
+        "the new revision is promoted to all replicas.",
+        default=(RolloutStep(10, "60s"), RolloutStep(50, "120s")),
+        max_items=MAX_ROLLOUT_STEPS,
+    )
+    progress_deadline_seconds: int = field(
+        "How long a step may wait for healthy canary pods before the rollout fails.",
+        default=600,
+        minimum=1,
+    )
+    auto_rollback: bool = field(
+        "Roll back by itself when the new revision fails its deadline or its checks.", default=True
+    )
+    max_surge: IntOrString = field(
+        "RollingUpdate: pods above the replica count during the update (number or percentage).",
+        default="25%",  # type: ignore[arg-type]
+    )
+    max_unavailable: IntOrString = field(
+        "RollingUpdate: pods that may be unavailable during the update (number or percentage).",
+        default=0,  # type: ignore[arg-type]
+    )
+
+    def check(self, path: str) -> list[FieldError]:
+        weights = [s.weight for s in self.steps]
+        for i in range(1, len(weights)):
+            if weights[i] <= weights[i - 1]:
+                return [
+                    FieldError(
+                        f"{path}.steps[{i}].weight",
+                        f"step weights must be strictly increasing, but {weights[i]} follows {weights[i - 1]}",
+                    )
+                ]
+        return []
+
+
+@dataclass(frozen=True)
+class PodSettings(ApiObject):
+    """Settings passed through to the serving pods."""
+
+    node_selector: dict[str, str] = field("Node labels the pods require.", default_factory=dict)
+    tolerations: tuple[Toleration, ...] = field("Tolerations of the pods.", default=())
+    affinity: Passthrough | None = field(
+        "Pod affinity rules, exactly as in a Pod spec (passed through unchanged; validated by "
+        "the API server when the Deployment is written).",
+        default=None,
+    )
+    service_account_name: str | None = field(
+        "ServiceAccount the pods run as (for example one bound to a cloud storage role).", default=None
+    )
+    annotations: dict[str, str] = field("Annotations added to the pods.", default_factory=dict)
+    labels: dict[str, str] = field(
+        "Labels added to the pods. tfleet's own labels take precedence.", default_factory=dict
+    )
+    priority_class_name: str | None = field("PriorityClass of the pods.", default=None)
+    image_pull_secrets: tuple[str, ...] = field(
+        "Names of Secrets used to pull the image.", default=()
+    )
+    termination_grace_period_seconds: int = field(
+        "How long a stopping pod drains before it is killed. TF Serving ignores SIGTERM, so the pod "
+        "first fails readiness and waits drainSeconds for clients to move away.",
+        default=45,
+        minimum=1,
+    )
+    drain_seconds: int = field(
+        "How long a stopping pod keeps serving after it has been removed from the Service "
+        "endpoints. Must be shorter than terminationGracePeriodSeconds.",
+        default=15,
+        minimum=0,
+    )
+
+    def check(self, path: str) -> list[FieldError]:
+        if self.drain_seconds >= self.termination_grace_period_seconds:
+            return [
+                FieldError(
+                    f"{path}.drainSeconds",
+                    f"drainSeconds ({self.drain_seconds}) must be less than "
+                    f"terminationGracePeriodSeconds ({self.termination_grace_period_seconds})",
+                )
+            ]
+        return []
+
+
+@dataclass(frozen=True)
+class InferenceServiceSpec(ApiObject):
+    """The desired state of a TF Serving fleet serving one model."""
+
+    model: ModelSpec = field("The model to serve.")
+    image: str | None = field(
+        f"TF Serving image. Default {DEFAULT_IMAGE}, or its -gpu variant when gpu.count > 0.",
+        default=None,
+        min_length=1,
+    )
+    replicas: int = field(
+        "Number of serving pods. Managed by the autoscaler when autoscaling is set.",
+        default=1,
+        minimum=0,
+    )
+    autoscaling: Autoscaling | None = field(
+        "Autoscale the replica count with a HorizontalPodAutoscaler.", default=None
+    )
+    resources: Resources = field("Resources of the TF Serving container.", default_factory=Resources)
+    gpu: Gpu = field("GPU scheduling.", default_factory=Gpu)
+    batching: Batching | None = field(
+        "Server-side batching. Omitted: batching is off.", default=None
+    )
+    server: Server = field("TF Serving process settings.", default_factory=Server)
+    service: ServiceSpec = field("Service settings.", default_factory=ServiceSpec)
+    rollout: Rollout = field("How changes roll out.", default_factory=Rollout)
+    pod: PodSettings = field("Pod settings passed through to the serving pods.", default_factory=PodSettings)
+
+    def check(self, path: str) -> list[FieldError]:
+        errors: list[FieldError] = []
+        image = self.image or DEFAULT_IMAGE
+        if self.gpu.count > 0 and self.image and not _is_gpu_image(image):
+            errors.append(
+                FieldError(
+                    f"{path}.image",
+                    f'"{image}" is not a GPU image, but gpu.count is {self.gpu.count}: '
+                    "use a tag ending in -gpu (for example tensorflow/serving:2.19.0-gpu)",
+                )
+            )
+        managed = ("--port", "--rest_api_port", "--model_config_file", "--model_name", "--model_base_path",
+                   "--enable_batching", "--batching_parameters_file", "--monitoring_config_file",
+                   "--grpc_channel_arguments")
+        for i, arg in enumerate(self.server.extra_args):
+            flag = arg.split("=", 1)[0]
+            if flag in managed:
+                errors.append(
+                    FieldError(f"{path}.server.extraArgs[{i}]", f"{flag} is managed by tfleet and may not be set here")
+                )
+        ports = {"grpcPort": self.server.grpc_port, "restPort": self.server.rest_port}
+        for name, port in RESERVED_PORTS.items():
+            for field_name, value in ports.items():
+                if value == port:
+                    errors.append(
+                        FieldError(
+                            f"{path}.server.{field_name}",
+                            f"port {value} is reserved for the {name}; choose another port",
+                        )
+                    )
+        return errors
+
+
+def _is_gpu_image(image: str) -> bool:
+    # The tag is after the last ":" that follows the last "/" (a registry may carry a port).
+    name = image.split("@", 1)[0]
+    tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else ""
+    return tag == "gpu" or tag.endswith("-gpu") or "-gpu-" in tag or "gpu" in name.rsplit("/", 1)[-1].split(":")[0]
+
+
+@dataclass(frozen=True)
+class InferenceService:
+    """A parsed InferenceService: identity plus the typed spec."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: InferenceServiceSpec
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model.name or self.name
+
+    @property
+    def image(self) -> str:
+        if self.spec.image:
+            return self.spec.image
+        return DEFAULT_IMAGE + "-gpu" if self.spec.gpu.count > 0 else DEFAULT_IMAGE
+
+
+def parse_spec(spec: Any, path: str = "spec") -> InferenceServiceSpec:
+    """Parse and validate a spec. Raises ValidationError whose errors name each field."""
+    return parse(InferenceServiceSpec, spec, path)
+
+
+def parse_object(obj: dict[str, Any]) -> InferenceService:
+    """Parse a whole InferenceService object (as read from the API or a manifest)."""
+    meta = obj.get("metadata") or {}
+    errors: list[FieldError] = []
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        errors.append(FieldError("metadata.name", "required field is missing"))
+    elif not re.match(DNS_LABEL_PATTERN, name) or len(name) > 52:
+        # Children are named <name>-grpc, <name>-config-<hash>: the name must stay a DNS label.
+        errors.append(
+            FieldError("metadata.name", f'"{name}" must be a DNS label of at most 52 characters (a-z, 0-9, -)')
+        )
+    try:
+        spec = parse_spec(obj.get("spec"))
+    except ValidationError as exc:
+        errors.extend(exc.errors)
+        spec = None
+    if errors or spec is None:
+        raise ValidationError(errors)
+    return InferenceService(
+        name=name,
+        namespace=meta.get("namespace") or "default",
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 0),
+        spec=spec,
+    )

@@ -1,0 +1,367 @@
+"""Desired children of an InferenceService, as pure functions of the parsed model.
+
+No API client, no clock: the same input always gives the same objects, which is what lets
+`tfleet render` print exactly what the operator creates, and lets the reconciler compare
+desired with observed state field by field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from tfleet import API_VERSION, KIND, probes, tfconfig
+from tfleet.api import InferenceService, Toleration
+from tfleet.schema import to_json
+
+Manifest = dict[str, Any]
+
+MANAGER = "tfleet"
+LABEL_ISVC = "tfleet.dev/inferenceservice"
+ANNOTATION_CONFIG_CHECKSUM = "tfleet.dev/config-checksum"
+SERVING_CONTAINER = "tensorflow-serving"
+CONFIG_VOLUME = "config"
+STORAGE_SECRET_DIR = "/var/run/secrets/tfleet/storage"
+# The restricted Pod Security profile needs an explicit non-root identity: the
+# tensorflow/serving image sets no USER.
+RUN_AS_USER = 1000
+
+
+def labels(isvc: InferenceService) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "tensorflow-serving",
+        "app.kubernetes.io/instance": isvc.name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": MANAGER,
+        "app.kubernetes.io/part-of": "tfleet",
+        LABEL_ISVC: isvc.name,
+    }
+
+
+def selector(isvc: InferenceService) -> dict[str, str]:
+    """Pod selector of the fleet. Deployment selectors are immutable, so it stays minimal."""
+    return {LABEL_ISVC: isvc.name}
+
+
+def selector_string(isvc: InferenceService) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector(isvc).items())
+
+
+def config_map_name(isvc: InferenceService) -> str:
+    return f"{isvc.name}-config"
+
+
+def headless_service_name(isvc: InferenceService) -> str:
+    return f"{isvc.name}-grpc"
+
+
+def owner_reference(isvc: InferenceService) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": isvc.name,
+        "uid": isvc.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(isvc: InferenceService, name: str) -> dict[str, Any]:
+    return {"name": name, "namespace": isvc.namespace, "labels": labels(isvc)}
+
+
+def checksum(data: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- ConfigMap
+
+
+def build_config_map(isvc: InferenceService) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(isvc, config_map_name(isvc)),
+        "data": tfconfig.config_files(isvc),
+    }
+
+
+# --------------------------------------------------------------------------- Deployment
+
+
+def _tolerations(isvc: InferenceService) -> list[dict[str, Any]]:
+    spec = isvc.spec
+    result: list[Toleration] = list(spec.pod.tolerations)
+    if spec.gpu.count > 0:
+        result.append(Toleration(key=spec.gpu.resource_name, operator="Exists", effect="NoSchedule"))
+        result.extend(spec.gpu.tolerations)
+    unique: list[dict[str, Any]] = []
+    for toleration in result:
+        as_json = to_json(toleration)
+        if as_json not in unique:
+            unique.append(as_json)
+    return unique
+
+
+def _node_selector(isvc: InferenceService) -> dict[str, str]:
+    node_selector = dict(isvc.spec.pod.node_selector)
+    if isvc.spec.gpu.count > 0:
+        node_selector.update(isvc.spec.gpu.node_selector)
+    return node_selector
+
+
+def _resources(isvc: InferenceService) -> dict[str, Any]:
+    spec = isvc.spec
+    requests = {k: str(v) for k, v in spec.resources.requests.items()}
+    limits = {k: str(v) for k, v in spec.resources.limits.items()}
+    if spec.gpu.count > 0:
+        # Extended resources are set as limits; Kubernetes copies them to requests.
+        limits[spec.gpu.resource_name] = str(spec.gpu.count)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _volumes_and_mounts(isvc: InferenceService) -> tuple[list[Manifest], list[Manifest]]:
+    volumes: list[Manifest] = [
+        {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(isvc)}},
+        # The root filesystem is read-only; TF Serving and the filesystem plugins write to /tmp.
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[Manifest] = [
+        {"name": CONFIG_VOLUME, "mountPath": tfconfig.CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    base = isvc.spec.model.base_path
+    if base.startswith("pvc://"):
+        claim = base[len("pvc://"):].split("/", 1)[0]
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": "models", "mountPath": f"/models/{claim}", "readOnly": True})
+    secret = isvc.spec.model.credentials_secret
+    if secret:
+        volumes.append({"name": "storage-credentials", "secret": {"secretName": secret}})
+        mounts.append({"name": "storage-credentials", "mountPath": STORAGE_SECRET_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _env(isvc: InferenceService) -> tuple[list[Manifest], list[Manifest]]:
+    secret = isvc.spec.model.credentials_secret
+    if not secret:
+        return [], []
+    env: list[Manifest] = []
+    if isvc.spec.model.base_path.startswith("gs://"):
+        env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{STORAGE_SECRET_DIR}/gcs.json"})
+    return env, [{"secretRef": {"name": secret}}]
+
+
+def restricted_container_security_context() -> Manifest:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _serving_container(isvc: InferenceService, mounts: list[Manifest]) -> Manifest:
+    server = isvc.spec.server
+    env, env_from = _env(isvc)
+    container: Manifest = {
+        "name": SERVING_CONTAINER,
+        "image": isvc.image,
+        "args": tfconfig.server_args(isvc),
+        "ports": [
+            {"name": "grpc", "containerPort": server.grpc_port, "protocol": "TCP"},
+            {"name": "http", "containerPort": server.rest_port, "protocol": "TCP"},
+        ],
+    }
+    if env:
+        container["env"] = env
+    if env_from:
+        container["envFrom"] = env_from
+    resources = _resources(isvc)
+    if resources:
+        container["resources"] = resources
+    container["volumeMounts"] = mounts
+    container.update(probes.serving_probes(isvc))
+    container["lifecycle"] = probes.serving_lifecycle(isvc)
+    container["securityContext"] = restricted_container_security_context()
+    return container
+
+
+def build_pod_template(isvc: InferenceService, config_checksum: str) -> Manifest:
+    spec = isvc.spec
+    volumes, mounts = _volumes_and_mounts(isvc)
+    annotations = dict(spec.pod.annotations)
+    annotations[ANNOTATION_CONFIG_CHECKSUM] = config_checksum
+    if spec.server.monitoring:
+        annotations.setdefault("prometheus.io/scrape", "true")
+        annotations.setdefault("prometheus.io/port", str(spec.server.rest_port))
+        annotations.setdefault("prometheus.io/path", tfconfig.METRICS_PATH)
+    pod_spec: Manifest = {
+        "containers": [_serving_container(isvc, mounts)],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": spec.pod.termination_grace_period_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # Serving pods need no Kubernetes API access.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+    sidecars = probes.sidecars(isvc)
+    if sidecars:
+        pod_spec["initContainers"] = sidecars
+    if node_selector := _node_selector(isvc):
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations := _tolerations(isvc):
+        pod_spec["tolerations"] = tolerations
+    if spec.pod.affinity:
+        pod_spec["affinity"] = spec.pod.affinity
+    if spec.pod.service_account_name:
+        pod_spec["serviceAccountName"] = spec.pod.service_account_name
+    if spec.pod.priority_class_name:
+        pod_spec["priorityClassName"] = spec.pod.priority_class_name
+    if spec.pod.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.pod.image_pull_secrets]
+    return {
+        "metadata": {"labels": {**spec.pod.labels, **labels(isvc)}, "annotations": annotations},
+        "spec": pod_spec,
+    }
+
+
+def build_deployment(isvc: InferenceService, config_checksum: str) -> Manifest:
+    rollout = isvc.spec.rollout
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(isvc, isvc.name),
+        "spec": {
+            "replicas": isvc.spec.replicas,
+            "selector": {"matchLabels": selector(isvc)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": rollout.max_surge, "maxUnavailable": rollout.max_unavailable},
+            },
+            "progressDeadlineSeconds": rollout.progress_deadline_seconds,
+            "revisionHistoryLimit": 3,
+            "template": build_pod_template(isvc, config_checksum),
+        },
+    }
+
+
+# --------------------------------------------------------------------------- Services
+
+
+def build_service(isvc: InferenceService) -> Manifest:
+    server = isvc.spec.server
+    metadata = _metadata(isvc, isvc.name)
+    if isvc.spec.service.annotations:
+        metadata["annotations"] = dict(isvc.spec.service.annotations)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": {
+            "type": isvc.spec.service.type,
+            "selector": selector(isvc),
+            "ports": [
+                {"name": "grpc", "port": server.grpc_port, "targetPort": "grpc", "protocol": "TCP",
+                 "appProtocol": "grpc"},
+                {"name": "http", "port": server.rest_port, "targetPort": "http", "protocol": "TCP",
+                 "appProtocol": "http"},
+            ],
+        },
+    }
+
+
+def build_headless_service(isvc: InferenceService) -> Manifest:
+    """One DNS record per ready pod, for gRPC clients that balance per request themselves."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(isvc, headless_service_name(isvc)),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector(isvc),
+            "ports": [
+                {"name": "grpc", "port": isvc.spec.server.grpc_port, "targetPort": "grpc", "protocol": "TCP",
+                 "appProtocol": "grpc"},
+            ],
+        },
+    }
+
+
+# --------------------------------------------------------------------------- HPA and PDB
+
+
+def build_hpa(isvc: InferenceService) -> Manifest | None:
+    """Autoscaler on the InferenceService's scale subresource (not the Deployment), so one
+    replica count drives every revision during a rollout."""
+    autoscaling = isvc.spec.autoscaling
+    if autoscaling is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(isvc, isvc.name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": API_VERSION, "kind": KIND, "name": isvc.name},
+            "minReplicas": autoscaling.min_replicas,
+            "maxReplicas": autoscaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": autoscaling.target_cpu_utilization_percentage,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def build_pdb(isvc: InferenceService) -> Manifest | None:
+    autoscaling = isvc.spec.autoscaling
+    floor = autoscaling.min_replicas if autoscaling else isvc.spec.replicas
+    if floor <= 1:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(isvc, isvc.name),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector(isvc)},
+            # A crash-looping pod must not block node drains.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+# --------------------------------------------------------------------------- all children
+
+
+def build_children(isvc: InferenceService) -> list[Manifest]:
+    """Every child the InferenceService owns, in creation order."""
+    config_map = build_config_map(isvc)
+    children = [config_map, build_deployment(isvc, checksum(config_map["data"])), build_service(isvc)]
+    if isvc.spec.service.headless:
+        children.append(build_headless_service(isvc))
+    for optional in (build_hpa(isvc), build_pdb(isvc)):
+        if optional is not None:
+            children.append(optional)
+    return children

@@ -1,0 +1,159 @@
+"""The InferenceService CustomResourceDefinition, generated from the typed API in `tfleet.api`.
+
+`make manifests` writes it to crds/; a test regenerates it and fails on drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from tfleet import GROUP, KIND, PLURAL, VERSION
+from tfleet.api import InferenceServiceSpec
+from tfleet.schema import ApiObject, field, openapi_schema
+
+CONDITION_TYPES = ("Ready", "ModelAvailable", "Progressing", "Degraded")
+ROLLOUT_PHASES = ("Idle", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack")
+
+
+@dataclass(frozen=True)
+class Condition(ApiObject):
+    """An observation of one aspect of the InferenceService, in the Kubernetes condition convention."""
+
+    type: str = field("Ready, ModelAvailable, Progressing or Degraded.", max_length=316)
+    status: str = field("True, False or Unknown.", enum=("True", "False", "Unknown"))
+    reason: str = field("Why the condition is in this state, in PascalCase.", max_length=1024)
+    message: str = field("A human-readable explanation.", max_length=32768)
+    last_transition_time: str = field("When the status last changed (RFC 3339).")
+    observed_generation: int | None = field(
+        "The metadata.generation this condition was computed from.", default=None, minimum=0
+    )
+
+
+@dataclass(frozen=True)
+class RolloutStatus(ApiObject):
+    """Progress of the current or last rollout."""
+
+    phase: str | None = field("Idle, Progressing, Paused, Promoting, Succeeded or RolledBack.",
+                              default=None, enum=ROLLOUT_PHASES)
+    stable_revision: str | None = field("The revision that serves all traffic when no rollout runs.", default=None)
+    canary_revision: str | None = field("The revision being rolled out, if any.", default=None)
+    target_version: int | None = field("The model version the rollout moves to.", default=None)
+    step: int | None = field("Index of the current canary step, from 0.", default=None)
+    weight: int | None = field("Current percentage of replicas on the canary revision.", default=None)
+    started_at: str | None = field("When the rollout started (RFC 3339).", default=None)
+    step_started_at: str | None = field("When the current step started (RFC 3339).", default=None)
+    message: str | None = field("What the rollout is doing or why it stopped.", default=None)
+
+
+@dataclass(frozen=True)
+class Endpoints(ApiObject):
+    """Addresses clients use to reach the model."""
+
+    grpc: str | None = field("gRPC address through the load-balanced Service.", default=None)
+    rest: str | None = field("REST URL of the model.", default=None)
+    grpc_headless: str | None = field(
+        "gRPC target for client-side round_robin balancing over the headless Service.", default=None
+    )
+
+
+@dataclass(frozen=True)
+class InferenceServiceStatus(ApiObject):
+    """The observed state of the InferenceService, written by tfleet."""
+
+    observed_generation: int | None = field("The metadata.generation tfleet last acted on.", default=None)
+    conditions: tuple[Condition, ...] = field(
+        "Ready, ModelAvailable, Progressing and Degraded.",
+        default=(),
+        list_type="map",
+        list_map_keys=("type",),
+    )
+    replicas: int | None = field("Serving pods that exist (all revisions).", default=None)
+    ready_replicas: int | None = field("Serving pods that are ready.", default=None)
+    ready: str | None = field("readyReplicas/replicas, for display.", default=None)
+    selector: str | None = field("Label selector of the serving pods, for the scale subresource.", default=None)
+    serving_version: int | None = field(
+        "The model version all ready pods serve, when it is known.", default=None
+    )
+    rollout: RolloutStatus | None = field("Rollout progress.", default=None)
+    endpoints: Endpoints | None = field("Client addresses.", default=None)
+
+
+def openapi_v3_schema() -> dict[str, Any]:
+    spec = openapi_schema(InferenceServiceSpec)
+    status = openapi_schema(InferenceServiceStatus)
+    return {
+        "type": "object",
+        "description": "InferenceService runs a fleet of TensorFlow Serving pods for one model, "
+        "with GPU scheduling, batching, model-aware health and gradual rollouts.",
+        "properties": {
+            "apiVersion": {"type": "string", "description": "APIVersion of this object: tfleet.dev/v1alpha1."},
+            "kind": {"type": "string", "description": "Kind of this object: InferenceService."},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+        "required": ["spec"],
+    }
+
+
+def build_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "tfleet", "app.kubernetes.io/part-of": "tfleet"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": ["tfis"],
+                "categories": ["tfleet"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": [
+                        {"name": "Model", "type": "string", "jsonPath": ".spec.model.name",
+                         "description": "TF Serving model name (empty: metadata.name)"},
+                        {"name": "Version", "type": "integer", "jsonPath": ".status.servingVersion",
+                         "description": "Model version being served"},
+                        {"name": "Target", "type": "integer", "jsonPath": ".spec.model.version",
+                         "description": "Model version asked for"},
+                        {"name": "Ready", "type": "string", "jsonPath": ".status.ready",
+                         "description": "Ready pods / pods"},
+                        {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase",
+                         "description": "Rollout phase"},
+                        {"name": "Weight", "type": "integer", "jsonPath": ".status.rollout.weight",
+                         "description": "Canary weight", "priority": 1},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {"openAPIV3Schema": openapi_v3_schema()},
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    return "# Generated from operator/tfleet/api.py by `make manifests`; do not edit.\n" + yaml.safe_dump(
+        build_crd(), sort_keys=False, width=100
+    )

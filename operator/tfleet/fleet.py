@@ -1,0 +1,168 @@
+"""The operator's runtime: an in-memory view of the fleet, and the reconcile loop over it.
+
+Watch events (delivered by kopf) and the responses of tfleet's own writes both feed one
+cache, so a reconcile never re-reads the API and never acts on a view older than its own
+last write. Reconciles are level-based: whatever triggered one, it computes the whole
+desired state and writes only the difference.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from tfleet import reconcile
+from tfleet.builders import LABEL_ISVC, MANAGER
+from tfleet.kube import Kube, KubeError
+
+log = logging.getLogger(__name__)
+
+Manifest = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name) of an InferenceService
+
+MAX_BACKOFF_SECONDS = 60.0
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rv(obj: Manifest) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _newer(candidate: Manifest, current: Manifest | None) -> bool:
+    # resourceVersions are opaque by contract, but every apiserver we target (etcd-backed and
+    # the local one) issues increasing integers; a non-integer one is always taken.
+    return current is None or _rv(candidate) == 0 or _rv(candidate) >= _rv(current)
+
+
+class Fleet:
+    def __init__(self, kube: Kube, clock: Callable[[], str] = utcnow,
+                 schedule: Callable[[float, Callable[[], None]], Any] | None = None):
+        self.kube = kube
+        self.clock = clock
+        self._schedule = schedule or _timer
+        self._isvcs: dict[Key, Manifest] = {}
+        self._children: dict[Key, dict[reconcile.ChildKey, Manifest]] = {}
+        self._locks: dict[Key, threading.Lock] = {}
+        self._failures: dict[Key, int] = {}
+        self._guard = threading.Lock()
+
+    # ------------------------------------------------------------------ observing
+
+    def observe_isvc(self, event_type: str | None, body: Manifest) -> Key:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        with self._guard:
+            if event_type == "DELETED":
+                self._isvcs.pop(key, None)
+                self._children.pop(key, None)
+                self._failures.pop(key, None)
+            elif _newer(body, self._isvcs.get(key)):
+                self._isvcs[key] = body
+        return key
+
+    def observe_child(self, event_type: str | None, body: Manifest) -> Key | None:
+        meta = body["metadata"]
+        parent = (meta.get("labels") or {}).get(LABEL_ISVC)
+        if not parent:
+            return None
+        key = (meta["namespace"], parent)
+        child = reconcile.child_key(body)
+        with self._guard:
+            children = self._children.setdefault(key, {})
+            if event_type == "DELETED":
+                if children.get(child, {}).get("metadata", {}).get("uid") == meta.get("uid"):
+                    children.pop(child, None)
+            elif _newer(body, children.get(child)):
+                children[child] = body
+        return key
+
+    def knows(self, key: Key) -> bool:
+        with self._guard:
+            return key in self._isvcs
+
+    def snapshot(self, key: Key) -> tuple[Manifest | None, dict[reconcile.ChildKey, Manifest]]:
+        with self._guard:
+            return self._isvcs.get(key), dict(self._children.get(key, {}))
+
+    # ------------------------------------------------------------------ reconciling
+
+    def _lock(self, key: Key) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def reconcile(self, key: Key) -> None:
+        """Bring one InferenceService's children and status to the desired state."""
+        with self._lock(key):
+            try:
+                self._reconcile(key)
+            except KubeError as exc:
+                self._on_failure(key, exc)
+            else:
+                with self._guard:
+                    self._failures.pop(key, None)
+
+    def _reconcile(self, key: Key) -> None:
+        body, children = self.snapshot(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        namespace, name = key
+        plan = reconcile.plan_children(body, children)
+        rejected: str | None = None
+        for manifest in plan.apply:
+            try:
+                self.observe_child("APPLIED", self.kube.apply(manifest))
+            except KubeError as exc:
+                if exc.retryable:
+                    raise
+                # The API server refused what the spec asked for (for example an invalid
+                # affinity passed through): report it on the object instead of retrying.
+                rejected = f"{manifest['kind']} {manifest['metadata']['name']} was rejected: {exc.message}"
+                break
+        else:
+            for obj in plan.delete:
+                self.kube.delete(obj)
+                self.observe_child("DELETED", obj)
+        for event in plan.events if rejected is None else []:
+            log.info("%s %s/%s: %s", event.reason, namespace, name, event.message)
+            self.kube.post_event(body, event.type, event.reason, event.message)
+
+        body, children = self.snapshot(key)
+        if body is None:
+            return
+        status_plan = reconcile.plan_status(body, children, self.clock(), rejected=rejected)
+        if status_plan.status is not None:
+            updated = self.kube.patch_status(namespace, name, status_plan.status)
+            self.observe_isvc("PATCHED", updated)
+            log.info("Updated status of InferenceService %s/%s", namespace, name)
+        for event in status_plan.events:
+            if event.type == "Warning":
+                log.warning("%s %s/%s: %s", event.reason, namespace, name, event.message)
+            self.kube.post_event(body, event.type, event.reason, event.message)
+
+    def _on_failure(self, key: Key, exc: KubeError) -> None:
+        with self._guard:
+            attempts = self._failures.get(key, 0) + 1
+            self._failures[key] = attempts
+        delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** (attempts - 1))
+        if exc.retryable:
+            log.warning("Failed to reconcile InferenceService %s/%s, retrying in %.1fs: %s", *key, delay, exc)
+            self._schedule(delay, lambda: self.reconcile(key))
+        else:
+            log.error("Failed to reconcile InferenceService %s/%s: %s", *key, exc)
+
+
+def _timer(delay: float, fn: Callable[[], None]) -> threading.Timer:
+    timer = threading.Timer(delay, fn)
+    timer.daemon = True
+    timer.name = f"{MANAGER}-retry"
+    timer.start()
+    return timer

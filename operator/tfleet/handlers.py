@@ -1,0 +1,64 @@
+"""kopf wiring: watch events in, reconciles out. No logic lives here.
+
+Only event handlers are used: kopf keeps no per-object bookkeeping for them (no diff-base
+or progress annotations, no finalizers), so the operator's only writes are its children,
+the status and Events. The state that matters lives in the cluster; a restarted operator
+rebuilds its view from the initial listing and carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from tfleet import GROUP, PLURAL, VERSION
+from tfleet.builders import MANAGER
+from tfleet.fleet import Fleet
+from tfleet.kube import Kube, load_config
+
+MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
+CHILD_RESOURCES = (
+    ("", "v1", "configmaps"),
+    ("", "v1", "services"),
+    ("apps", "v1", "deployments"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf would otherwise turn handler log lines into Kubernetes Events (API writes).
+    settings.posting.enabled = False
+    # Sync handlers run in this many threads; reconciles of different objects overlap.
+    settings.execution.max_workers = 16
+    # Watches reconnect well before load balancers in front of apiservers drop them.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    if "fleet" not in memo:
+        memo.fleet = Fleet(Kube(load_config(memo.get("kubeconfig"))))
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def inference_service_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    fleet: Fleet = memo.fleet
+    key = fleet.observe_isvc(type, dict(body))
+    if type != "DELETED":
+        fleet.reconcile(key)
+
+
+def _child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    fleet: Fleet = memo.fleet
+    key = fleet.observe_child(type, dict(body))
+    # A child seen before its parent is reconciled when the parent's own event arrives.
+    if key is not None and fleet.knows(key):
+        fleet.reconcile(key)
+
+
+for _group, _version, _plural in CHILD_RESOURCES:
+    _resource = (_group, _version, _plural) if _group else (_version, _plural)
+    kopf.on.event(*_resource, labels=MANAGED, id=f"child-{_plural}")(_child_event)

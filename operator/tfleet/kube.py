@@ -1,0 +1,163 @@
+"""The one module that talks to the Kubernetes API (besides kopf's own watches).
+
+Children are written with server-side apply under the field manager "tfleet": one request
+creates or updates, tfleet owns exactly the fields it sets, and fields that other actors
+own (an autoscaler's replicas, another tool's annotations) are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from tfleet import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from tfleet.builders import MANAGER
+
+log = logging.getLogger(__name__)
+
+Manifest = dict[str, Any]
+
+# (apiVersion, kind) -> plural. Only kinds tfleet writes.
+PLURALS = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Service"): "services",
+    ("v1", "Event"): "events",
+    ("apps/v1", "Deployment"): "deployments",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    (API_VERSION, KIND): PLURAL,
+}
+
+
+class KubeError(Exception):
+    """An API request failed. `code` is the HTTP status (0 when the server was unreachable)."""
+
+    def __init__(self, code: int, reason: str, message: str):
+        self.code, self.reason, self.message = code, reason, message
+        super().__init__(f"{code} {reason}: {message}")
+
+    @property
+    def retryable(self) -> bool:
+        # Conflicts, throttling, server errors and network failures pass with time;
+        # a 4xx such as Invalid or Forbidden needs a human.
+        return self.code in (0, 409, 429) or self.code >= 500
+
+
+def load_config(kubeconfig: str | None = None) -> client.ApiClient:
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)
+    else:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+    return client.ApiClient()
+
+
+def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+    plural = PLURALS[(api_version, kind)]
+    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    path = prefix + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
+    return path + (f"/{name}" if name else "")
+
+
+class Kube:
+    """Typed-enough access to the few API calls tfleet makes. Thread-safe."""
+
+    def __init__(self, api_client: client.ApiClient):
+        self.api = api_client
+        self._lock = threading.Lock()
+        self.writes: Counter[tuple[str, str]] = Counter()
+
+    def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+                 query: dict[str, str] | None = None) -> Manifest:
+        url = self.api.configuration.host + path + ("?" + urlencode(query) if query else "")
+        headers = {"Accept": "application/json", "Content-Type": content_type,
+                   "User-Agent": f"{MANAGER}/operator"}
+        self.api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
+        try:
+            response = self.api.call_api(method, url, header_params=headers,
+                                         body=json.dumps(body) if body is not None else None,
+                                         _request_timeout=30)
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, exc.reason or "", str(exc.body or exc)) from exc
+        except Exception as exc:  # urllib3 connection errors
+            raise KubeError(0, "Unreachable", str(exc)) from exc
+        data = response.read()
+        payload = json.loads(data) if data else {}
+        if response.status >= 400:
+            raise KubeError(response.status, payload.get("reason", ""), payload.get("message", data.decode(errors="replace")))
+        return payload  # type: ignore[no-any-return]
+
+    def _count(self, verb: str, kind: str) -> None:
+        with self._lock:
+            self.writes[(verb, kind)] += 1
+
+    def apply(self, manifest: Manifest) -> Manifest:
+        """Create or update a child with server-side apply, forcing tfleet's ownership."""
+        meta = manifest["metadata"]
+        path = resource_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"])
+        self._count("apply", manifest["kind"])
+        return self._request("PATCH", path, manifest, "application/apply-patch+yaml",
+                             {"fieldManager": MANAGER, "force": "true"})
+
+    def delete(self, manifest: Manifest) -> None:
+        meta = manifest["metadata"]
+        path = resource_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"])
+        self._count("delete", manifest["kind"])
+        try:
+            self._request("DELETE", path, {"propagationPolicy": "Background"})
+        except KubeError as exc:
+            if exc.code != 404:
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Manifest:
+        """Replace the InferenceService's status in one merge patch on the status subresource."""
+        path = resource_path(API_VERSION, KIND, namespace, name) + "/status"
+        self._count("patch", f"{KIND}/status")
+        # Conditions and nested objects are replaced whole: merge patch sets them as given.
+        return self._request("PATCH", path, {"status": status}, "application/merge-patch+json")
+
+    def get_isvc(self, namespace: str, name: str) -> Manifest:
+        return self._request("GET", resource_path(API_VERSION, KIND, namespace, name))
+
+    def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about the InferenceService, as `kubectl describe` shows it."""
+        meta = regarding["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": MANAGER},
+            "reportingComponent": MANAGER,
+            "reportingInstance": MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._count("create", "Event")
+        try:
+            self._request("POST", resource_path("v1", "Event", meta["namespace"]), event)
+        except KubeError as exc:
+            # An Event is best effort: losing one must not fail a reconcile.
+            log.warning("Failed to post Event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
