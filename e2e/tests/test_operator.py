@@ -1,0 +1,198 @@
+"""The operator end to end: `tfleet run` against a cluster, driven with kubectl.
+
+Runs unchanged on the local control plane or on a kind cluster (TFLEET_E2E_KUBECONFIG).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+pytestmark = pytest.mark.usefixtures("operator_process")
+
+
+def manifest(name: str, namespace: str, **spec: Any) -> str:
+    body = {
+        "apiVersion": "tfleet.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"model": {"basePath": "gs://bucket/models/half_plus_two", "version": 1}, **spec},
+    }
+    return yaml.safe_dump(body)
+
+
+def get(kubectl: Callable[..., Any], *args: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", *args, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # the object may not exist yet
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return cond  # type: ignore[no-any-return]
+    return {}
+
+
+def apply_and_wait_ready(kubectl: Callable[..., Any], text: str, namespace: str, name: str) -> dict[str, Any]:
+    kubectl("apply", "-f", "-", input=text)
+    kubectl("wait", "--for=condition=Ready", f"tfis/{name}", "-n", namespace, "--timeout=60s")
+    return get(kubectl, "tfis", name, "-n", namespace)
+
+
+def writes_by_operator(local_cluster: Any, since: float) -> list[dict[str, Any]]:
+    return [
+        r for r in local_cluster.request_log
+        if r["time"] >= since and r["method"] in ("POST", "PUT", "PATCH", "DELETE")
+        and "tfleet" in (r.get("user_agent") or "") + (r.get("user-agent") or "")
+    ]
+
+
+def test_an_applied_inference_service_gets_its_children_and_a_ready_status(kubectl, namespace):
+    isvc = apply_and_wait_ready(kubectl, manifest("resnet", namespace, replicas=2), namespace, "resnet")
+
+    status = isvc["status"]
+    assert status["observedGeneration"] == isvc["metadata"]["generation"]
+    assert status["readyReplicas"] == 2 and status["ready"] == "2/2"
+    assert status["servingVersion"] == 1
+    assert status["selector"] == "tfleet.dev/inferenceservice=resnet"
+    assert status["endpoints"]["grpc"] == f"resnet.{namespace}.svc:8500"
+    assert status["endpoints"]["grpcHeadless"] == f"dns:///resnet-grpc.{namespace}.svc:8500"
+    for type_, expected in (("Ready", "True"), ("ModelAvailable", "True"), ("Degraded", "False")):
+        assert condition(isvc, type_)["status"] == expected, type_
+
+    uid = isvc["metadata"]["uid"]
+    for kind, name in (("configmap", "resnet-config"), ("deployment", "resnet"), ("service", "resnet"),
+                       ("service", "resnet-grpc"), ("poddisruptionbudget", "resnet")):
+        child = get(kubectl, kind, name, "-n", namespace)
+        owners = child["metadata"]["ownerReferences"]
+        assert [(o["kind"], o["uid"], o["controller"]) for o in owners] == [("InferenceService", uid, True)], name
+        assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "tfleet"
+
+    events = get(kubectl, "events", "-n", namespace, "--field-selector", "involvedObject.name=resnet")
+    messages = " ".join(e["message"] for e in events["items"])
+    assert "Created Deployment resnet" in messages
+
+
+def test_a_converged_inference_service_causes_no_writes(kubectl, namespace, local_cluster):
+    apply_and_wait_ready(kubectl, manifest("idle", namespace), namespace, "idle")
+    time.sleep(1.0)  # let the last watch events of the rollout arrive
+    since = time.time()
+    time.sleep(3.0)
+    assert writes_by_operator(local_cluster, since) == []
+
+
+def test_drift_in_a_child_is_reverted_and_foreign_annotations_are_kept(kubectl, namespace):
+    apply_and_wait_ready(kubectl, manifest("drift", namespace), namespace, "drift")
+    kubectl("annotate", "deployment", "drift", "-n", namespace, "team.example.com/owner=search")
+    kubectl("set", "image", "deployment/drift", "-n", namespace, "tensorflow-serving=evil/image:latest")
+
+    def image_restored() -> bool:
+        dep = get(kubectl, "deployment", "drift", "-n", namespace)
+        return dep["spec"]["template"]["spec"]["containers"][0]["image"] == "tensorflow/serving:2.19.0"
+
+    wait_for(image_restored, what="the operator to revert the image")
+    dep = get(kubectl, "deployment", "drift", "-n", namespace)
+    assert dep["metadata"]["annotations"]["team.example.com/owner"] == "search"
+
+
+def test_scaling_the_inference_service_scales_the_deployment(kubectl, namespace):
+    apply_and_wait_ready(kubectl, manifest("scaled", namespace), namespace, "scaled")
+    kubectl("scale", "tfis/scaled", "-n", namespace, "--replicas=3")
+    wait_for(lambda: get(kubectl, "deployment", "scaled", "-n", namespace)["spec"]["replicas"] == 3,
+             what="Deployment replicas 3")
+    kubectl("wait", "--for=jsonpath={.status.readyReplicas}=3", "tfis/scaled", "-n", namespace, "--timeout=30s")
+    # A replica change is not a new pod template.
+    dep = get(kubectl, "deployment", "scaled", "-n", namespace)
+    assert dep["metadata"]["generation"] >= 2
+
+
+def test_a_batching_change_rolls_the_pods_through_the_config_checksum(kubectl, namespace):
+    apply_and_wait_ready(kubectl, manifest("batched", namespace), namespace, "batched")
+
+    def checksum() -> str:
+        dep = get(kubectl, "deployment", "batched", "-n", namespace)
+        return dep["spec"]["template"]["metadata"]["annotations"]["tfleet.dev/config-checksum"]  # type: ignore[no-any-return]
+
+    before = checksum()
+    kubectl("apply", "-f", "-", input=manifest("batched", namespace, batching={"maxBatchSize": 16}))
+    wait_for(lambda: checksum() != before, what="a new config checksum")
+    config = get(kubectl, "configmap", "batched-config", "-n", namespace)
+    assert "max_batch_size" in config["data"]["batching.config"]
+
+
+def test_an_invalid_spec_is_reported_and_the_serving_pods_keep_running(kubectl, namespace):
+    apply_and_wait_ready(kubectl, manifest("broken", namespace, replicas=2), namespace, "broken")
+    before = get(kubectl, "deployment", "broken", "-n", namespace)
+    # Passes the CRD schema, fails a semantic rule only tfleet knows.
+    bad = yaml.safe_load(manifest("broken", namespace, replicas=2))
+    bad["spec"]["model"]["basePath"] = "ftp://models/half_plus_two"
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(bad))
+
+    def invalid() -> dict[str, Any]:
+        ready = condition(get(kubectl, "tfis", "broken", "-n", namespace), "Ready")
+        return ready if ready.get("reason") == "InvalidSpec" else {}
+
+    ready = wait_for(invalid, what="Ready=False InvalidSpec")
+    assert ready["status"] == "False"
+    assert "spec.model.basePath" in ready["message"] and "ftp://" in ready["message"]
+    after = get(kubectl, "deployment", "broken", "-n", namespace)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["status"].get("readyReplicas") == 2
+    events = get(kubectl, "events", "-n", namespace, "--field-selector", "reason=InvalidSpec")
+    assert any("spec.model.basePath" in e["message"] for e in events["items"])
+
+
+def test_the_schema_rejects_invalid_manifests_before_the_operator_sees_them(kubectl, namespace):
+    bad = yaml.safe_load(manifest("rejected", namespace, batching={"maxBatchSize": 32, "allowedBatchSizes": [8, 16]}))
+    result = kubectl("apply", "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert result.returncode != 0
+    assert "allowedBatchSizes" in result.stderr
+
+
+def test_deleting_an_inference_service_removes_its_children(kubectl, namespace):
+    apply_and_wait_ready(kubectl, manifest("gone", namespace), namespace, "gone")
+    kubectl("delete", "tfis", "gone", "-n", namespace, "--wait=true", "--timeout=30s")
+    wait_for(lambda: not get(kubectl, "deployments,services,configmaps", "-n", namespace,
+                             "-l", "tfleet.dev/inferenceservice=gone")["items"],
+             what="children to be garbage-collected")
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_every_example_becomes_ready(kubectl, namespace, example):
+    docs = [d for d in yaml.safe_load_all((EXAMPLES / example).read_text()) if d]
+    for doc in docs:
+        doc["metadata"]["namespace"] = namespace
+        if doc["spec"].get("model", {}).get("basePath", "").startswith("pvc://"):
+            doc["spec"]["model"]["basePath"] = "/models/in-image"
+    text = yaml.safe_dump_all(docs)
+    kubectl("apply", "-f", "-", input=text)
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        if doc["spec"].get("gpu", {}).get("count"):
+            # GPU pods need GPU nodes; the status must still converge to the truth.
+            kubectl("wait", "--for=condition=ModelAvailable", f"tfis/{name}", "-n", namespace, "--timeout=60s")
+        else:
+            kubectl("wait", "--for=condition=Ready", f"tfis/{name}", "-n", namespace, "--timeout=60s")
