@@ -303,6 +303,16 @@ class Server(ApiObject):
         default=(),
     )
 
+    def check(self, path: str) -> list[FieldError]:
+        if self.grpc_port == self.rest_port:
+            return [
+                FieldError(
+                    f"{path}.restPort",
+                    f"restPort ({self.rest_port}) must differ from grpcPort ({self.grpc_port})",
+                )
+            ]
+        return []
+
 
 @dataclass(frozen=True)
 class ServiceSpec(ApiObject):
@@ -475,9 +485,9 @@ class InferenceServiceSpec(ApiObject):
                     "use a tag ending in -gpu (for example tensorflow/serving:2.19.0-gpu)",
                 )
             )
-        managed = ("--port", "--rest_api_port", "--model_config_file", "--model_name", "--model_base_path",
-                   "--enable_batching", "--batching_parameters_file", "--monitoring_config_file",
-                   "--grpc_channel_arguments")
+        managed = ("--port", "--rest_api_port", "--model_config_file", "--model_config_file_poll_wait_seconds",
+                   "--model_name", "--model_base_path", "--enable_batching", "--batching_parameters_file",
+                   "--monitoring_config_file", "--grpc_channel_arguments")
         for i, arg in enumerate(self.server.extra_args):
             flag = arg.split("=", 1)[0]
             if flag in managed:
