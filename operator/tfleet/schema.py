@@ -37,7 +37,8 @@ class Duration(str):
 # Opaque pass-through objects (pod affinity) keep unknown fields; see `openapi_schema`.
 Passthrough = dict[str, Any]
 
-_QUANTITY_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i?|[munkMGTPE])?$")
+# Binary suffixes always carry the "i" (1Ki); "1K" is not a quantity, as the API server says.
+_QUANTITY_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[munkMGTPE])?$")
 _DURATION_RE = re.compile(r"^(\d+(ms|s|m|h))+$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
