@@ -221,6 +221,11 @@ class Batching(ApiObject):
             message="allowedBatchSizes must be strictly increasing",
             field_path=".allowedBatchSizes",
         ),
+        Rule(
+            rule="!has(self.allowedBatchSizes) || self.allowedBatchSizes.all(s, s >= 1)",
+            message="allowed batch sizes must be at least 1",
+            field_path=".allowedBatchSizes",
+        ),
     )
 
     max_batch_size: int = field("The largest batch TF Serving forms.", minimum=1)
@@ -263,8 +268,10 @@ class Batching(ApiObject):
                     f"last size ({sizes[-1]}) must equal maxBatchSize ({self.max_batch_size})",
                 )
             )
-        if any(s < 1 for s in sizes):
-            errors.append(FieldError(f"{path}.allowedBatchSizes", "sizes must be at least 1"))
+        for i, size in enumerate(sizes):
+            if size < 1:
+                errors.append(FieldError(f"{path}.allowedBatchSizes[{i}]", f"must be at least 1, got {size}"))
+                break
         return errors
 
 
@@ -540,10 +547,25 @@ def parse_spec(spec: Any, path: str = "spec") -> InferenceServiceSpec:
     return parse(InferenceServiceSpec, spec, path)
 
 
+def check_update(old: InferenceServiceSpec, new: InferenceServiceSpec, path: str = "spec") -> list[FieldError]:
+    """Rules on a change of spec, mirroring the CRD's transition rules (those with oldSelf)."""
+    if old.model.name != new.model.name:
+        return [
+            FieldError(
+                f"{path}.model.name",
+                f"is immutable: was {old.model.name or '(unset)'}, now {new.model.name or '(unset)'}",
+            )
+        ]
+    return []
+
+
 def parse_object(obj: dict[str, Any]) -> InferenceService:
     """Parse a whole InferenceService object (as read from the API or a manifest)."""
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata")
     errors: list[FieldError] = []
+    if meta is not None and not isinstance(meta, dict):
+        errors.append(FieldError("metadata", "must be an object"))
+    meta = meta if isinstance(meta, dict) else {}
     name = meta.get("name")
     if not isinstance(name, str) or not name:
         errors.append(FieldError("metadata.name", "required field is missing"))
@@ -553,6 +575,8 @@ def parse_object(obj: dict[str, Any]) -> InferenceService:
             FieldError("metadata.name", f'"{name}" must be a DNS label of at most 52 characters (a-z, 0-9, -)')
         )
     try:
+        if obj.get("spec") is None:
+            raise ValidationError([FieldError("spec", "required field is missing")])
         spec = parse_spec(obj.get("spec"))
     except ValidationError as exc:
         errors.extend(exc.errors)
