@@ -91,7 +91,7 @@ def openapi_v3_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object: tfleet.dev/v1alpha1."},
             "kind": {"type": "string", "description": "Kind of this object: InferenceService."},
-            "metadata": {"type": "object"},
+            "metadata": {"type": "object", "description": "Standard object metadata: name, namespace, labels."},
             "spec": spec,
             "status": status,
         },
