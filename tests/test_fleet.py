@@ -1,0 +1,213 @@
+"""Reconcile decisions of the operator runtime, with a recording API in place of a cluster.
+
+The e2e suite covers the same behaviour through kopf and the local control plane; these
+cases pin the decisions (what is written, and how often) where they are cheap to read.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import pytest
+
+from tfleet.fleet import Fleet
+from tfleet.kube import KubeError
+
+Manifest = dict[str, Any]
+
+
+class RecordingKube:
+    """Answers like an API server that accepts everything, and records every write."""
+
+    def __init__(self) -> None:
+        self.rv = itertools.count(100)
+        self.calls: list[tuple[str, str, str]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.fail_next_apply: KubeError | None = None
+
+    def apply(self, manifest: Manifest) -> Manifest:
+        if self.fail_next_apply is not None:
+            exc, self.fail_next_apply = self.fail_next_apply, None
+            raise exc
+        self.calls.append(("apply", manifest["kind"], manifest["metadata"]["name"]))
+        out = copy.deepcopy(manifest)
+        out["metadata"]["resourceVersion"] = str(next(self.rv))
+        out["metadata"].setdefault("uid", f"uid-{manifest['metadata']['name']}")
+        return out
+
+    def delete(self, manifest: Manifest) -> None:
+        self.calls.append(("delete", manifest["kind"], manifest["metadata"]["name"]))
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Manifest:
+        self.calls.append(("status", "InferenceService", name))
+        body = copy.deepcopy(self.isvc)
+        body["status"] = copy.deepcopy(status)
+        body["metadata"]["resourceVersion"] = str(next(self.rv))
+        self.isvc = body
+        return body
+
+    def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+def isvc(**spec: Any) -> Manifest:
+    return {
+        "apiVersion": "tfleet.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "resnet", "namespace": "ml", "uid": "isvc-uid", "generation": 1,
+                     "resourceVersion": "1"},
+        "spec": {"model": {"basePath": "s3://models/resnet", "version": 3}, "replicas": 2, **spec},
+    }
+
+
+@pytest.fixture
+def setup() -> tuple[Fleet, RecordingKube]:
+    kube = RecordingKube()
+    fleet = Fleet(kube, clock=lambda: "2026-01-01T00:00:00Z", schedule=lambda d, fn: None)  # type: ignore[arg-type]
+    return fleet, kube
+
+
+def start(fleet: Fleet, kube: RecordingKube, body: Manifest) -> tuple[str, str]:
+    kube.isvc = body
+    key = fleet.observe_isvc("ADDED", body)
+    fleet.reconcile(key)
+    return key
+
+
+def bump(obj: Manifest, kube: RecordingKube) -> Manifest:
+    """A later version of `obj`, as the watch would deliver it."""
+    obj["metadata"]["resourceVersion"] = str(next(kube.rv))
+    return obj
+
+
+def mark_deployment_ready(fleet: Fleet, kube: RecordingKube, replicas: int = 2) -> None:
+    _, children = fleet.snapshot(("ml", "resnet"))
+    dep = copy.deepcopy(children[("Deployment", "resnet")])
+    dep["metadata"]["generation"] = 1
+    bump(dep, kube)
+    dep["status"] = {"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas,
+                     "availableReplicas": replicas, "updatedReplicas": replicas}
+    fleet.observe_child("MODIFIED", dep)
+
+
+def test_first_reconcile_creates_every_child_and_writes_status_once(setup):
+    fleet, kube = setup
+    start(fleet, kube, isvc())
+    applies = [c for c in kube.calls if c[0] == "apply"]
+    assert {kind for _, kind, _ in applies} == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}
+    assert len(applies) == 5  # two Services
+    assert [c for c in kube.calls if c[0] == "status"] == [("status", "InferenceService", "resnet")]
+    assert len(kube.events) == 1 and kube.events[0][1] == "ChildrenChanged"
+    assert "Created Deployment resnet" in kube.events[0][2]
+
+
+def test_a_second_reconcile_with_nothing_changed_writes_nothing(setup):
+    fleet, kube = setup
+    key = start(fleet, kube, isvc())
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert kube.calls == []
+
+
+def test_ready_deployment_flips_ready_with_one_status_write(setup):
+    fleet, kube = setup
+    key = start(fleet, kube, isvc())
+    kube.calls.clear()
+    mark_deployment_ready(fleet, kube)
+    fleet.reconcile(key)
+    assert kube.calls == [("status", "InferenceService", "resnet")]
+    ready = next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    assert kube.isvc["status"]["servingVersion"] == 3
+    assert ("Normal", "Ready") == kube.events[-1][:2]
+
+
+def test_an_edited_child_image_is_applied_again_once(setup):
+    fleet, kube = setup
+    key = start(fleet, kube, isvc())
+    _, children = fleet.snapshot(key)
+    edited = copy.deepcopy(children[("Deployment", "resnet")])
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
+    bump(edited, kube)
+    fleet.observe_child("MODIFIED", edited)
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert [c for c in kube.calls if c[0] == "apply"] == [("apply", "Deployment", "resnet")]
+
+
+def test_foreign_annotations_on_a_child_are_not_drift(setup):
+    fleet, kube = setup
+    key = start(fleet, kube, isvc())
+    _, children = fleet.snapshot(key)
+    annotated = copy.deepcopy(children[("Service", "resnet")])
+    annotated["metadata"]["annotations"]["team.example.com/owner"] = "search"
+    bump(annotated, kube)
+    fleet.observe_child("MODIFIED", annotated)
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert [c for c in kube.calls if c[0] == "apply"] == []
+
+
+def test_turning_off_the_headless_service_deletes_it(setup):
+    fleet, kube = setup
+    key = start(fleet, kube, isvc())
+    body = isvc(service={"headless": False})
+    body["metadata"]["generation"] = 2
+    bump(body, kube)
+    body["status"] = kube.isvc["status"]
+    kube.isvc = body
+    fleet.observe_isvc("MODIFIED", body)
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert ("delete", "Service", "resnet-grpc") in kube.calls
+    assert not any(c[0] == "apply" and c[2] == "resnet-grpc" for c in kube.calls)
+
+
+def test_an_invalid_spec_sets_invalid_spec_and_leaves_the_children_alone(setup):
+    fleet, kube = setup
+    key = start(fleet, kube, isvc())
+    body = isvc()
+    body["spec"]["model"]["basePath"] = "ftp://x/y"
+    body["metadata"]["generation"] = 2
+    bump(body, kube)
+    body["status"] = kube.isvc["status"]
+    kube.isvc = body
+    fleet.observe_isvc("MODIFIED", body)
+    kube.calls.clear()
+    kube.events.clear()
+    fleet.reconcile(key)
+    assert kube.calls == [("status", "InferenceService", "resnet")]
+    ready = next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.model.basePath" in ready["message"]
+    assert kube.events == [("Warning", "InvalidSpec", ready["message"])]
+    # Reconciling the same invalid spec again is not a hot loop: nothing is written.
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert kube.calls == []
+
+
+def test_a_child_the_api_server_rejects_is_reported_without_retrying(setup):
+    fleet, kube = setup
+    scheduled: list[float] = []
+    fleet._schedule = lambda delay, fn: scheduled.append(delay)  # type: ignore[method-assign]
+    kube.fail_next_apply = KubeError(422, "Invalid", "spec.template.spec.affinity: Invalid value")
+    start(fleet, kube, isvc())
+    ready = next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec" and "was rejected" in ready["message"]
+    assert scheduled == []
+
+
+def test_a_transient_failure_is_retried_with_backoff(setup):
+    fleet, kube = setup
+    scheduled: list[float] = []
+    fleet._schedule = lambda delay, fn: scheduled.append(delay)  # type: ignore[method-assign]
+    kube.fail_next_apply = KubeError(503, "ServiceUnavailable", "etcd is busy")
+    start(fleet, kube, isvc())
+    kube.fail_next_apply = KubeError(0, "Unreachable", "connection refused")
+    fleet.reconcile(("ml", "resnet"))
+    assert scheduled == [0.5, 1.0]
