@@ -6,9 +6,40 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 from tfleet.health import protos
 from tfleet.health.status import ModelHealth, health_from_response, health_from_rpc_error
+
+
+class MalformedAnswer:
+    """Bytes that do not parse as a GetModelStatusResponse.
+
+    The deserializer returns this instead of raising, because gRPC's sync and asyncio
+    clients report a raising deserializer differently (INTERNAL, or a bare None).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def decode_response(data: bytes) -> Any:
+    try:
+        return protos.GetModelStatusResponse.FromString(data)
+    except DecodeError as exc:
+        return MalformedAnswer(str(exc))
+
+
+def read_answer(target: str, model: str, version: int | None, response: Any) -> ModelHealth:
+    if isinstance(response, MalformedAnswer) or response is None:
+        reason = response.reason if isinstance(response, MalformedAnswer) else "no message"
+        return ModelHealth(
+            model=model,
+            expected_version=version,
+            reachable=True,
+            error=f"TF Serving at {target} sent a malformed GetModelStatus answer: {reason}",
+        )
+    return health_from_response(model, version, response)
 
 
 def status_request(model: str) -> Any:
@@ -56,7 +87,7 @@ class AsyncModelStatusClient:
         self._call = self._channel.unary_unary(
             protos.GET_MODEL_STATUS_METHOD,
             request_serializer=protos.GetModelStatusRequest.SerializeToString,
-            response_deserializer=protos.GetModelStatusResponse.FromString,
+            response_deserializer=decode_response,
         )
         self._request = status_request(model)
 
@@ -72,7 +103,7 @@ class AsyncModelStatusClient:
                 details=exc.details() or "",
                 timeout=self.timeout,
             )
-        return health_from_response(self.model, self.version, response)
+        return read_answer(self.target, self.model, self.version, response)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -84,7 +115,7 @@ def fetch_once(target: str, model: str, version: int | None, *, timeout: float) 
         call = channel.unary_unary(
             protos.GET_MODEL_STATUS_METHOD,
             request_serializer=protos.GetModelStatusRequest.SerializeToString,
-            response_deserializer=protos.GetModelStatusResponse.FromString,
+            response_deserializer=decode_response,
         )
         try:
             response = call(status_request(model), timeout=timeout)
@@ -97,4 +128,4 @@ def fetch_once(target: str, model: str, version: int | None, *, timeout: float) 
                 details=exc.details() or "",
                 timeout=timeout,
             )
-    return health_from_response(model, version, response)
+    return read_answer(target, model, version, response)
