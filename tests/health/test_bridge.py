@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 import pytest
-
 from e2e.fake_tfserving import FakeTFServing
+
 from tfleet.health.bridge import HealthBridge
 from tfleet.health.status import parse_bridge_status, parse_status_json
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.fake_tfserving import protos as fake_protos
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 
-from e2e.fake_tfserving import protos as fake_protos
 from tfleet.health import protos
 
 APIS = "tensorflow_serving/apis"
