@@ -1,0 +1,174 @@
+"""Fluent builders for InferenceService manifests used by the core tests.
+
+`make_isvc("x").gpu(1).canary(10, 50).batching(32, [8, 16, 32])` is a plain manifest dict
+(the builder subclasses dict), so it can be handed to `parse_object`, dumped as YAML for the
+CLI, or given to the planner as a watched body. Every method mutates in place and returns the
+builder, so a table case is one readable expression.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tfleet import API_VERSION, KIND
+from tfleet.api import InferenceService, parse_object
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = REPO / "examples"
+EXAMPLE_FILES = sorted(EXAMPLES_DIR.glob("*.yaml"))
+
+
+def load_example(name: str) -> dict[str, Any]:
+    """The (single) InferenceService document of examples/<name>.yaml."""
+    docs = [d for d in yaml.safe_load_all((EXAMPLES_DIR / f"{name}.yaml").read_text()) if d]
+    assert len(docs) == 1, f"examples/{name}.yaml holds {len(docs)} documents"
+    return docs[0]
+
+
+def example_names() -> list[str]:
+    return [p.stem for p in EXAMPLE_FILES]
+
+
+class IsvcBuilder(dict[str, Any]):
+    """An InferenceService manifest with chainable setters."""
+
+    def __init__(self, name: str, namespace: str | None = "ml", base_path: str | None = None) -> None:
+        metadata: dict[str, Any] = {"name": name, "uid": f"uid-{name}", "generation": 1}
+        if namespace is not None:
+            metadata["namespace"] = namespace
+        super().__init__(
+            apiVersion=API_VERSION,
+            kind=KIND,
+            metadata=metadata,
+            spec={"model": {"basePath": base_path or f"gs://models/{name}"}},
+        )
+
+    # ------------------------------------------------------------------ generic
+
+    def set(self, path: str, value: Any) -> IsvcBuilder:
+        """Set a dotted path such as "spec.server.grpcPort", creating objects on the way."""
+        *parents, last = path.split(".")
+        node: Any = self
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+        return self
+
+    def unset(self, path: str) -> IsvcBuilder:
+        *parents, last = path.split(".")
+        node: Any = self
+        for key in parents:
+            node = node[key]
+        node.pop(last, None)
+        return self
+
+    def clone(self) -> IsvcBuilder:
+        return copy.deepcopy(self)
+
+    def manifest(self) -> dict[str, Any]:
+        """A plain deep copy, safe to hand to code that may mutate it."""
+        return copy.deepcopy(dict(self))
+
+    def isvc(self) -> InferenceService:
+        return parse_object(self.manifest())
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self["spec"]  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ model
+
+    def base_path(self, path: str) -> IsvcBuilder:
+        return self.set("spec.model.basePath", path)
+
+    def version(self, version: int | None) -> IsvcBuilder:
+        if version is None:
+            return self.unset("spec.model.version")
+        return self.set("spec.model.version", version)
+
+    def model_name(self, name: str) -> IsvcBuilder:
+        return self.set("spec.model.name", name)
+
+    def credentials(self, secret: str) -> IsvcBuilder:
+        return self.set("spec.model.credentialsSecret", secret)
+
+    # ------------------------------------------------------------------ pods
+
+    def image(self, image: str) -> IsvcBuilder:
+        return self.set("spec.image", image)
+
+    def replicas(self, n: int) -> IsvcBuilder:
+        return self.set("spec.replicas", n)
+
+    def resources(self, requests: dict[str, Any] | None = None, limits: dict[str, Any] | None = None) -> IsvcBuilder:
+        if requests is not None:
+            self.set("spec.resources.requests", requests)
+        if limits is not None:
+            self.set("spec.resources.limits", limits)
+        return self
+
+    def gpu(
+        self,
+        count: int,
+        resource_name: str | None = None,
+        node_selector: dict[str, str] | None = None,
+        tolerations: list[dict[str, Any]] | None = None,
+    ) -> IsvcBuilder:
+        gpu: dict[str, Any] = {"count": count}
+        if resource_name is not None:
+            gpu["resourceName"] = resource_name
+        if node_selector is not None:
+            gpu["nodeSelector"] = node_selector
+        if tolerations is not None:
+            gpu["tolerations"] = tolerations
+        return self.set("spec.gpu", gpu)
+
+    def pod(self, **fields: Any) -> IsvcBuilder:
+        for key, value in fields.items():
+            self.set(f"spec.pod.{key}", value)
+        return self
+
+    # ------------------------------------------------------------------ features
+
+    def batching(self, max_batch_size: int, allowed: list[int] | None = None, **fields: Any) -> IsvcBuilder:
+        batching: dict[str, Any] = {"maxBatchSize": max_batch_size, **fields}
+        if allowed is not None:
+            batching["allowedBatchSizes"] = allowed
+        return self.set("spec.batching", batching)
+
+    def autoscaling(self, min_replicas: int | None, max_replicas: int, target: int | None = None) -> IsvcBuilder:
+        autoscaling: dict[str, Any] = {"maxReplicas": max_replicas}
+        if min_replicas is not None:
+            autoscaling["minReplicas"] = min_replicas
+        if target is not None:
+            autoscaling["targetCPUUtilizationPercentage"] = target
+        return self.set("spec.autoscaling", autoscaling)
+
+    def canary(self, *weights: int, pause: str = "30s") -> IsvcBuilder:
+        self.set("spec.rollout.strategy", "Canary")
+        return self.set("spec.rollout.steps", [{"weight": w, "pause": pause} for w in weights])
+
+    def rolling_update(self) -> IsvcBuilder:
+        return self.set("spec.rollout.strategy", "RollingUpdate")
+
+    def server(self, **fields: Any) -> IsvcBuilder:
+        for key, value in fields.items():
+            self.set(f"spec.server.{key}", value)
+        return self
+
+    def monitoring(self, enabled: bool) -> IsvcBuilder:
+        return self.set("spec.server.monitoring", enabled)
+
+    def headless(self, enabled: bool) -> IsvcBuilder:
+        return self.set("spec.service.headless", enabled)
+
+    def service_type(self, type_: str) -> IsvcBuilder:
+        return self.set("spec.service.type", type_)
+
+
+def make_isvc(name: str = "demo", namespace: str | None = "ml", base_path: str | None = None) -> IsvcBuilder:
+    return IsvcBuilder(name, namespace, base_path)
