@@ -118,14 +118,15 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        # Before the kubernetes client is imported: it reads $KUBECONFIG once, at import.
+        os.environ["KUBECONFIG"] = args.kubeconfig
+
     import logging
 
     import kopf
 
     from tfleet import handlers  # noqa: F401  (registers the handlers)
-
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
