@@ -1,0 +1,236 @@
+"""CEL for ``x-kubernetes-validations``, on top of cel-python (``celpy``).
+
+cel-python implements the CEL core and its macros (``all``, ``exists``, ``exists_one``,
+``map``, ``filter``, ``has``). The apiserver adds Kubernetes libraries on top; we provide the
+parts of them that a CRD commonly uses, with the apiserver's semantics:
+
+- lists: ``isSorted()``, ``sum()``, ``min()``, ``max()``, ``indexOf(x)``, ``lastIndexOf(x)``;
+- strings: ``lowerAscii()``, ``upperAscii()``, ``trim()``, ``replace(a, b)``, ``split(sep)``,
+  ``join(sep)`` (on a list), ``indexOf(s)``, ``lastIndexOf(s)``, ``substring(i[, j])``,
+  ``charAt(i)``.
+
+CEL has no way to iterate over list indexes. A rule such as "the list is strictly increasing"
+is written ``self.isSorted() && self.all(x, self.exists_one(y, y == x))`` (or with
+``x-kubernetes-list-type: set`` for the uniqueness half); both forms work on a real apiserver
+and here.
+
+Property names are escaped as the apiserver does (``__dash__``, ``__dot__``, ``__slash__``,
+``__underscores__``, reserved words as ``__word__``), so ``self.__dash__`` style rules match.
+
+cel-python does no type checking at compile time: a rule that would not type-check on a real
+apiserver may only fail here when evaluated (as an "evaluating rule" error).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+from typing import Any
+
+import celpy
+from celpy import celtypes
+
+_RESERVED = {
+    "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for",
+    "function", "if", "import", "let", "loop", "package", "namespace", "return", "var",
+}  # fmt: skip
+
+
+def escape_property(name: str) -> str:
+    """The CEL name of a property, as the apiserver escapes it."""
+    if name in _RESERVED:
+        return f"__{name}__"
+    out = name.replace("__", "__underscores__")
+    return out.replace(".", "__dot__").replace("-", "__dash__").replace("/", "__slash__")
+
+
+class CelError(Exception):
+    """A compile or evaluation error with a message in the apiserver's words."""
+
+
+# -- Kubernetes library functions ----------------------------------------------------------
+
+
+def _list(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"no such overload: {name}")
+    return list(value)
+
+
+def _is_sorted(value: Any) -> celtypes.BoolType:
+    items = _list(value, "isSorted")
+    return celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(items)))
+
+
+def _sum(value: Any) -> Any:
+    items = _list(value, "sum")
+    if not items:
+        return celtypes.IntType(0)
+    total = items[0]
+    for item in items[1:]:
+        total = total + item
+    return total
+
+
+def _min(value: Any) -> Any:
+    items = _list(value, "min")
+    if not items:
+        raise ValueError("min called on empty list")
+    return min(items)
+
+
+def _max(value: Any) -> Any:
+    items = _list(value, "max")
+    if not items:
+        raise ValueError("max called on empty list")
+    return max(items)
+
+
+def _index_of(target: Any, item: Any) -> celtypes.IntType:
+    if isinstance(target, str):
+        return celtypes.IntType(str(target).find(str(item)))
+    items = _list(target, "indexOf")
+    for i, x in enumerate(items):
+        if x == item:
+            return celtypes.IntType(i)
+    return celtypes.IntType(-1)
+
+
+def _last_index_of(target: Any, item: Any) -> celtypes.IntType:
+    if isinstance(target, str):
+        return celtypes.IntType(str(target).rfind(str(item)))
+    items = _list(target, "lastIndexOf")
+    for i in range(len(items) - 1, -1, -1):
+        if items[i] == item:
+            return celtypes.IntType(i)
+    return celtypes.IntType(-1)
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"no such overload: {name}")
+    return str(value)
+
+
+def _substring(value: Any, start: Any, end: Any = None) -> celtypes.StringType:
+    text = _str(value, "substring")
+    stop = len(text) if end is None else int(end)
+    if not 0 <= int(start) <= stop <= len(text):
+        raise IndexError(f"index out of range: {int(start)}")
+    return celtypes.StringType(text[int(start) : stop])
+
+
+def _join(value: Any, sep: Any = "") -> celtypes.StringType:
+    return celtypes.StringType(str(sep).join(str(x) for x in _list(value, "join")))
+
+
+def _split(value: Any, sep: Any) -> celtypes.ListType:
+    return celtypes.ListType(celtypes.StringType(p) for p in _str(value, "split").split(str(sep)))
+
+
+FUNCTIONS: dict[str, Any] = {
+    "isSorted": _is_sorted,
+    "sum": _sum,
+    "min": _min,
+    "max": _max,
+    "indexOf": _index_of,
+    "lastIndexOf": _last_index_of,
+    "lowerAscii": lambda s: celtypes.StringType(_str(s, "lowerAscii").lower()),
+    "upperAscii": lambda s: celtypes.StringType(_str(s, "upperAscii").upper()),
+    "trim": lambda s: celtypes.StringType(_str(s, "trim").strip()),
+    "replace": lambda s, a, b: celtypes.StringType(_str(s, "replace").replace(str(a), str(b))),
+    "split": _split,
+    "join": _join,
+    "substring": _substring,
+    "charAt": lambda s, i: celtypes.StringType(_str(s, "charAt")[int(i) : int(i) + 1]),
+}
+
+# -- compile and evaluate -------------------------------------------------------------------
+
+
+@functools.cache
+def _environment() -> celpy.Environment:
+    return celpy.Environment()
+
+
+@functools.lru_cache(maxsize=512)
+def compile_rule(expr: str) -> Any:
+    """Compile ``expr``; raises CelError with a message like the apiserver's."""
+    try:
+        ast = _environment().compile(expr)
+        return _environment().program(ast, functions=FUNCTIONS)
+    except Exception as exc:  # celpy raises its own parse error types
+        text = str(exc).strip().replace("\n", " ")
+        text = re.sub(r"\s+", " ", text)
+        raise CelError(f"compilation failed: ERROR: <input>: Syntax error: {text}") from None
+
+
+def mentions_old_self(expr: str) -> bool:
+    """Whether a rule is a transition rule (uses ``oldSelf`` as an identifier)."""
+    return re.search(r"(?<![\w.])oldSelf\b", expr) is not None
+
+
+def to_cel(value: Any, schema: dict[str, Any] | None) -> Any:
+    """Convert a JSON value to CEL, guided by the structural schema at that node."""
+    schema = schema or {}
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return celtypes.BoolType(value)
+    if isinstance(value, int):
+        if schema.get("type") == "number":
+            return celtypes.DoubleType(float(value))
+        return celtypes.IntType(value)
+    if isinstance(value, float):
+        if schema.get("type") == "integer" and value.is_integer():
+            return celtypes.IntType(int(value))
+        return celtypes.DoubleType(value)
+    if isinstance(value, str):
+        return celtypes.StringType(value)
+    if isinstance(value, list):
+        items = schema.get("items") if isinstance(schema.get("items"), dict) else None
+        return celtypes.ListType(to_cel(v, items) for v in value)
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        addl = schema.get("additionalProperties")
+        out = celtypes.MapType()
+        for key, item in value.items():
+            sub = props.get(key, addl if isinstance(addl, dict) else None)
+            name = escape_property(key) if key in props else key
+            out[celtypes.StringType(name)] = to_cel(item, sub)
+        return out
+    return value
+
+
+def _describe_eval_error(exc: Any) -> str:
+    args = getattr(exc, "args", ()) or ()
+    text = str(args[0]) if args else str(exc)
+    kind = args[1] if len(args) > 1 else None
+    if kind is KeyError:
+        m = re.search(r"no such member in mapping: '([^']*)'", text)
+        if m:
+            return f"no such key: {m.group(1)}"
+        m = re.search(r"undeclared reference to '([^']*)'", text)
+        if m:
+            return f"undeclared reference to '{m.group(1)}'"
+    if kind is IndexError:
+        return "index out of bounds"
+    if kind is ZeroDivisionError:
+        return "division by zero"
+    if "no matching overload" in text or "no such overload" in text:
+        return "no such overload"
+    return text
+
+
+def evaluate(program: Any, activation: dict[str, Any]) -> Any:
+    """Evaluate; raises CelError(message) on an evaluation error."""
+    try:
+        result = program.evaluate(activation)
+    except celpy.CELEvalError as exc:
+        raise CelError(_describe_eval_error(exc)) from None
+    except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError) as exc:
+        raise CelError(str(exc)) from None
+    if isinstance(result, celpy.CELEvalError):
+        raise CelError(_describe_eval_error(result))
+    return result
