@@ -43,12 +43,13 @@ lint: venv ## Run ruff and mypy
 	$(BIN)/mypy
 
 .PHONY: manifests
-manifests: venv ## Regenerate crds/ (and the chart's copy) from the typed model
+manifests: venv ## Regenerate crds/ and docs/api-reference.md from the typed API
 	$(BIN)/tfleet crd > crds/inferenceservices.tfleet.dev.yaml
+	$(BIN)/python -c "from tfleet.apidocs import api_reference; print(api_reference(), end='')" > docs/api-reference.md
 
 .PHONY: verify
 verify: manifests ## Fail if generated files drifted from the typed model
-	git diff --exit-code -- crds/
+	git diff --exit-code -- crds/ docs/api-reference.md
 
 .PHONY: localcluster
 localcluster: venv ## Run the local control plane in the foreground (kubeconfig in .tools/kubeconfig)

@@ -1,0 +1,86 @@
+"""The API reference (docs/api-reference.md), generated from the CRD schema.
+
+`make manifests` writes it; a test regenerates it and fails on drift, so the reference
+always says what the API server enforces.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tfleet import API_VERSION, KIND
+from tfleet.crd import build_crd
+
+
+def _type(schema: dict[str, Any]) -> str:
+    if schema.get("x-kubernetes-int-or-string"):
+        return "int or string"
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return "object (passed through)"
+    kind = schema.get("type", "")
+    if kind == "array":
+        return f"[]{_type(schema.get('items', {}))}"
+    if kind == "object" and "additionalProperties" in schema:
+        return f"map[string]{_type(schema['additionalProperties'])}"
+    return str(kind)
+
+
+def _constraints(schema: dict[str, Any]) -> str:
+    parts = []
+    for key, label in (("minimum", "min"), ("maximum", "max"), ("minLength", "min length"),
+                       ("maxLength", "max length"), ("maxItems", "max items"), ("pattern", "pattern")):
+        if key in schema:
+            value = f"`{schema[key]}`" if key == "pattern" else str(schema[key])
+            parts.append(f"{label} {value}")
+    if "enum" in schema:
+        parts.append("one of " + ", ".join(f"`{v}`" for v in schema["enum"]))
+    for rule in schema.get("x-kubernetes-validations", []):
+        parts.append(f"rule: {rule['message']}")
+    return "; ".join(parts)
+
+
+def _section(path: str, schema: dict[str, Any], out: list[str]) -> None:
+    props = schema.get("properties") or {}
+    if not props:
+        return
+    required = set(schema.get("required") or [])
+    out.append(f"### `{path}`\n")
+    if schema.get("description"):
+        out.append(schema["description"] + "\n")
+    out.append("| field | type | default | description |")
+    out.append("| --- | --- | --- | --- |")
+    nested = []
+    for name, prop in props.items():
+        default = f"`{json.dumps(prop['default'])}`" if "default" in prop else ("required" if name in required else "")
+        description = prop.get("description", "").replace("|", "\\|")
+        constraints = _constraints(prop)
+        if constraints:
+            description += f" ({constraints})"
+        out.append(f"| `{name}` | {_type(prop)} | {default} | {description} |")
+        child = prop.get("items", prop) if prop.get("type") == "array" else prop
+        if child.get("properties"):
+            nested.append((f"{path}.{name}" + ("[]" if prop.get("type") == "array" else ""), child))
+    out.append("")
+    for child_path, child in nested:
+        _section(child_path, child, out)
+
+
+def api_reference() -> str:
+    version = build_crd()["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    out = [
+        f"# {KIND} API reference ({API_VERSION})",
+        "",
+        "Generated from the CRD by `make manifests`; do not edit. `kubectl explain tfis.<field>` "
+        "shows the same descriptions.",
+        "",
+        schema["description"],
+        "",
+        "## spec",
+        "",
+    ]
+    _section("spec", schema["properties"]["spec"], out)
+    out += ["## status", ""]
+    _section("status", schema["properties"]["status"], out)
+    return "\n".join(out).rstrip() + "\n"
