@@ -1,0 +1,245 @@
+"""The simulated cluster that runs inside the local control plane.
+
+``start(cluster, options)`` registers the nodes of a topology and starts the
+controllers a real cluster would run, all against the in-process API:
+
+- scheduler: binds pending pods to nodes (nodeSelector, node affinity, taints and
+  tolerations, resource fit), or explains why not;
+- kubelet: runs bound pods by their declared behaviour (docs/local-cluster-behaviours.md);
+- ReplicaSet and Deployment controllers (RollingUpdate, Recreate, status, conditions);
+- Endpoints and EndpointSlice controllers for Services with selectors;
+- a HorizontalPodAutoscaler controller that keeps replicas within bounds (there is no
+  metrics server).
+
+Options (all optional):
+
+``topology``
+    The nodes, as a dict ``{"nodes": [...]}`` or list, or a path to a YAML file with
+    one (see ``nodes.py``). Default: 3 CPU nodes and 2 tainted GPU nodes.
+``ready_delay_seconds`` (0.2)
+    How long after starting a pod with the default behaviour becomes Ready.
+``crash_loop_interval_seconds`` (0.3)
+    How often a crash-looping container restarts; also how long an image pull fails
+    with ErrImagePull before it shows ImagePullBackOff.
+``deletion_grace_seconds`` (0.2)
+    The longest a terminating pod lingers (the pod's own grace period, if shorter, wins).
+``hpa_sync_seconds`` (15)
+    How often each HorizontalPodAutoscaler is looked at again (the real resync period).
+``events`` (True)
+    Record Events (ScalingReplicaSet, SuccessfulCreate, Scheduled, FailedScheduling, ...).
+    FailedScheduling and other warnings are recorded even when this is False.
+``controllers`` (all)
+    Names of the controllers to run: nodes, scheduler, kubelet, replicaset, deployment,
+    endpoints, hpa.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import behaviour as behaviour_module
+from .common import (
+    EventRecorder,
+    Informer,
+    error_code,
+    index_by_controller,
+    index_by_label,
+    index_by_namespace,
+    log,
+    now_utc,
+    uid_of,
+)
+from .deployment import DeploymentController
+from .endpoints import EndpointsController, index_by_service
+from .hpa import HPAController
+from .kubelet import Kubelet, Timing
+from .nodes import ensure_nodes, expand_topology
+from .replicaset import ReplicaSetController
+from .scheduler import Scheduler
+
+ALL_CONTROLLERS = ("nodes", "scheduler", "kubelet", "replicaset", "deployment", "endpoints", "hpa")
+
+__all__ = ["ALL_CONTROLLERS", "parse_options", "start"]
+
+
+def _uid_index(obj: dict[str, Any]) -> list[str]:
+    return [uid_of(obj)]
+
+
+def parse_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validated options with defaults filled in; raises ValueError naming the option."""
+    opts = dict(options or {})
+    unknown = set(opts) - {
+        "topology",
+        "ready_delay_seconds",
+        "crash_loop_interval_seconds",
+        "deletion_grace_seconds",
+        "hpa_sync_seconds",
+        "events",
+        "controllers",
+    }
+    if unknown:
+        raise ValueError(f"unknown simulated-cluster option(s): {sorted(unknown)}")
+    topology = opts.get("topology")
+    if isinstance(topology, str | Path):
+        topology = yaml.safe_load(Path(topology).read_text())
+    expand_topology(topology)  # validate early, at start-up
+    out: dict[str, Any] = {"topology": topology}
+    for name, default in (
+        ("ready_delay_seconds", 0.2),
+        ("crash_loop_interval_seconds", 0.3),
+        ("deletion_grace_seconds", 0.2),
+        ("hpa_sync_seconds", 15.0),
+    ):
+        value = float(opts.get(name, default))
+        if value < 0 or (name == "crash_loop_interval_seconds" and value <= 0):
+            raise ValueError(f"option {name} must be positive, got {value}")
+        out[name] = value
+    out["events"] = bool(opts.get("events", True))
+    controllers = opts.get("controllers", ALL_CONTROLLERS)
+    bad = set(controllers) - set(ALL_CONTROLLERS)
+    if bad:
+        raise ValueError(f"unknown controller(s) {sorted(bad)}; known: {list(ALL_CONTROLLERS)}")
+    out["controllers"] = tuple(controllers)
+    return out
+
+
+def start(cluster: Any, options: dict[str, Any] | None = None) -> list[asyncio.Task[Any]]:
+    """Start the simulated cluster against ``cluster``; cancel the returned tasks to stop
+    it. Must be called from within the running event loop."""
+    opts = parse_options(options)
+    enabled = set(opts["controllers"])
+
+    def recorder(component: str) -> _Either:
+        return _Either(
+            EventRecorder(cluster, component, opts["events"]),
+            EventRecorder(cluster, component, True),
+        )
+
+    pods = Informer(
+        cluster,
+        "v1/pods",
+        {
+            "namespace": index_by_namespace,
+            "controller": index_by_controller,
+            "label": index_by_label,
+        },
+    )
+    nodes = Informer(cluster, "v1/nodes")
+    replicasets = Informer(
+        cluster, "apps/v1/replicasets", {"controller": index_by_controller, "uid": _uid_index}
+    )
+    deployments = Informer(cluster, "apps/v1/deployments", {"uid": _uid_index})
+    services = Informer(cluster, "v1/services")
+    endpoints = Informer(cluster, "v1/endpoints")
+    slices = Informer(cluster, "discovery.k8s.io/v1/endpointslices", {"service": index_by_service})
+
+    used: list[Informer] = []
+    tasks: list[asyncio.Task[Any]] = []
+
+    def use(*informers: Informer) -> None:
+        for inf in informers:
+            if inf not in used:
+                used.append(inf)
+
+    if "nodes" in enabled:
+        tasks.append(
+            asyncio.create_task(_bootstrap(cluster, opts["topology"]), name="localcluster-nodes")
+        )
+    if "scheduler" in enabled:
+        use(pods, nodes)
+        tasks += Scheduler(cluster, pods, nodes, recorder("default-scheduler")).tasks()
+    if "kubelet" in enabled:
+        use(pods, nodes)
+        timing = Timing(opts["ready_delay_seconds"], opts["crash_loop_interval_seconds"])
+        tasks += Kubelet(
+            cluster, pods, nodes, recorder("kubelet"), timing, opts["deletion_grace_seconds"]
+        ).tasks()
+    if "replicaset" in enabled:
+        use(replicasets, pods)
+        tasks += ReplicaSetController(
+            cluster, replicasets, pods, recorder("replicaset-controller")
+        ).tasks()
+    if "deployment" in enabled:
+        use(deployments, replicasets, pods)
+        tasks += DeploymentController(
+            cluster, deployments, replicasets, pods, recorder("deployment-controller")
+        ).tasks()
+    if "endpoints" in enabled:
+        use(services, pods, endpoints, slices, nodes)
+        tasks += EndpointsController(cluster, services, pods, endpoints, slices, nodes).tasks()
+    if "hpa" in enabled:
+        tasks += HPAController(cluster, opts["hpa_sync_seconds"]).tasks()
+    # Informers first in the list so that they are cancelled first; the workers wait for
+    # them to sync before doing anything.
+    informer_tasks = [
+        asyncio.create_task(_run_informer(inf), name=f"localcluster-informer-{inf.resource}")
+        for inf in used
+    ]
+    log.info(
+        "Started the simulated cluster: %s", ", ".join(c for c in ALL_CONTROLLERS if c in enabled)
+    )
+    return informer_tasks + tasks
+
+
+async def _run_informer(informer: Informer) -> None:
+    # A store hiccup must not leave the controllers blind for good: re-list and go on.
+    while True:
+        try:
+            await informer.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Failed to watch %s, restarting the watch", informer.resource)
+            await asyncio.sleep(0.5)
+
+
+async def _bootstrap(cluster: Any, topology: Any) -> None:
+    for attempt in range(50):
+        try:
+            await ensure_nodes(cluster, topology, now_utc())
+            with contextlib.suppress(Exception):
+                await cluster.create(
+                    "v1/namespaces",
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Namespace",
+                        "metadata": {"name": behaviour_module.RULES_NAMESPACE},
+                    },
+                )
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if error_code(exc) == 409:
+                return
+            log.exception("Failed to register the nodes (attempt %d)", attempt + 1)
+            await asyncio.sleep(0.2)
+
+
+class _Either:
+    """Routes Normal events to the optional recorder and Warning events to the one that
+    is always on, so a quiet benchmark still explains why a pod is Pending."""
+
+    def __init__(self, normal: EventRecorder, warning: EventRecorder):
+        self.normal = normal
+        self.warning = warning
+
+    async def record(
+        self,
+        obj: Any,
+        kind: str,
+        api_version: str,
+        event_type: str,
+        reason: str,
+        message: str,
+        now: Any = None,
+    ) -> None:
+        recorder = self.warning if event_type == "Warning" else self.normal
+        await recorder.record(obj, kind, api_version, event_type, reason, message, now)

@@ -1,0 +1,567 @@
+"""The kubelet of every simulated node: runs bound pods according to their behaviour.
+
+A pod's status is a pure function of its spec, its behaviour, when that behaviour took
+effect and the current time (``pod_status``). The controller recomputes it when the pod
+or the behaviour rules change and when the next transition is due (a timer per pod, not
+a polling loop), and writes it only when it differs from what is stored.
+
+Graceful deletion: once the API server has set ``deletionTimestamp``, the kubelet waits
+``min(deletionGracePeriodSeconds, deletion_grace_seconds)`` and removes the pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from . import behaviour as bh
+from .common import (
+    EventRecorder,
+    Informer,
+    Key,
+    WorkQueue,
+    add_seconds,
+    error_code,
+    fmt_time,
+    is_terminating,
+    key_of,
+    log,
+    meta,
+    now_utc,
+    parse_time,
+    run_worker,
+    seconds_until,
+    uid_of,
+)
+from .nodes import node_internal_ip
+from .scheduler import with_condition
+
+KUBELET_OWNED_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the kubelet remembers about a pod it runs."""
+
+    behaviour: bh.Behaviour
+    since: datetime  # when the current behaviour took effect (containers (re)started)
+    started: datetime  # status.startTime
+    pod_ip: str
+    host_ip: str
+    restart_base: int = 0  # restarts counted before ``since``
+
+
+@dataclass(frozen=True)
+class Timing:
+    ready_delay: float = 0.2
+    crash_interval: float = 0.3
+
+
+# ------------------------------------------------------------------------ pure logic
+
+
+def image_id(image: str) -> str:
+    name = image.split("@", 1)[0]
+    repo = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    first = repo.split("/", 1)[0]
+    if "/" not in repo:
+        repo = f"docker.io/library/{repo}"
+    elif "." not in first and ":" not in first and first != "localhost":
+        repo = f"docker.io/{repo}"
+    return f"{repo}@sha256:{hashlib.sha256(name.encode()).hexdigest()}"
+
+
+def container_id(pod_uid: str, name: str, restarts: int) -> str:
+    return "containerd://" + hashlib.sha256(f"{pod_uid}/{name}/{restarts}".encode()).hexdigest()
+
+
+def qos_class(pod: Mapping[str, Any]) -> str:
+    containers = [
+        *((pod.get("spec") or {}).get("containers") or []),
+        *((pod.get("spec") or {}).get("initContainers") or []),
+    ]
+    requests_any = False
+    guaranteed = True
+    for c in containers:
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        if req or lim:
+            requests_any = True
+        for name in ("cpu", "memory"):
+            limit = lim.get(name)
+            request = req.get(name, limit)
+            if limit is None or str(request) != str(limit):
+                guaranteed = False
+    if not requests_any:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def _condition(
+    kind: str, ok: bool, now: datetime, reason: str | None = None, message: str | None = None
+) -> dict[str, Any]:
+    cond: dict[str, Any] = {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "lastProbeTime": None,
+        "lastTransitionTime": fmt_time(now),
+    }
+    if not ok and reason:
+        cond["reason"] = reason
+    if not ok and message:
+        cond["message"] = message
+    return cond
+
+
+def pod_status(
+    pod: Mapping[str, Any], rt: Runtime, now: datetime, timing: Timing
+) -> tuple[dict[str, Any], float | None]:
+    """The status the kubelet reports for ``pod`` at ``now``, and the number of seconds
+    until it would next change (None when it is stable)."""
+    spec = pod.get("spec") or {}
+    metadata = pod.get("metadata") or {}
+    uid = metadata.get("uid") or ""
+    elapsed = (now - rt.since).total_seconds()
+    kind = rt.behaviour.kind
+    next_change: float | None = None
+    since = fmt_time(rt.since)
+
+    statuses = []
+    phase = "Running"
+    all_ready = True
+    not_ready: list[str] = []
+    for c in spec.get("containers") or []:
+        name = c.get("name", "")
+        image = c.get("image", "")
+        st: dict[str, Any] = {
+            "name": name,
+            "image": image,
+            "imageID": image_id(image),
+            "restartCount": rt.restart_base,
+            "lastState": {},
+            "started": True,
+            "ready": False,
+        }
+        if kind == bh.READY:
+            delay = (
+                timing.ready_delay if rt.behaviour.ready_after is None else rt.behaviour.ready_after
+            )
+            st["containerID"] = container_id(uid, name, rt.restart_base)
+            st["state"] = {"running": {"startedAt": since}}
+            st["ready"] = elapsed >= delay
+            if not st["ready"]:
+                next_change = max(delay - elapsed, 0.0)
+        elif kind == bh.NEVER_READY:
+            st["containerID"] = container_id(uid, name, rt.restart_base)
+            st["state"] = {"running": {"startedAt": since}}
+        elif kind == bh.CRASH_LOOP:
+            crashes = int(elapsed // timing.crash_interval)
+            restarts = rt.restart_base + 1 + crashes
+            last_start = add_seconds(rt.since, crashes * timing.crash_interval)
+            st["restartCount"] = restarts
+            st["started"] = False
+            st["containerID"] = container_id(uid, name, restarts - 1)
+            st["lastState"] = {
+                "terminated": {
+                    "exitCode": 1,
+                    "reason": "Error",
+                    "message": "container exited with code 1",
+                    "startedAt": fmt_time(last_start),
+                    "finishedAt": fmt_time(last_start),
+                    "containerID": container_id(uid, name, restarts - 1),
+                }
+            }
+            st["state"] = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off 10s restarting failed container={name} "
+                    f"pod={metadata.get('name')}_{metadata.get('namespace')}({uid})",
+                }
+            }
+            next_change = (crashes + 1) * timing.crash_interval - elapsed
+        elif kind == bh.IMAGE_PULL_ERROR:
+            phase = "Pending"
+            st["started"] = False
+            if elapsed < timing.crash_interval:
+                st["state"] = {
+                    "waiting": {
+                        "reason": "ErrImagePull",
+                        "message": f'failed to pull and unpack image "{image}": failed to resolve reference '
+                        f'"{image}": {image}: not found',
+                    }
+                }
+                next_change = timing.crash_interval - elapsed
+            else:
+                st["state"] = {
+                    "waiting": {
+                        "reason": "ImagePullBackOff",
+                        "message": f'Back-off pulling image "{image}"',
+                    }
+                }
+        if not st["ready"]:
+            all_ready = False
+            not_ready.append(name)
+        statuses.append(st)
+
+    init_statuses = []
+    for c in spec.get("initContainers") or []:
+        name = c.get("name", "")
+        init_statuses.append(
+            {
+                "name": name,
+                "image": c.get("image", ""),
+                "imageID": image_id(c.get("image", "")),
+                "containerID": container_id(uid, name, 0),
+                "restartCount": 0,
+                "ready": True,
+                "started": False,
+                "lastState": {},
+                "state": {
+                    "terminated": {
+                        "exitCode": 0,
+                        "reason": "Completed",
+                        "startedAt": fmt_time(rt.started),
+                        "finishedAt": fmt_time(rt.started),
+                    }
+                },
+            }
+        )
+
+    existing = (pod.get("status") or {}).get("conditions") or []
+    by_type = {c.get("type"): c for c in existing}
+    ready = all_ready and bool(statuses)
+    ready_reason, ready_message = (
+        "ContainersNotReady",
+        f"containers with unready status: [{' '.join(not_ready)}]",
+    )
+    if ready:
+        for gate in spec.get("readinessGates") or []:
+            gate_type = gate.get("conditionType")
+            gate_cond = by_type.get(gate_type)
+            if gate_cond is None:
+                ready, ready_reason = False, "ReadinessGatesNotReady"
+                ready_message = (
+                    f'corresponding condition of pod readiness gate "{gate_type}" does not exist.'
+                )
+                break
+            if gate_cond.get("status") != "True":
+                ready, ready_reason = False, "ReadinessGatesNotReady"
+                ready_message = f'the status of pod readiness gate "{gate_type}" is not "True", but {gate_cond.get("status")}'
+                break
+
+    conditions = [dict(c) for c in existing]
+    for cond in (
+        _condition("PodReadyToStartContainers", True, now),
+        _condition("Initialized", True, now),
+        _condition("Ready", ready, now, ready_reason, ready_message),
+        _condition(
+            "ContainersReady",
+            all_ready and bool(statuses),
+            now,
+            "ContainersNotReady",
+            ready_message if not all_ready else None,
+        ),
+        _condition("PodScheduled", True, now),
+    ):
+        if (
+            cond["type"] == "PodScheduled"
+            and cond["type"] in by_type
+            and by_type["PodScheduled"].get("status") == "True"
+        ):
+            continue
+        conditions = with_condition(conditions, cond)
+    order = {
+        "PodReadyToStartContainers": 0,
+        "Initialized": 1,
+        "Ready": 2,
+        "ContainersReady": 3,
+        "PodScheduled": 4,
+    }
+    conditions.sort(key=lambda c: order.get(c.get("type"), 5))
+
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": conditions,
+        "hostIP": rt.host_ip,
+        "hostIPs": [{"ip": rt.host_ip}],
+        "podIP": rt.pod_ip,
+        "podIPs": [{"ip": rt.pod_ip}],
+        "startTime": fmt_time(rt.started),
+        "containerStatuses": statuses,
+        "qosClass": qos_class(pod),
+    }
+    if init_statuses:
+        status["initContainerStatuses"] = init_statuses
+    return status, next_change
+
+
+def status_changes(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level status fields whose value differs from what is stored."""
+    current = current or {}
+    return {k: v for k, v in desired.items() if current.get(k) != v}
+
+
+def restart_count(pod: Mapping[str, Any]) -> int:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return max((int(s.get("restartCount") or 0) for s in statuses), default=0)
+
+
+class IPAllocator:
+    """Pod IPs from each node's podCIDR, lowest free address first."""
+
+    def __init__(self) -> None:
+        self._used: dict[str, set[str]] = {}
+
+    def allocate(self, node: Mapping[str, Any]) -> str:
+        name = node["metadata"]["name"]
+        cidr = (node.get("spec") or {}).get("podCIDR") or "10.244.0.0/24"
+        network = ipaddress.ip_network(cidr, strict=False)
+        used = self._used.setdefault(name, set())
+        for host in network.hosts():
+            ip = str(host)
+            if host == network.network_address + 1:
+                continue  # the node's own bridge address
+            if ip not in used:
+                used.add(ip)
+                return ip
+        raise RuntimeError(f"pod CIDR {cidr} of Node {name} is exhausted")
+
+    def claim(self, node_name: str, ip: str) -> None:
+        self._used.setdefault(node_name, set()).add(ip)
+
+    def release(self, node_name: str, ip: str) -> None:
+        self._used.get(node_name, set()).discard(ip)
+
+
+# ----------------------------------------------------------------------- controller
+
+
+class Kubelet:
+    def __init__(
+        self,
+        cluster: Any,
+        pods: Informer,
+        nodes: Informer,
+        events: EventRecorder,
+        timing: Timing,
+        deletion_grace: float = 0.2,
+    ):
+        self.cluster = cluster
+        self.pods = pods
+        self.nodes = nodes
+        self.events = events
+        self.timing = timing
+        self.deletion_grace = deletion_grace
+        self.queue = WorkQueue()
+        self.runtimes: dict[Key, Runtime] = {}
+        self._runtime_node: dict[Key, str] = {}
+        self._uids: dict[Key, str] = {}
+        self.ips = IPAllocator()
+        self.rules: list[bh.Rule] = []
+        self.rules_synced = asyncio.Event()
+        self._invalid_annotation_reported: set[str] = set()
+        self._terminating_seen: dict[Key, datetime] = {}
+        pods.add_handler(self._on_pod)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(self._watch_rules(), name="localcluster-kubelet-rules"),
+            asyncio.create_task(self._run(), name="localcluster-kubelet"),
+        ]
+
+    async def _run(self) -> None:
+        await self.rules_synced.wait()
+        await run_worker("kubelet", self.queue, self.reconcile, [self.pods, self.nodes])
+
+    def _on_pod(self, event_type: str, old: dict | None, new: dict | None) -> None:
+        obj = new or old or {}
+        if (obj.get("spec") or {}).get("nodeName") or self._runtimes_has(key_of(obj)):
+            self.queue.add(key_of(obj))
+
+    def _runtimes_has(self, key: Key) -> bool:
+        return key in self.runtimes
+
+    # -- behaviour rules
+
+    async def _watch_rules(self) -> None:
+        queue = self.cluster.subscribe("v1/configmaps")
+        try:
+            try:
+                cm = await self.cluster.get("v1/configmaps", bh.RULES_NAMESPACE, bh.RULES_CONFIGMAP)
+            except Exception as exc:
+                if error_code(exc) != 404:
+                    raise
+                cm = None
+            await self._set_rules(cm)
+            self.rules_synced.set()
+            while True:
+                event_type, obj = await queue.get()
+                m = meta(obj)
+                if m.get("namespace") != bh.RULES_NAMESPACE or m.get("name") != bh.RULES_CONFIGMAP:
+                    continue
+                await self._set_rules(None if event_type == "DELETED" else obj)
+                for key in list(self.runtimes):
+                    self.queue.add(key)
+        finally:
+            self.rules_synced.set()
+            self.cluster.unsubscribe("v1/configmaps", queue)
+
+    async def _set_rules(self, cm: dict | None) -> None:
+        try:
+            self.rules = bh.rules_from_configmap(cm)
+            if cm is not None:
+                log.info(
+                    "Loaded %d behaviour rule(s) from ConfigMap %s/%s",
+                    len(self.rules),
+                    bh.RULES_NAMESPACE,
+                    bh.RULES_CONFIGMAP,
+                )
+        except (bh.BehaviourError, yaml.YAMLError) as exc:
+            self.rules = []
+            log.error(
+                "Ignored invalid behaviour rules in ConfigMap %s/%s: %s",
+                bh.RULES_NAMESPACE,
+                bh.RULES_CONFIGMAP,
+                exc,
+            )
+            if cm is not None:
+                await self.events.record(
+                    cm, "ConfigMap", "v1", "Warning", "InvalidBehaviourRules", str(exc)
+                )
+
+    # -- reconcile
+
+    def _forget(self, key: Key) -> None:
+        rt = self.runtimes.pop(key, None)
+        node = self._runtime_node.pop(key, None)
+        self._uids.pop(key, None)
+        self._terminating_seen.pop(key, None)
+        if rt is not None and node is not None:
+            self.ips.release(node, rt.pod_ip)
+
+    async def reconcile(self, key: Key) -> None:
+        pod = self.pods.get(*key)
+        if pod is not None and key in self._uids and self._uids[key] != uid_of(pod):
+            self._forget(key)  # a new pod with the same name
+        if pod is None:
+            self._forget(key)
+            return
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        node = self.nodes.get(None, node_name) if node_name else None
+        if node is None:
+            return  # not ours: unbound, or bound to a node we do not simulate
+        now = now_utc()
+        if is_terminating(pod):
+            await self._finish_deletion(key, pod, now)
+            return
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        behaviour = await self._behaviour(pod)
+        rt = self.runtimes.get(key)
+        if rt is None:
+            ip = (pod.get("status") or {}).get("podIP")
+            if ip:
+                self.ips.claim(node_name, ip)
+            else:
+                ip = self.ips.allocate(node)
+            started = parse_time((pod.get("status") or {}).get("startTime")) or now
+            rt = Runtime(
+                behaviour,
+                now,
+                started,
+                ip,
+                node_internal_ip(node) or "172.18.0.1",
+                restart_count(pod),
+            )
+            self.runtimes[key] = rt
+            self._runtime_node[key] = node_name
+            self._uids[key] = uid_of(pod)
+            await self._announce(pod, rt, now)
+        elif rt.behaviour != behaviour:
+            # The behaviour changed (a rule or the annotation): the containers restart
+            # into the new one, keeping the restart count they had.
+            rt = replace(rt, behaviour=behaviour, since=now, restart_base=restart_count(pod))
+            self.runtimes[key] = rt
+            log.info("Switched Pod %s/%s to behaviour %s", key[0], key[1], behaviour.source)
+            await self._announce(pod, rt, now)
+        desired, next_change = pod_status(pod, rt, now, self.timing)
+        changes = status_changes(pod.get("status"), desired)
+        if changes:
+            updated = await self.cluster.patch(
+                "v1/pods", key[0], key[1], {"status": changes}, subresource="status"
+            )
+            self.pods.observe(updated)
+        if next_change is not None:
+            # a few ms late, so that the recomputation lands after the threshold
+            self.queue.add_after(key, next_change + 0.005)
+
+    async def _behaviour(self, pod: dict) -> bh.Behaviour:
+        try:
+            return bh.behaviour_for(pod, self.rules)
+        except bh.PodBehaviourError as exc:
+            uid = uid_of(pod)
+            if uid not in self._invalid_annotation_reported:
+                self._invalid_annotation_reported.add(uid)
+                log.warning("Ignored invalid behaviour of Pod %s/%s: %s", *key_of(pod), exc)
+                await self.events.record(pod, "Pod", "v1", "Warning", "InvalidBehaviour", str(exc))
+            return bh.DEFAULT
+
+    async def _announce(self, pod: dict, rt: Runtime, now: datetime) -> None:
+        kind = rt.behaviour.kind
+        if kind == bh.CRASH_LOOP:
+            await self.events.record(
+                pod, "Pod", "v1", "Warning", "BackOff", "Back-off restarting failed container", now
+            )
+        elif kind == bh.IMAGE_PULL_ERROR:
+            images = ", ".join(
+                c.get("image", "") for c in (pod.get("spec") or {}).get("containers") or []
+            )
+            await self.events.record(
+                pod,
+                "Pod",
+                "v1",
+                "Warning",
+                "Failed",
+                f'Failed to pull image "{images}": not found',
+                now,
+            )
+        else:
+            await self.events.record(
+                pod, "Pod", "v1", "Normal", "Started", "Started container", now
+            )
+
+    async def _finish_deletion(self, key: Key, pod: dict, now: datetime) -> None:
+        grace = meta(pod).get("deletionGracePeriodSeconds")
+        grace_seconds = float(grace) if grace is not None else 30.0
+        # The simulated containers stop within ``deletion_grace`` of the moment the
+        # kubelet saw the deletion, rather than using the whole grace period.
+        seen = self._terminating_seen.setdefault(key, now)
+        due = add_seconds(seen, min(grace_seconds, self.deletion_grace))
+        wait = seconds_until(due, now)
+        if wait > 0:
+            self.queue.add_after(key, wait)
+            return
+        try:
+            await force_delete(self.cluster, "v1/pods", key[0], key[1])
+        except Exception as exc:
+            if error_code(exc) != 404:
+                raise
+        self.pods.observe_deleted(pod)
+        self._forget(key)
+        log.debug("Removed terminated Pod %s/%s", *key)
+
+
+async def force_delete(cluster: Any, resource: str, namespace: str | None, name: str) -> None:
+    """Delete with a zero grace period: the kubelet confirming that the containers are
+    gone. Stores without a grace parameter delete immediately anyway."""
+    try:
+        await cluster.delete(resource, namespace, name, grace_period_seconds=0)
+    except TypeError:
+        await cluster.delete(resource, namespace, name)
