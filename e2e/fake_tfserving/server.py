@@ -341,5 +341,10 @@ def _check_event(event: Mapping[str, Any]) -> None:
         float(event.get("at", 0))
     except (TypeError, ValueError) as exc:
         raise EventError(f"bad 'at' in {dict(event)!r}") from exc
-    if "state" in event and event["state"] not in STATES:
-        raise EventError(f"unknown state {event['state']!r}")
+    if "state" in event:
+        if "version" not in event:
+            raise EventError("a state event needs a version")
+        if event["state"] not in STATES:
+            raise EventError(f"unknown state {event['state']!r}; one of {sorted(STATES)}")
+        if event.get("errorCode", "OK") not in ERROR_CODES:
+            raise EventError(f"unknown error code {event['errorCode']!r}")
