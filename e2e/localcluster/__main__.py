@@ -1,0 +1,59 @@
+"""``python -m e2e.localcluster --kubeconfig PATH [--port N]``: run the local control plane."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import LocalCluster
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m e2e.localcluster", description=__doc__)
+    parser.add_argument("--kubeconfig", required=True, type=Path,
+                        help="where to write the kubeconfig (context 'localcluster')")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: pick a free one)")
+    parser.add_argument("--request-log", type=Path, default=None,
+                        help="append one JSON line per API request to this file")
+    parser.add_argument("--no-controllers", action="store_true",
+                        help="serve the API only (no simulated scheduler, kubelet, controllers)")
+    parser.add_argument("--topology", type=Path, default=None,
+                        help="YAML file describing the simulated nodes (handed to the controllers)")
+    parser.add_argument("--log-level", default="WARNING")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    options = {}
+    if args.topology is not None:
+        options["topology"] = yaml.safe_load(args.topology.read_text())
+    lc = LocalCluster(port=args.port, kubeconfig=args.kubeconfig, controllers=not args.no_controllers,
+                      controller_options=options, request_log_path=args.request_log,
+                      keep_request_log=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with lc:
+        print(f"Serving the local control plane at {lc.url} (kubeconfig {args.kubeconfig})",
+              file=sys.stderr, flush=True)
+        print("ready", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

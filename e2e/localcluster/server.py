@@ -1,0 +1,477 @@
+"""The HTTP face of the local control plane: Kubernetes REST paths on top of ``Cluster``.
+
+URL layout, verbs, content negotiation (JSON, Table, PartialObjectMetadata, aggregated
+discovery) and the watch stream follow the real apiserver, so kubectl, helm, kopf and the
+kubernetes client need no special casing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from . import discovery, errors, openapi, tables
+from .errors import ApiError
+from .objects import now_micro, program_name
+from .resources import ResourceType
+from .store import PATCH_TYPES, Cluster, Watcher
+
+log = logging.getLogger("localcluster.server")
+
+VERSION_INFO = {
+    "major": "1",
+    "minor": "35",
+    "gitVersion": "v1.35.0-localcluster",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.25.0",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None,
+                   content_type: str = "application/json") -> web.Response:
+    all_headers = {"Content-Type": content_type}
+    if headers:
+        all_headers.update(headers)
+    return web.Response(body=_dumps(body).encode(), status=status, headers=all_headers)
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+def _int(value: str | None, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise errors.bad_request(f"invalid value for {name}: {value!r}") from None
+
+
+class _Route:
+    """What a request addresses, parsed from its path and query."""
+
+    __slots__ = ("group", "name", "namespace", "plural", "rt", "subresource", "verb", "version")
+
+    def __init__(self) -> None:
+        self.group = ""
+        self.version = ""
+        self.plural = ""
+        self.namespace: str | None = None
+        self.name: str | None = None
+        self.subresource: str | None = None
+        self.rt: ResourceType | None = None
+        self.verb = ""
+
+
+class ApiServer:
+    """Builds the aiohttp application serving one ``Cluster``."""
+
+    def __init__(self, cluster: Cluster, *, request_log: list[dict[str, Any]] | None = None,
+                 request_log_file: Any = None, bookmark_interval: float = 5.0,
+                 default_watch_timeout: float = 1800.0) -> None:
+        self.cluster = cluster
+        self.request_log = request_log
+        self.request_log_file = request_log_file
+        self.bookmark_interval = bookmark_interval
+        self.default_watch_timeout = default_watch_timeout
+        self.address = "127.0.0.1:0"
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        return app
+
+    # --- middleware: errors and the request log ----------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = _Route()
+        request["route"] = route
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = _json_response(exc.status(), exc.code)
+        except web.HTTPException:
+            raise
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("Request %s %s failed", request.method, request.path_qs)
+            err = errors.internal(str(exc))
+            response = _json_response(err.status(), err.code)
+        if self.request_log is not None or self.request_log_file is not None:
+            self._log(request, route, response.status, time.perf_counter() - started)
+        return response
+
+    def _log(self, request: web.Request, route: _Route, status: int, duration: float) -> None:
+        entry = {
+            "time": now_micro(),
+            "verb": route.verb or request.method.lower(),
+            "method": request.method,
+            "path": request.path,
+            "group": route.group,
+            "version": route.version,
+            "resource": route.plural,
+            "namespace": route.namespace,
+            "name": route.name,
+            "subresource": route.subresource,
+            "user_agent": request.headers.get("User-Agent", ""),
+            "code": status,
+            "duration_ms": round(duration * 1000, 3),
+        }
+        if self.request_log is not None:
+            self.request_log.append(entry)
+        if self.request_log_file is not None:
+            self.request_log_file.write(json.dumps(entry) + "\n")
+            self.request_log_file.flush()
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        parts = [p for p in request.path.split("/") if p]
+        route: _Route = request["route"]
+        if not parts:
+            return _json_response({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez",
+                                             "/openapi/v3", "/readyz", "/version"]})
+        head = parts[0]
+        if head == "version" and len(parts) == 1:
+            return _json_response(VERSION_INFO)
+        if head in ("healthz", "readyz", "livez"):
+            return web.Response(text="ok")
+        if head == "openapi":
+            return self._openapi(request, parts[1:])
+        if head == "api":
+            if len(parts) == 1:
+                return self._discovery(request, discovery.core_versions(self.address), core=True)
+            route.group, route.version, rest = "", parts[1], parts[2:]
+        elif head == "apis":
+            if len(parts) == 1:
+                return self._discovery(request, discovery.group_list(self.cluster.registry), core=False)
+            if len(parts) == 2:
+                body = discovery.api_group(self.cluster.registry, parts[1])
+                if body is None:
+                    raise errors.no_such_path()
+                return _json_response(body)
+            route.group, route.version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise errors.no_such_path()
+        if not rest:
+            body = discovery.resource_list(self.cluster.registry, route.group, route.version)
+            if body is None:
+                raise errors.no_such_path()
+            return _json_response(body)
+        watch = False
+        if rest[0] == "watch":
+            watch, rest = True, rest[1:]
+        if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
+            route.namespace, rest = rest[1], rest[2:]
+        if not rest or len(rest) > 3:
+            raise errors.no_such_path()
+        route.plural = rest[0]
+        route.name = rest[1] if len(rest) > 1 else None
+        route.subresource = rest[2] if len(rest) > 2 else None
+        rt = self.cluster.registry.get(route.group, route.version, route.plural)
+        if rt is None:
+            raise errors.no_such_path()
+        route.rt = rt
+        if route.namespace is not None and not rt.namespaced:
+            raise errors.no_such_path()
+        if route.name is not None and rt.namespaced and route.namespace is None:
+            raise errors.no_such_path()
+        if route.subresource is not None and route.subresource not in rt.subresources:
+            raise errors.no_such_path()
+        if watch or (request.method == "GET" and _bool(request.query.get("watch"))):
+            route.verb = "watch" if route.name is None else "watch"
+            return await self._watch(request, route, rt)
+        return await self._resource(request, route, rt)
+
+    def _discovery(self, request: web.Request, legacy: dict[str, Any], core: bool) -> web.Response:
+        accept = request.headers.get("Accept", "")
+        aggregated = discovery.wants_aggregated(accept)
+        if aggregated is not None:
+            body = discovery.aggregated(self.cluster.registry, core=core, version=aggregated)
+            ctype = f"application/json;g=apidiscovery.k8s.io;v={aggregated};as=APIGroupDiscoveryList"
+            return _json_response(body, content_type=ctype)
+        return _json_response(legacy)
+
+    def _openapi(self, request: web.Request, rest: list[str]) -> web.Response:
+        if rest == ["v3"]:
+            return _json_response(openapi.index(self.cluster.registry))
+        if rest and rest[0] == "v3" and len(rest) >= 2:
+            doc = openapi.document(self.cluster.registry, "/".join(rest[1:]))
+            if doc is None:
+                raise errors.no_such_path()
+            body, etag = doc
+            return web.Response(body=body, content_type="application/json",
+                                headers={"Etag": f'"{etag}"', "Cache-Control": "no-cache, private"})
+        # Only v3 is served: kubectl falls back to v2 only when v3 fails.
+        raise errors.no_such_path()
+
+    # --- resources ---------------------------------------------------------------------------
+
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw:
+            return None
+        ctype = request.content_type or "application/json"
+        if "protobuf" in ctype or "cbor" in ctype:
+            raise errors.unsupported_media_type(ctype)
+        try:
+            if "yaml" in ctype:
+                import yaml
+
+                return yaml.safe_load(raw)
+            return json.loads(raw)
+        except ValueError as exc:
+            raise errors.bad_request(f"error decoding request body: {exc}") from None
+
+    def _manager(self, request: web.Request) -> str:
+        return request.query.get("fieldManager") or program_name(request.headers.get("User-Agent"))
+
+    async def _resource(self, request: web.Request, route: _Route, rt: ResourceType) -> web.StreamResponse:
+        q = request.query
+        c = self.cluster
+        method = request.method
+        dry_run = q.get("dryRun") == "All"
+        validation = q.get("fieldValidation")
+        sub = route.subresource
+        warnings: list[str] = []
+        if method == "GET":
+            if route.name is None:
+                route.verb = "list"
+                return self._list(request, route, rt)
+            route.verb = "get"
+            if sub == "scale":
+                return _json_response(c.do_get_scale(rt, route.namespace, route.name))
+            if sub not in (None, "status"):
+                raise errors.method_not_allowed()
+            obj = c.do_get(rt, route.namespace, route.name)
+            return self._object_response(request, rt, obj)
+        if method == "POST":
+            route.verb = "create"
+            if route.name is not None:
+                raise errors.method_not_allowed()
+            body = await self._body(request)
+            obj, warnings = c.do_create(rt, route.namespace, body, manager=self._manager(request),
+                                        dry_run=dry_run, field_validation=validation)
+            route.name = obj["metadata"].get("name")
+            return self._object_response(request, rt, obj, 201, warnings)
+        if route.name is None and method != "DELETE":
+            raise errors.method_not_allowed()
+        if method == "PUT":
+            route.verb = "update"
+            body = await self._body(request)
+            if sub == "scale":
+                return _json_response(c.do_update_scale(rt, route.namespace, route.name, body or {},
+                                                        manager=self._manager(request), dry_run=dry_run))
+            if sub not in (None, "status"):
+                raise errors.method_not_allowed()
+            obj, warnings = c.do_update(rt, route.namespace, route.name, body, subresource=sub,
+                                        manager=self._manager(request), dry_run=dry_run,
+                                        field_validation=validation)
+            return self._object_response(request, rt, obj, 200, warnings)
+        if method == "PATCH":
+            route.verb = "patch"
+            ctype = request.content_type
+            patch_type = PATCH_TYPES.get(ctype)
+            if patch_type is None:
+                raise errors.unsupported_media_type(ctype)
+            raw = await request.read()
+            if patch_type == "apply" and not q.get("fieldManager"):
+                raise errors.invalid("PatchOptions", "meta.k8s.io", "", [
+                    errors.required("fieldManager", "is required for apply patch")])
+            existed = c.storage(rt).get(route.namespace or "", route.name) is not None
+            obj, warnings = c.do_patch(rt, route.namespace, route.name, raw, patch_type,
+                                       subresource=sub, manager=self._manager(request),
+                                       force=_bool(q.get("force")), dry_run=dry_run,
+                                       field_validation=validation)
+            if sub == "scale":
+                return _json_response(obj)
+            return self._object_response(request, rt, obj, 200 if existed else 201, warnings)
+        if method == "DELETE":
+            body = await self._body(request) or {}
+            if not isinstance(body, dict):
+                raise errors.bad_request("DeleteOptions must be an object")
+            policy = body.get("propagationPolicy") or q.get("propagationPolicy")
+            if policy is None and (body.get("orphanDependents") or _bool(q.get("orphanDependents"))):
+                policy = "Orphan"
+            grace = body.get("gracePeriodSeconds")
+            if grace is None:
+                grace = _int(q.get("gracePeriodSeconds"), "gracePeriodSeconds")
+            dry_run = dry_run or "All" in (body.get("dryRun") or [])
+            if route.name is None:
+                route.verb = "deletecollection"
+                deleted = c.do_delete_collection(rt, route.namespace, label_selector=q.get("labelSelector"),
+                                                 field_selector=q.get("fieldSelector"),
+                                                 propagation_policy=policy, grace_period_seconds=grace,
+                                                 dry_run=dry_run)
+                return _json_response({"kind": f"{rt.kind}List", "apiVersion": rt.api_version,
+                                       "metadata": {"resourceVersion": c.resource_version},
+                                       "items": deleted})
+            route.verb = "delete"
+            obj, gone = c.do_delete(rt, route.namespace, route.name, propagation_policy=policy,
+                                    grace_period_seconds=grace,
+                                    preconditions=body.get("preconditions"), dry_run=dry_run)
+            return self._object_response(request, rt, obj, 200 if gone else 202)
+        raise errors.method_not_allowed()
+
+    def _object_response(self, request: web.Request, rt: ResourceType, obj: dict[str, Any],
+                         status: int = 200, warnings: list[str] | None = None) -> web.Response:
+        headers = {}
+        if warnings:
+            headers["Warning"] = ", ".join(f'299 - "{w.replace(chr(34), chr(92) + chr(34))}"'
+                                           for w in warnings)
+        accept = request.headers.get("Accept", "")
+        shape = tables.wanted_shape(accept)
+        if shape == "Table":
+            body = tables.table(rt, [obj], include_object=request.query.get("includeObject"),
+                                resource_version=obj["metadata"].get("resourceVersion", ""))
+            return _json_response(body, status, headers)
+        if shape == "PartialObjectMetadata":
+            return _json_response(tables.partial(obj), status, headers)
+        return _json_response(obj, status, headers)
+
+    def _list(self, request: web.Request, route: _Route, rt: ResourceType) -> web.Response:
+        q = request.query
+        limit = _int(q.get("limit"), "limit") or 0
+        items, rv, cont, remaining = self.cluster.do_list(
+            rt, route.namespace, label_selector=q.get("labelSelector"),
+            field_selector=q.get("fieldSelector"), limit=limit, continue_token=q.get("continue"))
+        shape = tables.wanted_shape(request.headers.get("Accept", ""))
+        meta: dict[str, Any] = {"resourceVersion": rv}
+        if cont:
+            meta["continue"] = cont
+            meta["remainingItemCount"] = remaining
+        if shape == "Table":
+            body = tables.table(rt, items, include_object=q.get("includeObject"), resource_version=rv)
+            body["metadata"].update(meta)
+            return _json_response(body)
+        if shape == "PartialObjectMetadata":
+            return _json_response({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                                   "metadata": meta, "items": [tables.partial(i) for i in items]})
+        return _json_response({"kind": f"{rt.kind}List", "apiVersion": rt.api_version,
+                               "metadata": meta, "items": items})
+
+    # --- watch -------------------------------------------------------------------------------
+
+    async def _watch(self, request: web.Request, route: _Route, rt: ResourceType) -> web.StreamResponse:
+        q = request.query
+        field_selector = q.get("fieldSelector")
+        if route.name is not None:
+            pin = f"metadata.name={route.name}"
+            field_selector = f"{field_selector},{pin}" if field_selector else pin
+        bookmarks = _bool(q.get("allowWatchBookmarks"))
+        send_initial = _bool(q.get("sendInitialEvents"))
+        if send_initial and (q.get("resourceVersionMatch") != "NotOlderThan" or not bookmarks):
+            raise errors.invalid("ListOptions", "meta.k8s.io", "", [{
+                "reason": "FieldValueForbidden", "field": "sendInitialEvents",
+                "message": "Forbidden: sendInitialEvents is forbidden for watch unless the "
+                           "WatchList feature gate is enabled and resourceVersionMatch is "
+                           "NotOlderThan and allowWatchBookmarks is true"}])
+        timeout = _int(q.get("timeoutSeconds"), "timeoutSeconds")
+        shape = tables.wanted_shape(request.headers.get("Accept", ""))
+        watcher: Watcher | None = None
+        error: ApiError | None = None
+        try:
+            watcher = self.cluster.do_watch(rt, route.namespace, label_selector=q.get("labelSelector"),
+                                            field_selector=field_selector,
+                                            resource_version=q.get("resourceVersion"),
+                                            send_initial_events=send_initial)
+        except ApiError as exc:
+            if exc.code != 410:
+                raise
+            error = exc
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        if error is not None:
+            await response.write(_dumps({"type": "ERROR", "object": error.status()}).encode() + b"\n")
+            await response.write_eof()
+            return response
+        assert watcher is not None
+        if send_initial:
+            watcher.queue.put_nowait(("INITIAL_END", {}, None))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout if timeout is not None else self.default_watch_timeout)
+        timed_out = False
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                wait = min(remaining, self.bookmark_interval) if bookmarks else remaining
+                try:
+                    item = await asyncio.wait_for(watcher.queue.get(), wait)
+                except TimeoutError:
+                    if bookmarks and deadline - loop.time() > 0:
+                        await response.write(self._bookmark(rt))
+                    continue
+                chunks = []
+                closed = False
+                while item is not None:
+                    chunks.append(self._encode_event(rt, item, shape, request))
+                    if len(chunks) >= 256 or watcher.queue.empty():
+                        break
+                    item = watcher.queue.get_nowait()
+                if item is None:
+                    closed = True
+                if chunks:
+                    await response.write(b"".join(chunks))
+                if closed:
+                    break
+            if timed_out and bookmarks:
+                await response.write(self._bookmark(rt))
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.cluster.stop_watch(watcher)
+        return response
+
+    def _bookmark(self, rt: ResourceType, initial_end: bool = False) -> bytes:
+        meta: dict[str, Any] = {"resourceVersion": self.cluster.resource_version}
+        if initial_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return _dumps({"type": "BOOKMARK", "object": {
+            "kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}}).encode() + b"\n"
+
+    def _encode_event(self, rt: ResourceType, item: tuple[str, dict[str, Any], Any], shape: str | None,
+                      request: web.Request) -> bytes:
+        etype, obj, ev = item
+        if etype == "INITIAL_END":
+            return self._bookmark(rt, initial_end=True)
+        if shape == "Table":
+            view = _served(rt, obj)
+            body = tables.table(rt, [view], include_object=request.query.get("includeObject"),
+                                resource_version=view["metadata"].get("resourceVersion", ""))
+            return _dumps({"type": etype, "object": body}).encode() + b"\n"
+        if shape == "PartialObjectMetadata":
+            return _dumps({"type": etype, "object": tables.partial(_served(rt, obj))}).encode() + b"\n"
+        encoded = ev.encoded.get(rt.key) if ev is not None else None
+        if encoded is None:
+            encoded = _dumps(_served(rt, obj)).encode()
+            if ev is not None:
+                ev.encoded[rt.key] = encoded
+        return b'{"type":"' + etype.encode() + b'","object":' + encoded + b"}\n"
+
+
+def _served(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    if rt.from_storage is not None:
+        return rt.from_storage(obj)
+    if rt.crd is not None and obj.get("apiVersion") != rt.api_version:
+        return {**obj, "apiVersion": rt.api_version}
+    return obj
