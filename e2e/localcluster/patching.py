@@ -515,28 +515,46 @@ def _merge(lhs: Any, rhs: Any, node: Node) -> Any:
 
 
 def _merge_associative(lhs: list[Any], rhs: list[Any], node: Node) -> list[Any]:
-    """Merge keyed lists: applied items follow the applied order; items only the live object
-    has keep their place relative to the shared item that followed them."""
+    """Merge keyed lists in structured-merge-diff's order: walk both lists together, keep
+    live-only items where they are, and place shared items in the applied order."""
     items = node.items()
     lpes = [list_item_element(node, it, i) for i, it in enumerate(lhs)]
     rpes = [list_item_element(node, it, i) for i, it in enumerate(rhs)]
-    rset = set(rpes)
     lmap = dict(zip(lpes, lhs, strict=True))
-    pending: dict[PathElement | None, list[Any]] = {}
-    waiting: list[Any] = []
-    for pe, item in zip(lpes, lhs, strict=True):
-        if pe in rset:
-            pending[pe] = waiting
-            waiting = []
-        else:
-            waiting.append(item)
-    pending[None] = waiting
+    rmap = dict(zip(rpes, rhs, strict=True))
+    shared = [pe for pe in rpes if pe in lmap]
+    next_shared = shared.pop(0) if shared else None
+    merged: set[PathElement] = set()
     out: list[Any] = []
-    for pe, item in zip(rpes, rhs, strict=True):
-        out.extend(copy.deepcopy(pending.pop(pe, [])))
-        out.append(_merge(lmap[pe], item, items) if pe in lmap else copy.deepcopy(item))
-    for rest in pending.values():
-        out.extend(copy.deepcopy(rest))
+    li = ri = 0
+    while li < len(lpes) or ri < len(rpes):
+        if li < len(lpes) and ri < len(rpes):
+            pe = lpes[li]
+            if pe == rpes[ri]:
+                merged.add(pe)
+                out.append(_merge(lmap[pe], rmap[pe], items))
+                li, ri = li + 1, ri + 1
+                next_shared = shared.pop(0) if shared else None
+                continue
+            if pe in rmap and next_shared is not None and next_shared != pe:
+                li += 1  # a shared item whose turn comes later, in the applied order
+                continue
+        if li < len(lpes):
+            pe = lpes[li]
+            if pe not in rmap:
+                out.append(copy.deepcopy(lhs[li]))
+                li += 1
+                continue
+            if pe in merged:
+                li += 1
+                continue
+        if ri < len(rpes):
+            pe = rpes[ri]
+            merged.add(pe)
+            out.append(_merge(lmap[pe], rhs[ri], items) if pe in lmap else copy.deepcopy(rhs[ri]))
+            ri += 1
+            if next_shared is not None and next_shared == pe:
+                next_shared = shared.pop(0) if shared else None
     return out
 
 
