@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 from e2e.fake_tfserving import FakeTFServing
+from grpc_health.v1 import health_pb2
 
 from tfleet.health.bridge import HealthBridge
 from tfleet.health.status import parse_bridge_status, parse_status_json
@@ -101,7 +102,7 @@ async def test_watch_streams_report_each_change(
 
     async def next_status(name: str) -> str:
         response = await asyncio.wait_for(streams[name].read(), 5)
-        return str(response.status and type(response).ServingStatus.Name(response.status))
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     for name, first in (("readiness", N), ("liveness", S), ("startup", N)):
         assert await next_status(name) == first

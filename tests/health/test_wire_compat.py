@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +185,15 @@ def test_responses_decode_both_ways(official_classes: dict[str, Any]) -> None:
     assert first.error_message == "Could not find base path /models/resnet/3"
     assert mine.SerializeToString() == data
     assert Theirs.FromString(mine.SerializeToString()) == theirs
+
+
+def test_the_health_package_imports_no_tensorflow() -> None:
+    code = (
+        "import sys, tfleet.health.cli, tfleet.health.bridge, tfleet.health.podspec;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_serving')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
