@@ -249,7 +249,7 @@ async def test_drain_turns_readiness_off_at_once_and_answers_after_the_period(
     client = client_for(bridge)
     await eventually(lambda: client.checks(*ALL), services(S, S, S))
 
-    drain = asyncio.ensure_future(http_get(bridge, "/drain?seconds=0.5"))
+    drain = asyncio.ensure_future(http_get(bridge, "/drain?seconds=1.5"))
     await eventually(lambda: client.checks(*ALL), services(N, S, S))
     assert not drain.done(), "the preStop hook must be held for the drain period"
     assert await asyncio.wait_for(drain, 5) == (200, "Drained\n")

@@ -76,7 +76,7 @@ def available(fake: FakeTFServing) -> FakeTFServing:
 
 @pytest.fixture
 def bridge_process(available: FakeTFServing) -> Iterator[BridgeProcess]:
-    bridge = BridgeProcess(available, drain_seconds=1.0)
+    bridge = BridgeProcess(available, drain_seconds=2.0)
     yield bridge
     bridge.close()
 
