@@ -223,6 +223,11 @@ def _describe_eval_error(exc: Any) -> str:
     return text
 
 
+def is_bool(value: Any) -> bool:
+    # celpy's BoolType and IntType both derive from int; only the former is a CEL bool.
+    return isinstance(value, bool | celtypes.BoolType)
+
+
 def evaluate(program: Any, activation: dict[str, Any]) -> Any:
     """Evaluate; raises CelError(message) on an evaluation error."""
     try:

@@ -107,13 +107,14 @@ def go_number(value: int | float) -> str:
         return "+Inf" if value > 0 else "-Inf"
     if value == 0:
         return "0"
-    # Shortest round-trip digits, then Go's %g layout: exponent form when exp < -4 or >= 21.
+    # Shortest round-trip digits, then strconv's %g layout for the shortest precision:
+    # exponent form when the exponent is below -4 or at least 6 (fmt prints 1e6 as 1e+06).
     d = decimal.Decimal(repr(value))
     sign, digits, exponent = d.as_tuple()
     assert isinstance(exponent, int)
     text = "".join(str(x) for x in digits).rstrip("0") or "0"
     exp = len(digits) + exponent - 1
-    if exp < -4 or exp >= 21:
+    if exp < -4 or exp >= 6:
         mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
         body = f"{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
     elif exp >= len(text) - 1:
@@ -530,7 +531,7 @@ def _validate_number(
     errs: list[FieldError],
 ) -> None:
     if "maximum" in schema:
-        limit = schema["maximum"]
+        limit = float(schema["maximum"])  # kube-openapi holds bounds as float64
         if schema.get("exclusiveMaximum") and value >= limit:
             errs.append(_invalid(path, value, detail(f"should be less than {go_number(limit)}")))
         elif not schema.get("exclusiveMaximum") and value > limit:
@@ -538,7 +539,7 @@ def _validate_number(
                 _invalid(path, value, detail(f"should be less than or equal to {go_number(limit)}"))
             )
     if "minimum" in schema:
-        limit = schema["minimum"]
+        limit = float(schema["minimum"])
         if schema.get("exclusiveMinimum") and value <= limit:
             errs.append(_invalid(path, value, detail(f"should be greater than {go_number(limit)}")))
         elif not schema.get("exclusiveMinimum") and value < limit:
@@ -549,7 +550,9 @@ def _validate_number(
             )
     factor = schema.get("multipleOf")
     if factor and (value / factor) != int(value / factor):
-        errs.append(_invalid(path, value, detail(f"should be a multiple of {go_number(factor)}")))
+        errs.append(
+            _invalid(path, value, detail(f"should be a multiple of {go_number(float(factor))}"))
+        )
 
 
 def _validate_string(
@@ -912,16 +915,13 @@ def _run_rules(
                     )
                 errs.append(_cel_error(rule, path, type_name, detail, with_reason=False))
                 continue
-            if result is True or (
-                hasattr(result, "__bool__") and isinstance(result, int) and bool(result)
-            ):
-                continue
-            if not isinstance(result, int):  # BoolType is an int subclass
+            if not _cel.is_bool(result):
                 detail = (
-                    f"rule evaluated to non-boolean value evaluating rule: "
-                    f"{_rule_error_string(rule)}"
+                    f"rule did not evaluate to a bool evaluating rule: {_rule_error_string(rule)}"
                 )
                 errs.append(_cel_error(rule, path, type_name, detail, with_reason=False))
+                continue
+            if result:
                 continue
             errs.append(_cel_error(rule, path, type_name, _message_for(rule, activation)))
 
