@@ -1,0 +1,230 @@
+"""`tfleet render` and `tfleet crd`, run as the installed console script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tfleet import builders, cli
+from tfleet.api import parse_object
+from tfleet.crd import build_crd, crd_yaml
+
+from .builders import EXAMPLE_FILES, REPO, IsvcBuilder, make_isvc
+
+TFLEET = Path(sys.executable).with_name("tfleet")
+
+
+def tfleet(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(TFLEET), *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=cwd or REPO
+    )
+
+
+def dump(*docs: Any) -> str:
+    return yaml.safe_dump_all([d.manifest() if isinstance(d, IsvcBuilder) else d for d in docs], sort_keys=False)
+
+
+def expected_children(*manifests: dict[str, Any], namespace: str = "default") -> list[dict[str, Any]]:
+    """What the operator would create, owner references aside, for these manifests."""
+    out = []
+    for manifest in manifests:
+        doc = dict(manifest)
+        doc["metadata"] = {"namespace": namespace, **(doc.get("metadata") or {})}
+        out.extend(builders.build_children(parse_object(doc)))
+    return out
+
+
+# --------------------------------------------------------------------------- valid input
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.stem for p in EXAMPLE_FILES])
+def test_every_example_renders_valid_objects(path: Path) -> None:
+    result = tfleet("render", "-f", str(path.relative_to(REPO)))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    rendered = list(yaml.safe_load_all(result.stdout))
+    manifests = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert rendered == expected_children(*manifests)
+    for obj in rendered:
+        kubernetes_validate.validate(obj, "1.35", strict=True)
+        assert "ownerReferences" not in obj["metadata"]
+    # Repeated values are written out: some GitOps tools refuse YAML anchors.
+    assert "&id" not in result.stdout and "*id" not in result.stdout
+
+
+def test_several_files_render_in_order() -> None:
+    paths = [str(p.relative_to(REPO)) for p in EXAMPLE_FILES]
+    result = tfleet("render", *[arg for p in paths for arg in ("-f", p)])
+    assert result.returncode == 0, result.stderr
+    manifests = [d for p in EXAMPLE_FILES for d in yaml.safe_load_all(p.read_text()) if d]
+    assert list(yaml.safe_load_all(result.stdout)) == expected_children(*manifests)
+
+
+def test_a_multi_document_file_renders_every_document(tmp_path: Path) -> None:
+    first, second = make_isvc("a").replicas(2), make_isvc("b").gpu(1).batching(8, [4, 8])
+    path = tmp_path / "fleet.yaml"
+    # Empty documents (a leading ---, a trailing ---) are skipped, as kubectl does.
+    path.write_text("---\n" + dump(first, second) + "---\n")
+    result = tfleet("render", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    assert list(yaml.safe_load_all(result.stdout)) == expected_children(first.manifest(), second.manifest())
+
+
+def test_dash_reads_stdin_and_mixes_with_files() -> None:
+    piped = make_isvc("piped", namespace=None)
+    result = tfleet("render", "-f", "-", "-f", "examples/gpu.yaml", "-n", "team-a", stdin=dump(piped))
+    assert result.returncode == 0, result.stderr
+    gpu = yaml.safe_load((REPO / "examples/gpu.yaml").read_text())
+    rendered = list(yaml.safe_load_all(result.stdout))
+    assert rendered == expected_children(piped.manifest(), namespace="team-a") + expected_children(gpu)
+    # -n only fills in a namespace the document does not set.
+    assert {o["metadata"]["namespace"] for o in rendered} == {"team-a", "ml"}
+
+
+def test_main_returns_the_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "-f", "examples/basic-cpu.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert [o["kind"] for o in yaml.safe_load_all(out)][:2] == ["ConfigMap", "Deployment"]
+
+
+def test_crd_prints_the_crd() -> None:
+    result = tfleet("crd")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == crd_yaml()
+    assert yaml.safe_load(result.stdout) == build_crd()
+
+
+# --------------------------------------------------------------------------- invalid input
+
+HEAD = "apiVersion: tfleet.dev/v1alpha1\nkind: InferenceService\n"
+
+BAD_INPUTS = [
+    pytest.param(HEAD + "metadata: {name: x\nspec: {}\n",
+                 ["error: in.yaml: document 0: YAML does not parse (line 4, column 5): expected ',' or '}', but got ':'"],
+                 id="YAML that does not parse"),
+    pytest.param("just a sentence\n", ["error: in.yaml: document 0: must be a mapping (an object), got str"],
+                 id="a scalar document"),
+    pytest.param("- a\n- b\n", ["error: in.yaml: document 0: must be a mapping (an object), got list"],
+                 id="a list document"),
+    pytest.param("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
+                 ["error: in.yaml: document 0: apiVersion: must be \"tfleet.dev/v1alpha1\", got 'apps/v1'"],
+                 id="a Deployment instead of an InferenceService"),
+    pytest.param("apiVersion: tfleet.dev/v1alpha1\nkind: InferenceServce\nmetadata: {name: x}\nspec: {}\n",
+                 ["error: in.yaml: document 0: kind: must be \"InferenceService\", got 'InferenceServce'"],
+                 id="a misspelt kind"),
+    pytest.param("apiVersion: tfleet.dev/v1\nkind: InferenceService\nmetadata: {name: x}\nspec: {}\n",
+                 ["error: in.yaml: document 0: apiVersion: must be \"tfleet.dev/v1alpha1\", got 'tfleet.dev/v1'"],
+                 id="a version that does not exist"),
+    pytest.param(HEAD + "metadata: {name: x}\n", ["error: in.yaml: document 0: spec: required field is missing"],
+                 id="no spec"),
+    pytest.param(dump(make_isvc("x").unset("spec.model.basePath")),
+                 ["error: in.yaml: document 0: spec.model.basePath: required field is missing"],
+                 id="no model basePath"),
+    pytest.param(dump(make_isvc("x").replicas("two")),
+                 ['error: in.yaml: document 0: spec.replicas: must be an integer, got string "two"'],
+                 id="a string for replicas"),
+    pytest.param(dump(make_isvc("x").set("spec.gpu.cuont", 1)),
+                 ["error: in.yaml: document 0: spec.gpu.cuont: unknown field "
+                  "(known fields: count, resourceName, nodeSelector, tolerations)"],
+                 id="a misspelt field"),
+    pytest.param(dump(make_isvc("x").base_path("ftp://models/x")),
+                 ['error: in.yaml: document 0: spec.model.basePath: unsupported storage "ftp://": '
+                  "use gs://, s3://, hdfs://, pvc://<claim>/<path> or an absolute path"],
+                 id="a storage scheme TF Serving cannot read"),
+    pytest.param(dump(make_isvc("x").gpu(1).image("tensorflow/serving:2.19.0")),
+                 ['error: in.yaml: document 0: spec.image: "tensorflow/serving:2.19.0" is not a GPU image, but '
+                  "gpu.count is 1: use a tag ending in -gpu (for example tensorflow/serving:2.19.0-gpu)"],
+                 id="a GPU request with the CPU image"),
+    pytest.param(dump(make_isvc("x").batching(32, [8, 16])),
+                 ["error: in.yaml: document 0: spec.batching.allowedBatchSizes: last size (16) must equal maxBatchSize (32)"],
+                 id="allowed batch sizes that stop short of the maximum"),
+    pytest.param(dump(make_isvc("x").canary(50, 20)),
+                 ["error: in.yaml: document 0: spec.rollout.steps[1].weight: step weights must be strictly "
+                  "increasing, but 20 follows 50"],
+                 id="canary weights that go down"),
+    pytest.param(dump(make_isvc("x").autoscaling(4, 2)),
+                 ["error: in.yaml: document 0: spec.autoscaling.minReplicas: minReplicas (4) must be less than or "
+                  "equal to maxReplicas (2)"],
+                 id="minReplicas above maxReplicas"),
+    pytest.param(dump(make_isvc("Fraud_Model")),
+                 ['error: in.yaml: document 0: metadata.name: "Fraud_Model" must be a DNS label of at most 52 '
+                  "characters (a-z, 0-9, -)"],
+                 id="a name that is not a DNS label"),
+    pytest.param(dump(make_isvc("x").server(grpcPort=8501)),
+                 ["error: in.yaml: document 0: spec.server.restPort: restPort (8501) must differ from grpcPort (8501)"],
+                 id="gRPC and REST on one port"),
+    pytest.param(HEAD + "metadata: x\nspec: {model: {basePath: /m}}\n",
+                 ["error: in.yaml: document 0: metadata: must be an object",
+                  "error: in.yaml: document 0: metadata.name: required field is missing"],
+                 id="metadata as a string"),
+    pytest.param(dump(make_isvc("x").replicas(-1).set("spec.service.type", "ExternalName")),
+                 ["error: in.yaml: document 0: spec.replicas: must be greater than or equal to 0, got -1",
+                  'error: in.yaml: document 0: spec.service.type: must be one of ClusterIP, NodePort, LoadBalancer, '
+                  'got "ExternalName"'],
+                 id="every error of a document is reported"),
+]
+
+
+@pytest.mark.parametrize(("text", "stderr"), BAD_INPUTS)
+def test_bad_input(tmp_path: Path, text: str, stderr: list[str]) -> None:
+    (tmp_path / "in.yaml").write_text(text)
+    result = tfleet("render", "-f", "in.yaml", cwd=tmp_path)
+    assert result.stderr.splitlines() == stderr
+    assert result.returncode == 2
+    assert result.stdout == ""
+
+
+def test_errors_name_the_document_and_valid_documents_still_render(tmp_path: Path) -> None:
+    good, bad = make_isvc("good"), make_isvc("bad").base_path("s4://x")
+    path = tmp_path / "mixed.yaml"
+    path.write_text(dump(good, bad, make_isvc("also-good")))
+    result = tfleet("render", "-f", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f'error: {path}: document 1: spec.model.basePath: unsupported storage "s4://": '
+        "use gs://, s3://, hdfs://, pvc://<claim>/<path> or an absolute path"
+    ]
+    # Nothing of the invalid document reaches stdout; the valid ones render as usual.
+    rendered = list(yaml.safe_load_all(result.stdout))
+    assert rendered == expected_children(good.manifest(), make_isvc("also-good").manifest())
+    assert all(o["metadata"]["labels"]["tfleet.dev/inferenceservice"] != "bad" for o in rendered)
+
+
+def test_a_parse_error_names_the_document_it_is_in(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(dump(make_isvc("first")) + "---\n" + HEAD + "spec: [unclosed\n")
+    result = tfleet("render", "-f", str(path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {path}: document 1: YAML does not parse (line ")
+    assert list(yaml.safe_load_all(result.stdout)) == expected_children(make_isvc("first").manifest())
+
+
+def test_errors_from_stdin_name_stdin() -> None:
+    result = tfleet("render", "-f", "-", stdin=dump(make_isvc("x").batching(32, [8, 16])))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: <stdin>: document 0: spec.batching.allowedBatchSizes: last size (16) must equal maxBatchSize (32)"
+    ]
+    assert result.stdout == ""
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    result = tfleet("render", "-f", "examples/gpu.yaml", "-f", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"]
+    # The readable file still renders.
+    gpu = yaml.safe_load((REPO / "examples/gpu.yaml").read_text())
+    assert list(yaml.safe_load_all(result.stdout)) == expected_children(gpu)
+
+
+def test_render_needs_a_file() -> None:
+    result = tfleet("render")
+    assert result.returncode == 2
+    assert "-f/--filename" in result.stderr
+    assert result.stdout == ""
