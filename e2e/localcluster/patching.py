@@ -794,6 +794,18 @@ def _zero_object(kind: str, node: Node) -> dict[str, Any]:
     return zero
 
 
+def _with_zero(obj: dict[str, Any], zero: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` as the apiserver's typed object sees it: value structs are always present, so
+    a status written for the first time does not make ``status`` itself an owned member."""
+    out = dict(obj)
+    for key, value in zero.items():
+        if key not in out or out[key] is None:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_zero(out[key], value)
+    return out
+
+
 def _reset_applied(
     applied: dict[str, Any], subresource: str | None, status_sub: bool
 ) -> dict[str, Any]:
@@ -884,7 +896,8 @@ def server_side_apply(
             _remove_path(merged, path, node)
 
     res = _Comparison()
-    _compare(live_clean if live else {}, merged, node, (), res)
+    zero = _zero_object(kind, node)
+    _compare(_with_zero(live_clean, zero), _with_zero(merged, zero), node, (), res)
     changed = _filter(res.added | res.modified, subresource, status_subresource)
     removed = _filter(res.removed, subresource, status_subresource)
 
@@ -940,8 +953,9 @@ def record_update(
     else:
         managers = _decode_managers(old_entries)
 
-    before = _without_managed_fields(old) if old is not None else _zero_object(kind, node)
-    after = _without_managed_fields(new)
+    zero = _zero_object(kind, node)
+    before = _with_zero(_without_managed_fields(old), zero)
+    after = _with_zero(_without_managed_fields(new), zero)
     res = _Comparison()
     _compare(before, after, node, (), res)
     changed = _filter(res.added | res.modified, subresource, status_subresource)

@@ -663,7 +663,7 @@ def test_status_writes_are_owned_per_subresource() -> None:
         e for e in out["metadata"]["managedFields"] if e["manager"] == "kube-controller-manager"
     ]
     assert entry["subresource"] == "status"
-    assert entry["fieldsV1"] == {"f:status": {".": {}, "f:readyReplicas": {}}}
+    assert entry["fieldsV1"] == {"f:status": {"f:readyReplicas": {}}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -683,3 +683,16 @@ def test_fields_v1_round_trip() -> None:
         '.spec.ports[port=80,protocol="TCP"].port',
     }
     assert encode_fields(paths) == fields
+
+
+def test_first_status_write_on_a_builtin_does_not_own_the_status_struct() -> None:
+    live = apply(None, deployment(), "tfleet")
+    new = copy.deepcopy(live)
+    new["status"] = {"replicas": 2}
+    out = update(live, new, "kube-controller-manager", subresource="status")
+    [entry] = [
+        e for e in out["metadata"]["managedFields"] if e["manager"] == "kube-controller-manager"
+    ]
+    assert entry["fieldsV1"] == {"f:status": {"f:replicas": {}}}
+    assert out["status"] == {"replicas": 2}
+    assert "strategy" not in out["spec"], "the zero value shapes ownership, not the object"
