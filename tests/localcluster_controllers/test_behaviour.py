@@ -147,7 +147,9 @@ def test_invalid_rules_name_the_entry(rules, message):
 
 
 def test_invalid_annotation_is_reported_as_a_pod_error():
-    with pytest.raises(bh.PodBehaviourError, match="annotation localcluster.tfleet.dev/behaviour"):
+    with pytest.raises(
+        bh.PodBehaviourError, match=r"annotation localcluster\.tfleet\.dev/behaviour"
+    ):
         bh.behaviour_for(pod({bh.ANNOTATION: "sometimes"}), [])
 
 

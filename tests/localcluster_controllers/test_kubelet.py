@@ -13,7 +13,6 @@ from e2e.localcluster.controllers.kubelet import (
     Timing,
     image_id,
     pod_status,
-    qos_class,
     status_changes,
 )
 from e2e.localcluster.controllers.nodes import build_node
@@ -160,28 +159,6 @@ def test_recomputing_at_a_later_time_in_a_stable_state_changes_nothing():
     p["status"] = first
     again, _ = pod_status(p, runtime(), at(100), TIMING)
     assert status_changes(p["status"], again) == {}
-
-
-@pytest.mark.parametrize(
-    ("resources", "expected"),
-    [
-        ({}, "BestEffort"),
-        ({"requests": {"cpu": "1"}}, "Burstable"),
-        ({"limits": {"cpu": "1", "memory": "1Gi"}}, "Guaranteed"),
-        (
-            {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-            "Guaranteed",
-        ),
-        (
-            {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-            "Burstable",
-        ),
-    ],
-)
-def test_qos_class(resources, expected):
-    p = pod()
-    p["spec"]["containers"][0]["resources"] = resources
-    assert qos_class(p) == expected
 
 
 def test_image_ids_name_the_registry():

@@ -82,28 +82,6 @@ def container_id(pod_uid: str, name: str, restarts: int) -> str:
     return "containerd://" + hashlib.sha256(f"{pod_uid}/{name}/{restarts}".encode()).hexdigest()
 
 
-def qos_class(pod: Mapping[str, Any]) -> str:
-    containers = [
-        *((pod.get("spec") or {}).get("containers") or []),
-        *((pod.get("spec") or {}).get("initContainers") or []),
-    ]
-    requests_any = False
-    guaranteed = True
-    for c in containers:
-        res = c.get("resources") or {}
-        req, lim = res.get("requests") or {}, res.get("limits") or {}
-        if req or lim:
-            requests_any = True
-        for name in ("cpu", "memory"):
-            limit = lim.get(name)
-            request = req.get(name, limit)
-            if limit is None or str(request) != str(limit):
-                guaranteed = False
-    if not requests_any:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed else "Burstable"
-
-
 def _condition(
     kind: str, ok: bool, now: datetime, reason: str | None = None, message: str | None = None
 ) -> dict[str, Any]:
@@ -295,7 +273,6 @@ def pod_status(
         "podIPs": [{"ip": rt.pod_ip}],
         "startTime": fmt_time(rt.started),
         "containerStatuses": statuses,
-        "qosClass": qos_class(pod),
     }
     if init_statuses:
         status["initContainerStatuses"] = init_statuses
