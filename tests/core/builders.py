@@ -172,3 +172,23 @@ class IsvcBuilder(dict[str, Any]):
 
 def make_isvc(name: str = "demo", namespace: str | None = "ml", base_path: str | None = None) -> IsvcBuilder:
     return IsvcBuilder(name, namespace, base_path)
+
+
+# --------------------------------------------------------------------------- CRD schema helpers
+
+
+def strict_jsonschema(node: Any) -> Any:
+    """An OpenAPI schema node of the CRD as plain JSON Schema, as the API server applies it with
+    strict field validation: x-kubernetes-* keys dropped, unknown fields refused except in
+    pass-throughs (x-kubernetes-preserve-unknown-fields)."""
+    if isinstance(node, list):
+        return [strict_jsonschema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: strict_jsonschema(v) for k, v in node.items()
+           if not k.startswith("x-kubernetes-") and k not in ("properties", "default")}
+    if "properties" in node:
+        out["properties"] = {k: strict_jsonschema(v) for k, v in node["properties"].items()}
+        if not node.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    return out

@@ -17,7 +17,7 @@ from tfleet.api import check_update, parse_spec
 from tfleet.crd import build_crd, crd_yaml
 from tfleet.schema import ValidationError
 
-from .builders import REPO, IsvcBuilder, example_names, load_example, make_isvc
+from .builders import REPO, IsvcBuilder, example_names, load_example, make_isvc, strict_jsonschema
 
 CRD_FILE = REPO / "crds" / "inferenceservices.tfleet.dev.yaml"
 
@@ -131,23 +131,7 @@ def test_names_columns_and_subresources() -> None:
 # --------------------------------------------------------------------------- jsonschema
 
 
-def _strict_jsonschema(node: Any) -> Any:
-    """The OpenAPI schema as plain JSON Schema, as the API server applies it with strict field
-    validation: x-kubernetes-* keys dropped, unknown fields refused except in pass-throughs."""
-    if isinstance(node, list):
-        return [_strict_jsonschema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _strict_jsonschema(v) for k, v in node.items()
-           if not k.startswith("x-kubernetes-") and k not in ("properties", "default")}
-    if "properties" in node:
-        out["properties"] = {k: _strict_jsonschema(v) for k, v in node["properties"].items()}
-        if not node.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-    return out
-
-
-SPEC_VALIDATOR = jsonschema.Draft202012Validator(_strict_jsonschema(root_schema()["properties"]["spec"]))
+SPEC_VALIDATOR = jsonschema.Draft202012Validator(strict_jsonschema(root_schema()["properties"]["spec"]))
 
 
 def schema_errors(spec: Any) -> list[str]:
