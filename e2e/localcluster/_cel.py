@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import re
+from collections import OrderedDict
 from typing import Any
 
 import celpy
 from celpy import celtypes
+from celpy.evaluation import CELEvalError
 
 _RESERVED = {
     "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for",
@@ -204,7 +207,7 @@ def to_cel(value: Any, schema: dict[str, Any] | None) -> Any:
 
 
 def _describe_eval_error(exc: Any) -> str:
-    args = getattr(exc, "args", ()) or ()
+    args: list[Any] = list(getattr(exc, "args", ()) or ())
     text = str(args[0]) if args else str(exc)
     kind = args[1] if len(args) > 1 else None
     if kind is KeyError:
@@ -232,10 +235,52 @@ def evaluate(program: Any, activation: dict[str, Any]) -> Any:
     """Evaluate; raises CelError(message) on an evaluation error."""
     try:
         result = program.evaluate(activation)
-    except celpy.CELEvalError as exc:
+    except CELEvalError as exc:
         raise CelError(_describe_eval_error(exc)) from None
     except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError) as exc:
         raise CelError(str(exc)) from None
-    if isinstance(result, celpy.CELEvalError):
+    if isinstance(result, CELEvalError):
         raise CelError(_describe_eval_error(result))
+    return result
+
+
+# -- memoised evaluation ---------------------------------------------------------------------
+
+NO_OLD = object()
+_MEMO: OrderedDict[tuple[Any, ...], tuple[Any, Any, str | None]] = OrderedDict()
+_MEMO_SIZE = 8192
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def run(expr: str, self_value: Any, old_value: Any, schema: dict[str, Any], owner: object) -> Any:
+    """Evaluate ``expr`` with ``self`` (and ``oldSelf`` unless ``old_value is NO_OLD``).
+
+    CEL is pure, and cel-python's tree-walking interpreter takes milliseconds for a rule with
+    a macro, so results are memoised on the rule and the JSON of its inputs. ``owner`` is the
+    schema object the conversion depends on; the memo keeps a reference to it so that its
+    ``id`` cannot be reused by another schema while the entry lives.
+    """
+    old_key = None if old_value is NO_OLD else _canon(old_value)
+    key = (expr, _canon(self_value), old_key, id(owner))
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is owner:
+        _MEMO.move_to_end(key)
+        if hit[2] is not None:
+            raise CelError(hit[2])
+        return hit[1]
+    activation = {"self": to_cel(self_value, schema)}
+    if old_value is not NO_OLD:
+        activation["oldSelf"] = to_cel(old_value, schema)
+    try:
+        result, error = evaluate(compile_rule(expr), activation), None
+    except CelError as exc:
+        result, error = None, str(exc)
+    _MEMO[key] = (owner, result, error)
+    if len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    if error is not None:
+        raise CelError(error)
     return result

@@ -83,6 +83,8 @@ class Node:
     """One position in a schema. ``Node(None)`` is the deduced (schemaless) type."""
 
     __slots__ = ("builtin", "schema")
+    schema: dict[str, Any] | None
+    builtin: bool
 
     def __init__(self, schema: dict[str, Any] | None, builtin: bool = False) -> None:
         if schema is not None and "$ref" in schema:
@@ -92,7 +94,8 @@ class Node:
             merged.update({k: v for k, v in schema.items() if k != "$ref"})
             schema = merged
         if schema is not None and schema.get("allOf") and len(schema["allOf"]) == 1:
-            merged = dict(Node(schema["allOf"][0], builtin).schema or {})
+            inner: dict[str, Any] = Node(schema["allOf"][0], builtin).schema or {}
+            merged = dict(inner)
             merged.update({k: v for k, v in schema.items() if k != "allOf"})
             schema = merged
         self.schema = schema

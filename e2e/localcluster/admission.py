@@ -352,11 +352,14 @@ def _default(value: Any, schema: dict[str, Any]) -> None:
                 value[key] = copy.deepcopy(sub["default"])
         addl = _additional(schema)
         for key, item in value.items():
-            sub = props.get(key, addl)
-            if sub is not None:
-                if item is None and addl is sub and "default" in sub and not sub.get("nullable"):
-                    value[key] = copy.deepcopy(sub["default"])
-                _default(value[key], sub)
+            child = props.get(key)
+            if child is None:
+                if addl is None:
+                    continue
+                child = addl
+                if item is None and "default" in addl and not addl.get("nullable"):
+                    value[key] = copy.deepcopy(addl["default"])
+            _default(value[key], child)
     elif isinstance(value, list):
         items = _items(schema)
         for i, item in enumerate(value):
@@ -863,7 +866,7 @@ def _schema_type_name(schema: dict[str, Any]) -> str:
 def _cel_root_value(obj: dict[str, Any]) -> dict[str, Any]:
     # At the root, CEL sees apiVersion, kind and only name/generateName of metadata.
     out = dict(obj)
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    meta: dict[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
     out["metadata"] = {k: meta[k] for k in ("name", "generateName") if k in meta}
     return out
 
@@ -893,19 +896,21 @@ def _run_rules(
                 },
             }
         self_value = _cel_root_value(value) if root and isinstance(value, dict) else value
-        activation: dict[str, Any] = {"self": _cel.to_cel(self_value, cel_schema)}
         has_old = old is not _NO_OLD and old is not None
+        old_value: Any = _cel.NO_OLD
         if has_old:
             old_value = _cel_root_value(old) if root and isinstance(old, dict) else old
-            activation["oldSelf"] = _cel.to_cel(old_value, cel_schema)
         type_name = _schema_type_name(schema)
+
+        def run(expr: str) -> Any:
+            return _cel.run(expr, self_value, old_value, cel_schema, schema)
+
         for rule in rules:
             expr = str(rule.get("rule", ""))
             if _cel.mentions_old_self(expr) and not has_old:
                 continue
             try:
-                program = _cel.compile_rule(expr)
-                result = _cel.evaluate(program, activation)
+                result = run(expr)
             except _cel.CelError as exc:
                 detail = f"{exc} evaluating rule: {_rule_error_string(rule)}"
                 if str(exc) == "no such overload":
@@ -923,7 +928,7 @@ def _run_rules(
                 continue
             if result:
                 continue
-            errs.append(_cel_error(rule, path, type_name, _message_for(rule, activation)))
+            errs.append(_cel_error(rule, path, type_name, _message_for(rule, run)))
 
     if isinstance(value, dict):
         props = _props(schema)
@@ -942,11 +947,11 @@ def _run_rules(
             _run_rules(item, items, _index(path, i), olds[i], errs)
 
 
-def _message_for(rule: dict[str, Any], activation: dict[str, Any]) -> str:
+def _message_for(rule: dict[str, Any], run: Callable[[str], Any]) -> str:
     expr = rule.get("messageExpression")
     if expr:
         try:
-            result = _cel.evaluate(_cel.compile_rule(str(expr)), activation)
+            result = run(str(expr))
         except _cel.CelError:
             return _rule_message(rule)
         text = str(result) if isinstance(result, str) else ""

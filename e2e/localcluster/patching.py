@@ -809,7 +809,7 @@ def _with_zero(obj: dict[str, Any], zero: dict[str, Any]) -> dict[str, Any]:
 def _reset_applied(
     applied: dict[str, Any], subresource: str | None, status_sub: bool
 ) -> dict[str, Any]:
-    out = _strip_nulls(copy.deepcopy(applied))
+    out: dict[str, Any] = _strip_nulls(copy.deepcopy(applied))
     meta = out.get("metadata")
     if isinstance(meta, dict):
         for name in (
@@ -919,7 +919,7 @@ def server_side_apply(
     if previous is not None and merged == live_clean:
         # A no-op apply keeps the entry's time, as the apiserver does.
         me.time = previous.time
-    result = merged
+    result: dict[str, Any] = merged
     result.setdefault("metadata", {})["managedFields"] = _encode_managers(managers)
     return result
 
