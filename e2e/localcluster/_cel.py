@@ -164,9 +164,14 @@ def compile_rule(expr: str) -> Any:
         ast = _environment().compile(expr)
         return _environment().program(ast, functions=FUNCTIONS)
     except Exception as exc:  # celpy raises its own parse error types
-        text = str(exc).strip().replace("\n", " ")
-        text = re.sub(r"\s+", " ", text)
-        raise CelError(f"compilation failed: ERROR: <input>: Syntax error: {text}") from None
+        line = int(getattr(exc, "line", 0) or 1)
+        column = int(getattr(exc, "column", 0) or 0)
+        source = expr.splitlines()[line - 1] if expr.splitlines() else expr
+        # cel-go's layout: position, then the source line with a dotted caret under it.
+        raise CelError(
+            f"compilation failed: ERROR: <input>:{line}:{column + 1}: Syntax error: "
+            f"unexpected input\n | {source}\n | {'.' * column}^"
+        ) from None
 
 
 def mentions_old_self(expr: str) -> bool:

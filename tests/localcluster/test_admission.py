@@ -551,7 +551,8 @@ CRD_CASES = [
     ("int-or-string must not set a type", {"type": "string", "x-kubernetes-int-or-string": True},
      f'{R}.properties[spec].type: Invalid value: "string": must be empty if x-kubernetes-int-or-string is true'),
     ("a CEL rule that does not parse", with_rules({"type": "object"}, {"rule": "self.a =="}),
-     f"{R}.properties[spec].x-kubernetes-validations[0].rule: Invalid value: "),
+     f'{R}.properties[spec].x-kubernetes-validations[0].rule: Invalid value: {{"rule":"self.a =="}}: '
+     "compilation failed: ERROR: <input>:1:9: Syntax error"),
     ("an unknown reason", with_rules({"type": "object"}, {"rule": "true", "reason": "Nope"}),
      f'{R}.properties[spec].x-kubernetes-validations[0].reason: Unsupported value: "Nope": supported values: '
      '"FieldValueDuplicate", "FieldValueForbidden", "FieldValueInvalid", "FieldValueRequired"'),
