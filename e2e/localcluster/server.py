@@ -194,7 +194,7 @@ class ApiServer:
         if route.subresource is not None and route.subresource not in rt.subresources:
             raise errors.no_such_path()
         if watch or (request.method == "GET" and _bool(request.query.get("watch"))):
-            route.verb = "watch" if route.name is None else "watch"
+            route.verb = "watch"
             return await self._watch(request, route, rt)
         return await self._resource(request, route, rt)
 

@@ -43,6 +43,8 @@ try:  # CRD admission: pruning, defaulting, structural schema and CEL validation
 except ImportError:  # pragma: no cover
     _admission = None  # type: ignore[assignment]
 
+import contextlib
+
 from . import schemas
 
 log = logging.getLogger("localcluster.store")
@@ -258,10 +260,8 @@ class Cluster:
     async def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
             self._worker = None
         for st in self._storages.values():
             for w in list(st.watchers):
@@ -612,12 +612,11 @@ class Cluster:
     def _finish_update(self, rt: ResourceType, st: Storage, old: dict[str, Any],
                        stored: dict[str, Any], new: dict[str, Any], dry_run: bool) -> dict[str, Any]:
         new["metadata"]["resourceVersion"] = old["metadata"].get("resourceVersion")
-        m = new["metadata"]
         if _strip_volatile(new) == _strip_volatile(old):
             return old  # a write that changes nothing is not a write
         if dry_run:
             return new
-        if m.get("deletionTimestamp") and not m.get("finalizers") and not self._graceful_pending(rt, new):
+        if self._removable(rt, new):
             final = self._commit(rt, st, self._to_storage(rt, new), stored, DELETED)
             return _view(rt, final)
         result = self._commit(rt, st, self._to_storage(rt, new), stored, MODIFIED)
@@ -625,10 +624,14 @@ class Cluster:
         return _view(rt, result)
 
     @staticmethod
-    def _graceful_pending(rt: ResourceType, obj: dict[str, Any]) -> bool:
-        """A scheduled pod being deleted gracefully waits for its kubelet to finish."""
-        return (rt.kind == "Pod" and rt.group == "" and
-                bool((obj["metadata"].get("deletionGracePeriodSeconds") or 0) > 0))
+    def _removable(rt: ResourceType, obj: dict[str, Any]) -> bool:
+        """Whether a terminating object has nothing left to wait for and goes away now."""
+        m = obj["metadata"]
+        if not m.get("deletionTimestamp") or m.get("finalizers"):
+            return False
+        if rt.gvk == "v1/Pod" and (m.get("deletionGracePeriodSeconds") or 0) > 0:
+            return False  # a pod being deleted gracefully waits for its kubelet
+        return not (rt.gvk == "v1/Namespace" and (obj.get("spec") or {}).get("finalizers"))
 
     def _scale_of(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         assert rt.scale is not None
@@ -817,9 +820,8 @@ class Cluster:
             return obj, False
         if rt.gvk == "v1/Namespace":
             return self._delete_namespace(rt, st, stored, obj), False
-        if rt.gvk == "apiextensions.k8s.io/v1/CustomResourceDefinition":
-            if self._crd_has_objects(obj):
-                return self._start_deleting(rt, st, stored, obj, [CRD_FINALIZER], None), False
+        if rt.gvk == "apiextensions.k8s.io/v1/CustomResourceDefinition" and self._crd_has_objects(obj):
+            return self._start_deleting(rt, st, stored, obj, [CRD_FINALIZER], None), False
         finalizers = list(m.get("finalizers") or [])
         extra = []
         if propagation_policy == "Foreground" and FOREGROUND not in finalizers:
@@ -1024,7 +1026,7 @@ class Cluster:
         found = self._lookup(storage, ns, name)
         if found is None:
             return
-        rt, st, obj = found
+        _rt, _st, obj = found
         m = obj["metadata"]
         if not m.get("deletionTimestamp") or FOREGROUND not in (m.get("finalizers") or []):
             return
@@ -1078,10 +1080,8 @@ class Cluster:
             for name, obj in list(bucket.items()):
                 remaining += 1
                 if not obj["metadata"].get("deletionTimestamp"):
-                    try:
+                    with contextlib.suppress(ApiError):
                         self.do_delete(rt, ns, name, grace_period_seconds=None)
-                    except ApiError:
-                        pass
         still = sum(len(st.by_ns.get(ns) or {}) for st in self._storages.values() if st.name != ns_st.name)
         if still == 0:
             current = ns_st.get("", ns)
@@ -1125,10 +1125,8 @@ class Cluster:
         if cr_st is not None and cr_rt is not None:
             for (ns, name), obj in list(cr_st.iter_sorted(None)):
                 if not obj["metadata"].get("deletionTimestamp"):
-                    try:
+                    with contextlib.suppress(ApiError):
                         self.do_delete(cr_rt, ns or None, name)
-                    except ApiError:
-                        pass
         if cr_st is None or cr_st.count == 0:
             self._remove_finalizer(st.name, "", crd_name, CRD_FINALIZER)
 
