@@ -9,6 +9,7 @@ grpc.health.v1 Check over loopback:
 - latency with 1 caller and with 10 concurrent callers on one channel;
 - latency with a new connection per Check, which is what kubelet's grpc prober does;
 - the most Checks per second with 10 callers for a fixed time;
+- latency with 1 caller while TF Serving hangs (Checks are served from the cache);
 - the bridge process's RSS (now and peak) and CPU time per 1,000 Checks, read from /proc.
 
 The client runs in Python on the same 2 cores, so throughput figures are a lower bound for
@@ -80,7 +81,13 @@ REQUEST = health_pb2.HealthCheckRequest(service="readiness")
 
 
 async def run_callers(
-    address: str, callers: int, *, checks: int, seconds: float, new_connection: bool = False
+    address: str,
+    callers: int,
+    *,
+    checks: int,
+    seconds: float,
+    new_connection: bool = False,
+    expect_serving: bool = True,
 ) -> Row:
     """`callers` tasks each Check in a loop until `checks` in all or `seconds` have passed."""
     latencies: list[float] = []
@@ -98,7 +105,7 @@ async def run_callers(
             else:
                 response = await stub.Check(REQUEST, timeout=5)
             latencies.append(time.perf_counter() - start)
-            if response.status != health_pb2.HealthCheckResponse.SERVING:
+            if expect_serving and response.status != health_pb2.HealthCheckResponse.SERVING:
                 raise RuntimeError("the bridge is not SERVING readiness")
 
     began = time.perf_counter()
@@ -132,7 +139,8 @@ def wait_serving(address: str, within: float = 20) -> None:
             time.sleep(0.05)
 
 
-async def measure(address: str, pid: int, checks: int, seconds: float) -> None:
+async def measure(address: str, pid: int, fake: FakeTFServing, checks: int, seconds: float) -> None:
+    await run_callers(address, 1, checks=500, seconds=seconds)  # warm both sides up
     rows = [
         await run_callers(address, 1, checks=checks, seconds=seconds),
         await run_callers(address, 10, checks=checks, seconds=seconds),
@@ -145,6 +153,13 @@ async def measure(address: str, pid: int, checks: int, seconds: float) -> None:
     cpu_after = cpu_seconds(pid)
     throughput.name = "10 callers, as fast as possible"
     rows.append(throughput)
+    # Checks come from the cache, so a TF Serving that never answers must not slow them.
+    fake.hang()
+    await asyncio.sleep(2.5)  # let a few polls time out
+    hung = await run_callers(address, 1, checks=checks, seconds=seconds, expect_serving=False)
+    fake.hang(False)
+    hung.name = "1 caller, TF Serving hung"
+    rows.append(hung)
     rss, peak = rss_mb(pid)
     cpu_per_1000 = (cpu_after - cpu_before) / throughput.checks * 1000
 
@@ -188,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             address = f"127.0.0.1:{port}"
             wait_serving(address)
             print(f"bridge pid {bridge.pid}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-                  f"grpcio {grpc.__version__}\n")  # fmt: skip
-            asyncio.run(measure(address, bridge.pid, args.checks, args.seconds))
+                  f"grpcio {grpc.__version__}, load average {os.getloadavg()[0]:.2f}\n")  # fmt: skip
+            asyncio.run(measure(address, bridge.pid, fake, args.checks, args.seconds))
         finally:
             bridge.terminate()
             try:
