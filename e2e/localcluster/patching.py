@@ -558,33 +558,64 @@ def _merge_associative(lhs: list[Any], rhs: list[Any], node: Node) -> list[Any]:
     return out
 
 
-def _child(value: Any, pe: PathElement, node: Node) -> tuple[Any, Node]:
-    kind, key = pe
-    if kind == "f":
-        return (value.get(key, _MISSING) if isinstance(value, dict) else _MISSING), node.field(key)
-    if not isinstance(value, list):
-        return _MISSING, node.items()
-    for i, item in enumerate(value):
-        if list_item_element(node, item, i) == pe:
-            return item, node.items()
-    return _MISSING, node.items()
+_Trie = dict[PathElement, tuple[bool, "_Trie"]]
 
 
-def _remove_path(value: Any, path: FieldPath, node: Node) -> None:
-    """Remove the field at ``path`` (whole subtree) from ``value`` in place, if present."""
-    parent, pnode = value, node
-    for pe in path[:-1]:
-        parent, pnode = _child(parent, pe, pnode)
-        if parent is _MISSING:
-            return
-    kind, key = path[-1]
-    if kind == "f":
-        if isinstance(parent, dict):
-            parent.pop(key, None)
-    elif isinstance(parent, list):
-        parent[:] = [
-            it for i, it in enumerate(parent) if list_item_element(pnode, it, i) != path[-1]
-        ]
+def _trie(paths: Iterable[FieldPath]) -> _Trie:
+    root: dict[PathElement, tuple[bool, Any]] = {}
+    for path in paths:
+        node = root
+        for i, pe in enumerate(path):
+            member, child = node.get(pe, (False, {}))
+            node[pe] = (member or i == len(path) - 1, child)
+            node = child
+    return root
+
+
+def _remove_items(value: Any, node: Node, doomed: _Trie) -> Any:
+    """structured-merge-diff's RemoveItems: a member of ``doomed`` goes with everything below
+    it; elsewhere only the listed descendants go. Returns a new value."""
+    if isinstance(value, dict) and not node.map_atomic:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            member, below = doomed.get(("f", key), (False, {}))
+            if member:
+                continue
+            out[key] = _remove_items(item, node.field(key), below) if below else item
+        return out
+    if isinstance(value, list) and node.list_type != "atomic":
+        items = node.items()
+        kept: list[Any] = []
+        for i, item in enumerate(value):
+            member, below = doomed.get(list_item_element(node, item, i), (False, {}))
+            if member:
+                continue
+            kept.append(_remove_items(item, items, below) if below else item)
+        return kept
+    return value
+
+
+def _field_set(value: Any, node: Node) -> set[FieldPath]:
+    out: set[FieldPath] = set()
+    _to_field_set(value, node, (), out)
+    return out
+
+
+def _prune_applied(
+    merged: dict[str, Any], last_set: set[FieldPath], owned: set[FieldPath], node: Node
+) -> dict[str, Any]:
+    """Drop what the applier applied last time and applies no more, as structured-merge-diff's
+    prune does: remove the old configuration, add back whatever any manager (the applier's
+    new configuration included) owns, and only ever take away paths of the old one."""
+    last = _named_field_ancestors(last_set, node)
+    pruned = _remove_items(merged, node, _trie(last))
+    merged_set = _named_field_ancestors(_field_set(merged, node), node)
+    pruned_set = _named_field_ancestors(_field_set(pruned, node), node)
+    keep = pruned_set | _named_field_ancestors(owned, node)
+    with_owned = _remove_items(merged, node, _trie(merged_set - keep))
+    survived = _named_field_ancestors(_field_set(with_owned, node), node)
+    result: dict[str, Any] = _remove_items(merged, node, _trie((merged_set - survived) & last))
+    return result
 
 
 def _named_field_ancestors(paths: Iterable[FieldPath], root: Node) -> set[FieldPath]:
@@ -888,12 +919,8 @@ def server_side_apply(
     # Fields this manager applied before and no longer applies go away, unless someone
     # (including its new configuration) still owns them or something beneath them.
     if last_set:
-        owned = set().union(*(m.fields for m in managers.values()))
-        candidates = sorted(_named_field_ancestors(last_set, node) - owned, key=len)
-        for path in candidates:
-            if any(has_prefix(o, path) for o in owned):
-                continue
-            _remove_path(merged, path, node)
+        owned: set[FieldPath] = set().union(*(m.fields for m in managers.values()))
+        merged = _prune_applied(merged, last_set, owned, node)
 
     res = _Comparison()
     zero = _zero_object(kind, node)

@@ -696,3 +696,26 @@ def test_first_status_write_on_a_builtin_does_not_own_the_status_struct() -> Non
     assert entry["fieldsV1"] == {"f:status": {"f:replicas": {}}}
     assert out["status"] == {"replicas": 2}
     assert "strategy" not in out["spec"], "the zero value shapes ownership, not the object"
+
+
+def test_an_item_the_applier_drops_goes_even_if_another_manager_changed_a_field_of_it() -> None:
+    cfg = deployment()
+    cfg["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "envoy:1"})
+    live = apply(None, cfg, "tfleet")
+    edited = copy.deepcopy(live)
+    edited["spec"]["template"]["spec"]["containers"][1]["image"] = "envoy:2"
+    edited = update(live, edited, "kubectl-edit")
+    out = apply(edited, deployment(), "tfleet")
+    # The item itself was only ever the applier's: structured-merge-diff removes it whole.
+    assert [c["name"] for c in out["spec"]["template"]["spec"]["containers"]] == ["serving"]
+    assert ("kubectl-edit", "Update") not in managers(out)
+
+
+def test_a_struct_the_applier_drops_keeps_fields_another_manager_owns() -> None:
+    cfg = deployment(strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}})
+    live = apply(None, cfg, "tfleet")
+    edited = copy.deepcopy(live)
+    edited["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = 0
+    edited = update(live, edited, "kubectl-edit")
+    out = apply(edited, deployment(), "tfleet")
+    assert out["spec"]["strategy"] == {"rollingUpdate": {"maxUnavailable": 0}}
