@@ -1495,8 +1495,6 @@ def openapi_component_name(crd: dict[str, Any], version: str) -> str:
 def _publish(schema: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key == "x-kubernetes-validations":
-            continue
         if key == "properties":
             out[key] = {k: _publish(v) for k, v in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
@@ -1513,7 +1511,8 @@ def _publish(schema: dict[str, Any]) -> dict[str, Any]:
 def openapi_v3_schema_for_crd(crd: dict[str, Any], version: str) -> dict[str, Any]:
     """The schema of ``version`` as published under ``/openapi/v3/apis/<group>/<version>``:
     apiVersion, kind and metadata (a reference to ObjectMeta) filled in, the
-    group-version-kind extension set, descriptions kept for ``kubectl explain``."""
+    group-version-kind extension set, descriptions kept for ``kubectl explain``, CEL rules
+    kept as ``x-kubernetes-validations`` (the structural schema's ToKubeOpenAPI keeps them)."""
     schema = _publish(_version_schema(crd, version))
     spec = crd.get("spec") or {}
     props = dict(schema.get("properties") or {})
