@@ -126,21 +126,18 @@ def test_a_second_signal_stops_at_once(available: FakeTFServing) -> None:
         bridge.close()
 
 
-def test_a_port_in_use_fails_to_start(available: FakeTFServing) -> None:
+@pytest.mark.parametrize("taken_flag", ["--port", "--http-port"])
+def test_a_port_in_use_fails_to_start(available: FakeTFServing, taken_flag: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
+        ports = {"--port": str(free_port()), "--http-port": str(free_port())}
+        ports[taken_flag] = str(taken.getsockname()[1])
         argv = [
             sys.executable, "-m", "tfleet.health", "health-bridge",
-            "--target", available.target, "--model", MODEL,
-            "--port", str(free_port()), "--http-port", str(port), "--listen", "127.0.0.1",
+            "--target", available.target, "--model", MODEL, "--listen", "127.0.0.1",
+            *(item for pair in ports.items() for item in pair),
         ]  # fmt: skip
-        result = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "Failed to start health bridge" in result.stderr

@@ -119,9 +119,13 @@ class HealthBridge:
         await self._publish()
         await server.start()
         self._server = server
-        self._http = await asyncio.start_server(
-            self._handle_http, host=cfg.listen or None, port=self.http_port
-        )
+        try:
+            self._http = await asyncio.start_server(
+                self._handle_http, host=cfg.listen or None, port=self.http_port
+            )
+        except OSError:
+            await server.stop(grace=None)
+            raise
         self.http_port = self._http.sockets[0].getsockname()[1]
         self._client = AsyncModelStatusClient(
             cfg.target,
