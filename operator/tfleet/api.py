@@ -34,6 +34,13 @@ MAX_ROLLOUT_STEPS = 10
 # Names TF Serving uses in URLs (/v1/models/<name>) and in its config file.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Service names are DNS-1035 labels (they start with a letter); the InferenceService's name
+# becomes a Service name.
+SERVICE_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# Names of most objects (Secrets, PVCs, ServiceAccounts) are DNS-1123 subdomains.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Extended resources are always domain-prefixed (nvidia.com/gpu, amd.com/gpu).
+EXTENDED_RESOURCE_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 STORAGE_SCHEMES = ("gs://", "s3://", "hdfs://", "pvc://", "/")
 # Ports of the health bridge sidecar that shares the pod's network namespace.
 HEALTH_BRIDGE_GRPC_PORT = 8510
@@ -90,6 +97,7 @@ class ModelSpec(ApiObject):
         "GOOGLE_APPLICATION_CREDENTIALS.",
         default=None,
         max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
     )
 
     def check(self, path: str) -> list[FieldError]:
@@ -104,7 +112,7 @@ class ModelSpec(ApiObject):
             ]
         if self.base_path.startswith("pvc://"):
             claim, _, rest = self.base_path[len("pvc://") :].partition("/")
-            if not re.match(DNS_LABEL_PATTERN, claim) or not rest:
+            if not re.match(OBJECT_NAME_PATTERN, claim) or len(claim) > 253 or not rest:
                 return [
                     FieldError(
                         f"{path}.basePath",
@@ -189,7 +197,8 @@ class Gpu(ApiObject):
 
     count: int = field("GPUs per pod (the container's limit).", default=0, minimum=0, maximum=16)
     resource_name: str = field(
-        "Extended resource name of the GPU.", default=DEFAULT_GPU_RESOURCE, min_length=1
+        "Extended resource name of the GPU.", default=DEFAULT_GPU_RESOURCE, min_length=1,
+        pattern=EXTENDED_RESOURCE_PATTERN,
     )
     node_selector: dict[str, str] = field(
         "Node labels GPU pods require. Default: nvidia.com/gpu.present=true (set by NVIDIA GPU "
@@ -418,7 +427,8 @@ class PodSettings(ApiObject):
         default=None,
     )
     service_account_name: str | None = field(
-        "ServiceAccount the pods run as (for example one bound to a cloud storage role).", default=None
+        "ServiceAccount the pods run as (for example one bound to a cloud storage role).", default=None,
+        pattern=OBJECT_NAME_PATTERN, max_length=253,
     )
     annotations: dict[str, str] = field("Annotations added to the pods.", default_factory=dict)
     labels: dict[str, str] = field(
@@ -569,10 +579,14 @@ def parse_object(obj: dict[str, Any]) -> InferenceService:
     name = meta.get("name")
     if not isinstance(name, str) or not name:
         errors.append(FieldError("metadata.name", "required field is missing"))
-    elif not re.match(DNS_LABEL_PATTERN, name) or len(name) > 52:
-        # Children are named <name>-grpc, <name>-config-<hash>: the name must stay a DNS label.
+    elif not re.match(SERVICE_NAME_PATTERN, name) or len(name) > 52:
+        # Children are named <name>, <name>-grpc, <name>-config: the name must stay a valid
+        # Service name (a DNS-1035 label) with room for the suffixes.
         errors.append(
-            FieldError("metadata.name", f'"{name}" must be a DNS label of at most 52 characters (a-z, 0-9, -)')
+            FieldError(
+                "metadata.name",
+                f'"{name}" must be a DNS label of at most 52 characters (a-z, 0-9, -) that starts with a letter',
+            )
         )
     try:
         if obj.get("spec") is None:
