@@ -154,7 +154,7 @@ BAD_INPUTS = [
                  id="minReplicas above maxReplicas"),
     pytest.param(dump(make_isvc("Fraud_Model")),
                  ['error: in.yaml: document 0: metadata.name: "Fraud_Model" must be a DNS label of at most 52 '
-                  "characters (a-z, 0-9, -)"],
+                  "characters (a-z, 0-9, -) that starts with a letter"],
                  id="a name that is not a DNS label"),
     pytest.param(dump(make_isvc("x").server(grpcPort=8501)),
                  ["error: in.yaml: document 0: spec.server.restPort: restPort (8501) must differ from grpcPort (8501)"],

@@ -181,6 +181,10 @@ SCHEMA_CASES = [
                  id="a boolean for an int-or-string"),
     pytest.param(make_isvc().canary(*range(1, 12)), ["spec.rollout.steps: maxItems"], id="too many steps"),
     pytest.param(make_isvc().base_path(""), ["spec.model.basePath: minLength"], id="an empty base path"),
+    pytest.param(make_isvc().credentials("S3_Creds"), ["spec.model.credentialsSecret: pattern"],
+                 id="a Secret name no Secret can have"),
+    pytest.param(make_isvc().gpu(1, resource_name="gpu"), ["spec.gpu.resourceName: pattern"],
+                 id="a GPU resource without its domain"),
     pytest.param(make_isvc().pod(affinity=[]), ["spec.pod.affinity: type"], id="a list for the affinity object"),
 ]
 
