@@ -5,6 +5,8 @@ cel-python implements the CEL core and its macros (``all``, ``exists``, ``exists
 parts of them that a CRD commonly uses, with the apiserver's semantics:
 
 - lists: ``isSorted()``, ``sum()``, ``min()``, ``max()``, ``indexOf(x)``, ``lastIndexOf(x)``;
+- optionals for ``oldSelf`` under ``optionalOldSelf: true``: ``hasValue()``, ``value()``,
+  ``orValue(x)``;
 - strings: ``lowerAscii()``, ``upperAscii()``, ``trim()``, ``replace(a, b)``, ``split(sep)``,
   ``join(sep)`` (on a list), ``indexOf(s)``, ``lastIndexOf(s)``, ``substring(i[, j])``,
   ``charAt(i)``.
@@ -132,7 +134,33 @@ def _split(value: Any, sep: Any) -> celtypes.ListType:
     return celtypes.ListType(celtypes.StringType(p) for p in _str(value, "split").split(str(sep)))
 
 
+class Optional:
+    """CEL's ``optional_type`` for ``oldSelf`` under ``optionalOldSelf: true``."""
+
+    __slots__ = ("present", "value")
+
+    def __init__(self, value: Any = None, present: bool = False) -> None:
+        self.value = value
+        self.present = present
+
+
+def _opt(value: Any, name: str) -> Optional:
+    if not isinstance(value, Optional):
+        raise TypeError(f"no such overload: {name}")
+    return value
+
+
+def _opt_value(value: Any) -> Any:
+    opt = _opt(value, "value")
+    if not opt.present:
+        raise ValueError("optional.none() dereference")
+    return opt.value
+
+
 FUNCTIONS: dict[str, Any] = {
+    "hasValue": lambda o: celtypes.BoolType(_opt(o, "hasValue").present),
+    "value": _opt_value,
+    "orValue": lambda o, d: _opt(o, "orValue").value if _opt(o, "orValue").present else d,
     "isSorted": _is_sorted,
     "sum": _sum,
     "min": _min,
@@ -260,7 +288,14 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def run(expr: str, self_value: Any, old_value: Any, schema: dict[str, Any], owner: object) -> Any:
+def run(
+    expr: str,
+    self_value: Any,
+    old_value: Any,
+    schema: dict[str, Any],
+    owner: object,
+    optional_old: bool = False,
+) -> Any:
     """Evaluate ``expr`` with ``self`` (and ``oldSelf`` unless ``old_value is NO_OLD``).
 
     CEL is pure, and cel-python's tree-walking interpreter takes milliseconds for a rule with
@@ -269,7 +304,7 @@ def run(expr: str, self_value: Any, old_value: Any, schema: dict[str, Any], owne
     ``id`` cannot be reused by another schema while the entry lives.
     """
     old_key = None if old_value is NO_OLD else _canon(old_value)
-    key = (expr, _canon(self_value), old_key, id(owner))
+    key = (expr, _canon(self_value), old_key, id(owner), optional_old)
     hit = _MEMO.get(key)
     if hit is not None and hit[0] is owner:
         _MEMO.move_to_end(key)
@@ -277,7 +312,10 @@ def run(expr: str, self_value: Any, old_value: Any, schema: dict[str, Any], owne
             raise CelError(hit[2])
         return hit[1]
     activation = {"self": to_cel(self_value, schema)}
-    if old_value is not NO_OLD:
+    if optional_old:
+        present = old_value is not NO_OLD
+        activation["oldSelf"] = Optional(to_cel(old_value, schema) if present else None, present)
+    elif old_value is not NO_OLD:
         activation["oldSelf"] = to_cel(old_value, schema)
     try:
         result, error = evaluate(compile_rule(expr), activation), None

@@ -902,13 +902,15 @@ def _run_rules(
             old_value = _cel_root_value(old) if root and isinstance(old, dict) else old
         type_name = _schema_type_name(schema)
 
-        def run(expr: str) -> Any:
-            return _cel.run(expr, self_value, old_value, cel_schema, schema)
-
         for rule in rules:
             expr = str(rule.get("rule", ""))
-            if _cel.mentions_old_self(expr) and not has_old:
-                continue
+            optional_old = bool(rule.get("optionalOldSelf")) and _cel.mentions_old_self(expr)
+            if _cel.mentions_old_self(expr) and not has_old and not optional_old:
+                continue  # a transition rule needs an old value, unless oldSelf is optional
+
+            def run(text: str, optional_old: bool = optional_old) -> Any:
+                return _cel.run(text, self_value, old_value, cel_schema, schema, optional_old)
+
             try:
                 result = run(expr)
             except _cel.CelError as exc:

@@ -677,3 +677,17 @@ def test_a_rule_that_is_not_boolean_is_an_error() -> None:
     assert rejection(crd, widget({"a": 1})).endswith(
         'spec: Invalid value: "object": rule did not evaluate to a bool evaluating rule: self.a'
     )
+
+
+def test_optional_old_self_runs_on_create_with_an_empty_optional() -> None:
+    rule = {
+        "rule": "!oldSelf.hasValue() ? self <= 10 : self >= oldSelf.value()",
+        "optionalOldSelf": True,
+        "message": "starts at most at 10, then only grows",
+    }
+    crd = make_crd(obj_schema(size=with_rules({"type": "integer"}, rule)))
+    validate_crd(crd)
+    assert "starts at most at 10" in rejection(crd, widget({"size": 11}))
+    old = admit(crd, widget({"size": 5}))
+    assert admit(crd, widget({"size": 50}), old)["spec"]["size"] == 50
+    assert "then only grows" in rejection(crd, widget({"size": 4}), old)
