@@ -174,7 +174,7 @@ class FakeTFServing:
 
     def apply(self, event: Mapping[str, Any]) -> None:
         """Applies one event now (its `at` is ignored here; see `timeline`)."""
-        _check_event(event)
+        check_event(event)
         if "state" in event:
             if "version" not in event:
                 raise EventError("a state event needs a version")
@@ -202,7 +202,7 @@ class FakeTFServing:
         """Applies events at their `at` offsets (seconds from now) in a background thread."""
         ordered = sorted(events, key=lambda e: float(e.get("at", 0)))
         for e in ordered:  # reject a bad script before any of it runs
-            _check_event(e)
+            check_event(e)
         begin = time.monotonic()
 
         def run() -> None:
@@ -331,7 +331,7 @@ def _float_values(tensor: Any) -> list[float]:
     return list(tensor.float_val)
 
 
-def _check_event(event: Mapping[str, Any]) -> None:
+def check_event(event: Mapping[str, Any]) -> None:
     if not isinstance(event, Mapping):
         raise EventError(f"an event must be a mapping, not {event!r}")
     unknown = set(event) - EVENT_KEYS

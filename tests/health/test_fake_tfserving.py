@@ -15,6 +15,8 @@ import grpc
 import pytest
 from e2e.fake_tfserving import EventError, FakeTFServing
 from e2e.fake_tfserving import protos as fp
+from e2e.fake_tfserving.script import load_script
+from e2e.fake_tfserving.server import check_event
 
 from tfleet.health.tfs import fetch_once
 
@@ -167,3 +169,15 @@ def test_a_bad_script_is_refused(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "unknown state 'READY'" in result.stderr
+
+
+SCRIPTS = sorted((Path(__file__).parents[2] / "e2e" / "fake_tfserving" / "scripts").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_the_shipped_scripts_are_valid(script: Path) -> None:
+    model, events = load_script(str(script))
+    assert model == MODEL
+    assert events
+    for event in events:
+        check_event(event)
