@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import discovery, errors, openapi, tables
+from . import discovery, errors, openapi, protobuf, tables
 from .errors import ApiError
 from .objects import now_micro, program_name
 from .resources import ResourceType
@@ -227,6 +227,11 @@ class ApiServer:
         if not raw:
             return None
         ctype = request.content_type or "application/json"
+        if ctype == "application/vnd.kubernetes.protobuf":
+            try:
+                return protobuf.decode(raw)
+            except (protobuf.ProtobufError, ValueError) as exc:
+                raise errors.ApiError(415, "UnsupportedMediaType", str(exc)) from None
         if "protobuf" in ctype or "cbor" in ctype:
             raise errors.unsupported_media_type(ctype)
         try:
