@@ -278,7 +278,7 @@ def test_plan_slices_reuses_existing_and_writes_nothing_when_steady():
         and not deletes
     )
     # two extra slices that are no longer needed are deleted
-    extra = dict(created, metadata=dict(created["metadata"], name="web-extra"))
+    extra = dict(created, endpoints=[], metadata=dict(created["metadata"], name="web-extra"))
     _, _, deletes = ep.plan_slices(svc, wanted, [created, extra])
     assert [d["metadata"]["name"] for d in deletes] == ["web-extra"]
 

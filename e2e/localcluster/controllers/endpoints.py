@@ -233,15 +233,23 @@ def plan_slices(
     updates: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
     creates: list[dict[str, Any]] = []
     unmatched: list[tuple[tuple[Port, ...], list[dict[str, Any]]]] = []
+    # First keep slices that are already exactly right, then rewrite ones with the
+    # same ports: the fewest writes.
+    pending: list[tuple[tuple[Port, ...], list[dict[str, Any]]]] = []
     for ports, endpoints in wanted:
+        body = slice_body(svc, labels, ports, endpoints, "")
+        exact = next((s for s in pool if same_slice(s, body)), None)
+        if exact is None:
+            pending.append((ports, endpoints))
+        else:
+            pool.remove(exact)
+    for ports, endpoints in pending:
         match = next((s for s in pool if slice_ports(s) == ports), None)
         if match is None:
             unmatched.append((ports, endpoints))
             continue
         pool.remove(match)
-        body = slice_body(svc, labels, ports, endpoints, meta(match)["name"])
-        if not same_slice(match, body):
-            updates.append((match, body))
+        updates.append((match, slice_body(svc, labels, ports, endpoints, meta(match)["name"])))
     for ports, endpoints in unmatched:
         if pool:  # recycle a slice whose ports no longer exist
             match = pool.pop(0)
