@@ -513,7 +513,9 @@ def _validate_schema(
             )  # fmt: skip
             return
 
-    # kube-openapi's order: string and format checks, enum, then arrays, objects, numbers.
+    # kube-openapi's order: allOf/anyOf/oneOf/not, string and format checks, enum, then
+    # arrays, objects, numbers.
+    _validate_composites(value, schema, path, errs)
     if isinstance(value, str):
         _validate_string(value, schema, path, detail, errs)
     if "enum" in schema and not any(_json_equal(value, e) for e in schema["enum"]):
@@ -524,6 +526,50 @@ def _validate_schema(
         _validate_array(value, schema, path, old, detail, errs)
     elif isinstance(value, dict):
         _validate_object(value, schema, path, old, detail, errs)
+
+
+def _composite(path: str, text: str) -> FieldError:
+    # These are not kube-openapi "Validation" errors, so the apiserver files them under a nil
+    # path with an empty value; the message names the field instead.
+    return FieldError("FieldValueInvalid", "<nil>", "", f"{go_quote(path or '.')} {text}")
+
+
+def _validate_composites(
+    value: Any, schema: dict[str, Any], path: str, errs: list[FieldError]
+) -> None:
+    def check(alternative: dict[str, Any]) -> list[FieldError]:
+        found: list[FieldError] = []
+        _validate_schema(value, alternative, path, _NO_OLD, found)
+        return found
+
+    any_of = schema.get("anyOf") or []
+    if any_of:
+        results = [check(alt) for alt in any_of]
+        if all(results):
+            errs.append(_composite(path, "must validate at least one schema (anyOf)"))
+            # kube-openapi reports the failures of the closest alternative.
+            errs.extend(min(results, key=len))
+    one_of = schema.get("oneOf") or []
+    if one_of:
+        results = [check(alt) for alt in one_of]
+        valid = sum(1 for r in results if not r)
+        if valid != 1:
+            extra = "Found none valid" if valid == 0 else f"Found {valid} valid alternatives"
+            errs.append(_composite(path, f"must validate one and only one schema (oneOf). {extra}"))
+            if valid == 0:
+                errs.extend(min(results, key=len))
+    all_of = schema.get("allOf") or []
+    if all_of:
+        results = [check(alt) for alt in all_of]
+        for r in results:
+            errs.extend(r)
+        failed = sum(1 for r in results if r)
+        if failed:
+            extra = ". None validated" if failed == len(results) else ""
+            errs.append(_composite(path, f"must validate all the schemas (allOf){extra}"))
+    not_schema = schema.get("not")
+    if isinstance(not_schema, dict) and not check(not_schema):
+        errs.append(_composite(path, "must not validate the schema (not)"))
 
 
 def _validate_number(
@@ -1264,10 +1310,14 @@ def _check_structural(
         )
     if t == "array" and "items" not in schema:
         errs.append(_required(f"{path}.items", "must be specified"))
-    for kw in ("anyOf", "allOf", "oneOf", "not"):
-        if kw in schema:
-            # Value validations only; the structural part must live in properties/items.
-            pass
+    int_or_string = bool(schema.get("x-kubernetes-int-or-string"))
+    for kw in ("anyOf", "allOf", "oneOf"):
+        for j, alt in enumerate(schema.get(kw) or []):
+            _check_value_validation(
+                alt, f"{path}.{kw}[{j}]", errs, int_or_string=int_or_string and kw != "oneOf"
+            )
+    if isinstance(schema.get("not"), dict):
+        _check_value_validation(schema["not"], f"{path}.not", errs)
     if schema.get("$ref"):
         errs.append(_forbidden(f"{path}.$ref", "$ref is not supported"))
 
@@ -1283,6 +1333,40 @@ def _check_structural(
         _check_structural(addl, f"{path}.additionalProperties", errs, level="additionalProperties")
     if isinstance(schema.get("items"), dict):
         _check_structural(schema["items"], f"{path}.items", errs, level="items")
+
+
+_NOT_IN_VALUE_VALIDATIONS = (
+    "type", "nullable", "default", "description", "title", "additionalProperties",
+    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource",
+    "x-kubernetes-int-or-string", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type", "x-kubernetes-validations",
+)  # fmt: skip
+
+
+def _check_value_validation(
+    schema: dict[str, Any], path: str, errs: list[FieldError], *, int_or_string: bool = False
+) -> None:
+    """Inside allOf/anyOf/oneOf/not only value validations may appear: the structure (types,
+    defaults, extensions) must come from properties and items. The one exception is the
+    usual spelling of an int-or-string, ``anyOf: [{type: integer}, {type: string}]`` (also
+    nested in allOf), which the apiserver accepts."""
+    for key in _NOT_IN_VALUE_VALIDATIONS:
+        if key == "type" and int_or_string and schema.get("type") in ("integer", "string"):
+            continue
+        if key in schema:
+            errs.append(_forbidden(f"{path}.{key}", "must be empty to be structural"))
+    if int_or_string:
+        for j, alt in enumerate(schema.get("anyOf") or []):
+            _check_value_validation(alt, f"{path}.anyOf[{j}]", errs, int_or_string=True)
+        schema = {k: v for k, v in schema.items() if k != "anyOf"}
+    for key, sub in _props(schema).items():
+        if isinstance(sub, dict):
+            _check_value_validation(sub, f"{path}.properties[{key}]", errs)
+    if isinstance(schema.get("items"), dict):
+        _check_value_validation(schema["items"], f"{path}.items", errs)
+    for kw in ("anyOf", "allOf", "oneOf"):
+        for j, alt in enumerate(schema.get(kw) or []):
+            _check_value_validation(alt, f"{path}.{kw}[{j}]", errs)
 
 
 def _check_list_type(schema: dict[str, Any], path: str, errs: list[FieldError]) -> None:
