@@ -548,7 +548,7 @@ def _validate_composites(
         if all(results):
             errs.append(_composite(path, "must validate at least one schema (anyOf)"))
             # kube-openapi reports the failures of the closest alternative.
-            errs.extend(min(results, key=len))
+            errs.extend(sorted(results, key=len)[0])
     one_of = schema.get("oneOf") or []
     if one_of:
         results = [check(alt) for alt in one_of]
@@ -557,7 +557,7 @@ def _validate_composites(
             extra = "Found none valid" if valid == 0 else f"Found {valid} valid alternatives"
             errs.append(_composite(path, f"must validate one and only one schema (oneOf). {extra}"))
             if valid == 0:
-                errs.extend(min(results, key=len))
+                errs.extend(sorted(results, key=len)[0])
     all_of = schema.get("allOf") or []
     if all_of:
         results = [check(alt) for alt in all_of]
