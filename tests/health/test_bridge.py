@@ -14,6 +14,7 @@ from e2e.fake_tfserving import FakeTFServing
 from grpc_health.v1 import health_pb2
 
 from tfleet.health.bridge import HealthBridge
+from tfleet.health.podspec import DRAIN_TOKEN_HEADER
 from tfleet.health.status import parse_bridge_status, parse_status_json
 
 from .conftest import MODEL, BridgeFactory, HealthClient, eventually
@@ -26,10 +27,12 @@ def services(ready: str, live: str, started: str) -> dict[str, str]:
     return {"": ready, "readiness": ready, "liveness": live, "startup": started}
 
 
-async def http_get(bridge: HealthBridge, path: str, method: str = "GET") -> tuple[int, str]:
+async def http_get(
+    bridge: HealthBridge, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     def call() -> tuple[int, str]:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{bridge.http_port}{path}", method=method
+            f"http://127.0.0.1:{bridge.http_port}{path}", method=method, headers=headers or {}
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
@@ -287,3 +290,22 @@ async def test_healthz_fails_when_the_poll_loop_stops(
     bridge._poller.cancel()
     # stale_after is 3 intervals + 2 timeouts + 1 s for these settings.
     await eventually(lambda: http_get(bridge, "/healthz"), (503, "The poll loop has stalled\n"))
+
+
+async def test_a_drain_token_keeps_others_from_draining_the_pod(
+    fake: FakeTFServing, make_bridge: BridgeFactory, client_for: Any
+) -> None:
+    fake.set_version(1, "AVAILABLE")
+    bridge = await make_bridge(drain_token="s3cret")
+    client = client_for(bridge)
+    await eventually(lambda: client.check("readiness"), S)
+
+    assert (await http_get(bridge, "/drain?seconds=0"))[0] == 403
+    wrong = {DRAIN_TOKEN_HEADER: "guess"}
+    assert (await http_get(bridge, "/drain?seconds=0", headers=wrong))[0] == 403
+    assert not bridge.draining
+    assert await client.check("readiness") == S
+
+    right = {DRAIN_TOKEN_HEADER: "s3cret"}
+    assert await http_get(bridge, "/drain?seconds=0", headers=right) == (200, "Drained\n")
+    assert await client.check("readiness") == N

@@ -140,3 +140,31 @@ def test_builders_return_fresh_dicts() -> None:
     b = copy.deepcopy(a)
     a["readinessProbe"]["grpc"]["port"] = 1
     assert podspec.serving_probes() == b
+
+
+def test_a_drain_token_reaches_both_the_bridge_and_the_prestop_hook(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bridge = podspec.bridge_container(
+        image="img", model_name="m", version=1, grpc_port=8500, drain_token="t0k3n"
+    )
+    lifecycle = podspec.serving_lifecycle(drain_token="t0k3n")
+    assert lifecycle["preStop"]["httpGet"]["httpHeaders"] == [
+        {"name": podspec.DRAIN_TOKEN_HEADER, "value": "t0k3n"}
+    ]
+    template = pod_template()
+    template["spec"]["initContainers"] = [bridge]
+    template["spec"]["containers"][0]["lifecycle"] = lifecycle
+    kubernetes_validate.validate(deployment(template), K8S, strict=True)
+
+    for env in bridge["env"]:
+        monkeypatch.setenv(env["name"], env["value"])
+    parser = argparse.ArgumentParser(prog="tfleet")
+    add_subcommands(parser.add_subparsers(dest="command"))
+    assert bridge_config(parser.parse_args(bridge["args"])).drain_token == "t0k3n"
+
+
+def test_without_a_token_nothing_mentions_one() -> None:
+    bridge = podspec.bridge_container(image="img", model_name="m", version=1, grpc_port=8500)
+    assert "env" not in bridge
+    assert "httpHeaders" not in podspec.serving_lifecycle()["preStop"]["httpGet"]

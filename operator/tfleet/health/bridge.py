@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hmac
 import logging
 import signal
 import time
@@ -27,6 +28,7 @@ from typing import Any
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from tfleet.health.podspec import DRAIN_TOKEN_HEADER
 from tfleet.health.status import (
     BridgeStatus,
     ModelHealth,
@@ -61,6 +63,9 @@ class BridgeConfig:
     interval: float = 1.0
     timeout: float = 1.0
     drain_seconds: float = 10.0
+    # When set, /drain acts only for requests carrying it in DRAIN_TOKEN_HEADER (the
+    # preStop hook sends it), so other pods that can reach the port cannot drain this one.
+    drain_token: str = ""
 
     @property
     def stale_after(self) -> float:
@@ -304,20 +309,19 @@ class HealthBridge:
     ) -> None:
         try:
             try:
-                method, path, query = await asyncio.wait_for(_read_request(reader), 10)
+                request = await asyncio.wait_for(_read_request(reader), 10)
             except (ValueError, TimeoutError, ConnectionError):
                 await _respond(writer, 400, "Bad request\n")
                 return
-            code, body, ctype = await self._route(method, path, query)
-            await _respond(writer, code, body, ctype, head=method == "HEAD")
+            code, body, ctype = await self._route(request)
+            await _respond(writer, code, body, ctype, head=request.method == "HEAD")
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
 
-    async def _route(
-        self, method: str, path: str, query: dict[str, list[str]]
-    ) -> tuple[int, str, str]:
+    async def _route(self, request: HttpRequest) -> tuple[int, str, str]:
+        method, path = request.method, request.path
         if method not in ("GET", "HEAD", "POST"):
             return 405, "Method not allowed\n", "text/plain"
         if path == "/status":
@@ -327,8 +331,13 @@ class HealthBridge:
                 return 200, "ok\n", "text/plain"
             return 503, "The poll loop has stalled\n", "text/plain"
         if path == "/drain":
+            if not drain_allowed(self.config.drain_token, request.headers):
+                log.warning(
+                    "Refused a drain of model %s without the drain token", self.config.model
+                )
+                return 403, "A drain needs the drain token\n", "text/plain"
             try:
-                seconds = drain_seconds_param(query)
+                seconds = drain_seconds_param(request.query)
             except ValueError as exc:
                 return 400, f"{exc}\n", "text/plain"
             await self.drain(seconds)
@@ -353,24 +362,45 @@ def drain_seconds_param(query: dict[str, list[str]]) -> float | None:
     return seconds
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, list[str]]]:
+def drain_allowed(token: str, headers: dict[str, str]) -> bool:
+    if not token:
+        return True
+    given = headers.get(DRAIN_TOKEN_HEADER.lower(), "")
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # names in lower case
+
+
+async def _read_request(reader: asyncio.StreamReader) -> HttpRequest:
     request_line = (await reader.readline()).decode("latin-1").strip()
     parts = request_line.split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
         raise ValueError(f"bad request line {request_line!r}")
+    headers: dict[str, str] = {}
     for _ in range(100):
         line = await reader.readline()
         if line in (b"\r\n", b"\n", b""):
             break
+        name, sep, value = line.decode("latin-1").partition(":")
+        if not sep:
+            raise ValueError(f"bad header line {line!r}")
+        headers[name.strip().lower()] = value.strip()
     else:
         raise ValueError("too many headers")
     path, _, query = parts[1].partition("?")
-    return parts[0], path, urllib.parse.parse_qs(query)
+    return HttpRequest(parts[0], path, urllib.parse.parse_qs(query), headers)
 
 
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     503: "Service Unavailable",

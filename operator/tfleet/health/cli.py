@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from typing import Any
 
 from tfleet.health.bridge import DEFAULT_PORT, BridgeConfig, HealthBridge, default_http_port
+from tfleet.health.podspec import DRAIN_TOKEN_ENV, DRAIN_TOKEN_HEADER
 from tfleet.health.probe import EXIT_UNREACHABLE, probe_exit_code, probe_lines
 from tfleet.health.tfs import fetch_once
 
@@ -97,6 +99,14 @@ def add_subcommands(subparsers: Any) -> None:
         default=10.0,
         help="how long readiness stays NOT_SERVING before a drain completes (default 10)",
     )
+    bridge.add_argument(
+        "--drain-token-env",
+        default=DRAIN_TOKEN_ENV,
+        # From the environment rather than the command line, where `ps` would show it.
+        help="environment variable holding a token that /drain requests must carry in the "
+        f"{DRAIN_TOKEN_HEADER} header; unset or empty: no token needed "
+        f"(default {DRAIN_TOKEN_ENV})",
+    )
     bridge.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     bridge.set_defaults(func=run_health_bridge)
 
@@ -125,6 +135,7 @@ def bridge_config(args: argparse.Namespace) -> BridgeConfig:
         interval=args.interval,
         timeout=args.timeout,
         drain_seconds=args.drain_seconds,
+        drain_token=os.environ.get(args.drain_token_env, ""),
     )
 
 

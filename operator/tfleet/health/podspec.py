@@ -23,6 +23,11 @@ DEFAULT_MODEL_LOAD_TIMEOUT_SECONDS = 600
 # conventional "nonroot" uid of distroless-style images.
 BRIDGE_UID = 65532
 
+# An optional shared token guards the bridge's /drain: the bridge reads it from this
+# environment variable, and the preStop hook sends it in this header.
+DRAIN_TOKEN_ENV = "TFLEET_DRAIN_TOKEN"
+DRAIN_TOKEN_HEADER = "X-Tfleet-Drain-Token"
+
 STARTUP_PERIOD_SECONDS = 5
 # Requests that reached TF Serving just before the drain ended still get to finish:
 # TF Serving ignores SIGTERM, so only the end of the grace period stops it.
@@ -54,8 +59,12 @@ def bridge_container(
     grpc_port: int,
     bridge_port: int = DEFAULT_BRIDGE_PORT,
     drain_seconds: int = DEFAULT_DRAIN_SECONDS,
+    drain_token: str | None = None,
 ) -> dict[str, Any]:
-    """The health bridge as a native sidecar (for the pod's `initContainers`)."""
+    """The health bridge as a native sidecar (for the pod's `initContainers`).
+
+    With `drain_token`, pass the same token to `serving_lifecycle`.
+    """
     http_port = bridge_http_port(bridge_port)
     args = [
         "health-bridge",
@@ -67,7 +76,7 @@ def bridge_container(
     ]  # fmt: skip
     if version is not None:
         args += ["--version", str(version)]
-    return {
+    container: dict[str, Any] = {
         "name": BRIDGE_CONTAINER_NAME,
         "image": image,
         "command": ["tfleet"],
@@ -94,6 +103,9 @@ def bridge_container(
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if drain_token:
+        container["env"] = [{"name": DRAIN_TOKEN_ENV, "value": drain_token}]
+    return container
 
 
 def startup_failure_threshold(model_load_timeout_seconds: int) -> int:
@@ -140,22 +152,24 @@ def serving_probes(
 
 
 def serving_lifecycle(
-    *, bridge_port: int = DEFAULT_BRIDGE_PORT, drain_seconds: int = DEFAULT_DRAIN_SECONDS
+    *,
+    bridge_port: int = DEFAULT_BRIDGE_PORT,
+    drain_seconds: int = DEFAULT_DRAIN_SECONDS,
+    drain_token: str | None = None,
 ) -> dict[str, Any]:
     """The TF Serving container's `lifecycle`: a preStop that drains through the bridge.
 
     The port is a number: a named port in a lifecycle handler refers to the serving
     container's own ports, and this one belongs to the sidecar.
     """
-    return {
-        "preStop": {
-            "httpGet": {
-                "path": f"/drain?seconds={drain_seconds}",
-                "port": bridge_http_port(bridge_port),
-                "scheme": "HTTP",
-            }
-        }
+    get: dict[str, Any] = {
+        "path": f"/drain?seconds={drain_seconds}",
+        "port": bridge_http_port(bridge_port),
+        "scheme": "HTTP",
     }
+    if drain_token:
+        get["httpHeaders"] = [{"name": DRAIN_TOKEN_HEADER, "value": drain_token}]
+    return {"preStop": {"httpGet": get}}
 
 
 def termination_grace_seconds(drain_seconds: int) -> int:
