@@ -85,7 +85,7 @@ def _qualify(ftype: str, package: str) -> str:
 
 def closure(messages: dict[str, dict[str, list[Any]]], roots: list[str]) -> dict[str, dict[str, list[Any]]]:
     out: dict[str, dict[str, list[Any]]] = {}
-    todo = list(roots) + ["k8s.io.apimachinery.pkg.runtime.Unknown"]
+    todo = [*roots, "k8s.io.apimachinery.pkg.runtime.Unknown"]
     while todo:
         name = todo.pop()
         if name in out or name not in messages:

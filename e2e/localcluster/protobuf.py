@@ -82,9 +82,9 @@ def _fields(data: bytes) -> list[tuple[int, int, Any]]:
     return out
 
 
-def _signed(value: int, bits: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value if bits == 64 else (
-        value - (1 << 64) if value >= 1 << 63 else value)
+def _signed(value: int) -> int:
+    """Negative int32 and int64 values travel as 64-bit two's complement varints."""
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def _scalar(ftype: str, wire: int, raw: Any) -> Any:
@@ -95,7 +95,7 @@ def _scalar(ftype: str, wire: int, raw: Any) -> Any:
     if ftype == "bool":
         return bool(raw)
     if ftype in ("int32", "int64"):
-        return _signed(raw, 64)
+        return _signed(raw)
     if ftype in ("uint32", "uint64", "fixed32", "fixed64"):
         return raw if isinstance(raw, int) else int.from_bytes(raw, "little")
     if ftype == "double":
@@ -145,9 +145,9 @@ def _special(mtype: str, data: bytes, name: str) -> tuple[bool, Any]:
 def _empty(name: str, value: Any) -> bool:
     if value is None:
         return True
-    if name in KEEP_ZERO:
+    if name in KEEP_ZERO or isinstance(value, float):
         return False
-    return value in ("", 0, False) and not isinstance(value, float) or value in ({}, [])
+    return value in ("", 0, False, {}, [])
 
 
 def _message(mtype: str, data: bytes, *, raw_fields: bool = False, keep_bytes: bool = False) -> dict[str, Any]:
