@@ -309,6 +309,9 @@ class HPAController:
                 subresource="scale",
             )
             rescaled = True
+            # Look again soon rather than a whole period later, so the status settles on
+            # the metrics verdict once the target has its new size.
+            self.queue.add_after(key, min(self.sync_seconds, 0.5))
             log.info(
                 "Rescaled %s %s/%s from %d to %d for HorizontalPodAutoscaler %s",
                 ref.get("kind"),
