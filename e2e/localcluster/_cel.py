@@ -157,7 +157,58 @@ def _opt_value(value: Any) -> Any:
     return opt.value
 
 
+_NUMBERS = (celtypes.IntType, celtypes.UintType, celtypes.DoubleType)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, _NUMBERS) and not isinstance(value, celtypes.BoolType)
+
+
+def _equal(a: Any, b: Any) -> Any:
+    """CEL's heterogeneous equality, which the apiserver enables: numbers compare by value
+    across int, uint and double (``2.0 == 2``), values of other differing types are simply
+    unequal. cel-python would report "no such overload" instead."""
+    if isinstance(a, CELEvalError):
+        return a
+    if isinstance(b, CELEvalError):
+        return b
+    if _is_number(a) and _is_number(b):
+        if isinstance(a, celtypes.DoubleType) or isinstance(b, celtypes.DoubleType):
+            return celtypes.BoolType(float(a) == float(b))
+        return celtypes.BoolType(int(a) == int(b))
+    if isinstance(a, list) and isinstance(b, list):
+        return celtypes.BoolType(
+            len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if isinstance(a, dict) and isinstance(b, dict):
+        return celtypes.BoolType(a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a))
+    if isinstance(a, str) and isinstance(b, str):
+        return celtypes.BoolType(str(a) == str(b))
+    if type(a) is not type(b):
+        return celtypes.BoolType(False)
+    try:
+        return celtypes.BoolType(bool(a == b))
+    except TypeError:
+        return celtypes.BoolType(False)
+
+
+def _in(item: Any, container: Any) -> Any:
+    if isinstance(item, CELEvalError):
+        return item
+    if isinstance(container, list | dict):
+        return celtypes.BoolType(any(_equal(item, x) for x in container))
+    raise TypeError("no such overload: _in_")
+
+
+def _not_equal(a: Any, b: Any) -> Any:
+    result = _equal(a, b)
+    return result if isinstance(result, CELEvalError) else celtypes.BoolType(not result)
+
+
 FUNCTIONS: dict[str, Any] = {
+    "_==_": _equal,
+    "_!=_": _not_equal,
+    "_in_": _in,
     "hasValue": lambda o: celtypes.BoolType(_opt(o, "hasValue").present),
     "value": _opt_value,
     "orValue": lambda o, d: _opt(o, "orValue").value if _opt(o, "orValue").present else d,

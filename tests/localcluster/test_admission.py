@@ -707,3 +707,21 @@ def test_optional_old_self_runs_on_create_with_an_empty_optional() -> None:
     old = admit(crd, widget({"size": 5}))
     assert admit(crd, widget({"size": 50}), old)["spec"]["size"] == 50
     assert "then only grows" in rejection(crd, widget({"size": 4}), old)
+
+
+def test_cel_numbers_compare_across_int_and_double() -> None:
+    # A `number` is a double in CEL; the apiserver's heterogeneous equality makes 1.0 == 1.
+    crd = make_crd(with_rules(obj_schema(ratio={"type": "number"}, mode={"type": "string"}),
+                              {"rule": "self.ratio == 1 || self.ratio in [0, 2]", "message": "bad ratio"},
+                              {"rule": "self.mode != 1", "message": "never equal across types"}))  # fmt: skip
+    assert admit(crd, widget({"ratio": 1, "mode": "x"}))
+    assert admit(crd, widget({"ratio": 2.0, "mode": "x"}))
+    assert rejection(crd, widget({"ratio": 1.5, "mode": "x"})).endswith(
+        'spec: Invalid value: "object": bad ratio'
+    )
+
+
+def test_openapi_component_name_reverses_the_group() -> None:
+    from e2e.localcluster.admission import openapi_component_name
+
+    assert openapi_component_name(make_crd(obj_schema()), "v1") == "dev.example.v1.Widget"
