@@ -382,7 +382,7 @@ class Rollout(ApiObject):
     steps: tuple[RolloutStep, ...] = field(
         "Canary steps, in order; weights strictly increasing within 1..100. After the last step "
         "the new revision is promoted to all replicas.",
-        default=(RolloutStep(10, "60s"), RolloutStep(50, "120s")),
+        default=(RolloutStep(10, Duration("60s")), RolloutStep(50, Duration("120s"))),
         max_items=MAX_ROLLOUT_STEPS,
     )
     progress_deadline_seconds: int = field(
@@ -595,7 +595,7 @@ def parse_object(obj: dict[str, Any]) -> InferenceService:
     except ValidationError as exc:
         errors.extend(exc.errors)
         spec = None
-    if errors or spec is None:
+    if errors or spec is None or not isinstance(name, str):
         raise ValidationError(errors)
     return InferenceService(
         name=name,
