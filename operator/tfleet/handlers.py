@@ -1,9 +1,13 @@
 """kopf wiring: watch events in, reconciles out. No logic lives here.
 
-Only event handlers are used: kopf keeps no per-object bookkeeping for them (no diff-base
-or progress annotations, no finalizers), so the operator's only writes are its children,
-the status and Events. The state that matters lives in the cluster; a restarted operator
-rebuilds its view from the initial listing and carries on.
+Only index and event handlers are used: kopf keeps no per-object bookkeeping for them (no
+diff-base or progress annotations, no finalizers), so the operator's only writes are its
+children, the status and Events. The state that matters lives in the cluster; a restarted
+operator rebuilds its view from the initial listing and carries on.
+
+The index handlers feed the fleet cache. kopf holds every other handler back until the
+initial listings of all indexed resources are complete, so the first reconcile after a
+start already sees every existing child and rewrites nothing.
 """
 
 from __future__ import annotations
@@ -43,12 +47,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def inference_service_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.fleet.observe_isvc("INDEXED", dict(body))
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def inference_service_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     fleet: Fleet = memo.fleet
     key = fleet.observe_isvc(type, dict(body))
     if type != "DELETED":
         fleet.reconcile(key)
+
+
+def _child_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.fleet.observe_child("INDEXED", dict(body))
 
 
 def _child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -61,4 +74,5 @@ def _child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -
 
 for _group, _version, _plural in CHILD_RESOURCES:
     _resource = (_group, _version, _plural) if _group else (_version, _plural)
+    kopf.index(*_resource, labels=MANAGED, id=f"index-{_plural}")(_child_index)
     kopf.on.event(*_resource, labels=MANAGED, id=f"child-{_plural}")(_child_event)

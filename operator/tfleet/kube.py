@@ -85,7 +85,9 @@ class Kube:
         self.api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
         try:
             response = self.api.call_api(method, url, header_params=headers,
-                                         body=json.dumps(body) if body is not None else None,
+                                         # The client serialises dicts as JSON, which is also
+                                         # valid YAML for server-side apply.
+                                         body=body,
                                          _request_timeout=30)
         except ApiException as exc:
             raise KubeError(exc.status or 0, exc.reason or "", str(exc.body or exc)) from exc
