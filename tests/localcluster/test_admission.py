@@ -13,6 +13,7 @@ from e2e.localcluster.admission import (
     InvalidError,
     admit_custom_resource,
     go_number,
+    openapi_component_name,
     openapi_v3_schema_for_crd,
     prune_unknown_fields,
     validate_crd,
@@ -722,6 +723,4 @@ def test_cel_numbers_compare_across_int_and_double() -> None:
 
 
 def test_openapi_component_name_reverses_the_group() -> None:
-    from e2e.localcluster.admission import openapi_component_name
-
     assert openapi_component_name(make_crd(obj_schema()), "v1") == "dev.example.v1.Widget"
