@@ -189,6 +189,19 @@ class Toleration(ApiObject):
         "How long a NoExecute taint is tolerated; unset means forever.", default=None
     )
 
+    def check(self, path: str) -> list[FieldError]:
+        # The API server's own toleration rules, checked here so that `tfleet render` reports
+        # them by field instead of the Deployment being refused at apply time. They stay out of
+        # the CRD's CEL: string rules over unbounded lists would blow its cost estimate.
+        errors = []
+        if self.operator == "Exists" and self.value:
+            errors.append(FieldError(f"{path}.value", "must be empty when operator is Exists"))
+        if not self.key and self.operator != "Exists":
+            errors.append(FieldError(f"{path}.operator", "must be Exists when key is empty"))
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            errors.append(FieldError(f"{path}.tolerationSeconds", "may only be set with effect NoExecute"))
+        return errors
+
 
 @dataclass(frozen=True)
 class Gpu(ApiObject):
