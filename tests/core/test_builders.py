@@ -354,7 +354,17 @@ VARIANTS: list[tuple[str, Callable[[], IsvcBuilder]]] = [
     ("gpu", lambda: make_isvc("x").gpu(1)),
     ("pvc with credentials", lambda: make_isvc("x").base_path("pvc://store/m").credentials("c")),
     ("everything", lambda: make_isvc("x").gpu(1).batching(8, [4, 8]).autoscaling(2, 4).credentials("c")),
+    ("every toleration form", lambda: make_isvc("x").pod(tolerations=[
+        {"operator": "Exists"},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
+        {"key": "pool", "value": "ml", "effect": "NoSchedule"}])),
 ]
+
+
+@pytest.mark.parametrize("make", [v[1] for v in VARIANTS], ids=[v[0] for v in VARIANTS])
+def test_variants_validate_strictly(make: Callable[[], IsvcBuilder]) -> None:
+    for child in builders.build_children(make().isvc()):
+        validate_strictly(child)
 
 
 @pytest.mark.parametrize("make", [v[1] for v in VARIANTS], ids=[v[0] for v in VARIANTS])
