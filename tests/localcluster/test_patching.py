@@ -220,7 +220,7 @@ SMP_CASES = [
         "volumes merge by name and volumeMounts by mountPath",
         tpl({"volumes": [{"name": "tmp", "emptyDir": {}}],
              "containers": [{"name": "serving", "volumeMounts": [{"mountPath": "/tmp", "name": "tmp"}]}]}),
-        lambda o: o["spec"]["template"]["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+        lambda o: [v["name"] for v in o["spec"]["template"]["spec"]["volumes"]] == ["models", "tmp"]
         and container(o)["volumeMounts"] == [{"mountPath": "/tmp", "name": "tmp"}],
     ),
     (
@@ -255,6 +255,22 @@ SMP_CASES = [
         lambda o: [r["uid"] for r in o["metadata"]["ownerReferences"]] == ["u1", "u2"],
     ),
     (
+        "imagePullSecrets merge by name",
+        tpl({"imagePullSecrets": [{"name": "b"}]}),
+        lambda o: o["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "a"}, {"name": "b"}],
+    ),
+    (
+        "initContainers merge by name like containers",
+        tpl({"initContainers": [{"name": "fetch", "image": "x:2"}]}),
+        lambda o: o["spec"]["template"]["spec"]["initContainers"]
+        == [{"name": "fetch", "image": "x:2", "args": ["pull"]}],
+    ),
+    (
+        "$retainKeys on a volume switches its source",
+        tpl({"volumes": [{"name": "models", "$retainKeys": ["name", "emptyDir"], "emptyDir": {}}]}),
+        lambda o: o["spec"]["template"]["spec"]["volumes"] == [{"name": "models", "emptyDir": {}}],
+    ),
+    (
         "$patch: delete on a map removes it",
         {"spec": {"strategy": {"$patch": "delete"}}},
         lambda o: "strategy" not in o["spec"],
@@ -271,7 +287,11 @@ def test_strategic_merge_patch_on_deployment(patch: dict[str, Any], check: Any) 
     obj["metadata"]["ownerReferences"] = [
         {"uid": "u1", "name": "a", "kind": "X", "apiVersion": "v1"}
     ]
-    obj["spec"]["template"]["spec"]["tolerations"] = [{"key": "old", "operator": "Exists"}]
+    pod = obj["spec"]["template"]["spec"]
+    pod["tolerations"] = [{"key": "old", "operator": "Exists"}]
+    pod["imagePullSecrets"] = [{"name": "a"}]
+    pod["initContainers"] = [{"name": "fetch", "image": "x:1", "args": ["pull"]}]
+    pod["volumes"] = [{"name": "models", "persistentVolumeClaim": {"claimName": "m"}}]
     before = copy.deepcopy(obj)
     assert check(smp(patch, obj))
     assert obj == before
