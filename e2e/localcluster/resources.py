@@ -59,7 +59,11 @@ class ResourceType:
     @property
     def key(self) -> str:
         """The in-process name: ``apps/v1/deployments``, ``v1/pods`` for the core group."""
-        return f"{self.group}/{self.version}/{self.plural}" if self.group else f"{self.version}/{self.plural}"
+        return (
+            f"{self.group}/{self.version}/{self.plural}"
+            if self.group
+            else f"{self.version}/{self.plural}"
+        )
 
     @property
     def storage(self) -> str:
@@ -137,77 +141,189 @@ def _event_from_core(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _builtin(group: str, version: str, plural: str, kind: str, namespaced: bool = True,
-             **kw: Any) -> ResourceType:
+def _builtin(
+    group: str, version: str, plural: str, kind: str, namespaced: bool = True, **kw: Any
+) -> ResourceType:
     return ResourceType(group, version, plural, kind, namespaced, **kw)
 
 
 _WORKLOAD = {"status": True, "generation": True, "scale": ScaleSpec(), "categories": ("all",)}
 
 BUILTINS: list[ResourceType] = [
-    _builtin("", "v1", "namespaces", "Namespace", False, short_names=("ns",), status=True,
-             extra_subresources=("finalize",)),
+    _builtin(
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        False,
+        short_names=("ns",),
+        status=True,
+        extra_subresources=("finalize",),
+    ),
     _builtin("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
     _builtin("", "v1", "secrets", "Secret"),
-    _builtin("", "v1", "services", "Service", short_names=("svc",), status=True,
-             categories=("all",)),
+    _builtin(
+        "", "v1", "services", "Service", short_names=("svc",), status=True, categories=("all",)
+    ),
     _builtin("", "v1", "endpoints", "Endpoints", short_names=("ep",), singular="endpoints"),
-    _builtin("", "v1", "pods", "Pod", short_names=("po",), status=True, categories=("all",),
-             extra_subresources=("log", "binding", "eviction")),
+    _builtin(
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        short_names=("po",),
+        status=True,
+        categories=("all",),
+        extra_subresources=("log",),
+    ),
     _builtin("", "v1", "events", "Event", short_names=("ev",)),
     _builtin("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
     _builtin("", "v1", "nodes", "Node", False, short_names=("no",), status=True),
-    _builtin("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",),
-             status=True),
-    _builtin("", "v1", "persistentvolumes", "PersistentVolume", False, short_names=("pv",),
-             status=True),
+    _builtin(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        short_names=("pvc",),
+        status=True,
+    ),
+    _builtin(
+        "", "v1", "persistentvolumes", "PersistentVolume", False, short_names=("pv",), status=True
+    ),
     _builtin("", "v1", "resourcequotas", "ResourceQuota", short_names=("quota",), status=True),
     _builtin("", "v1", "limitranges", "LimitRange", short_names=("limits",)),
-    _builtin("", "v1", "replicationcontrollers", "ReplicationController", short_names=("rc",),
-             **_WORKLOAD),
+    _builtin(
+        "",
+        "v1",
+        "replicationcontrollers",
+        "ReplicationController",
+        short_names=("rc",),
+        **_WORKLOAD,
+    ),
     _builtin("apps", "v1", "deployments", "Deployment", short_names=("deploy",), **_WORKLOAD),
     _builtin("apps", "v1", "replicasets", "ReplicaSet", short_names=("rs",), **_WORKLOAD),
     _builtin("apps", "v1", "statefulsets", "StatefulSet", short_names=("sts",), **_WORKLOAD),
-    _builtin("apps", "v1", "daemonsets", "DaemonSet", short_names=("ds",), status=True,
-             generation=True, categories=("all",)),
+    _builtin(
+        "apps",
+        "v1",
+        "daemonsets",
+        "DaemonSet",
+        short_names=("ds",),
+        status=True,
+        generation=True,
+        categories=("all",),
+    ),
     _builtin("apps", "v1", "controllerrevisions", "ControllerRevision"),
     _builtin("batch", "v1", "jobs", "Job", status=True, generation=True, categories=("all",)),
-    _builtin("batch", "v1", "cronjobs", "CronJob", short_names=("cj",), status=True,
-             generation=True, categories=("all",)),
-    _builtin("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler",
-             short_names=("hpa",), status=True, generation=True, categories=("all",)),
-    _builtin("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short_names=("pdb",),
-             status=True, generation=True),
+    _builtin(
+        "batch",
+        "v1",
+        "cronjobs",
+        "CronJob",
+        short_names=("cj",),
+        status=True,
+        generation=True,
+        categories=("all",),
+    ),
+    _builtin(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        short_names=("hpa",),
+        status=True,
+        generation=True,
+        categories=("all",),
+    ),
+    _builtin(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        short_names=("pdb",),
+        status=True,
+        generation=True,
+    ),
     _builtin("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
-    _builtin("events.k8s.io", "v1", "events", "Event", short_names=("ev",),
-             to_storage=_event_to_core, from_storage=_event_from_core, _storage="/events"),
+    _builtin(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "Event",
+        short_names=("ev",),
+        to_storage=_event_to_core,
+        from_storage=_event_from_core,
+        _storage="/events",
+    ),
     _builtin("coordination.k8s.io", "v1", "leases", "Lease"),
-    _builtin("networking.k8s.io", "v1", "ingresses", "Ingress", short_names=("ing",),
-             status=True, generation=True),
-    _builtin("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy",
-             short_names=("netpol",), generation=True),
+    _builtin(
+        "networking.k8s.io",
+        "v1",
+        "ingresses",
+        "Ingress",
+        short_names=("ing",),
+        status=True,
+        generation=True,
+    ),
+    _builtin(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        short_names=("netpol",),
+        generation=True,
+    ),
     _builtin("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False),
-    _builtin("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False,
-             short_names=("pc",)),
+    _builtin(
+        "scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, short_names=("pc",)
+    ),
     _builtin("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, short_names=("sc",)),
     _builtin("rbac.authorization.k8s.io", "v1", "roles", "Role"),
     _builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
     _builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
     _builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
-    _builtin("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
-             "ValidatingWebhookConfiguration", False),
-    _builtin("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
-             "MutatingWebhookConfiguration", False),
-    _builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions",
-             "CustomResourceDefinition", False, short_names=("crd", "crds"), status=True,
-             generation=True),
+    _builtin(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        False,
+    ),
+    _builtin(
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        False,
+    ),
+    _builtin(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        short_names=("crd", "crds"),
+        status=True,
+        generation=True,
+    ),
 ]
 
 # Preferred order of groups in discovery, like the real server lists them.
 GROUP_ORDER = [
-    "", "apps", "events.k8s.io", "autoscaling", "batch", "policy", "discovery.k8s.io",
-    "coordination.k8s.io", "networking.k8s.io", "scheduling.k8s.io", "storage.k8s.io",
-    "rbac.authorization.k8s.io", "admissionregistration.k8s.io", "apiextensions.k8s.io",
+    "",
+    "apps",
+    "events.k8s.io",
+    "autoscaling",
+    "batch",
+    "policy",
+    "discovery.k8s.io",
+    "coordination.k8s.io",
+    "networking.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+    "rbac.authorization.k8s.io",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
 ]
 
 
@@ -229,21 +345,23 @@ def types_for_crd(crd: dict[str, Any]) -> list[ResourceType]:
                 sc.get("statusReplicasPath", ".status.replicas"),
                 sc.get("labelSelectorPath"),
             )
-        types.append(ResourceType(
-            group=group,
-            version=ver["name"],
-            plural=names.get("plural", ""),
-            kind=names.get("kind", ""),
-            namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-            singular=names.get("singular") or names.get("kind", "").lower(),
-            short_names=tuple(names.get("shortNames") or ()),
-            categories=tuple(names.get("categories") or ()),
-            status="status" in subs,
-            scale=scale,
-            generation=True,
-            crd=crd,
-            storage_version=bool(ver.get("storage")),
-        ))
+        types.append(
+            ResourceType(
+                group=group,
+                version=ver["name"],
+                plural=names.get("plural", ""),
+                kind=names.get("kind", ""),
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                singular=names.get("singular") or names.get("kind", "").lower(),
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                status="status" in subs,
+                scale=scale,
+                generation=True,
+                crd=crd,
+                storage_version=bool(ver.get("storage")),
+            )
+        )
     return types
 
 
@@ -261,8 +379,11 @@ class Registry:
         self.generation += 1
 
     def remove_crd(self, crd_name: str) -> list[ResourceType]:
-        gone = [rt for rt in self._by_gvr.values()
-                if rt.crd is not None and rt.crd["metadata"]["name"] == crd_name]
+        gone = [
+            rt
+            for rt in self._by_gvr.values()
+            if rt.crd is not None and rt.crd["metadata"]["name"] == crd_name
+        ]
         for rt in gone:
             del self._by_gvr[(rt.group, rt.version, rt.plural)]
         self.generation += 1
@@ -280,7 +401,9 @@ class Registry:
         else:
             rt = None
         if rt is None:
-            raise KeyError(f"unknown resource {key!r} (use '<group>/<version>/<plural>', 'v1/<plural>' for core)")
+            raise KeyError(
+                f"unknown resource {key!r} (use '<group>/<version>/<plural>', 'v1/<plural>' for core)"
+            )
         return rt
 
     def all(self) -> list[ResourceType]:

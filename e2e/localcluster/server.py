@@ -38,8 +38,12 @@ VERSION_INFO = {
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None,
-                   content_type: str = "application/json") -> web.Response:
+def _json_response(
+    body: Any,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> web.Response:
     all_headers = {"Content-Type": content_type}
     if headers:
         all_headers.update(headers)
@@ -78,9 +82,15 @@ class _Route:
 class ApiServer:
     """Builds the aiohttp application serving one ``Cluster``."""
 
-    def __init__(self, cluster: Cluster, *, request_log: list[dict[str, Any]] | None = None,
-                 request_log_file: Any = None, bookmark_interval: float = 5.0,
-                 default_watch_timeout: float = 1800.0) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        request_log: list[dict[str, Any]] | None = None,
+        request_log_file: Any = None,
+        bookmark_interval: float = 5.0,
+        default_watch_timeout: float = 1800.0,
+    ) -> None:
         self.cluster = cluster
         self.request_log = request_log
         self.request_log_file = request_log_file
@@ -144,8 +154,20 @@ class ApiServer:
         parts = [p for p in request.path.split("/") if p]
         route: _Route = request["route"]
         if not parts:
-            return _json_response({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez",
-                                             "/openapi/v3", "/readyz", "/version"]})
+            return _json_response(
+                {
+                    "paths": [
+                        "/api",
+                        "/api/v1",
+                        "/apis",
+                        "/healthz",
+                        "/livez",
+                        "/openapi/v3",
+                        "/readyz",
+                        "/version",
+                    ]
+                }
+            )
         head = parts[0]
         if head == "version" and len(parts) == 1:
             return _json_response(VERSION_INFO)
@@ -159,7 +181,9 @@ class ApiServer:
             route.group, route.version, rest = "", parts[1], parts[2:]
         elif head == "apis":
             if len(parts) == 1:
-                return self._discovery(request, discovery.group_list(self.cluster.registry), core=False)
+                return self._discovery(
+                    request, discovery.group_list(self.cluster.registry), core=False
+                )
             if len(parts) == 2:
                 body = discovery.api_group(self.cluster.registry, parts[1])
                 if body is None:
@@ -203,7 +227,9 @@ class ApiServer:
         aggregated = discovery.wants_aggregated(accept)
         if aggregated is not None:
             body = discovery.aggregated(self.cluster.registry, core=core, version=aggregated)
-            ctype = f"application/json;g=apidiscovery.k8s.io;v={aggregated};as=APIGroupDiscoveryList"
+            ctype = (
+                f"application/json;g=apidiscovery.k8s.io;v={aggregated};as=APIGroupDiscoveryList"
+            )
             return _json_response(body, content_type=ctype)
         return _json_response(legacy)
 
@@ -215,8 +241,11 @@ class ApiServer:
             if doc is None:
                 raise errors.no_such_path()
             body, etag = doc
-            return web.Response(body=body, content_type="application/json",
-                                headers={"Etag": f'"{etag}"', "Cache-Control": "no-cache, private"})
+            return web.Response(
+                body=body,
+                content_type="application/json",
+                headers={"Etag": f'"{etag}"', "Cache-Control": "no-cache, private"},
+            )
         # Only v3 is served: kubectl falls back to v2 only when v3 fails.
         raise errors.no_such_path()
 
@@ -246,7 +275,9 @@ class ApiServer:
     def _manager(self, request: web.Request) -> str:
         return request.query.get("fieldManager") or program_name(request.headers.get("User-Agent"))
 
-    async def _resource(self, request: web.Request, route: _Route, rt: ResourceType) -> web.StreamResponse:
+    async def _resource(
+        self, request: web.Request, route: _Route, rt: ResourceType
+    ) -> web.StreamResponse:
         q = request.query
         c = self.cluster
         method = request.method
@@ -261,6 +292,10 @@ class ApiServer:
             route.verb = "get"
             if sub == "scale":
                 return _json_response(c.do_get_scale(rt, route.namespace, route.name))
+            if sub == "log":
+                # The simulated containers write nothing; the pod must exist all the same.
+                c.do_get(rt, route.namespace, route.name)
+                return web.Response(text="", content_type="text/plain")
             if sub not in (None, "status"):
                 raise errors.method_not_allowed()
             obj = c.do_get(rt, route.namespace, route.name)
@@ -270,8 +305,14 @@ class ApiServer:
             if route.name is not None:
                 raise errors.method_not_allowed()
             body = await self._body(request)
-            obj, warnings = c.do_create(rt, route.namespace, body, manager=self._manager(request),
-                                        dry_run=dry_run, field_validation=validation)
+            obj, warnings = c.do_create(
+                rt,
+                route.namespace,
+                body,
+                manager=self._manager(request),
+                dry_run=dry_run,
+                field_validation=validation,
+            )
             route.name = obj["metadata"].get("name")
             return self._object_response(request, rt, obj, 201, warnings)
         if route.name is None and method != "DELETE":
@@ -280,13 +321,28 @@ class ApiServer:
             route.verb = "update"
             body = await self._body(request)
             if sub == "scale":
-                return _json_response(c.do_update_scale(rt, route.namespace, route.name, body or {},
-                                                        manager=self._manager(request), dry_run=dry_run))
+                return _json_response(
+                    c.do_update_scale(
+                        rt,
+                        route.namespace,
+                        route.name,
+                        body or {},
+                        manager=self._manager(request),
+                        dry_run=dry_run,
+                    )
+                )
             if sub not in (None, "status"):
                 raise errors.method_not_allowed()
-            obj, warnings = c.do_update(rt, route.namespace, route.name, body, subresource=sub,
-                                        manager=self._manager(request), dry_run=dry_run,
-                                        field_validation=validation)
+            obj, warnings = c.do_update(
+                rt,
+                route.namespace,
+                route.name,
+                body,
+                subresource=sub,
+                manager=self._manager(request),
+                dry_run=dry_run,
+                field_validation=validation,
+            )
             return self._object_response(request, rt, obj, 200, warnings)
         if method == "PATCH":
             route.verb = "patch"
@@ -296,13 +352,25 @@ class ApiServer:
                 raise errors.unsupported_media_type(ctype)
             raw = await request.read()
             if patch_type == "apply" and not q.get("fieldManager"):
-                raise errors.invalid("PatchOptions", "meta.k8s.io", "", [
-                    errors.required("fieldManager", "is required for apply patch")])
+                raise errors.invalid(
+                    "PatchOptions",
+                    "meta.k8s.io",
+                    "",
+                    [errors.required("fieldManager", "is required for apply patch")],
+                )
             existed = c.storage(rt).get(route.namespace or "", route.name) is not None
-            obj, warnings = c.do_patch(rt, route.namespace, route.name, raw, patch_type,
-                                       subresource=sub, manager=self._manager(request),
-                                       force=_bool(q.get("force")), dry_run=dry_run,
-                                       field_validation=validation)
+            obj, warnings = c.do_patch(
+                rt,
+                route.namespace,
+                route.name,
+                raw,
+                patch_type,
+                subresource=sub,
+                manager=self._manager(request),
+                force=_bool(q.get("force")),
+                dry_run=dry_run,
+                field_validation=validation,
+            )
             if sub == "scale":
                 return _json_response(obj)
             return self._object_response(request, rt, obj, 200 if existed else 201, warnings)
@@ -311,7 +379,9 @@ class ApiServer:
             if not isinstance(body, dict):
                 raise errors.bad_request("DeleteOptions must be an object")
             policy = body.get("propagationPolicy") or q.get("propagationPolicy")
-            if policy is None and (body.get("orphanDependents") or _bool(q.get("orphanDependents"))):
+            if policy is None and (
+                body.get("orphanDependents") or _bool(q.get("orphanDependents"))
+            ):
                 policy = "Orphan"
             grace = body.get("gracePeriodSeconds")
             if grace is None:
@@ -319,31 +389,58 @@ class ApiServer:
             dry_run = dry_run or "All" in (body.get("dryRun") or [])
             if route.name is None:
                 route.verb = "deletecollection"
-                deleted = c.do_delete_collection(rt, route.namespace, label_selector=q.get("labelSelector"),
-                                                 field_selector=q.get("fieldSelector"),
-                                                 propagation_policy=policy, grace_period_seconds=grace,
-                                                 dry_run=dry_run)
-                return _json_response({"kind": f"{rt.kind}List", "apiVersion": rt.api_version,
-                                       "metadata": {"resourceVersion": c.resource_version},
-                                       "items": deleted})
+                deleted = c.do_delete_collection(
+                    rt,
+                    route.namespace,
+                    label_selector=q.get("labelSelector"),
+                    field_selector=q.get("fieldSelector"),
+                    propagation_policy=policy,
+                    grace_period_seconds=grace,
+                    dry_run=dry_run,
+                )
+                return _json_response(
+                    {
+                        "kind": f"{rt.kind}List",
+                        "apiVersion": rt.api_version,
+                        "metadata": {"resourceVersion": c.resource_version},
+                        "items": deleted,
+                    }
+                )
             route.verb = "delete"
-            obj, gone = c.do_delete(rt, route.namespace, route.name, propagation_policy=policy,
-                                    grace_period_seconds=grace,
-                                    preconditions=body.get("preconditions"), dry_run=dry_run)
+            obj, gone = c.do_delete(
+                rt,
+                route.namespace,
+                route.name,
+                propagation_policy=policy,
+                grace_period_seconds=grace,
+                preconditions=body.get("preconditions"),
+                dry_run=dry_run,
+            )
             return self._object_response(request, rt, obj, 200 if gone else 202)
         raise errors.method_not_allowed()
 
-    def _object_response(self, request: web.Request, rt: ResourceType, obj: dict[str, Any],
-                         status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    def _object_response(
+        self,
+        request: web.Request,
+        rt: ResourceType,
+        obj: dict[str, Any],
+        status: int = 200,
+        warnings: list[str] | None = None,
+    ) -> web.Response:
         headers = {}
         if warnings:
-            headers["Warning"] = ", ".join(f'299 - "{w.replace(chr(34), chr(92) + chr(34))}"'
-                                           for w in warnings)
+            headers["Warning"] = ", ".join(
+                f'299 - "{w.replace(chr(34), chr(92) + chr(34))}"' for w in warnings
+            )
         accept = request.headers.get("Accept", "")
         shape = tables.wanted_shape(accept)
         if shape == "Table":
-            body = tables.table(rt, [obj], include_object=request.query.get("includeObject"),
-                                resource_version=obj["metadata"].get("resourceVersion", ""))
+            body = tables.table(
+                rt,
+                [obj],
+                include_object=request.query.get("includeObject"),
+                resource_version=obj["metadata"].get("resourceVersion", ""),
+            )
             return _json_response(body, status, headers)
         if shape == "PartialObjectMetadata":
             return _json_response(tables.partial(obj), status, headers)
@@ -353,26 +450,47 @@ class ApiServer:
         q = request.query
         limit = _int(q.get("limit"), "limit") or 0
         items, rv, cont, remaining = self.cluster.do_list(
-            rt, route.namespace, label_selector=q.get("labelSelector"),
-            field_selector=q.get("fieldSelector"), limit=limit, continue_token=q.get("continue"))
+            rt,
+            route.namespace,
+            label_selector=q.get("labelSelector"),
+            field_selector=q.get("fieldSelector"),
+            limit=limit,
+            continue_token=q.get("continue"),
+        )
         shape = tables.wanted_shape(request.headers.get("Accept", ""))
         meta: dict[str, Any] = {"resourceVersion": rv}
         if cont:
             meta["continue"] = cont
             meta["remainingItemCount"] = remaining
         if shape == "Table":
-            body = tables.table(rt, items, include_object=q.get("includeObject"), resource_version=rv)
+            body = tables.table(
+                rt, items, include_object=q.get("includeObject"), resource_version=rv
+            )
             body["metadata"].update(meta)
             return _json_response(body)
         if shape == "PartialObjectMetadata":
-            return _json_response({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
-                                   "metadata": meta, "items": [tables.partial(i) for i in items]})
-        return _json_response({"kind": f"{rt.kind}List", "apiVersion": rt.api_version,
-                               "metadata": meta, "items": items})
+            return _json_response(
+                {
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": meta,
+                    "items": [tables.partial(i) for i in items],
+                }
+            )
+        return _json_response(
+            {
+                "kind": f"{rt.kind}List",
+                "apiVersion": rt.api_version,
+                "metadata": meta,
+                "items": items,
+            }
+        )
 
     # --- watch -------------------------------------------------------------------------------
 
-    async def _watch(self, request: web.Request, route: _Route, rt: ResourceType) -> web.StreamResponse:
+    async def _watch(
+        self, request: web.Request, route: _Route, rt: ResourceType
+    ) -> web.StreamResponse:
         q = request.query
         field_selector = q.get("fieldSelector")
         if route.name is not None:
@@ -381,20 +499,33 @@ class ApiServer:
         bookmarks = _bool(q.get("allowWatchBookmarks"))
         send_initial = _bool(q.get("sendInitialEvents"))
         if send_initial and (q.get("resourceVersionMatch") != "NotOlderThan" or not bookmarks):
-            raise errors.invalid("ListOptions", "meta.k8s.io", "", [{
-                "reason": "FieldValueForbidden", "field": "sendInitialEvents",
-                "message": "Forbidden: sendInitialEvents is forbidden for watch unless the "
-                           "WatchList feature gate is enabled and resourceVersionMatch is "
-                           "NotOlderThan and allowWatchBookmarks is true"}])
+            raise errors.invalid(
+                "ListOptions",
+                "meta.k8s.io",
+                "",
+                [
+                    {
+                        "reason": "FieldValueForbidden",
+                        "field": "sendInitialEvents",
+                        "message": "Forbidden: sendInitialEvents is forbidden for watch unless the "
+                        "WatchList feature gate is enabled and resourceVersionMatch is "
+                        "NotOlderThan and allowWatchBookmarks is true",
+                    }
+                ],
+            )
         timeout = _int(q.get("timeoutSeconds"), "timeoutSeconds")
         shape = tables.wanted_shape(request.headers.get("Accept", ""))
         watcher: Watcher | None = None
         error: ApiError | None = None
         try:
-            watcher = self.cluster.do_watch(rt, route.namespace, label_selector=q.get("labelSelector"),
-                                            field_selector=field_selector,
-                                            resource_version=q.get("resourceVersion"),
-                                            send_initial_events=send_initial)
+            watcher = self.cluster.do_watch(
+                rt,
+                route.namespace,
+                label_selector=q.get("labelSelector"),
+                field_selector=field_selector,
+                resource_version=q.get("resourceVersion"),
+                send_initial_events=send_initial,
+            )
         except ApiError as exc:
             if exc.code != 410:
                 raise
@@ -403,7 +534,9 @@ class ApiServer:
         response.enable_chunked_encoding()
         await response.prepare(request)
         if error is not None:
-            await response.write(_dumps({"type": "ERROR", "object": error.status()}).encode() + b"\n")
+            await response.write(
+                _dumps({"type": "ERROR", "object": error.status()}).encode() + b"\n"
+            )
             await response.write_eof()
             return response
         assert watcher is not None
@@ -451,21 +584,39 @@ class ApiServer:
         meta: dict[str, Any] = {"resourceVersion": self.cluster.resource_version}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        return _dumps({"type": "BOOKMARK", "object": {
-            "kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}}).encode() + b"\n"
+        return (
+            _dumps(
+                {
+                    "type": "BOOKMARK",
+                    "object": {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta},
+                }
+            ).encode()
+            + b"\n"
+        )
 
-    def _encode_event(self, rt: ResourceType, item: tuple[str, dict[str, Any], Any], shape: str | None,
-                      request: web.Request) -> bytes:
+    def _encode_event(
+        self,
+        rt: ResourceType,
+        item: tuple[str, dict[str, Any], Any],
+        shape: str | None,
+        request: web.Request,
+    ) -> bytes:
         etype, obj, ev = item
         if etype == "INITIAL_END":
             return self._bookmark(rt, initial_end=True)
         if shape == "Table":
             view = _served(rt, obj)
-            body = tables.table(rt, [view], include_object=request.query.get("includeObject"),
-                                resource_version=view["metadata"].get("resourceVersion", ""))
+            body = tables.table(
+                rt,
+                [view],
+                include_object=request.query.get("includeObject"),
+                resource_version=view["metadata"].get("resourceVersion", ""),
+            )
             return _dumps({"type": etype, "object": body}).encode() + b"\n"
         if shape == "PartialObjectMetadata":
-            return _dumps({"type": etype, "object": tables.partial(_served(rt, obj))}).encode() + b"\n"
+            return (
+                _dumps({"type": etype, "object": tables.partial(_served(rt, obj))}).encode() + b"\n"
+            )
         encoded = ev.encoded.get(rt.key) if ev is not None else None
         if encoded is None:
             encoded = _dumps(_served(rt, obj)).encode()
