@@ -255,6 +255,147 @@ def compile_rule(expr: str) -> Any:
         ) from None
 
 
+# -- static field checks ---------------------------------------------------------------------
+#
+# cel-python does not type-check, but the apiserver does, and rejects a CRD whose rule names
+# a field the schema does not declare ("undefined field 'x'"). A typo in a rule would then
+# pass here and fail on a real cluster; this walk catches the common cases: field selections
+# rooted at self/oldSelf and at the variables of all/exists/exists_one/map/filter.
+
+_MACROS = {"all", "exists", "exists_one", "map", "filter"}
+_KNOWN_IDENTS = {
+    "int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type",
+    "dyn", "duration", "timestamp",
+}  # fmt: skip
+_UNESCAPES = {"__dash__": "-", "__dot__": ".", "__slash__": "/", "__underscores__": "__"}
+
+
+def unescape_property(name: str) -> str:
+    m = re.fullmatch(r"__(\w+)__", name)
+    if m and m.group(1) in _RESERVED:
+        return m.group(1)
+    return re.sub(r"__(dash|dot|slash|underscores)__", lambda x: _UNESCAPES[x.group(0)], name)
+
+
+class _Unknown:
+    """A value whose type we do not track (dynamic): anything goes below it."""
+
+
+_DYN = _Unknown()
+
+
+def _field_of(schema: Any, name: str) -> Any:
+    if not isinstance(schema, dict):
+        return _DYN
+    props = schema.get("properties")
+    addl = schema.get("additionalProperties")
+    if isinstance(addl, dict):
+        return addl
+    if not props or schema.get("x-kubernetes-preserve-unknown-fields") or addl is True:
+        return _DYN
+    real = unescape_property(name)
+    if real not in props:
+        return None  # undefined
+    return props[real]
+
+
+def check_fields(
+    expr: str, schema: dict[str, Any], *, root: bool = False, old: bool = True
+) -> None:
+    """Raise CelError if ``expr`` selects a field that ``schema`` does not declare."""
+    from lark import Token, Tree
+
+    tree = _environment().compile(expr)
+    if root:
+        schema = dict(schema)
+        schema["properties"] = {
+            **(schema.get("properties") or {}),
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "generateName": {"type": "string"}},
+            },
+        }
+    env: dict[str, Any] = {"self": schema, "oldSelf": schema if old else _DYN}
+
+    def fail(token: Any, text: str) -> None:
+        column = int(getattr(token, "column", 1) or 1) - 1
+        raise CelError(
+            f"compilation failed: ERROR: <input>:{getattr(token, 'line', 1)}:{column + 1}: {text}"
+            f"\n | {expr}\n | {'.' * column}^"
+        )
+
+    def walk(node: Any, scope: dict[str, Any]) -> Any:
+        if not isinstance(node, Tree):
+            return _DYN
+        kind = node.data
+        kids = node.children
+        if kind == "ident":
+            name = str(kids[0])
+            if name in scope:
+                return scope[name]
+            if name not in _KNOWN_IDENTS:
+                fail(kids[0], f"undeclared reference to '{name}' (in container '')")
+            return _DYN
+        if kind == "member_dot":
+            base = walk(kids[0], scope)
+            if base is _DYN:
+                return _DYN
+            found = _field_of(base, str(kids[1]))
+            if found is None:
+                fail(kids[1], f"undefined field '{unescape_property(str(kids[1]))}'")
+            return found
+        if kind == "member_index":
+            base = walk(kids[0], scope)
+            walk(kids[1], scope)
+            if isinstance(base, dict) and isinstance(base.get("items"), dict):
+                return base["items"]
+            if isinstance(base, dict) and isinstance(base.get("additionalProperties"), dict):
+                return base["additionalProperties"]
+            return _DYN
+        if kind == "member_dot_arg":
+            base = walk(kids[0], scope)
+            method = str(kids[1])
+            args = kids[2].children if len(kids) > 2 and isinstance(kids[2], Tree) else []
+            if method in _MACROS and len(args) >= 2:
+                var = _macro_var(args[0])
+                bound: Any = _DYN
+                if isinstance(base, dict) and isinstance(base.get("items"), dict):
+                    bound = base["items"]
+                inner = {**scope, var: bound} if var else scope
+                for arg in args[1:]:
+                    walk(arg, inner)
+                return base if method == "filter" else _DYN
+            for arg in args:
+                walk(arg, scope)
+            return _DYN
+        if len(kids) == 1 and kind in {
+            "expr", "conditionalor", "conditionaland", "relation", "addition",
+            "multiplication", "unary", "member", "primary", "paren_expr",
+        }:  # fmt: skip
+            return walk(kids[0], scope)
+        for kid in kids:
+            if isinstance(kid, Tree):
+                walk(kid, scope)
+            elif isinstance(kid, Token):
+                continue
+        return _DYN
+
+    walk(tree, env)
+
+
+def _macro_var(node: Any) -> str | None:
+    """The variable name of a macro's first argument (an expression that is a bare ident)."""
+    from lark import Tree
+
+    while isinstance(node, Tree) and len(node.children) == 1:
+        if node.data == "ident":
+            return str(node.children[0])
+        node = node.children[0]
+    return None
+
+
 def mentions_old_self(expr: str) -> bool:
     """Whether a rule is a transition rule (uses ``oldSelf`` as an identifier)."""
     return re.search(r"(?<![\w.])oldSelf\b", expr) is not None

@@ -1323,7 +1323,7 @@ def _check_structural(
 
     _check_list_type(schema, path, errs)
     _check_default(schema, path, errs)
-    _check_rules(schema, path, errs)
+    _check_rules(schema, path, errs, root=level == "root")
 
     for key, sub in _props(schema).items():
         if isinstance(sub, dict):
@@ -1469,7 +1469,9 @@ def _check_default(schema: dict[str, Any], path: str, errs: list[FieldError]) ->
         errs.append(FieldError(e.reason, field_path, e.value, e.detail))
 
 
-def _check_rules(schema: dict[str, Any], path: str, errs: list[FieldError]) -> None:
+def _check_rules(
+    schema: dict[str, Any], path: str, errs: list[FieldError], *, root: bool = False
+) -> None:
     rules = schema.get("x-kubernetes-validations")
     if rules is None:
         return
@@ -1479,8 +1481,10 @@ def _check_rules(schema: dict[str, Any], path: str, errs: list[FieldError]) -> N
         if not expr:
             errs.append(_required(f"{base}.rule"))
             continue
+        optional_old = bool(rule.get("optionalOldSelf"))
         try:
             _cel.compile_rule(str(expr))
+            _cel.check_fields(str(expr), schema, root=root, old=not optional_old)
         except _cel.CelError as exc:
             errs.append(_invalid(f"{base}.rule", rule, str(exc)))
         message = rule.get("message")
@@ -1511,6 +1515,7 @@ def _check_rules(schema: dict[str, Any], path: str, errs: list[FieldError]) -> N
             else:
                 try:
                     _cel.compile_rule(str(mexpr))
+                    _cel.check_fields(str(mexpr), schema, root=root, old=not optional_old)
                 except _cel.CelError as exc:
                     errs.append(
                         _invalid(f"{base}.messageExpression", mexpr, f"messageExpression {exc}")

@@ -732,3 +732,41 @@ def test_cel_numbers_compare_across_int_and_double() -> None:
 
 def test_openapi_component_name_reverses_the_group() -> None:
     assert openapi_component_name(make_crd(obj_schema()), "v1") == "dev.example.v1.Widget"
+
+
+FIELD_CHECK_CASES = [
+    ("a typo in a field name", "self.replica > 0", "undefined field 'replica'"),
+    ("a typo inside a macro", "self.steps.all(s, s.wieght > 0)", "undefined field 'wieght'"),
+    ("a typo under has()", "has(self.model.nme)", "undefined field 'nme'"),
+    ("an unknown variable", "replicas > 0", "undeclared reference to 'replicas' (in container '')"),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"), [c[1:] for c in FIELD_CHECK_CASES], ids=[c[0] for c in FIELD_CHECK_CASES]
+)
+def test_validate_crd_rejects_rules_that_name_undeclared_fields(rule: str, message: str) -> None:
+    # The apiserver type-checks rules against the schema; cel-python alone would not.
+    schema = obj_schema(replicas={"type": "integer"}, model=obj_schema(name={"type": "string"}),
+                        steps={"type": "array", "items": obj_schema(weight={"type": "integer"})})  # fmt: skip
+    text = crd_error(make_crd(with_rules(schema, {"rule": rule})))
+    assert f"{R}.properties[spec].x-kubernetes-validations[0].rule: Invalid value: " in text
+    assert message in text
+
+
+def test_field_checks_leave_maps_and_free_form_objects_alone() -> None:
+    schema = obj_schema(
+        labels={"type": "object", "additionalProperties": {"type": "string"}},
+        free={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        port={"x-kubernetes-int-or-string": True},
+        steps={"type": "array", "items": obj_schema(weight={"type": "integer"})},
+    )
+    rules = [
+        {"rule": "!has(self.labels.app) || self.labels['app'] != ''"},
+        {"rule": "!has(self.free.anything) || self.free.anything.deeper != 1"},
+        {"rule": "self.steps.map(s, s.weight).all(w, w >= 0)"},
+        {
+            "rule": "[1, 2].all(i, i >= size(self.steps) || self.steps[i - 1].weight <= self.steps[i].weight)"
+        },
+    ]
+    validate_crd(make_crd(with_rules(schema, *rules)))
