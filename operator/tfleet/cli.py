@@ -74,9 +74,11 @@ def render_documents(source: str, stream: TextIO, namespace: str | None) -> tupl
             errors.append(RenderError(source, index, f'kind: must be "{KIND}", got {doc.get("kind")!r}'))
             continue
         obj = dict(doc)
-        meta = dict(obj.get("metadata") or {})
-        meta.setdefault("namespace", namespace or "default")
-        obj["metadata"] = meta
+        if isinstance(obj.get("metadata"), dict) or obj.get("metadata") is None:
+            meta = dict(obj.get("metadata") or {})
+            meta.setdefault("namespace", namespace or "default")
+            obj["metadata"] = meta
+        # Other metadata is left for parse_object, which names the field.
         try:
             isvc = parse_object(obj)
         except ValidationError as exc:
