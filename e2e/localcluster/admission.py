@@ -1254,7 +1254,12 @@ def _check_root(schema: dict[str, Any], base: str, errs: list[FieldError]) -> No
 
 
 def _check_structural(
-    schema: dict[str, Any], path: str, errs: list[FieldError], *, level: str
+    schema: dict[str, Any],
+    path: str,
+    errs: list[FieldError],
+    *,
+    level: str,
+    uncorrelatable: str | None = None,
 ) -> None:
     int_or_string = bool(schema.get("x-kubernetes-int-or-string"))
     preserve = schema.get("x-kubernetes-preserve-unknown-fields")
@@ -1323,16 +1328,27 @@ def _check_structural(
 
     _check_list_type(schema, path, errs)
     _check_default(schema, path, errs)
-    _check_rules(schema, path, errs, root=level == "root")
+    _check_rules(schema, path, errs, root=level == "root", uncorrelatable=uncorrelatable)
 
     for key, sub in _props(schema).items():
         if isinstance(sub, dict):
-            _check_structural(sub, f"{path}.properties[{key}]", errs, level="properties")
+            _check_structural(
+                sub, f"{path}.properties[{key}]", errs, level="properties",
+                uncorrelatable=uncorrelatable,
+            )  # fmt: skip
     addl = _additional(schema)
     if addl is not None:
-        _check_structural(addl, f"{path}.additionalProperties", errs, level="additionalProperties")
+        _check_structural(
+            addl, f"{path}.additionalProperties", errs, level="additionalProperties",
+            uncorrelatable=uncorrelatable,
+        )  # fmt: skip
     if isinstance(schema.get("items"), dict):
-        _check_structural(schema["items"], f"{path}.items", errs, level="items")
+        # Items of a list correlate with their old selves only by the keys of a map list.
+        if uncorrelatable is None and schema.get("x-kubernetes-list-type") != "map":
+            uncorrelatable = path
+        _check_structural(
+            schema["items"], f"{path}.items", errs, level="items", uncorrelatable=uncorrelatable
+        )
 
 
 _NOT_IN_VALUE_VALIDATIONS = (
@@ -1470,7 +1486,12 @@ def _check_default(schema: dict[str, Any], path: str, errs: list[FieldError]) ->
 
 
 def _check_rules(
-    schema: dict[str, Any], path: str, errs: list[FieldError], *, root: bool = False
+    schema: dict[str, Any],
+    path: str,
+    errs: list[FieldError],
+    *,
+    root: bool = False,
+    uncorrelatable: str | None = None,
 ) -> None:
     rules = schema.get("x-kubernetes-validations")
     if rules is None:
@@ -1482,6 +1503,15 @@ def _check_rules(
             errs.append(_required(f"{base}.rule"))
             continue
         optional_old = bool(rule.get("optionalOldSelf"))
+        if uncorrelatable is not None and _cel.mentions_old_self(str(expr)):
+            errs.append(
+                _invalid(
+                    f"{base}.rule", expr,
+                    "oldSelf cannot be used on the uncorrelatable portion of the schema within "
+                    f"{uncorrelatable}",
+                )
+            )  # fmt: skip
+            continue
         try:
             _cel.compile_rule(str(expr))
             _cel.check_fields(str(expr), schema, root=root, old=not optional_old)

@@ -479,6 +479,10 @@ IMMUTABLE = obj_schema(
     steps={"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
            "items": with_rules(obj_schema(name={"type": "string"}, weight={"type": "integer"}) | {"required": ["name"]},
                                {"rule": "self.weight >= oldSelf.weight", "message": "weights only grow"})},
+)  # fmt: skip
+# A transition rule under an atomic list: the apiserver refuses such a CRD (see
+# test_validate_crd_forbids_old_self_where_items_do_not_correlate); admission stays defensive.
+FROZEN_TAGS = obj_schema(
     tags={"type": "array", "items": with_rules({"type": "string"}, {"rule": "self == oldSelf", "message": "frozen"})},
 )  # fmt: skip
 
@@ -522,7 +526,7 @@ def test_transition_rules_follow_map_list_items_by_key() -> None:
 
 
 def test_items_of_atomic_lists_have_no_old_self() -> None:
-    crd = make_crd(IMMUTABLE)
+    crd = make_crd(FROZEN_TAGS)
     old = admit(crd, widget({"tags": ["a"]}))
     assert admit(crd, widget({"tags": ["b", "c"]}), old)["spec"]["tags"] == ["b", "c"]
 
@@ -770,3 +774,11 @@ def test_field_checks_leave_maps_and_free_form_objects_alone() -> None:
         },
     ]
     validate_crd(make_crd(with_rules(schema, *rules)))
+
+
+def test_validate_crd_forbids_old_self_where_items_do_not_correlate() -> None:
+    assert crd_error(make_crd(FROZEN_TAGS)) == (
+        f"{R}.properties[spec].properties[tags].items.x-kubernetes-validations[0].rule: "
+        'Invalid value: "self == oldSelf": oldSelf cannot be used on the uncorrelatable portion '
+        f"of the schema within {R}.properties[spec].properties[tags]"
+    )
