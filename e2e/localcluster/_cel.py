@@ -299,11 +299,52 @@ def _field_of(schema: Any, name: str) -> Any:
     return props[real]
 
 
-def check_fields(
-    expr: str, schema: dict[str, Any], *, root: bool = False, old: bool = True
-) -> None:
-    """Raise CelError if ``expr`` selects a field that ``schema`` does not declare."""
-    from lark import Token, Tree
+# The apiserver's cost model (k8s.io/apiextensions-apiserver .../cel): a request is at most
+# 3 MiB, so a list without maxItems may hold (3 MiB - 2) / (smallest item + 1) items.
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+_MIN_SIZES = {"integer": 1, "number": 1, "boolean": 4, "string": 2, "object": 2, "array": 2}
+
+
+def max_cardinality(schema: Any) -> float:
+    """Most items (or entries) a list or map schema can hold, as the apiserver estimates it."""
+    if not isinstance(schema, dict):
+        return 1.0
+    if isinstance(schema.get("items"), dict):
+        if "maxItems" in schema:
+            return float(schema["maxItems"])
+        item = schema["items"]
+    elif isinstance(schema.get("additionalProperties"), dict):
+        if "maxProperties" in schema:
+            return float(schema["maxProperties"])
+        item = schema["additionalProperties"]
+    else:
+        return 1.0
+    smallest = _MIN_SIZES.get(str(item.get("type")), 1)
+    return float((MAX_REQUEST_BYTES - 2) // (smallest + 1))
+
+
+class _ListLiteral:
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+_PASS_THROUGH = {
+    "expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication",
+    "unary", "member", "primary", "paren_expr",
+}  # fmt: skip
+
+
+def analyze(expr: str, schema: dict[str, Any], *, root: bool = False, old: bool = True) -> float:
+    """Check the field selections of ``expr`` against ``schema`` (CelError: "undefined field")
+    and return a lower bound of the cost the apiserver estimates for it.
+
+    The bound counts one per identifier, selection, operator and call, and multiplies the body
+    of all/exists/exists_one/map/filter by the size of the list it walks (maxItems, or what
+    fits in a request). cel-go charges at least that much, so a bound over the limit means a
+    real apiserver refuses the rule too; string operations are charged 1, so the bound can be
+    far below the real figure for rules over long strings.
+    """
+    from lark import Tree
 
     tree = _environment().compile(expr)
     if root:
@@ -326,36 +367,46 @@ def check_fields(
             f"\n | {expr}\n | {'.' * column}^"
         )
 
-    def walk(node: Any, scope: dict[str, Any]) -> Any:
+    def size_of(value: Any) -> float:
+        if isinstance(value, _ListLiteral):
+            return float(value.size)
+        return max_cardinality(value)
+
+    def walk(node: Any, scope: dict[str, Any]) -> tuple[Any, float]:
         if not isinstance(node, Tree):
-            return _DYN
+            return _DYN, 0.0
         kind = node.data
         kids = node.children
         if kind == "ident":
             name = str(kids[0])
             if name in scope:
-                return scope[name]
+                return scope[name], 1.0
             if name not in _KNOWN_IDENTS:
                 fail(kids[0], f"undeclared reference to '{name}' (in container '')")
-            return _DYN
+            return _DYN, 1.0
+        if kind == "literal":
+            return _DYN, 0.0
+        if kind == "list_lit":
+            elements = kids[0].children if kids and isinstance(kids[0], Tree) else []
+            return _ListLiteral(len(elements)), sum(walk(e, scope)[1] for e in elements)
         if kind == "member_dot":
-            base = walk(kids[0], scope)
-            if base is _DYN:
-                return _DYN
+            base, cost = walk(kids[0], scope)
+            if base is _DYN or isinstance(base, _ListLiteral):
+                return _DYN, cost + 1
             found = _field_of(base, str(kids[1]))
             if found is None:
                 fail(kids[1], f"undefined field '{unescape_property(str(kids[1]))}'")
-            return found
+            return found, cost + 1
         if kind == "member_index":
-            base = walk(kids[0], scope)
-            walk(kids[1], scope)
+            base, cost = walk(kids[0], scope)
+            cost += walk(kids[1], scope)[1] + 1
             if isinstance(base, dict) and isinstance(base.get("items"), dict):
-                return base["items"]
+                return base["items"], cost
             if isinstance(base, dict) and isinstance(base.get("additionalProperties"), dict):
-                return base["additionalProperties"]
-            return _DYN
+                return base["additionalProperties"], cost
+            return _DYN, cost
         if kind == "member_dot_arg":
-            base = walk(kids[0], scope)
+            base, cost = walk(kids[0], scope)
             method = str(kids[1])
             args = kids[2].children if len(kids) > 2 and isinstance(kids[2], Tree) else []
             if method in _MACROS and len(args) >= 2:
@@ -364,25 +415,24 @@ def check_fields(
                 if isinstance(base, dict) and isinstance(base.get("items"), dict):
                     bound = base["items"]
                 inner = {**scope, var: bound} if var else scope
-                for arg in args[1:]:
-                    walk(arg, inner)
-                return base if method == "filter" else _DYN
-            for arg in args:
-                walk(arg, scope)
-            return _DYN
-        if len(kids) == 1 and kind in {
-            "expr", "conditionalor", "conditionaland", "relation", "addition",
-            "multiplication", "unary", "member", "primary", "paren_expr",
-        }:  # fmt: skip
+                body = sum(walk(arg, inner)[1] for arg in args[1:])
+                cost += size_of(base) * (1 + body)
+                return (base if method == "filter" else _DYN), cost
+            return _DYN, cost + 1 + sum(walk(arg, scope)[1] for arg in args)
+        if len(kids) == 1 and kind in _PASS_THROUGH:
             return walk(kids[0], scope)
-        for kid in kids:
-            if isinstance(kid, Tree):
-                walk(kid, scope)
-            elif isinstance(kid, Token):
-                continue
-        return _DYN
+        total = sum(walk(kid, scope)[1] for kid in kids if isinstance(kid, Tree))
+        operators = 1 if sum(isinstance(k, Tree) for k in kids) > 1 or kind == "ident_arg" else 0
+        return _DYN, total + operators
 
-    walk(tree, env)
+    return walk(tree, env)[1]
+
+
+def check_fields(
+    expr: str, schema: dict[str, Any], *, root: bool = False, old: bool = True
+) -> None:
+    """Raise CelError if ``expr`` selects a field that ``schema`` does not declare."""
+    analyze(expr, schema, root=root, old=old)
 
 
 def _macro_var(node: Any) -> str | None:

@@ -1181,6 +1181,8 @@ def _validate_body(
 
 
 _ROOT = "spec.versions[{i}].schema.openAPIV3Schema"
+# The apiserver's limit on the estimated cost of one rule, call count included.
+STATIC_ESTIMATED_COST_LIMIT = 10_000_000
 _SUPPORTED_LIST_TYPES = ["atomic", "set", "map"]
 
 
@@ -1260,6 +1262,7 @@ def _check_structural(
     *,
     level: str,
     uncorrelatable: str | None = None,
+    cardinality: float = 1.0,
 ) -> None:
     int_or_string = bool(schema.get("x-kubernetes-int-or-string"))
     preserve = schema.get("x-kubernetes-preserve-unknown-fields")
@@ -1328,27 +1331,33 @@ def _check_structural(
 
     _check_list_type(schema, path, errs)
     _check_default(schema, path, errs)
-    _check_rules(schema, path, errs, root=level == "root", uncorrelatable=uncorrelatable)
+    _check_rules(
+        schema, path, errs, root=level == "root", uncorrelatable=uncorrelatable,
+        cardinality=cardinality,
+    )  # fmt: skip
 
     for key, sub in _props(schema).items():
         if isinstance(sub, dict):
             _check_structural(
                 sub, f"{path}.properties[{key}]", errs, level="properties",
-                uncorrelatable=uncorrelatable,
+                uncorrelatable=uncorrelatable, cardinality=cardinality,
             )  # fmt: skip
+    # A rule below a list or map runs once per item: its cost counts that many times.
+    inner = cardinality * _cel.max_cardinality(schema)
     addl = _additional(schema)
     if addl is not None:
         _check_structural(
             addl, f"{path}.additionalProperties", errs, level="additionalProperties",
-            uncorrelatable=uncorrelatable,
+            uncorrelatable=uncorrelatable, cardinality=inner,
         )  # fmt: skip
     if isinstance(schema.get("items"), dict):
         # Items of a list correlate with their old selves only by the keys of a map list.
         if uncorrelatable is None and schema.get("x-kubernetes-list-type") != "map":
             uncorrelatable = path
         _check_structural(
-            schema["items"], f"{path}.items", errs, level="items", uncorrelatable=uncorrelatable
-        )
+            schema["items"], f"{path}.items", errs, level="items",
+            uncorrelatable=uncorrelatable, cardinality=inner,
+        )  # fmt: skip
 
 
 _NOT_IN_VALUE_VALIDATIONS = (
@@ -1492,6 +1501,7 @@ def _check_rules(
     *,
     root: bool = False,
     uncorrelatable: str | None = None,
+    cardinality: float = 1.0,
 ) -> None:
     rules = schema.get("x-kubernetes-validations")
     if rules is None:
@@ -1514,9 +1524,21 @@ def _check_rules(
             continue
         try:
             _cel.compile_rule(str(expr))
-            _cel.check_fields(str(expr), schema, root=root, old=not optional_old)
+            cost = _cel.analyze(str(expr), schema, root=root, old=not optional_old)
         except _cel.CelError as exc:
             errs.append(_invalid(f"{base}.rule", rule, str(exc)))
+        else:
+            if cost * cardinality > 100 * STATIC_ESTIMATED_COST_LIMIT:
+                # Our figure is a lower bound of the apiserver's, so past 100x it is certain
+                # the apiserver refuses the rule, and with exactly these words.
+                errs.append(
+                    _forbidden(
+                        f"{base}.rule",
+                        "estimated rule cost exceeds budget by factor of more than 100x (try "
+                        "simplifying the rule, or adding maxItems, maxProperties, and maxLength "
+                        "where arrays, maps, and strings are declared)",
+                    )
+                )
         message = rule.get("message")
         if message is not None:
             if not str(message).strip():

@@ -782,3 +782,42 @@ def test_validate_crd_forbids_old_self_where_items_do_not_correlate() -> None:
         'Invalid value: "self == oldSelf": oldSelf cannot be used on the uncorrelatable portion '
         f"of the schema within {R}.properties[spec].properties[tags]"
     )
+
+
+COST_CASES = [
+    ("a quadratic rule over an unbounded list",
+     obj_schema(l={"type": "array", "items": {"type": "integer"}}),
+     "self.l.all(x, self.l.exists_one(y, y == x))", "properties[spec]"),
+    ("a linear rule on the items of an unbounded list inside another",
+     obj_schema(outer={"type": "array", "items": with_rules(
+         obj_schema(inner={"type": "array", "items": {"type": "string"}}),
+         {"rule": "self.inner.all(s, s != '')"})}),
+     None, "properties[spec].properties[outer].items"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("schema", "rule", "where"), [c[1:] for c in COST_CASES], ids=[c[0] for c in COST_CASES]
+)
+def test_validate_crd_refuses_rules_far_over_the_cost_budget(
+    schema: dict[str, Any], rule: str | None, where: str
+) -> None:
+    if rule is not None:
+        schema = with_rules(schema, {"rule": rule})
+    assert crd_error(make_crd(schema)) == (
+        f"{R}.{where}.x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds "
+        "budget by factor of more than 100x (try simplifying the rule, or adding maxItems, "
+        "maxProperties, and maxLength where arrays, maps, and strings are declared)"
+    )
+
+
+def test_bounded_and_linear_rules_fit_the_budget() -> None:
+    schema = obj_schema(
+        bounded={"type": "array", "maxItems": 16, "items": {"type": "integer"}},
+        unbounded={"type": "array", "items": {"type": "integer"}},
+    )
+    validate_crd(make_crd(with_rules(
+        schema,
+        {"rule": "self.bounded.all(x, self.bounded.exists_one(y, y == x))"},
+        {"rule": "self.unbounded.all(x, x > 0)"},
+    )))  # fmt: skip
