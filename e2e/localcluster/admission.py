@@ -15,6 +15,11 @@
 On update, validation ratchets: a part of the object that did not change is not validated
 again (an object stored under an older, laxer schema can still have its status written).
 
+``validate_crd`` refuses what a real apiserver refuses at CRD creation, so that a CRD that
+installs here installs on a cluster: non-structural schemas, defaults that break their
+schema, CEL rules that do not parse, name undeclared fields, use ``oldSelf`` where list items
+cannot correlate, or whose estimated cost is certainly over the budget.
+
 Error messages follow ``k8s.io/apimachinery/pkg/util/validation/field`` exactly: a cause is
 ``{"reason": "FieldValueInvalid", "message": "Invalid value: -1: spec.replicas in body should
 be greater than or equal to 0", "field": "spec.replicas"}`` and
