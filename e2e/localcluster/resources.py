@@ -92,6 +92,16 @@ class ResourceType:
         subs.extend(self.extra_subresources)
         return subs
 
+    def selectable_fields(self) -> frozenset[str]:
+        """The field labels a field selector may use on this kind, like the real server's."""
+        if self.crd is not None:
+            for ver in self.crd.get("spec", {}).get("versions", []):
+                if ver.get("name") == self.version:
+                    return frozenset(f.get("jsonPath", "").lstrip(".")
+                                     for f in ver.get("selectableFields") or [])
+            return frozenset()
+        return FIELD_LABELS.get(self.gvk, frozenset())
+
     def printer_columns(self) -> list[dict[str, Any]]:
         if self.crd is None:
             return []
@@ -139,6 +149,27 @@ def _event_from_core(obj: dict[str, Any]) -> dict[str, Any]:
             out[new] = obj[old]
     out["apiVersion"] = "events.k8s.io/v1"
     return out
+
+
+_EVENT_FIELDS = ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+                 "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+                 "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type")
+FIELD_LABELS: dict[str, frozenset[str]] = {
+    "v1/Pod": frozenset({"spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+                         "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP",
+                         "status.podIPs", "status.nominatedNodeName"}),
+    "v1/Event": frozenset(_EVENT_FIELDS),
+    "events.k8s.io/v1/Event": frozenset({
+        "regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid",
+        "regarding.apiVersion", "regarding.resourceVersion", "regarding.fieldPath", "reason",
+        "reportingController", "type"}),
+    "v1/Secret": frozenset({"type"}),
+    "v1/Node": frozenset({"spec.unschedulable"}),
+    "v1/Namespace": frozenset({"status.phase"}),
+    "v1/ReplicationController": frozenset({"status.replicas"}),
+    "apps/v1/ReplicaSet": frozenset({"status.replicas"}),
+    "batch/v1/Job": frozenset({"status.successful"}),
+}
 
 
 def _builtin(

@@ -104,8 +104,13 @@ def field_value(obj: dict[str, Any], path: str) -> str:
     return node if isinstance(node, str) else str(node)
 
 
-def parse_field_selector(text: str | None) -> Predicate | None:
-    """Compile ``metadata.name=x,status.phase!=Running`` into a predicate on the object."""
+def parse_field_selector(text: str | None, supported: frozenset[str] | None = None) -> Predicate | None:
+    """Compile ``metadata.name=x,status.phase!=Running`` into a predicate on the object.
+
+    ``supported`` lists the field labels the kind allows (``metadata.name`` and
+    ``metadata.namespace`` always); any other gets 400, as on a real server, so code that
+    relies on an unsupported field selector fails here and not in production.
+    """
     if not text or not text.strip():
         return None
     checks: list[tuple[str, bool, str]] = []
@@ -114,6 +119,8 @@ def parse_field_selector(text: str | None) -> Predicate | None:
         if not m:
             raise bad_request(f"invalid selector: '{text}'; can't understand '{req}'")
         path, op, value = m.groups()
+        if supported is not None and path not in supported and path not in ("metadata.name", "metadata.namespace"):
+            raise bad_request(f"field label not supported: {path}")
         checks.append((path, op != "!=", value))
 
     def match(obj: dict[str, Any]) -> bool:

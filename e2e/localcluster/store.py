@@ -303,7 +303,7 @@ class Cluster:
                 continue_token: str | None = None) -> tuple[list[dict[str, Any]], str, str | None, int | None]:
         """Items (served form), list resourceVersion, continue token and remaining count."""
         label_pred = parse_label_selector(label_selector)
-        field_pred = parse_field_selector(field_selector)
+        field_pred = parse_field_selector(field_selector, rt.selectable_fields())
         st = self.storage(rt)
         start: tuple[str, str] | None = None
         list_rv = self._rv

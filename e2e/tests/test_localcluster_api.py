@@ -510,3 +510,17 @@ def test_delete_collection(core: client.CoreV1Api, namespace: str) -> None:
     core.delete_collection_namespaced_config_map(namespace, label_selector="batch=1")
     names = [c.metadata.name for c in core.list_namespaced_config_map(namespace, label_selector="batch").items]
     assert names == ["dc-2"]
+
+
+def test_unsupported_field_selectors_are_rejected(core: client.CoreV1Api, custom: client.CustomObjectsApi,
+                                                  namespace: str) -> None:
+    core.create_namespaced_config_map(namespace, _cm("fs"))
+    assert [c.metadata.name for c in core.list_namespaced_config_map(
+        namespace, field_selector="metadata.name=fs").items] == ["fs"]
+    with pytest.raises(ApiException) as err:
+        core.list_namespaced_config_map(namespace, field_selector="data.k=v")
+    assert err.value.status == 400 and "field label not supported: data.k" in _status(err.value)["message"]
+    with pytest.raises(ApiException) as err:
+        custom.list_namespaced_custom_object(WIDGET_GROUP, "v1", namespace, "widgets", field_selector="spec.size=1")
+    assert err.value.status == 400
+    core.list_namespaced_pod(namespace, field_selector="status.phase=Running,spec.nodeName=node-1")
