@@ -70,6 +70,9 @@ def builtin_schema(kind: str) -> dict[str, Any] | None:
     return dict(_builtin_definitions()[name])
 
 
+_OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+
+
 def _types_of(schema: dict[str, Any]) -> set[str]:
     t = schema.get("type")
     if t is None:
@@ -82,11 +85,18 @@ def _types_of(schema: dict[str, Any]) -> set[str]:
 class Node:
     """One position in a schema. ``Node(None)`` is the deduced (schemaless) type."""
 
-    __slots__ = ("builtin", "schema")
+    __slots__ = ("builtin", "resource", "schema")
     schema: dict[str, Any] | None
     builtin: bool
+    resource: bool
 
-    def __init__(self, schema: dict[str, Any] | None, builtin: bool = False) -> None:
+    def __init__(
+        self, schema: dict[str, Any] | None, builtin: bool = False, resource: bool = False
+    ) -> None:
+        # A resource (the root of a custom resource, or an embedded one) has the real
+        # ObjectMeta as metadata, whatever its schema says: finalizers are a set,
+        # ownerReferences a map keyed by uid, labels and annotations granular maps.
+        self.resource = resource or bool(schema and schema.get("x-kubernetes-embedded-resource"))
         if schema is not None and "$ref" in schema:
             ref = schema["$ref"].rsplit("/", 1)[-1]
             merged = dict(_builtin_definitions().get(ref, {}))
@@ -119,6 +129,8 @@ class Node:
         return self.schema is not None and name in (self.schema.get("properties") or {})
 
     def field(self, name: str) -> Node:
+        if name == "metadata" and self.resource and not self.builtin:
+            return Node({"$ref": f"#/$defs/{_OBJECT_META}"}, builtin=True)
         s = self.schema
         if s is None:
             return Node(None)
@@ -192,11 +204,11 @@ class Node:
 def node_for_kind(kind: str, schema: dict[str, Any] | None = None) -> Node:
     """The root node for ``kind``; an explicit (CRD) schema wins over the built-in table."""
     if schema is not None:
-        return Node(schema)
+        return Node(schema, resource=True)
     builtin = builtin_schema(kind) if kind else None
     if builtin is not None:
         return Node(builtin, builtin=True)
-    return Node(None)
+    return Node(None, resource=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -739,3 +739,24 @@ def test_a_struct_the_applier_drops_keeps_fields_another_manager_owns() -> None:
     edited = update(live, edited, "kubectl-edit")
     out = apply(edited, deployment(), "tfleet")
     assert out["spec"]["strategy"] == {"rollingUpdate": {"maxUnavailable": 0}}
+
+
+def test_custom_resources_have_the_real_object_meta() -> None:
+    # Whatever the CRD schema says of metadata, finalizers merge as a set and owner
+    # references by uid, as on the apiserver.
+    schema = {"type": "object", "properties": {"spec": {"type": "object"}}}
+    kind = "tfleet.dev/v1alpha1/InferenceService"
+    cr = {"apiVersion": "tfleet.dev/v1alpha1", "kind": "InferenceService",
+          "metadata": {"name": "x", "finalizers": ["a"]}}  # fmt: skip
+    live = apply(None, cr, "one", kind=kind, schema=schema)
+    out = apply(
+        live,
+        {**cr, "metadata": {"name": "x", "finalizers": ["b"]}},
+        "two",
+        kind=kind,
+        schema=schema,
+    )
+    assert out["metadata"]["finalizers"] == ["a", "b"]
+    assert managers(out)[("two", "Apply")] == {'.metadata.finalizers[="b"]'}
+    schemaless = apply(None, cr, "one", kind="x.dev/v1/Thing")
+    assert managers(schemaless)[("one", "Apply")] == {'.metadata.finalizers[="a"]'}
