@@ -5,6 +5,9 @@ cel-python implements the CEL core and its macros (``all``, ``exists``, ``exists
 parts of them that a CRD commonly uses, with the apiserver's semantics:
 
 - lists: ``isSorted()``, ``sum()``, ``min()``, ``max()``, ``indexOf(x)``, ``lastIndexOf(x)``;
+- quantities: ``quantity(s)``, ``isQuantity(s)``, ``isLessThan``, ``isGreaterThan``,
+  ``compareTo``, ``add``, ``sub``, ``asInteger``, ``asApproximateFloat``, ``isInteger``,
+  ``sign`` (``quantity(self.limits.memory).isGreaterThan(quantity('1Gi'))``);
 - optionals for ``oldSelf`` under ``optionalOldSelf: true``: ``hasValue()``, ``value()``,
   ``orValue(x)``;
 - strings: ``lowerAscii()``, ``upperAscii()``, ``trim()``, ``replace(a, b)``, ``split(sep)``,
@@ -38,6 +41,7 @@ import itertools
 import json
 import re
 from collections import OrderedDict
+from fractions import Fraction
 from typing import Any
 
 import celpy
@@ -213,7 +217,82 @@ def _not_equal(a: Any, b: Any) -> Any:
     return result if isinstance(result, CELEvalError) else celtypes.BoolType(not result)
 
 
+# -- Kubernetes quantity library -------------------------------------------------------------
+
+_QUANTITY = re.compile(
+    r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?)$"
+)
+_SUFFIX = {
+    "Ki": Fraction(2**10), "Mi": Fraction(2**20), "Gi": Fraction(2**30), "Ti": Fraction(2**40),
+    "Pi": Fraction(2**50), "Ei": Fraction(2**60), "n": Fraction(1, 10**9), "u": Fraction(1, 10**6),
+    "m": Fraction(1, 1000), "k": Fraction(10**3), "M": Fraction(10**6), "G": Fraction(10**9),
+    "T": Fraction(10**12), "P": Fraction(10**15), "E": Fraction(10**18),
+}  # fmt: skip
+
+
+class Quantity:
+    """A resource quantity (``500m``, ``4Gi``) as the ``quantity()`` CEL function returns it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Fraction) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Quantity) and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+def parse_quantity(text: str) -> Fraction | None:
+    m = _QUANTITY.match(text.strip()) if isinstance(text, str) else None
+    if m is None:
+        return None
+    number = Fraction(m.group(1))
+    if m.group(2):
+        return number * Fraction(10) ** int(m.group(2)[1:])
+    return number * _SUFFIX.get(m.group(3) or "", Fraction(1))
+
+
+def _quantity(text: Any) -> Quantity:
+    value = parse_quantity(str(text))
+    if value is None:
+        raise ValueError("quantities must match the regular expression")
+    return Quantity(value)
+
+
+def _q(value: Any, name: str) -> Fraction:
+    if isinstance(value, Quantity):
+        return value.value
+    if isinstance(value, int) and not isinstance(value, celtypes.BoolType):
+        return Fraction(int(value))
+    raise TypeError(f"no such overload: {name}")
+
+
+def _as_integer(value: Any) -> celtypes.IntType:
+    v = _q(value, "asInteger")
+    if v.denominator != 1 or not -(2**63) <= v < 2**63:
+        raise ValueError("cannot convert value to integer")
+    return celtypes.IntType(int(v))
+
+
 FUNCTIONS: dict[str, Any] = {
+    "quantity": _quantity,
+    "isQuantity": lambda s: celtypes.BoolType(parse_quantity(str(s)) is not None),
+    "isLessThan": lambda a, b: celtypes.BoolType(_q(a, "isLessThan") < _q(b, "isLessThan")),
+    "isGreaterThan": lambda a, b: celtypes.BoolType(
+        _q(a, "isGreaterThan") > _q(b, "isGreaterThan")
+    ),
+    "compareTo": lambda a, b: celtypes.IntType(
+        (_q(a, "compareTo") > _q(b, "compareTo")) - (_q(a, "compareTo") < _q(b, "compareTo"))
+    ),
+    "add": lambda a, b: Quantity(_q(a, "add") + _q(b, "add")),
+    "sub": lambda a, b: Quantity(_q(a, "sub") - _q(b, "sub")),
+    "asInteger": _as_integer,
+    "asApproximateFloat": lambda a: celtypes.DoubleType(float(_q(a, "asApproximateFloat"))),
+    "isInteger": lambda a: celtypes.BoolType(_q(a, "isInteger").denominator == 1),
+    "sign": lambda a: celtypes.IntType((_q(a, "sign") > 0) - (_q(a, "sign") < 0)),
     "_==_": _equal,
     "_!=_": _not_equal,
     "_in_": _in,
@@ -270,7 +349,7 @@ def compile_rule(expr: str) -> Any:
 
 _MACROS = {"all", "exists", "exists_one", "map", "filter"}
 _KNOWN_IDENTS = {
-    "int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type",
+    "quantity", "isQuantity", "int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type",
     "dyn", "duration", "timestamp",
 }  # fmt: skip
 _UNESCAPES = {"__dash__": "-", "__dot__": ".", "__slash__": "/", "__underscores__": "__"}

@@ -821,3 +821,21 @@ def test_bounded_and_linear_rules_fit_the_budget() -> None:
         {"rule": "self.bounded.all(x, self.bounded.exists_one(y, y == x))"},
         {"rule": "self.unbounded.all(x, x > 0)"},
     )))  # fmt: skip
+
+
+def test_cel_quantity_library_compares_resource_amounts() -> None:
+    quantity = {"x-kubernetes-int-or-string": True}
+    resources = with_rules(
+        obj_schema(requests=obj_schema(memory=quantity), limits=obj_schema(memory=quantity)),
+        {"rule": "!has(self.limits.memory) || !has(self.requests.memory) || "
+                 "!quantity(string(self.limits.memory)).isLessThan(quantity(string(self.requests.memory)))",
+         "message": "limits.memory must not be below requests.memory"},
+    )  # fmt: skip
+    crd = make_crd(obj_schema(resources=resources))
+    validate_crd(crd)
+    ok = {"requests": {"memory": "1536Mi"}, "limits": {"memory": "2Gi"}}
+    assert admit(crd, widget({"resources": ok}))
+    bad = {"requests": {"memory": "4Gi"}, "limits": {"memory": "4000M"}}
+    assert rejection(crd, widget({"resources": bad})).endswith(
+        'spec.resources: Invalid value: "object": limits.memory must not be below requests.memory'
+    )
