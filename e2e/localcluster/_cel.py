@@ -324,11 +324,25 @@ def _environment() -> celpy.Environment:
 
 
 @functools.lru_cache(maxsize=512)
+def _parse(expr: str) -> Any:
+    return _environment().compile(expr)
+
+
+@functools.lru_cache(maxsize=512)
+def _program(expr: str) -> Any:
+    return _environment().program(_parse(expr), functions=FUNCTIONS)
+
+
+def compile_tree(expr: str) -> Any:
+    """The parse tree of ``expr`` (CelError if it does not parse)."""
+    compile_rule(expr)
+    return _parse(expr)
+
+
 def compile_rule(expr: str) -> Any:
     """Compile ``expr``; raises CelError with a message like the apiserver's."""
     try:
-        ast = _environment().compile(expr)
-        return _environment().program(ast, functions=FUNCTIONS)
+        return _program(expr)
     except Exception as exc:  # celpy raises its own parse error types
         line = int(getattr(exc, "line", 0) or 1)
         column = int(getattr(exc, "column", 0) or 0)
@@ -431,7 +445,7 @@ def analyze(expr: str, schema: dict[str, Any], *, root: bool = False, old: bool 
     """
     from lark import Tree
 
-    tree = _environment().compile(expr)
+    tree = compile_tree(expr)
     if root:
         schema = dict(schema)
         schema["properties"] = {
