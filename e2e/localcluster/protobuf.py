@@ -185,7 +185,11 @@ def _message(mtype: str, data: bytes, *, raw_fields: bool = False, keep_bytes: b
 
 def _decode_value(ftype: str, wire: int, raw: Any, name: str) -> Any:
     if "." not in ftype:
+        if (wire == 2) != (ftype in ("string", "bytes")) and ftype not in ("double", "float"):
+            raise ProtobufError(f"field {name}: wire type {wire} does not carry a {ftype}")
         return _scalar(ftype, wire, raw)
+    if wire != 2:
+        raise ProtobufError(f"field {name}: wire type {wire} does not carry a message")
     handled, value = _special(ftype, raw, name)
     if handled:
         return value

@@ -79,6 +79,9 @@ class _Route:
         self.verb = ""
 
 
+_ROUTE = web.RequestKey("route", _Route)
+
+
 class ApiServer:
     """Builds the aiohttp application serving one ``Cluster``."""
 
@@ -109,7 +112,7 @@ class ApiServer:
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         started = time.perf_counter()
         route = _Route()
-        request["route"] = route
+        request[_ROUTE] = route
         try:
             response = await handler(request)
         except ApiError as exc:
@@ -152,7 +155,7 @@ class ApiServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
-        route: _Route = request["route"]
+        route = request[_ROUTE]
         if not parts:
             return _json_response(
                 {
