@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -119,29 +123,227 @@ def cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    if args.kubeconfig:
-        # Before the kubernetes client is imported: it reads $KUBECONFIG once, at import.
-        os.environ["KUBECONFIG"] = args.kubeconfig
+@dataclass(frozen=True)
+class RunOptions:
+    namespaces: tuple[str, ...] = ()
+    kubeconfig: str | None = None
+    metrics_port: int | None = None
+    health_port: int | None = None
+    leader_election: bool = False
+    lease_namespace: str | None = None
+    lease_name: str = "tfleet-operator"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
 
-    import logging
+
+HEARTBEAT_SECONDS = 5.0
+_heartbeat_registered = False
+
+
+def _register_heartbeat() -> None:
+    """A tick on kopf's event loop, so /healthz sees a stuck loop. Registered once per process."""
+    global _heartbeat_registered
+    if _heartbeat_registered:
+        return
+    _heartbeat_registered = True
+    import asyncio
+
+    import kopf
+
+    @kopf.on.startup(id="tfleet-heartbeat")
+    async def start_heartbeat(memo: kopf.Memo, **_: Any) -> None:
+        health = memo.get("health")
+        if health is None:
+            return
+
+        async def tick() -> None:
+            while True:
+                health.beat()
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+
+        memo.heartbeat = asyncio.get_running_loop().create_task(tick())
+
+    @kopf.on.cleanup(id="tfleet-heartbeat")
+    async def stop_heartbeat(memo: kopf.Memo, **_: Any) -> None:
+        task = memo.get("heartbeat")
+        if task is not None:
+            task.cancel()
+
+
+@contextmanager
+def _signals_set(flag: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set `flag` (kopf installs its own handlers once it runs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: flag.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_operator(opts: RunOptions) -> int:
+    """Run the operator until a signal stops it (0) or it loses the leader Lease (1)."""
+    import asyncio
 
     import kopf
 
     from tfleet import handlers  # noqa: F401  (registers the handlers)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    namespaces = args.namespace or []
-    kopf.run(
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        memo=kopf.Memo(kubeconfig=args.kubeconfig),
-        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
-    )
+    from tfleet.healthz import Health, Phase
+    from tfleet.kube import Kube, add_write_observer, load_config, remove_write_observer
+    from tfleet.leader import LeaderElector, Timing, default_namespace
+
+    log = logging.getLogger("tfleet.run")
+    health = Health()
+    # `stop_flag` ends the standby wait and the renewals; `operator_stop` ends kopf. kopf waits
+    # for a threading flag in an executor thread that would outlive its loop, so it gets an
+    # asyncio one, set through its own loop.
+    stop_flag = threading.Event()
+    loop = asyncio.new_event_loop()
+    operator_stop = asyncio.Event()
+    ready_flag = threading.Event()
+    lost = threading.Event()
+    stoppers: list[Callable[[], None]] = []
+    metrics = None
+    elector: LeaderElector | None = None
+    try:
+        if opts.metrics_port is not None:
+            from tfleet.metrics import Metrics
+
+            metrics = Metrics()
+            stoppers.append(metrics.serve(opts.metrics_port))
+            add_write_observer(metrics.record_write)
+            stoppers.append(lambda: remove_write_observer(metrics.record_write) if metrics else None)
+            log.info("Serving metrics on port %d", metrics.port)
+        if opts.health_port is not None:
+            port, stop_health = health.serve(opts.health_port)
+            stoppers.append(stop_health)
+            log.info("Serving health checks on port %d", port)
+
+        if opts.leader_election:
+            timing = Timing(opts.lease_duration, opts.renew_deadline, opts.retry_period)
+            elector = LeaderElector(Kube(load_config(opts.kubeconfig)), opts.lease_namespace or default_namespace(),
+                                    opts.lease_name, timing=timing)
+            health.update(phase=Phase.STANDBY)
+
+            def progress(e: LeaderElector) -> None:
+                health.update(election_attempt=e.last_attempt, api_contact=e.last_contact or None)
+
+            with _signals_set(stop_flag):
+                if not elector.acquire(stop_flag, on_round=progress):
+                    log.info("Stopped before acquiring the leader Lease")
+                    return 0
+
+            def on_lost() -> None:
+                lost.set()
+                loop.call_soon_threadsafe(operator_stop.set)
+
+            threading.Thread(target=elector.keep_leading, args=(stop_flag, on_lost),
+                             name="tfleet-leader", daemon=True).start()
+
+        health.update(phase=Phase.LEADING)
+        if metrics is not None:
+            metrics.leader.set(1)
+
+        def mark_ready() -> None:
+            if ready_flag.wait():
+                health.update(operator_ready=True)
+
+        threading.Thread(target=mark_ready, name="tfleet-ready", daemon=True).start()
+        _register_heartbeat()
+        asyncio.set_event_loop(loop)
+        kopf.run(
+            loop=loop,
+            standalone=True,
+            clusterwide=not opts.namespaces,
+            namespaces=list(opts.namespaces),
+            memo=kopf.Memo(kubeconfig=opts.kubeconfig, metrics=metrics, health=health),
+            stop_flag=operator_stop,
+            ready_flag=ready_flag,
+        )
+    finally:
+        health.update(phase=Phase.STOPPING)
+        stop_flag.set()
+        if metrics is not None:
+            metrics.leader.set(0)
+        if elector is not None and not lost.is_set():
+            elector.release()
+        for stop in reversed(stoppers):
+            stop()
+        loop.close()
+    if lost.is_set():
+        log.error("Stopped the operator: the leader Lease was lost")
+        return 1
+    log.info("Stopped the operator")
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        # Before the kubernetes client is imported: it reads $KUBECONFIG once, at import.
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    from tfleet import logs
+
+    logs.configure(args.log_format, args.log_level)
+    return run_operator(RunOptions(
+        namespaces=tuple(args.namespace or ()),
+        kubeconfig=args.kubeconfig,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        leader_election=args.leader_election,
+        lease_namespace=args.leader_election_namespace,
+        lease_name=args.leader_election_id,
+        lease_duration=args.leader_election_lease_duration,
+        renew_deadline=args.leader_election_renew_deadline,
+        retry_period=args.leader_election_retry_period,
+    ))
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number of seconds")
+    return value
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", metavar="NS",
+                       help="watch this namespace (repeatable); default: all namespaces")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch all namespaces (the default)")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    run.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+                     help="serve Prometheus metrics on /metrics at this port (default: off)")
+    run.add_argument("--health-port", type=_port, default=None, metavar="PORT",
+                     help="serve /healthz (liveness) and /readyz (readiness) at this port (default: off)")
+    run.add_argument("--log-format", default="text", choices=["text", "json"],
+                     help="text for people, json for log pipelines (one object per line)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    election = run.add_argument_group("leader election (run several replicas, one active)")
+    election.add_argument("--leader-election", action="store_true",
+                          help="reconcile only while holding a coordination.k8s.io/v1 Lease")
+    election.add_argument("--leader-election-namespace", metavar="NS", default=None,
+                          help="namespace of the Lease (default: $POD_NAMESPACE, then the service "
+                          "account's namespace, then default)")
+    election.add_argument("--leader-election-id", metavar="NAME", default="tfleet-operator",
+                          help="name of the Lease (default: tfleet-operator)")
+    election.add_argument("--leader-election-lease-duration", type=_seconds, default=15.0, metavar="SECONDS",
+                          help="how long standbys wait after the last renewal before taking over (default: 15)")
+    election.add_argument("--leader-election-renew-deadline", type=_seconds, default=10.0, metavar="SECONDS",
+                          help="how long the leader keeps trying to renew before it stops (default: 10)")
+    election.add_argument("--leader-election-retry-period", type=_seconds, default=2.0, metavar="SECONDS",
+                          help="time between attempts to acquire or renew (default: 2)")
+    run.set_defaults(func=cmd_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,15 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tfleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the operator")
-    scope = run.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", action="append", metavar="NS",
-                       help="watch this namespace (repeatable); default: all namespaces")
-    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch all namespaces (the default)")
-    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
-    run.add_argument("--health-port", type=int, default=None, help="serve /healthz on this port")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run.set_defaults(func=cmd_run)
+    run = sub.add_parser(
+        "run", help="run the operator",
+        description="Run the operator: watch InferenceServices and reconcile their children and "
+        "status. SIGTERM or SIGINT stops it gracefully (in-flight reconciles finish, the leader "
+        "Lease is released).")
+    _add_run_options(run)
 
     render = sub.add_parser(
         "render",

@@ -44,6 +44,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.request_timeout = 60
     if "fleet" not in memo:
         memo.fleet = Fleet(Kube(load_config(memo.get("kubeconfig"))))
+        if memo.get("metrics") is not None:
+            from tfleet.metrics import instrument
+
+            instrument(memo.fleet, memo.metrics)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
@@ -69,6 +73,21 @@ def _child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -
     key = fleet.observe_child(type, dict(body))
     # A child seen before its parent is reconciled when the parent's own event arrives.
     if key is not None and fleet.knows(key):
+        fleet.reconcile(key)
+
+
+@kopf.index("v1", "pods", labels=MANAGED)
+def pod_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.fleet.observe_pod("INDEXED", dict(body))
+
+
+@kopf.on.event("v1", "pods", labels=MANAGED)
+def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    fleet: Fleet = memo.fleet
+    key, _ = fleet.observe_pod(type, dict(body))
+    # Pods matter between Deployment updates only to a rollout (restarts, crash loops);
+    # an idle fleet's pods cause no reconciles.
+    if key is not None and fleet.take_pod_change(key) and fleet.knows(key) and fleet.rollout_active(key):
         fleet.reconcile(key)
 
 

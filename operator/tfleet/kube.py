@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -33,8 +34,23 @@ PLURALS = {
     ("apps/v1", "Deployment"): "deployments",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("coordination.k8s.io/v1", "Lease"): "leases",
     (API_VERSION, KIND): PLURAL,
 }
+
+# Called with (verb, kind) for every write; the metrics register here. An observer must
+# be quick and must not raise: it runs on the reconcile's thread.
+WriteObserver = Callable[[str, str], None]
+_write_observers: list[WriteObserver] = []
+
+
+def add_write_observer(observer: WriteObserver) -> None:
+    _write_observers.append(observer)
+
+
+def remove_write_observer(observer: WriteObserver) -> None:
+    if observer in _write_observers:
+        _write_observers.remove(observer)
 
 
 class KubeError(Exception):
@@ -102,6 +118,8 @@ class Kube:
     def _count(self, verb: str, kind: str) -> None:
         with self._lock:
             self.writes[(verb, kind)] += 1
+        for observer in list(_write_observers):
+            observer(verb, kind)
 
     def apply(self, manifest: Manifest) -> Manifest:
         """Create or update a child with server-side apply, forcing tfleet's ownership."""
@@ -120,6 +138,15 @@ class Kube:
         except KubeError as exc:
             if exc.code != 404:
                 raise
+
+    def scale(self, deployment: Manifest, replicas: int) -> Manifest:
+        """Resize a Deployment of an earlier revision, whose template tfleet no longer builds
+        (applying only `replicas` would drop the fields tfleet owns from the last apply)."""
+        meta = deployment["metadata"]
+        path = resource_path("apps/v1", "Deployment", meta["namespace"], meta["name"])
+        self._count("patch", "Deployment")
+        return self._request("PATCH", path, {"spec": {"replicas": replicas}}, "application/merge-patch+json",
+                             {"fieldManager": MANAGER})
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Manifest:
         """Replace the InferenceService's status in one merge patch on the status subresource."""
@@ -163,3 +190,26 @@ class Kube:
         except KubeError as exc:
             # An Event is best effort: losing one must not fail a reconcile.
             log.warning("Failed to post Event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
+
+    # ------------------------------------------------------------------ leader election
+
+    def get_lease(self, namespace: str, name: str) -> Manifest | None:
+        """The coordination.k8s.io/v1 Lease, or None when there is none."""
+        try:
+            return self._request("GET", resource_path("coordination.k8s.io/v1", "Lease", namespace, name))
+        except KubeError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def create_lease(self, lease: Manifest) -> Manifest:
+        """Create a Lease; 409 (AlreadyExists) when another candidate created it first."""
+        self._count("create", "Lease")
+        return self._request("POST", resource_path("coordination.k8s.io/v1", "Lease", lease["metadata"]["namespace"]), lease)
+
+    def update_lease(self, lease: Manifest) -> Manifest:
+        """Replace a Lease. Its metadata.resourceVersion makes this a compare-and-swap: 409
+        when another candidate wrote it since it was read."""
+        meta = lease["metadata"]
+        self._count("update", "Lease")
+        return self._request("PUT", resource_path("coordination.k8s.io/v1", "Lease", meta["namespace"], meta["name"]), lease)

@@ -1,0 +1,202 @@
+"""Prometheus metrics of the operator.
+
+| metric | type | labels |
+| --- | --- | --- |
+| `tfleet_reconciles_total` | counter | `result`: success, retry (a retryable API failure), error |
+| `tfleet_reconcile_duration_seconds` | histogram | |
+| `tfleet_api_writes_total` | counter | `verb` (apply, delete, patch, create, update), `kind` |
+| `tfleet_inferenceservices` | gauge | `condition`, `status` (True, False, Unknown) |
+| `tfleet_rollouts` | gauge | `phase` (status.rollout.phase) |
+| `tfleet_rollbacks_total` | counter | |
+| `tfleet_leader` | gauge | 1 while this process holds the leader Lease (or runs without election) |
+| `tfleet_build_info` | gauge | `version` |
+
+The gauges about InferenceServices are computed from the bodies the operator sees (watch
+events and the responses to its own status patches), so they cost no API request. A
+rollback is counted when an object's rollout phase becomes RolledBack while this process
+watches it; a standby that takes over does not count rollbacks that happened before.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+from prometheus_client import Counter as PromCounter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tfleet import __version__, logs
+
+ROLLED_BACK = "RolledBack"
+RESULTS = ("success", "retry", "error")
+# Reconciles are API round trips: a few milliseconds when nothing changes, seconds when
+# the API server is slow or a reconcile writes every child.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the metrics need of one InferenceService."""
+
+    conditions: Mapping[str, str] = field(default_factory=dict)
+    rollout_phase: str | None = None
+
+
+def summarize(body: Mapping[str, Any]) -> Summary:
+    status = body.get("status") or {}
+    conditions = {
+        str(c["type"]): str(c.get("status") or "Unknown")
+        for c in status.get("conditions") or []
+        if isinstance(c, dict) and c.get("type")
+    }
+    rollout = status.get("rollout") or {}
+    phase = rollout.get("phase") if isinstance(rollout, dict) else None
+    return Summary(conditions, str(phase) if phase else None)
+
+
+def is_rollback(previous: Summary | None, current: Summary) -> bool:
+    """A rollback happened between two observations of the same object.
+
+    The first observation (previous is None) is not one: the object may have rolled back
+    long before this process started.
+    """
+    return previous is not None and current.rollout_phase == ROLLED_BACK and previous.rollout_phase != ROLLED_BACK
+
+
+def count_conditions(summaries: Iterable[Summary]) -> Counter[tuple[str, str]]:
+    counts: Counter[tuple[str, str]] = Counter()
+    for summary in summaries:
+        for type_, status in summary.conditions.items():
+            counts[(type_, status)] += 1
+    return counts
+
+
+def count_phases(summaries: Iterable[Summary]) -> Counter[str]:
+    return Counter(s.rollout_phase for s in summaries if s.rollout_phase)
+
+
+class _FleetCollector(Collector):
+    """Gauges computed at scrape time from the latest summaries."""
+
+    def __init__(self, metrics: Metrics):
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        summaries = self._metrics.summaries()
+        by_condition = GaugeMetricFamily(
+            "tfleet_inferenceservices", "InferenceServices by condition type and status.",
+            labels=["condition", "status"])
+        for (type_, status), n in sorted(count_conditions(summaries).items()):
+            by_condition.add_metric([type_, status], n)
+        yield by_condition
+        rollouts = GaugeMetricFamily("tfleet_rollouts", "InferenceServices by rollout phase.", labels=["phase"])
+        for phase, n in sorted(count_phases(summaries).items()):
+            rollouts.add_metric([phase], n)
+        yield rollouts
+
+
+class Metrics:
+    """The operator's metrics, in a registry of their own. Thread-safe."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.reconciles = PromCounter("tfleet_reconciles", "Reconciles of InferenceServices, by result.",
+                                      ["result"], registry=self.registry)
+        for result in RESULTS:
+            self.reconciles.labels(result)
+        self.reconcile_duration = Histogram("tfleet_reconcile_duration_seconds",
+                                            "Time one reconcile of an InferenceService took.",
+                                            buckets=DURATION_BUCKETS, registry=self.registry)
+        self.api_writes = PromCounter("tfleet_api_writes", "Writes to the Kubernetes API, by verb and kind.",
+                                      ["verb", "kind"], registry=self.registry)
+        self.rollbacks = PromCounter("tfleet_rollbacks", "Rollouts that ended rolled back.", registry=self.registry)
+        self.leader = Gauge("tfleet_leader", "1 while this process is the active operator.", registry=self.registry)
+        build = Gauge("tfleet_build_info", "The running tfleet version.", ["version"], registry=self.registry)
+        build.labels(__version__).set(1)
+        self._lock = threading.Lock()
+        self._summaries: dict[tuple[str, str], Summary] = {}
+        self.registry.register(_FleetCollector(self))
+
+    def summaries(self) -> list[Summary]:
+        with self._lock:
+            return list(self._summaries.values())
+
+    def record_write(self, verb: str, kind: str) -> None:
+        self.api_writes.labels(verb, kind).inc()
+
+    def record_reconcile(self, result: str, seconds: float) -> None:
+        self.reconciles.labels(result).inc()
+        self.reconcile_duration.observe(seconds)
+
+    def observe_isvc(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        with self._lock:
+            if event_type == "DELETED":
+                self._summaries.pop(key, None)
+                return
+            current = summarize(body)
+            previous = self._summaries.get(key)
+            self._summaries[key] = current
+        if is_rollback(previous, current):
+            self.rollbacks.inc()
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
+        """Serve /metrics on a port (0 picks one); returns a function that stops the server."""
+        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        self.port = server.server_port
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+        return stop
+
+
+def instrument(fleet: Any, metrics: Metrics) -> Any:
+    """Time and count the fleet's reconciles, feed it InferenceService bodies to the gauges,
+    and name the object on every log line written during a reconcile.
+
+    The wrappers replace the methods on this one instance, so the retries the fleet
+    schedules itself (`self.reconcile`) are counted too. A failed reconcile does not raise:
+    the fleet hands the error to `_on_failure`, which is where its result is read.
+    """
+    outcome = threading.local()
+    reconcile = fleet.reconcile
+    on_failure = fleet._on_failure
+    observe_isvc = fleet.observe_isvc
+
+    def timed_reconcile(key: tuple[str, str]) -> None:
+        outcome.result = "success"
+        start = time.perf_counter()
+        try:
+            with logs.object_context(*key):
+                reconcile(key)
+        except Exception:
+            outcome.result = "error"
+            raise
+        finally:
+            metrics.record_reconcile(outcome.result, time.perf_counter() - start)
+
+    def counted_failure(key: tuple[str, str], exc: Any) -> None:
+        outcome.result = "retry" if getattr(exc, "retryable", False) else "error"
+        with logs.object_context(*key):
+            on_failure(key, exc)
+
+    def observed_isvc(event_type: str | None, body: dict[str, Any]) -> Any:
+        key = observe_isvc(event_type, body)
+        metrics.observe_isvc(event_type, body)
+        return key
+
+    setattr(fleet, "reconcile", timed_reconcile)  # noqa: B010 (mypy forbids assigning to a method)
+    setattr(fleet, "_on_failure", counted_failure)  # noqa: B010
+    setattr(fleet, "observe_isvc", observed_isvc)  # noqa: B010
+    return fleet
+
