@@ -732,6 +732,35 @@ def _json_equal(a: Any, b: Any) -> bool:
     return bool(json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True))
 
 
+# -- embedded resources (schemaobjectmeta.Validate) ------------------------------------------
+
+
+def _validate_embedded(
+    value: Any, schema: dict[str, Any], path: str, errs: list[FieldError]
+) -> None:
+    """An object marked x-kubernetes-embedded-resource needs apiVersion and kind strings."""
+    if isinstance(value, dict):
+        if schema.get("x-kubernetes-embedded-resource") and path:
+            for key in ("apiVersion", "kind"):
+                if key not in value:
+                    errs.append(_required(_child(path, key), "must not be empty"))
+                elif not isinstance(value[key], str):
+                    errs.append(_invalid(_child(path, key), value[key], "must be a string"))
+                elif not value[key]:
+                    errs.append(_invalid(_child(path, key), "", "must not be empty"))
+        props = _props(schema)
+        addl = _additional(schema)
+        for key, item in value.items():
+            sub = props.get(key, addl)
+            if sub is not None:
+                _validate_embedded(
+                    item, sub, _child(path, key) if key in props else _key(path, key), errs
+                )
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _validate_embedded(item, _items(schema), _index(path, i), errs)
+
+
 # -- list-type invariants (structurallisttype.ValidateListSetsAndMaps) ----------------------
 
 
@@ -1129,6 +1158,7 @@ def admit_custom_resource(
     new_root = _strip_for_compare(new)
     _validate_body(new_root, schema, old_root, errs)
     errs.extend(_validate_scale(crd, version, new))
+    _validate_embedded(new_root, schema, "", errs)
     _validate_list_types(new_root, schema, "", old_root, errs)
     if _blocking(errs):
         errs.append(
