@@ -636,7 +636,6 @@ def test_create_of_a_deployment_matches_the_zero_value_layout() -> None:
 def test_update_moves_ownership_of_changed_fields_only() -> None:
     live = apply(None, deployment(), "helm")
     new = copy.deepcopy(live)
-    container(new)  # sanity
     new["spec"]["template"]["spec"]["containers"][0]["image"] = "x:2"
     out = update(live, new, "kubectl-edit")
     owners = managers(out)
