@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -35,6 +36,13 @@ class RecordingKube:
         out = copy.deepcopy(manifest)
         out["metadata"]["resourceVersion"] = str(next(self.rv))
         out["metadata"].setdefault("uid", f"uid-{manifest['metadata']['name']}")
+        return out
+
+    def scale(self, deployment: Manifest, replicas: int) -> Manifest:
+        self.calls.append(("scale", "Deployment", deployment["metadata"]["name"]))
+        out = copy.deepcopy(deployment)
+        out["spec"]["replicas"] = replicas
+        out["metadata"]["resourceVersion"] = str(next(self.rv))
         return out
 
     def delete(self, manifest: Manifest) -> None:
@@ -65,7 +73,7 @@ def isvc(**spec: Any) -> Manifest:
 @pytest.fixture
 def setup() -> tuple[Fleet, RecordingKube]:
     kube = RecordingKube()
-    fleet = Fleet(kube, clock=lambda: "2026-01-01T00:00:00Z", schedule=lambda d, fn: None)  # type: ignore[arg-type]
+    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: None)  # type: ignore[arg-type]
     return fleet, kube
 
 
@@ -82,9 +90,14 @@ def bump(obj: Manifest, kube: RecordingKube) -> Manifest:
     return obj
 
 
-def mark_deployment_ready(fleet: Fleet, kube: RecordingKube, replicas: int = 2) -> None:
+def deployment(fleet: Fleet) -> Manifest:
     _, children = fleet.snapshot(("ml", "resnet"))
-    dep = copy.deepcopy(children[("Deployment", "resnet")])
+    (dep,) = [v for (kind, _), v in children.items() if kind == "Deployment"]
+    return copy.deepcopy(dep)
+
+
+def mark_deployment_ready(fleet: Fleet, kube: RecordingKube, replicas: int = 2) -> None:
+    dep = deployment(fleet)
     dep["metadata"]["generation"] = 1
     bump(dep, kube)
     dep["status"] = {"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas,
@@ -100,7 +113,7 @@ def test_first_reconcile_creates_every_child_and_writes_status_once(setup):
     assert len(applies) == 5  # two Services
     assert [c for c in kube.calls if c[0] == "status"] == [("status", "InferenceService", "resnet")]
     assert len(kube.events) == 1 and kube.events[0][1] == "ChildrenChanged"
-    assert "Created Deployment resnet" in kube.events[0][2]
+    assert "Created Deployment resnet-" in kube.events[0][2]
 
 
 def test_a_second_reconcile_with_nothing_changed_writes_nothing(setup):
@@ -128,14 +141,13 @@ def test_ready_deployment_flips_ready_with_one_status_write(setup):
 def test_an_edited_child_image_is_applied_again_once(setup):
     fleet, kube = setup
     key = start(fleet, kube, isvc())
-    _, children = fleet.snapshot(key)
-    edited = copy.deepcopy(children[("Deployment", "resnet")])
+    edited = deployment(fleet)
     edited["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
     bump(edited, kube)
     fleet.observe_child("MODIFIED", edited)
     kube.calls.clear()
     fleet.reconcile(key)
-    assert [c for c in kube.calls if c[0] == "apply"] == [("apply", "Deployment", "resnet")]
+    assert [c for c in kube.calls if c[0] == "apply"] == [("apply", "Deployment", edited["metadata"]["name"])]
 
 
 def test_foreign_annotations_on_a_child_are_not_drift(setup):

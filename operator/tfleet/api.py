@@ -320,6 +320,12 @@ class Server(ApiObject):
     monitoring: bool = field(
         "Expose Prometheus metrics on the REST port at /monitoring/prometheus/metrics.", default=True
     )
+    model_load_timeout_seconds: int = field(
+        "How long a new pod may take to load its model before kubelet restarts it (the startup "
+        "probe's budget).",
+        default=600,
+        minimum=10,
+    )
     model_config_poll_seconds: int = field(
         "How often TF Serving re-reads its model config file (--model_config_file_poll_wait_seconds). "
         "0 disables polling.",
@@ -369,7 +375,9 @@ class RolloutStep(ApiObject):
 
     weight: int = field("Percentage of replicas on the new revision.", minimum=1, maximum=100)
     pause: Duration = field(
-        "How long the step holds once its canary pods are healthy, for example 60s or 2m.",
+        "How long the step holds before the rollout moves on, for example 60s or 2m. The step moves "
+        "on only when every canary pod is ready (its model version AVAILABLE) and no canary "
+        "container restarted during the step.",
         default="60s",
     )
 
@@ -413,6 +421,15 @@ class Rollout(ApiObject):
     max_unavailable: IntOrString = field(
         "RollingUpdate: pods that may be unavailable during the update (number or percentage).",
         default=0,  # type: ignore[arg-type]
+    )
+    min_ready_seconds: int = field(
+        "How long a new pod must be ready before it counts as available.", default=0, minimum=0
+    )
+    revision_history_limit: int = field(
+        "Earlier stable revisions kept (scaled to zero) for a fast rollback; older ones are deleted.",
+        default=3,
+        minimum=0,
+        maximum=20,
     )
 
     def check(self, path: str) -> list[FieldError]:

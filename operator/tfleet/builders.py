@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from tfleet import API_VERSION, KIND, probes, tfconfig
@@ -19,7 +20,13 @@ Manifest = dict[str, Any]
 
 MANAGER = "tfleet"
 LABEL_ISVC = "tfleet.dev/inferenceservice"
+LABEL_REVISION = "tfleet.dev/revision"
+LABEL_STRATEGY = "tfleet.dev/strategy"
+LABEL_MODEL_VERSION = "tfleet.dev/model-version"
 ANNOTATION_CONFIG_CHECKSUM = "tfleet.dev/config-checksum"
+# The ConfigMap name inside the template while the revision (a hash of that template) is
+# being computed; it is replaced by the revision's own ConfigMap name afterwards.
+_CONFIG_PLACEHOLDER = "<config>"
 SERVING_CONTAINER = "tensorflow-serving"
 CONFIG_VOLUME = "config"
 STORAGE_SECRET_DIR = "/var/run/secrets/tfleet/storage"
@@ -48,8 +55,46 @@ def selector_string(isvc: InferenceService) -> str:
     return ",".join(f"{k}={v}" for k, v in selector(isvc).items())
 
 
-def config_map_name(isvc: InferenceService) -> str:
-    return f"{isvc.name}-config"
+@dataclass(frozen=True)
+class Revision:
+    """What runs in the pods: the config files, and a name that hashes them with the template."""
+
+    name: str
+    config: dict[str, str]
+    checksum: str
+
+
+def compute_revision(isvc: InferenceService) -> Revision:
+    """Replicas, Services, autoscaling and rollout settings are not part of a revision, so
+    changing them rolls nothing."""
+    data = tfconfig.config_files(isvc)
+    digest = checksum(data)
+    template = _pod_template(isvc, digest, _CONFIG_PLACEHOLDER, revision_label=None)
+    name = hashlib.sha256(json.dumps([data, template], sort_keys=True).encode()).hexdigest()[:10]
+    return Revision(name=name, config=data, checksum=digest)
+
+
+def revision(isvc: InferenceService) -> str:
+    return compute_revision(isvc).name
+
+
+def revision_object_name(isvc: InferenceService, rev: str) -> str:
+    """Name of a revision's ConfigMap and, under the Canary strategy, its Deployment."""
+    return f"{isvc.name}-{rev}"
+
+
+def deployment_name(isvc: InferenceService, rev: str) -> str:
+    """Canary: one Deployment per revision. RollingUpdate: one Deployment, rolled in place."""
+    if isvc.spec.rollout.strategy == "RollingUpdate":
+        return isvc.name
+    return revision_object_name(isvc, rev)
+
+
+def deployment_selector(isvc: InferenceService, rev: str) -> dict[str, str]:
+    """Deployments of one InferenceService must never select each other's pods."""
+    if isvc.spec.rollout.strategy == "RollingUpdate":
+        return {LABEL_ISVC: isvc.name, LABEL_STRATEGY: "RollingUpdate"}
+    return {LABEL_ISVC: isvc.name, LABEL_STRATEGY: "Canary", LABEL_REVISION: rev}
 
 
 def headless_service_name(isvc: InferenceService) -> str:
@@ -78,12 +123,18 @@ def checksum(data: dict[str, str]) -> str:
 # --------------------------------------------------------------------------- ConfigMap
 
 
-def build_config_map(isvc: InferenceService) -> Manifest:
+def build_config_map(isvc: InferenceService, rev: Revision | None = None) -> Manifest:
+    rev = rev or compute_revision(isvc)
+    metadata = _metadata(isvc, revision_object_name(isvc, rev.name))
+    metadata["labels"][LABEL_REVISION] = rev.name
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(isvc, config_map_name(isvc)),
-        "data": tfconfig.config_files(isvc),
+        "metadata": metadata,
+        # A revision's config never changes: a change is a new revision with a new ConfigMap,
+        # so pods of an older revision keep reading the files they started with.
+        "immutable": True,
+        "data": dict(rev.config),
     }
 
 
@@ -126,9 +177,9 @@ def _resources(isvc: InferenceService) -> dict[str, Any]:
     return out
 
 
-def _volumes_and_mounts(isvc: InferenceService) -> tuple[list[Manifest], list[Manifest]]:
+def _volumes_and_mounts(isvc: InferenceService, config_map: str) -> tuple[list[Manifest], list[Manifest]]:
     volumes: list[Manifest] = [
-        {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(isvc)}},
+        {"name": CONFIG_VOLUME, "configMap": {"name": config_map}},
         # The root filesystem is read-only; TF Serving and the filesystem plugins write to /tmp.
         {"name": "tmp", "emptyDir": {}},
     ]
@@ -194,9 +245,15 @@ def _serving_container(isvc: InferenceService, mounts: list[Manifest]) -> Manife
     return container
 
 
-def build_pod_template(isvc: InferenceService, config_checksum: str) -> Manifest:
+def build_pod_template(isvc: InferenceService, rev: Revision | None = None) -> Manifest:
+    """The pod template of the InferenceService's current revision."""
+    rev = rev or compute_revision(isvc)
+    return _pod_template(isvc, rev.checksum, revision_object_name(isvc, rev.name), revision_label=rev.name)
+
+
+def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str, revision_label: str | None) -> Manifest:
     spec = isvc.spec
-    volumes, mounts = _volumes_and_mounts(isvc)
+    volumes, mounts = _volumes_and_mounts(isvc, config_map)
     annotations = dict(spec.pod.annotations)
     annotations[ANNOTATION_CONFIG_CHECKSUM] = config_checksum
     if spec.server.monitoring:
@@ -233,28 +290,43 @@ def build_pod_template(isvc: InferenceService, config_checksum: str) -> Manifest
         pod_spec["priorityClassName"] = spec.pod.priority_class_name
     if spec.pod.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.pod.image_pull_secrets]
-    return {
-        "metadata": {"labels": {**spec.pod.labels, **labels(isvc)}, "annotations": annotations},
-        "spec": pod_spec,
-    }
+    pod_labels = {**spec.pod.labels, **labels(isvc), LABEL_STRATEGY: spec.rollout.strategy}
+    if revision_label is not None:
+        pod_labels[LABEL_REVISION] = revision_label
+    if spec.model.version is not None:
+        pod_labels[LABEL_MODEL_VERSION] = str(spec.model.version)
+    return {"metadata": {"labels": pod_labels, "annotations": annotations}, "spec": pod_spec}
 
 
-def build_deployment(isvc: InferenceService, config_checksum: str) -> Manifest:
+def build_deployment(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None) -> Manifest:
+    """The Deployment of the current revision, at `replicas` (default spec.replicas)."""
     rollout = isvc.spec.rollout
+    rev = rev or compute_revision(isvc)
+    metadata = _metadata(isvc, deployment_name(isvc, rev.name))
+    metadata["labels"].update({LABEL_REVISION: rev.name, LABEL_STRATEGY: rollout.strategy})
+    if isvc.spec.model.version is not None:
+        metadata["labels"][LABEL_MODEL_VERSION] = str(isvc.spec.model.version)
+    if rollout.strategy == "RollingUpdate":
+        strategy: Manifest = {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": rollout.max_surge, "maxUnavailable": rollout.max_unavailable},
+        }
+    else:
+        # A Canary revision's template never changes; tfleet moves traffic between
+        # Deployments by scaling them.
+        strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(isvc, isvc.name),
+        "metadata": metadata,
         "spec": {
-            "replicas": isvc.spec.replicas,
-            "selector": {"matchLabels": selector(isvc)},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": rollout.max_surge, "maxUnavailable": rollout.max_unavailable},
-            },
+            "replicas": isvc.spec.replicas if replicas is None else replicas,
+            "selector": {"matchLabels": deployment_selector(isvc, rev.name)},
+            "strategy": strategy,
+            "minReadySeconds": rollout.min_ready_seconds,
             "progressDeadlineSeconds": rollout.progress_deadline_seconds,
             "revisionHistoryLimit": 3,
-            "template": build_pod_template(isvc, config_checksum),
+            "template": build_pod_template(isvc, rev),
         },
     }
 
@@ -355,10 +427,14 @@ def build_pdb(isvc: InferenceService) -> Manifest | None:
 # --------------------------------------------------------------------------- all children
 
 
-def build_children(isvc: InferenceService) -> list[Manifest]:
-    """Every child the InferenceService owns, in creation order."""
-    config_map = build_config_map(isvc)
-    children = [config_map, build_deployment(isvc, checksum(config_map["data"])), build_service(isvc)]
+def build_children(isvc: InferenceService, replicas: int | None = None) -> list[Manifest]:
+    """Every child of the current revision and the InferenceService, in creation order.
+
+    `replicas` is the current revision's Deployment size (the rollout engine decides it
+    during a rollout); older revisions' Deployments are scaled, not rebuilt.
+    """
+    rev = compute_revision(isvc)
+    children = [build_config_map(isvc, rev), build_deployment(isvc, replicas, rev), build_service(isvc)]
     if isvc.spec.service.headless:
         children.append(build_headless_service(isvc))
     for optional in (build_hpa(isvc), build_pdb(isvc)):

@@ -45,6 +45,17 @@ class RolloutStatus(ApiObject):
     weight: int | None = field("Current percentage of replicas on the canary revision.", default=None)
     started_at: str | None = field("When the rollout started (RFC 3339).", default=None)
     step_started_at: str | None = field("When the current step started (RFC 3339).", default=None)
+    failed_revision: str | None = field(
+        "A revision that was rolled back; it is not tried again until the spec changes.", default=None
+    )
+    canary_restarts: int | None = field(
+        "Canary container restarts counted when the current step began; a restart during the "
+        "step holds the rollout.",
+        default=None,
+    )
+    history: tuple[str, ...] = field(
+        "Earlier stable revisions, newest first, kept scaled to zero for a fast rollback.", default=()
+    )
     message: str | None = field("What the rollout is doing or why it stopped.", default=None)
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from tfleet import reconcile
+from tfleet import reconcile, rollout
 from tfleet.builders import LABEL_ISVC, MANAGER
 from tfleet.kube import Kube, KubeError
 
@@ -26,8 +27,8 @@ Key = tuple[str, str]  # (namespace, name) of an InferenceService
 MAX_BACKOFF_SECONDS = 60.0
 
 
-def utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _rv(obj: Manifest) -> int:
@@ -44,13 +45,16 @@ def _newer(candidate: Manifest, current: Manifest | None) -> bool:
 
 
 class Fleet:
-    def __init__(self, kube: Kube, clock: Callable[[], str] = utcnow,
+    def __init__(self, kube: Kube, clock: Callable[[], datetime] = utcnow,
                  schedule: Callable[[float, Callable[[], None]], Any] | None = None):
         self.kube = kube
         self.clock = clock
         self._schedule = schedule or _timer
         self._isvcs: dict[Key, Manifest] = {}
         self._children: dict[Key, dict[reconcile.ChildKey, Manifest]] = {}
+        self._pods: dict[Key, dict[str, reconcile.PodSummary]] = {}
+        self._wakeups: dict[Key, float] = {}  # monotonic time of the next scheduled reconcile
+        self._pods_changed: set[Key] = set()
         self._locks: dict[Key, threading.Lock] = {}
         self._failures: dict[Key, int] = {}
         self._guard = threading.Lock()
@@ -64,6 +68,7 @@ class Fleet:
             if event_type == "DELETED":
                 self._isvcs.pop(key, None)
                 self._children.pop(key, None)
+                self._pods.pop(key, None)
                 self._failures.pop(key, None)
             elif _newer(body, self._isvcs.get(key)):
                 self._isvcs[key] = body
@@ -85,6 +90,41 @@ class Fleet:
                 children[child] = body
         return key
 
+    def observe_pod(self, event_type: str | None, body: Manifest) -> tuple[Key | None, bool]:
+        """Record a serving pod. Returns its InferenceService and whether anything the
+        rollout engine looks at (readiness, restarts, failures) changed."""
+        meta = body["metadata"]
+        parent = (meta.get("labels") or {}).get(LABEL_ISVC)
+        if not parent:
+            return None, False
+        key = (meta["namespace"], parent)
+        summary = None if event_type == "DELETED" else reconcile.summarize_pod(body)
+        with self._guard:
+            pods = self._pods.setdefault(key, {})
+            before = pods.get(meta["name"])
+            if summary is None:
+                pods.pop(meta["name"], None)
+            else:
+                pods[meta["name"]] = summary
+            if before != summary:
+                self._pods_changed.add(key)
+        return key, before != summary
+
+    def take_pod_change(self, key: Key) -> bool:
+        """Whether a pod of `key` changed since the last call (the index handler records a
+        change before the event handler for the same event runs)."""
+        with self._guard:
+            if key in self._pods_changed:
+                self._pods_changed.discard(key)
+                return True
+            return False
+
+    def rollout_active(self, key: Key) -> bool:
+        with self._guard:
+            body = self._isvcs.get(key) or {}
+        phase = ((body.get("status") or {}).get("rollout") or {}).get("phase")
+        return phase in rollout.ACTIVE_PHASES
+
     def knows(self, key: Key) -> bool:
         with self._guard:
             return key in self._isvcs
@@ -92,6 +132,10 @@ class Fleet:
     def snapshot(self, key: Key) -> tuple[Manifest | None, dict[reconcile.ChildKey, Manifest]]:
         with self._guard:
             return self._isvcs.get(key), dict(self._children.get(key, {}))
+
+    def pods(self, key: Key) -> list[reconcile.PodSummary]:
+        with self._guard:
+            return list(self._pods.get(key, {}).values())
 
     # ------------------------------------------------------------------ reconciling
 
@@ -115,7 +159,8 @@ class Fleet:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         namespace, name = key
-        plan = reconcile.plan_children(body, children)
+        now = self.clock()
+        plan = reconcile.plan_children(body, children, self.pods(key), now)
         rejected: str | None = None
         for manifest in plan.apply:
             try:
@@ -127,26 +172,52 @@ class Fleet:
                 # affinity passed through): report it on the object instead of retrying.
                 rejected = f"{manifest['kind']} {manifest['metadata']['name']} was rejected: {exc.message}"
                 break
-        else:
+        if rejected is None:
+            for deployment, replicas in plan.scale:
+                self.observe_child("SCALED", self.kube.scale(deployment, replicas))
             for obj in plan.delete:
                 self.kube.delete(obj)
                 self.observe_child("DELETED", obj)
-        for event in plan.events if rejected is None else []:
-            log.info("%s %s/%s: %s", event.reason, namespace, name, event.message)
-            self.kube.post_event(body, event.type, event.reason, event.message)
+            for event in plan.events:
+                log.info("%s %s/%s: %s", event.reason, namespace, name, event.message)
+                self.kube.post_event(body, event.type, event.reason, event.message)
 
         body, children = self.snapshot(key)
         if body is None:
             return
-        status_plan = reconcile.plan_status(body, children, self.clock(), rejected=rejected)
+        status_plan = reconcile.plan_status(body, children, self.pods(key), rollout.format_time(now),
+                                            plan.rollout, rejected=rejected)
         if status_plan.status is not None:
             updated = self.kube.patch_status(namespace, name, status_plan.status)
             self.observe_isvc("PATCHED", updated)
-            log.info("Updated status of InferenceService %s/%s", namespace, name)
+            log.debug("Updated status of InferenceService %s/%s", namespace, name)
         for event in status_plan.events:
             if event.type == "Warning":
                 log.warning("%s %s/%s: %s", event.reason, namespace, name, event.message)
             self.kube.post_event(body, event.type, event.reason, event.message)
+        if plan.requeue_after is not None and rejected is None:
+            self._wake_up(key, plan.requeue_after)
+
+    def _wake_up(self, key: Key, delay: float) -> None:
+        """Reconcile again after `delay` seconds (a pause ends, a deadline passes).
+
+        Only rollouts in progress ask for this; one pending wake-up per InferenceService.
+        The small margin makes the pause measurably over when the reconcile runs.
+        """
+        due = time.monotonic() + delay + 0.05
+        with self._guard:
+            pending = self._wakeups.get(key)
+            if pending is not None and pending <= due and pending > time.monotonic():
+                return
+            self._wakeups[key] = due
+
+        def fire() -> None:
+            with self._guard:
+                if self._wakeups.get(key) == due:
+                    del self._wakeups[key]
+            self.reconcile(key)
+
+        self._schedule(max(0.0, delay) + 0.05, fire)
 
     def _on_failure(self, key: Key, exc: KubeError) -> None:
         with self._guard:

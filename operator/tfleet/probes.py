@@ -25,7 +25,10 @@ def bridge_image() -> str:
 
 def serving_probes(isvc: InferenceService) -> dict[str, Any]:
     """startupProbe, readinessProbe and livenessProbe of the TF Serving container."""
-    return podspec.serving_probes(bridge_port=HEALTH_BRIDGE_GRPC_PORT)
+    return podspec.serving_probes(
+        bridge_port=HEALTH_BRIDGE_GRPC_PORT,
+        model_load_timeout_seconds=isvc.spec.server.model_load_timeout_seconds,
+    )
 
 
 def serving_lifecycle(isvc: InferenceService) -> dict[str, Any]:

@@ -1,19 +1,23 @@
-"""The reconcile decision: desired state versus observed state, as a pure function.
+"""The reconcile decision: desired state versus observed state, as pure functions.
 
-`plan` takes an InferenceService object and the children observed in the cluster, and
-returns what to write: children to apply, children to delete, the new status (only if it
-changed) and the Events to post. It performs no I/O; `tfleet.operator` carries it out.
+`plan_children` takes an InferenceService, the children and pods observed in the cluster and
+the time, asks the rollout engine how many pods each revision gets, and returns what to
+write: children to apply, Deployments to scale, children to delete, and Events.
+`plan_status` then computes the status from what the writes left behind. Neither performs
+I/O; `tfleet.fleet` carries the plans out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from tfleet import builders, status
+from tfleet import builders, rollout, status
 from tfleet.api import InferenceService, parse_object
 from tfleet.schema import ValidationError
 
@@ -21,6 +25,11 @@ Manifest = dict[str, Any]
 ChildKey = tuple[str, str]  # (kind, name)
 
 ANNOTATION_APPLIED = "tfleet.dev/applied-hash"
+# Manual rollout control (see `tfleet rollout`): promote and abort name the canary revision,
+# so a stale annotation never acts on a later rollout.
+ANNOTATION_PAUSED = "tfleet.dev/rollout-paused"
+ANNOTATION_PROMOTE = "tfleet.dev/rollout-promote"
+ANNOTATION_ABORT = "tfleet.dev/rollout-abort"
 
 
 @dataclass(frozen=True)
@@ -33,14 +42,50 @@ class Event:
 @dataclass
 class Plan:
     apply: list[Manifest] = field(default_factory=list)
+    scale: list[tuple[Manifest, int]] = field(default_factory=list)  # (observed Deployment, replicas)
     delete: list[Manifest] = field(default_factory=list)
     status: dict[str, Any] | None = None
     events: list[Event] = field(default_factory=list)
     invalid: str | None = None
+    rollout: rollout.State | None = None
+    requeue_after: float | None = None
 
     @property
     def writes(self) -> int:
-        return len(self.apply) + len(self.delete) + (self.status is not None)
+        return len(self.apply) + len(self.scale) + len(self.delete) + (self.status is not None)
+
+
+@dataclass(frozen=True)
+class PodSummary:
+    """What the rollout engine needs to know about one serving pod."""
+
+    revision: str
+    ready: bool = False
+    restarts: int = 0
+    crash_looping: bool = False
+    image_pull_failing: bool = False
+    unschedulable: str | None = None  # the scheduler's message
+
+
+def summarize_pod(pod: Manifest) -> PodSummary | None:
+    meta = pod.get("metadata") or {}
+    revision = (meta.get("labels") or {}).get(builders.LABEL_REVISION)
+    if not revision or meta.get("deletionTimestamp"):
+        return None
+    st = pod.get("status") or {}
+    conditions = {c.get("type"): c for c in st.get("conditions") or []}
+    statuses = list(st.get("containerStatuses") or []) + list(st.get("initContainerStatuses") or [])
+    waiting = [((c.get("state") or {}).get("waiting") or {}).get("reason", "") for c in statuses]
+    scheduled = conditions.get("PodScheduled") or {}
+    return PodSummary(
+        revision=revision,
+        ready=(conditions.get("Ready") or {}).get("status") == "True",
+        restarts=sum(int(c.get("restartCount") or 0) for c in statuses),
+        crash_looping="CrashLoopBackOff" in waiting,
+        image_pull_failing=any(r in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName") for r in waiting),
+        unschedulable=(scheduled.get("message") or "unschedulable")
+        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable" else None,
+    )
 
 
 def child_key(obj: Manifest) -> ChildKey:
@@ -86,29 +131,34 @@ def quantity_value(text: str) -> Decimal | None:
         return None
 
 
-def _same_scalar(want: Any, have: Any) -> bool:
+def _same_scalar(want: Any, have: Any, quantities: bool) -> bool:
+    if type(want) is not type(have) and not (quantities and isinstance(have, (str, int))):
+        return False
     if want == have:
         return True
-    # The API server writes quantities in canonical form ("0.5" comes back as "500m").
-    if isinstance(want, (str, int)) and isinstance(have, (str, int)) and not isinstance(want, bool):
+    # The API server writes resource quantities in canonical form ("0.5" comes back as "500m").
+    if quantities and isinstance(want, (str, int)) and isinstance(have, (str, int)) and not isinstance(want, bool):
         a, b = quantity_value(str(want)), quantity_value(str(have))
         return a is not None and a == b
     return False
 
 
-def is_subset(want: Any, have: Any) -> bool:
+def is_subset(want: Any, have: Any, quantities: bool = False) -> bool:
     """Whether every field of `want` is present in `have` with the same value.
 
     Fields that only `have` carries (server defaults, annotations of other tools, replicas
-    set by an autoscaler on fields tfleet does not set) do not count as drift.
+    set by an autoscaler on fields tfleet does not set) do not count as drift. Values under
+    a `resources` key compare as quantities.
     """
     if isinstance(want, dict):
-        return isinstance(have, dict) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
+        return isinstance(have, dict) and all(
+            k in have and is_subset(v, have[k], quantities or k == "resources") for k, v in want.items()
+        )
     if isinstance(want, list):
         return isinstance(have, list) and len(want) == len(have) and all(
-            is_subset(w, h) for w, h in zip(want, have, strict=True)
+            is_subset(w, h, quantities) for w, h in zip(want, have, strict=True)
         )
-    return _same_scalar(want, have)
+    return _same_scalar(want, have, quantities)
 
 
 def needs_apply(desired: Manifest, observed: Manifest | None) -> bool:
@@ -140,15 +190,96 @@ def parse(body: Manifest) -> tuple[InferenceService | None, str | None]:
         return None, "; ".join(str(e) for e in exc.errors)
 
 
-def plan_children(body: Manifest, children: dict[ChildKey, Manifest]) -> Plan:
-    """Children to apply and delete, and the Event describing them."""
+def owned_children(body: Manifest, children: dict[ChildKey, Manifest]) -> dict[ChildKey, Manifest]:
+    uid = (body.get("metadata") or {}).get("uid", "")
+    return {k: v for k, v in children.items() if _is_owned_by(v, uid)}
+
+
+def _revision_of(obj: Manifest) -> str | None:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(builders.LABEL_REVISION)
+
+
+def observe_revisions(
+    deployments: list[Manifest], pods: list[PodSummary]
+) -> dict[str, rollout.Observed]:
+    """Per revision: its Deployment's counts and its pods' troubles."""
+    by_revision: dict[str, rollout.Observed] = {}
+    pods_by_revision: dict[str, list[PodSummary]] = {}
+    for pod in pods:
+        pods_by_revision.setdefault(pod.revision, []).append(pod)
+    for dep in deployments:
+        rev = _revision_of(dep)
+        if rev is None:
+            continue
+        st = dep.get("status") or {}
+        meta = dep.get("metadata") or {}
+        conditions = {c.get("type"): c for c in st.get("conditions") or []}
+        mine = pods_by_revision.get(rev, [])
+        unschedulable = [p.unschedulable for p in mine if p.unschedulable]
+        version = (meta.get("labels") or {}).get(builders.LABEL_MODEL_VERSION)
+        by_revision[rev] = rollout.Observed(
+            replicas=int((dep.get("spec") or {}).get("replicas", 1)),
+            ready=int(st.get("readyReplicas") or 0),
+            updated=int(st.get("updatedReplicas") or 0),
+            current=int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0),
+            pods=int(st.get("replicas") or 0),
+            restarts=sum(p.restarts for p in mine),
+            crash_looping=sum(p.crash_looping for p in mine),
+            image_pull_failing=sum(p.image_pull_failing for p in mine),
+            unschedulable=len(unschedulable),
+            unschedulable_message=Counter(unschedulable).most_common(1)[0][0] if unschedulable else "",
+            version=int(version) if version and version.isdigit() else None,
+            deadline_exceeded=(conditions.get("Progressing") or {}).get("reason") == "ProgressDeadlineExceeded",
+        )
+    return by_revision
+
+
+def controls(body: Manifest) -> rollout.Controls:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return rollout.Controls(
+        paused=annotations.get(ANNOTATION_PAUSED, "").lower() == "true",
+        promote=annotations.get(ANNOTATION_PROMOTE) or None,
+        abort=annotations.get(ANNOTATION_ABORT) or None,
+    )
+
+
+def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.Observed],
+           now: datetime) -> tuple[builders.Revision, rollout.Decision]:
+    spec = isvc.spec
+    rev = builders.compute_revision(isvc)
+    policy = rollout.Policy(
+        replicas=spec.replicas,
+        steps=rollout.steps_from_spec(spec.rollout.steps),
+        deadline_seconds=spec.rollout.progress_deadline_seconds,
+        auto_rollback=spec.rollout.auto_rollback,
+        history_limit=spec.rollout.revision_history_limit + 1,
+    )
+    state = rollout.State.from_status((body.get("status") or {}).get("rollout"))
+    if spec.rollout.strategy == "RollingUpdate":
+        decision = rollout.decide_rolling(desired=rev.name, target_version=spec.model.version, policy=policy,
+                                          state=state, observed=observed, now=now)
+    else:
+        decision = rollout.decide(desired=rev.name, target_version=spec.model.version, policy=policy,
+                                  state=state, observed=observed, controls=controls(body), now=now)
+    return rev, decision
+
+
+def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list[PodSummary],
+                  now: datetime) -> Plan:
+    """Children to apply, scale and delete; the rollout state they lead to; the Events."""
     result = Plan()
     isvc, result.invalid = parse(body)
     if isvc is None:
         # Existing children keep serving the last valid spec.
         return result
     owned = owned_children(body, children)
-    desired = [with_ownership(m, isvc) for m in builders.build_children(isvc)]
+    deployments = [obj for (kind, _), obj in owned.items() if kind == "Deployment"]
+    rev, decision = decide(isvc, body, observe_revisions(deployments, pods), now)
+    result.rollout = decision.state
+    result.requeue_after = decision.requeue_after
+    result.events.extend(Event(e.type, e.reason, e.message) for e in decision.events)
+
+    desired = [with_ownership(m, isvc) for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0))]
     desired_keys = {child_key(m) for m in desired}
     changes: list[tuple[str, Manifest]] = []
     for manifest in desired:
@@ -156,10 +287,24 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest]) -> Plan:
         if needs_apply(manifest, observed):
             result.apply.append(manifest)
             changes.append(("Created" if observed is None else "Updated", manifest))
+
+    # Other revisions: scaled as the rollout engine says; their ConfigMaps kept while any
+    # revision that may use them is kept; everything else is deleted.
+    state = decision.state
+    keep_config = set(decision.replicas) | set(state.history) | {r for r in (state.stable, state.canary) if r}
     for key, obj in sorted(owned.items()):
-        if key not in desired_keys:
-            result.delete.append(obj)
-            changes.append(("Deleted", obj))
+        if key in desired_keys:
+            continue
+        kind, rev_of = key[0], _revision_of(obj)
+        if kind == "Deployment" and rev_of in decision.replicas:
+            wanted = decision.replicas[rev_of]
+            if int((obj.get("spec") or {}).get("replicas", 1)) != wanted:
+                result.scale.append((obj, wanted))
+            continue
+        if kind == "ConfigMap" and rev_of in keep_config:
+            continue
+        result.delete.append(obj)
+        changes.append(("Deleted", obj))
     if changes:
         # One Event per reconcile keeps the API writes per change constant.
         reason = "ChildrenChanged" if len(changes) > 1 else changes[0][0]
@@ -167,31 +312,26 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest]) -> Plan:
     return result
 
 
-def owned_children(body: Manifest, children: dict[ChildKey, Manifest]) -> dict[ChildKey, Manifest]:
-    uid = (body.get("metadata") or {}).get("uid", "")
-    return {k: v for k, v in children.items() if _is_owned_by(v, uid)}
-
-
-def plan_status(body: Manifest, children: dict[ChildKey, Manifest], now: str, rejected: str | None = None) -> Plan:
+def plan_status(body: Manifest, children: dict[ChildKey, Manifest], pods: list[PodSummary], now: str,
+                state: rollout.State | None, rejected: str | None = None) -> Plan:
     """The new status, only if it differs from the current one, and the Events it calls for.
 
-    `rejected` is the API server's refusal of a child, which makes the spec as invalid as a
-    rule the schema could check.
+    `state` is the rollout state `plan_children` decided. `rejected` is the API server's
+    refusal of a child, which makes the spec as invalid as a rule the schema could check.
     """
     meta = body.get("metadata") or {}
-    name = meta.get("name", "")
     previous = body.get("status") or {}
     isvc, invalid = parse(body)
     if rejected is not None:
         isvc, invalid = None, rejected
     result = Plan(invalid=invalid)
+    deployments = [obj for (kind, _), obj in owned_children(body, children).items() if kind == "Deployment"]
     new_status = status.compute_status(
         isvc=isvc,
-        name=name,
-        namespace=meta.get("namespace", ""),
         generation=int(meta.get("generation") or 0),
         invalid_message=invalid,
-        observed=status.Observed(deployment=owned_children(body, children).get(("Deployment", name))),
+        revisions=observe_revisions(deployments, pods),
+        state=state or rollout.State.from_status(previous.get("rollout")),
         previous=previous,
         now=now,
     )

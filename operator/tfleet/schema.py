@@ -233,7 +233,13 @@ def _apply_field_meta(prop: dict[str, Any], f: dataclasses.Field[Any]) -> None:
         prop["x-kubernetes-list-map-keys"] = list(meta["list_map_keys"])
     if meta.get("rules"):
         prop.setdefault("x-kubernetes-validations", []).extend(r.to_openapi() for r in meta["rules"])
-    if meta.get("publish_default", True) and f.default is not dataclasses.MISSING and f.default is not None:
+    if (
+        meta.get("publish_default", True)
+        and f.default is not dataclasses.MISSING
+        and f.default is not None
+        # An empty list as a default only stores `[]` noise in every object: absent means empty.
+        and f.default != ()
+    ):
         prop["default"] = to_json(f.default)
     elif meta.get("publish_default", True) and f.default_factory is not dataclasses.MISSING:
         produced = f.default_factory()

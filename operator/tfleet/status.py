@@ -1,4 +1,5 @@
-"""InferenceService status as a pure function of the model and the observed children.
+"""InferenceService status as a pure function of the model, the rollout state and the
+observed revisions.
 
 The caller passes the time; a condition's lastTransitionTime changes only when its status
 flips, so computing the status twice from the same observations gives the same result and
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tfleet import builders
+from tfleet import builders, rollout
 from tfleet.api import InferenceService
 
 # Condition types.
@@ -25,21 +26,15 @@ INVALID_SPEC = "InvalidSpec"
 AVAILABLE = "Available"
 SCALED_TO_ZERO = "ScaledToZero"
 MINIMUM_REPLICAS_UNAVAILABLE = "MinimumReplicasUnavailable"
-UPDATING = "Updating"
 MODEL_LOADED = "ModelLoaded"
 NO_READY_REPLICAS = "NoReadyReplicas"
-DEPLOYMENT_MISSING = "DeploymentMissing"
 NEW_REPLICA_SET_AVAILABLE = "NewReplicaSetAvailable"
 REPLICA_SET_UPDATED = "ReplicaSetUpdated"
+ROLLOUT_IN_PROGRESS = "RolloutInProgress"
+ROLLOUT_PAUSED = "RolloutPaused"
+ROLLED_BACK = "RolledBack"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 AS_EXPECTED = "AsExpected"
-
-
-@dataclass(frozen=True)
-class Observed:
-    """What the reconciler saw of the children that status depends on."""
-
-    deployment: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,86 +59,81 @@ def endpoints(isvc: InferenceService) -> dict[str, str]:
     return result
 
 
-def _deployment_view(deployment: dict[str, Any] | None) -> dict[str, Any]:
-    if deployment is None:
-        return {}
-    status = deployment.get("status") or {}
-    spec = deployment.get("spec") or {}
-    generation = (deployment.get("metadata") or {}).get("generation", 0)
-    desired = spec.get("replicas", 1)
-    conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    progressing = conditions.get("Progressing") or {}
-    return {
-        "desired": desired,
-        "replicas": status.get("replicas", 0),
-        "ready": status.get("readyReplicas", 0),
-        "available": status.get("availableReplicas", 0),
-        "updated": status.get("updatedReplicas", 0),
-        "observed": status.get("observedGeneration", 0) >= generation,
-        "deadline_exceeded": progressing.get("reason") == PROGRESS_DEADLINE_EXCEEDED,
-        "progress_message": progressing.get("message", ""),
-    }
+def _pod_problems(revisions: dict[str, rollout.Observed]) -> str:
+    """The most telling reason why pods are not ready, for a condition message."""
+    for seen in revisions.values():
+        if seen.load_error:
+            return f"; TF Serving failed to load the model: {seen.load_error}"
+    for seen in revisions.values():
+        if seen.crash_looping:
+            return f"; {seen.crash_looping} pods crash-looping"
+    for seen in revisions.values():
+        if seen.image_pull_failing:
+            return f"; {seen.image_pull_failing} pods cannot pull their image"
+    for seen in revisions.values():
+        if seen.unschedulable:
+            detail = f": {seen.unschedulable_message}" if seen.unschedulable_message else ""
+            return f"; {seen.unschedulable} pods cannot be scheduled{detail}"
+    return ""
 
 
-def _conditions_for_valid(isvc: InferenceService, observed: Observed) -> list[_Cond]:
-    view = _deployment_view(observed.deployment)
+def _conditions(
+    isvc: InferenceService, revisions: dict[str, rollout.Observed], state: rollout.State
+) -> list[_Cond]:
     model = isvc.model_name
-    version = isvc.spec.model.version
-    what = f"model {model}" + (f" version {version}" if version else "")
     desired = isvc.spec.replicas
-    if not view:
-        return [
-            _Cond(READY, False, DEPLOYMENT_MISSING, f"Deployment {isvc.name} does not exist yet"),
-            _Cond(MODEL_AVAILABLE, False, DEPLOYMENT_MISSING, f"No pods serve {what} yet"),
-            _Cond(PROGRESSING, True, REPLICA_SET_UPDATED, f"Creating Deployment {isvc.name}"),
-            _Cond(DEGRADED, False, AS_EXPECTED, "No problems observed"),
-        ]
-    complete = (
-        view["observed"]
-        and view["updated"] == view["desired"]
-        and view["replicas"] == view["updated"]
-        and view["available"] >= view["desired"]
-    )
-    ready_text = f"{view['ready']} of {desired} pods are ready"
-    if desired == 0:
-        ready = _Cond(READY, True, SCALED_TO_ZERO, "Scaled to zero replicas")
-    elif complete and view["desired"] == desired:
-        ready = _Cond(READY, True, AVAILABLE, f"{ready_text} and serve {what}")
-    elif not complete:
-        ready = _Cond(READY, False, UPDATING, f"Rolling out: {view['updated']} of {desired} pods updated, {ready_text}")
-    else:
-        ready = _Cond(READY, False, MINIMUM_REPLICAS_UNAVAILABLE, ready_text)
+    ready = sum(r.ready for r in revisions.values())
+    stable = revisions.get(state.stable or "", rollout.Observed())
+    problems = _pod_problems(revisions)
 
-    if view["ready"] > 0:
-        available = _Cond(MODEL_AVAILABLE, True, MODEL_LOADED, f"{view['ready']} pods serve model {model}")
+    if desired == 0:
+        ready_cond = _Cond(READY, True, SCALED_TO_ZERO, "Scaled to zero replicas")
+    elif ready >= desired:
+        version = f" version {stable.version}" if stable.version else ""
+        ready_cond = _Cond(READY, True, AVAILABLE, f"{ready} of {desired} pods are ready and serve model {model}{version}")
+    else:
+        ready_cond = _Cond(READY, False, MINIMUM_REPLICAS_UNAVAILABLE, f"{ready} of {desired} pods are ready{problems}")
+
+    if ready > 0:
+        available = _Cond(MODEL_AVAILABLE, True, MODEL_LOADED, f"{ready} pods serve model {model}")
     elif desired == 0:
         available = _Cond(MODEL_AVAILABLE, False, SCALED_TO_ZERO, "Scaled to zero replicas")
     else:
-        available = _Cond(MODEL_AVAILABLE, False, NO_READY_REPLICAS, f"No pod serves model {model} yet")
+        available = _Cond(MODEL_AVAILABLE, False, NO_READY_REPLICAS, f"No pod serves model {model} yet{problems}")
 
-    if view["deadline_exceeded"]:
-        progressing = _Cond(PROGRESSING, False, PROGRESS_DEADLINE_EXCEEDED, view["progress_message"]
-                            or f"Deployment {isvc.name} exceeded its progress deadline")
-        degraded = _Cond(DEGRADED, True, PROGRESS_DEADLINE_EXCEEDED, progressing.message)
+    stable_complete = stable.current and stable.updated >= desired and stable.ready >= desired
+    if state.phase == rollout.ROLLED_BACK:
+        progressing = _Cond(PROGRESSING, False, PROGRESS_DEADLINE_EXCEEDED, state.message)
+        degraded = _Cond(DEGRADED, True, ROLLED_BACK, state.message)
+    elif state.message.startswith("Stalled"):
+        progressing = _Cond(PROGRESSING, False, PROGRESS_DEADLINE_EXCEEDED, state.message)
+        degraded = _Cond(DEGRADED, True, PROGRESS_DEADLINE_EXCEEDED, state.message)
+    elif stable.deadline_exceeded and state.phase not in rollout.ACTIVE_PHASES:
+        message = f"Deployment of revision {state.stable} exceeded its progress deadline{problems}"
+        progressing = _Cond(PROGRESSING, False, PROGRESS_DEADLINE_EXCEEDED, message)
+        degraded = _Cond(DEGRADED, True, PROGRESS_DEADLINE_EXCEEDED, message)
     else:
-        if complete:
-            progressing = _Cond(PROGRESSING, True, NEW_REPLICA_SET_AVAILABLE, f"Deployment {isvc.name} has rolled out")
+        if state.phase == rollout.PAUSED:
+            progressing = _Cond(PROGRESSING, True, ROLLOUT_PAUSED, state.message)
+        elif state.phase in rollout.ACTIVE_PHASES:
+            progressing = _Cond(PROGRESSING, True, ROLLOUT_IN_PROGRESS, state.message)
+        elif stable_complete or desired == 0:
+            progressing = _Cond(PROGRESSING, True, NEW_REPLICA_SET_AVAILABLE, f"Revision {state.stable} has rolled out")
         else:
-            progressing = _Cond(PROGRESSING, True, REPLICA_SET_UPDATED, f"Deployment {isvc.name} is rolling out")
+            progressing = _Cond(PROGRESSING, True, REPLICA_SET_UPDATED, f"Revision {state.stable} is rolling out")
         degraded = _Cond(DEGRADED, False, AS_EXPECTED, "No problems observed")
-    return [ready, available, progressing, degraded]
+    return [ready_cond, available, progressing, degraded]
 
 
-def _conditions_for_invalid(message: str, observed: Observed) -> list[_Cond]:
-    view = _deployment_view(observed.deployment)
-    serving = bool(view) and view["ready"] > 0
+def _conditions_for_invalid(message: str, revisions: dict[str, rollout.Observed]) -> list[_Cond]:
+    ready = sum(r.ready for r in revisions.values())
     return [
         _Cond(READY, False, INVALID_SPEC, message),
         _Cond(
             MODEL_AVAILABLE,
-            serving,
-            MODEL_LOADED if serving else NO_READY_REPLICAS,
-            f"{view['ready']} pods keep serving the last valid spec" if serving else "No pod serves the model",
+            ready > 0,
+            MODEL_LOADED if ready > 0 else NO_READY_REPLICAS,
+            f"{ready} pods keep serving the last valid spec" if ready > 0 else "No pod serves the model",
         ),
         _Cond(PROGRESSING, False, INVALID_SPEC, "The spec is invalid; nothing is rolled out until it is fixed"),
         _Cond(DEGRADED, True, INVALID_SPEC, message),
@@ -176,40 +166,32 @@ def _merge_conditions(
 def compute_status(
     *,
     isvc: InferenceService | None,
-    name: str,
-    namespace: str,
     generation: int,
     invalid_message: str | None,
-    observed: Observed,
+    revisions: dict[str, rollout.Observed],
+    state: rollout.State,
     previous: dict[str, Any] | None,
     now: str,
 ) -> dict[str, Any]:
     """The whole status subresource. `isvc` is None when the spec is invalid."""
     previous = previous or {}
-    view = _deployment_view(observed.deployment)
+    replicas = sum(r.pods for r in revisions.values())
+    ready = sum(r.ready for r in revisions.values())
     if isvc is None or invalid_message is not None:
-        conds = _conditions_for_invalid(invalid_message or "invalid spec", observed)
+        conds = _conditions_for_invalid(invalid_message or "invalid spec", revisions)
         status: dict[str, Any] = {k: v for k, v in previous.items() if k not in ("conditions", "observedGeneration")}
+        desired = previous.get("ready", "0/0").split("/")[-1]
     else:
-        conds = _conditions_for_valid(isvc, observed)
-        complete = conds[0].reason in (AVAILABLE, SCALED_TO_ZERO)
+        conds = _conditions(isvc, revisions, state)
+        desired = str(isvc.spec.replicas)
         status = {
             "selector": builders.selector_string(isvc),
             "endpoints": endpoints(isvc),
+            "rollout": state.to_status(),
         }
-        version = isvc.spec.model.version
-        if complete and version is not None and view.get("ready", 0) > 0:
-            status["servingVersion"] = version
-        elif not complete and previous.get("servingVersion") is not None:
-            # Pods of the previous revision still serve what they served.
-            status["servingVersion"] = previous["servingVersion"]
-        rollout: dict[str, Any] = {"phase": "Idle" if complete else "Progressing"}
-        if version is not None:
-            rollout["targetVersion"] = version
-        status["rollout"] = rollout
-    replicas = view.get("replicas", 0)
-    ready = view.get("ready", 0)
-    desired = isvc.spec.replicas if isvc else view.get("desired", 0)
+        stable = revisions.get(state.stable or "")
+        if stable is not None and stable.ready > 0 and stable.version is not None:
+            status["servingVersion"] = stable.version
     status.update(
         {
             "observedGeneration": generation,
