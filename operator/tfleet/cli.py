@@ -152,7 +152,12 @@ def _register_heartbeat() -> None:
     import kopf
 
     @kopf.on.startup(id="tfleet-heartbeat")
-    async def start_heartbeat(memo: kopf.Memo, **_: Any) -> None:
+    async def start_heartbeat(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
+        if memo.get("namespaced"):
+            # Watching CRDs (to notice ones created later) needs a cluster-wide grant; in
+            # namespaced mode the resources found at start are served and RBAC stays
+            # within the watched namespaces.
+            settings.scanning.disabled = True
         health = memo.get("health")
         if health is None:
             return
@@ -260,7 +265,8 @@ def run_operator(opts: RunOptions) -> int:
             standalone=True,
             clusterwide=not opts.namespaces,
             namespaces=list(opts.namespaces),
-            memo=kopf.Memo(kubeconfig=opts.kubeconfig, metrics=metrics, health=health),
+            memo=kopf.Memo(kubeconfig=opts.kubeconfig, metrics=metrics, health=health,
+                           namespaced=bool(opts.namespaces)),
             stop_flag=operator_stop,
             ready_flag=ready_flag,
         )
