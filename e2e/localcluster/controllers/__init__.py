@@ -26,7 +26,7 @@ Options (all optional):
 ``hpa_sync_seconds`` (15)
     How often each HorizontalPodAutoscaler is looked at again (the real resync period).
 ``events`` (True)
-    Record Events (ScalingReplicaSet, SuccessfulCreate, Scheduled, FailedScheduling, ...).
+    Record Normal events (ScalingReplicaSet, SuccessfulCreate, SuccessfulDelete, Scheduled).
     FailedScheduling and other warnings are recorded even when this is False.
 ``controllers`` (all)
     Names of the controllers to run: nodes, scheduler, kubelet, replicaset, deployment,

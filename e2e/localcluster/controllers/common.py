@@ -396,6 +396,12 @@ def select_by_labels(informer: Informer, namespace: str, selector: Mapping[str, 
 # ------------------------------------------------------------------------ workqueue
 
 
+# Reconciles triggered by events about *other* objects (a pod for its ReplicaSet, a
+# ReplicaSet for its Deployment, pods for a Service's endpoints) wait this long, so that a
+# burst (replicas of one ReplicaSet becoming Ready together) folds into one status write.
+BATCH_SECONDS = 0.03
+
+
 class WorkQueue:
     """Keys waiting to be reconciled, each at most once in the queue at a time."""
 

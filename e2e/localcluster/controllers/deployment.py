@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from .common import (
+    BATCH_SECONDS,
     EventRecorder,
     Informer,
     Key,
@@ -156,6 +157,24 @@ def template_hash(template: Mapping[str, Any], collision_count: int | None = Non
         text += f"#{collision_count}"
     digits = str(fnv32a(text.encode()))
     return "".join(NAME_ALPHABET[int(ch) % len(NAME_ALPHABET)] for ch in digits)
+
+
+def same_template(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal pod templates, ignoring the pod-template-hash label (no copies: this runs
+    for every ReplicaSet of a Deployment on every sync)."""
+    if set(a) - {"metadata"} != set(b) - {"metadata"}:
+        return False
+    if any(a[k] != b[k] for k in a if k != "metadata"):
+        return False
+    ma, mb = a.get("metadata") or {}, b.get("metadata") or {}
+    if set(ma) - {"labels"} != set(mb) - {"labels"} or any(
+        ma[k] != mb[k] for k in ma if k != "labels"
+    ):
+        return False
+    la, lb = ma.get("labels") or {}, mb.get("labels") or {}
+    return {k: v for k, v in la.items() if k != HASH_LABEL} == {
+        k: v for k, v in lb.items() if k != HASH_LABEL
+    }
 
 
 def template_without_hash(template: Mapping[str, Any]) -> dict[str, Any]:
@@ -378,7 +397,7 @@ class Planner:
     def is_new(self, rs: RS) -> bool:
         if (rs.template.get("metadata") or {}).get("labels", {}).get(HASH_LABEL) == self.hash:
             return True
-        return template_without_hash(rs.template) == template_without_hash(self.template)
+        return same_template(rs.template, self.template)
 
     def split(self) -> tuple[RS | None, list[RS]]:
         new = next((r for r in self.rss if self.is_new(r)), None)
@@ -865,7 +884,9 @@ class DeploymentController:
     def _enqueue_owner_of(self, rs: Mapping[str, Any]) -> None:
         for ref in meta(rs).get("ownerReferences") or []:
             if ref.get("controller") and ref.get("kind") == "Deployment":
-                self.queue.add((meta(rs).get("namespace") or "", ref.get("name")))
+                self.queue.add_after(
+                    (meta(rs).get("namespace") or "", ref.get("name")), BATCH_SECONDS
+                )
 
     def _on_rs(self, event_type: str, old: dict | None, new: dict | None) -> None:
         self._enqueue_owner_of(new or old or {})

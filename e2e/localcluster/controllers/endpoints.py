@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .common import (
+    BATCH_SECONDS,
     Informer,
     Key,
     WorkQueue,
@@ -415,7 +416,7 @@ class EndpointsController:
             if obj is not None:
                 keys |= self.services_for(ns, labels_of(obj))
         for key in keys:
-            self.queue.add(key)
+            self.queue.add_after(key, BATCH_SECONDS)
 
     def _on_owned(self, event_type: str, old: dict | None, new: dict | None) -> None:
         # Someone else changed or deleted an Endpoints object we manage: put it back.

@@ -509,10 +509,7 @@ class Kubelet:
                 f'Failed to pull image "{images}": not found',
                 now,
             )
-        else:
-            await self.events.record(
-                pod, "Pod", "v1", "Normal", "Started", "Started container", now
-            )
+        # No Normal "Started" event for healthy pods: a write per pod that nobody reads.
 
     async def _finish_deletion(self, key: Key, pod: dict, now: datetime) -> None:
         grace = meta(pod).get("deletionGracePeriodSeconds")

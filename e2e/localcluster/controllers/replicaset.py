@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from .common import (
+    BATCH_SECONDS,
     EventRecorder,
     Informer,
     Key,
@@ -210,7 +211,7 @@ class ReplicaSetController:
         if uid is None:
             return
         for rs in self.replicasets.by_index("uid", uid):
-            self.queue.add(key_of(rs))
+            self.queue.add_after(key_of(rs), BATCH_SECONDS)
 
     async def reconcile(self, key: Key) -> None:
         rs = self.replicasets.get(*key)

@@ -71,10 +71,25 @@ def pod_requests(pod: Mapping[str, Any]) -> dict[str, Fraction]:
     return {k: v for k, v in total.items() if v}
 
 
+_ALLOCATABLE_CACHE: dict[tuple[str, str], dict[str, Fraction]] = {}
+
+
 def node_allocatable(node: Mapping[str, Any]) -> dict[str, Fraction]:
     status = node.get("status") or {}
     alloc = status.get("allocatable") or status.get("capacity") or {}
-    return {name: parse_quantity(v) for name, v in alloc.items()}
+    # Parsed once per node version: this runs for every node for every pod scheduled.
+    cache_key = (
+        (node.get("metadata") or {}).get("uid") or "",
+        (node.get("metadata") or {}).get("resourceVersion") or "",
+    )
+    if cache_key[1] and cache_key in _ALLOCATABLE_CACHE:
+        return _ALLOCATABLE_CACHE[cache_key]
+    parsed = {name: parse_quantity(v) for name, v in alloc.items()}
+    if cache_key[1]:
+        if len(_ALLOCATABLE_CACHE) > 1000:
+            _ALLOCATABLE_CACHE.clear()
+        _ALLOCATABLE_CACHE[cache_key] = parsed
+    return parsed
 
 
 def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
@@ -308,7 +323,20 @@ class Scheduler:
             )
         ]
 
-    def _account(self, key: Key, pod: Mapping[str, Any] | None) -> None:
+    def _account(
+        self, key: Key, pod: Mapping[str, Any] | None, old: Mapping[str, Any] | None = None
+    ) -> None:
+        previous = self._held.get(key)
+        if (
+            previous is not None
+            and pod is not None
+            and old is not None
+            and consumes_resources(pod)
+            and pod["spec"]["nodeName"] == previous[0]
+            and (old.get("spec") or {}).get("containers")
+            == (pod.get("spec") or {}).get("containers")
+        ):
+            return  # a status update: same node, same requests
         previous = self._held.pop(key, None)
         if previous is not None:
             node, requests = previous
@@ -327,7 +355,7 @@ class Scheduler:
 
     def _on_pod(self, event_type: str, old: dict | None, new: dict | None) -> None:
         key = key_of(new or old or {})
-        self._account(key, new)
+        self._account(key, new, old)
         if new is not None and is_pending_unbound(new):
             self.queue.add(key)
         else:
@@ -401,21 +429,20 @@ class Scheduler:
                 return  # deleted or bound by someone else meanwhile
             raise
         self.pods.observe(bound)
-        cond = scheduled_condition("True", None, None, now)
-        updated = await self.cluster.patch(
-            "v1/pods",
-            key[0],
-            key[1],
-            {
-                "status": {
-                    "conditions": with_condition(
-                        (bound.get("status") or {}).get("conditions") or [], cond
-                    )
-                }
-            },
-            subresource="status",
-        )
-        self.pods.observe(updated)
+        # A fresh pod gets PodScheduled=True with the kubelet's first status a moment
+        # later (one write less per pod, which counts at fleet scale); a pod that was
+        # reported Unschedulable must not show that next to its node name.
+        if any(c.get("type") == "PodScheduled" for c in conditions):
+            cond = scheduled_condition("True", None, None, now)
+            current = (bound.get("status") or {}).get("conditions") or []
+            updated = await self.cluster.patch(
+                "v1/pods",
+                key[0],
+                key[1],
+                {"status": {"conditions": with_condition(current, cond)}},
+                subresource="status",
+            )
+            self.pods.observe(updated)
         log.debug("Bound Pod %s/%s to Node %s", key[0], key[1], decision.node)
         await self.events.record(
             pod,
