@@ -53,8 +53,12 @@ def validate_strictly(obj: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- the table
 
-SERVING = "Deployment/x:spec.template.spec.containers[0]"
-POD = "Deployment/x:spec.template.spec"
+# "{rev}" stands for the case's own revision: a Canary revision's Deployment and ConfigMap are
+# both named <name>-<revision>.
+DEPLOYMENT = "Deployment/x-{rev}"
+CONFIG_MAP = "ConfigMap/x-{rev}"
+SERVING = f"{DEPLOYMENT}:spec.template.spec.containers[0]"
+POD = f"{DEPLOYMENT}:spec.template.spec"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 # Each case: a manifest and expectations "<Kind>/<name>:<path>" -> value (ABSENT: not there),
@@ -67,7 +71,7 @@ CASES = [
             f"{SERVING}.resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
             f"{POD}.nodeSelector": ABSENT,
             f"{POD}.tolerations": ABSENT,
-            "Deployment/x:spec.replicas": 1,
+            f"{DEPLOYMENT}:spec.replicas": 1,
             "PodDisruptionBudget/x": ABSENT,
             "HorizontalPodAutoscaler/x": ABSENT,
         },
@@ -120,7 +124,7 @@ CASES = [
                 "--monitoring_config_file=/etc/tfleet/monitoring.config",
                 "--grpc_channel_arguments=grpc.max_connection_age_ms=30000",
             ],
-            "ConfigMap/x-config:data": {
+            f"{CONFIG_MAP}:data": {
                 "models.config": ABSENT,  # checked by key presence only, see test_expectations
                 "batching.config": ABSENT,
                 "monitoring.config": ABSENT,
@@ -137,15 +141,15 @@ CASES = [
                 "--model_config_file=/etc/tfleet/models.config",
                 "--model_config_file_poll_wait_seconds=60",
             ],
-            "ConfigMap/x-config:data": {"models.config": ABSENT},
-            "Deployment/x:spec.template.metadata.annotations.prometheus.io/scrape": ABSENT,
+            f"{CONFIG_MAP}:data": {"models.config": ABSENT},
+            f"{DEPLOYMENT}:spec.template.metadata.annotations.prometheus.io/scrape": ABSENT,
         },
         id="monitoring off and no connection age leave only the core flags",
     ),
     pytest.param(
         make_isvc("x"),
         {
-            "Deployment/x:spec.template.metadata.annotations": {
+            f"{DEPLOYMENT}:spec.template.metadata.annotations": {
                 "tfleet.dev/config-checksum": ABSENT,
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": "8501",
@@ -255,12 +259,12 @@ CASES = [
     ),
     pytest.param(
         make_isvc("x").replicas(2),
-        {"PodDisruptionBudget/x:spec.maxUnavailable": 1, "Deployment/x:spec.replicas": 2},
+        {"PodDisruptionBudget/x:spec.maxUnavailable": 1, f"{DEPLOYMENT}:spec.replicas": 2},
         id="two replicas get a PDB",
     ),
     pytest.param(
         make_isvc("x").replicas(0),
-        {"PodDisruptionBudget/x": ABSENT, "Deployment/x:spec.replicas": 0},
+        {"PodDisruptionBudget/x": ABSENT, f"{DEPLOYMENT}:spec.replicas": 0},
         id="scaled to zero gets no PDB",
     ),
     pytest.param(
@@ -281,9 +285,9 @@ CASES = [
             f"{POD}.imagePullSecrets": [{"name": "regcred"}],
             f"{POD}.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight": 100,
             f"{POD}.terminationGracePeriodSeconds": 90,
-            "Deployment/x:spec.template.metadata.annotations.sidecar.istio.io/inject": "false",
-            "Deployment/x:spec.template.metadata.labels.team": "vision",
-            "Deployment/x:spec.template.metadata.labels.app.kubernetes.io/name": "tensorflow-serving",
+            f"{DEPLOYMENT}:spec.template.metadata.annotations.sidecar.istio.io/inject": "false",
+            f"{DEPLOYMENT}:spec.template.metadata.labels.team": "vision",
+            f"{DEPLOYMENT}:spec.template.metadata.labels.app.kubernetes.io/name": "tensorflow-serving",
         },
         id="pod settings pass through, but tfleet's own labels win",
     ),
@@ -293,8 +297,51 @@ CASES = [
         {
             "Deployment/x:spec.strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": "10%"}},
             "Deployment/x:spec.progressDeadlineSeconds": 900,
+            "Deployment/x:spec.selector": {"matchLabels": {"tfleet.dev/inferenceservice": "x",
+                                                           "tfleet.dev/strategy": "RollingUpdate"}},
+            "Deployment/x:spec.template.metadata.labels.tfleet.dev/revision": "{rev}",
+            "Deployment/x:spec.template.metadata.labels.tfleet.dev/strategy": "RollingUpdate",
+            DEPLOYMENT: ABSENT,
+            f"{CONFIG_MAP}:immutable": True,
+            f"{POD}.volumes[0]": ABSENT,
+            "Deployment/x:spec.template.spec.volumes[0]": {"name": "config", "configMap": {"name": "x-{rev}"}},
         },
-        id="rolling update settings reach the Deployment",
+        id="rolling update: one Deployment named after the InferenceService, rolled in place, with the settings",
+    ),
+    pytest.param(
+        make_isvc("x").version(3).replicas(2).set("spec.rollout.minReadySeconds", 15),
+        {
+            f"{DEPLOYMENT}:spec.replicas": 2,
+            f"{DEPLOYMENT}:spec.minReadySeconds": 15,
+            f"{DEPLOYMENT}:spec.progressDeadlineSeconds": 600,
+            f"{DEPLOYMENT}:spec.selector": {"matchLabels": {"tfleet.dev/inferenceservice": "x",
+                                                            "tfleet.dev/strategy": "Canary",
+                                                            "tfleet.dev/revision": "{rev}"}},
+            # A Canary revision's pods are only ever added, never replaced in place.
+            f"{DEPLOYMENT}:spec.strategy": {"type": "RollingUpdate",
+                                            "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            f"{DEPLOYMENT}:metadata.labels.tfleet.dev/revision": "{rev}",
+            f"{DEPLOYMENT}:metadata.labels.tfleet.dev/strategy": "Canary",
+            f"{DEPLOYMENT}:metadata.labels.tfleet.dev/model-version": "3",
+            f"{DEPLOYMENT}:spec.template.metadata.labels.tfleet.dev/revision": "{rev}",
+            f"{DEPLOYMENT}:spec.template.metadata.labels.tfleet.dev/strategy": "Canary",
+            f"{DEPLOYMENT}:spec.template.metadata.labels.tfleet.dev/model-version": "3",
+            f"{POD}.volumes[0]": {"name": "config", "configMap": {"name": "x-{rev}"}},
+            f"{CONFIG_MAP}:immutable": True,
+            f"{CONFIG_MAP}:metadata.labels.tfleet.dev/revision": "{rev}",
+            "Deployment/x": ABSENT,
+            "Service/x:spec.selector": {"tfleet.dev/inferenceservice": "x"},
+        },
+        id="canary (the default): the revision's own Deployment and ConfigMap, labelled and selected by revision",
+    ),
+    pytest.param(
+        make_isvc("x"),
+        {
+            f"{DEPLOYMENT}:metadata.labels.tfleet.dev/model-version": ABSENT,
+            f"{DEPLOYMENT}:spec.template.metadata.labels.tfleet.dev/model-version": ABSENT,
+            f"{DEPLOYMENT}:spec.minReadySeconds": 0,
+        },
+        id="an unpinned model version gets no version label",
     ),
 ]
 
@@ -317,10 +364,22 @@ def _lookup(children: dict[str, dict[str, Any]], key: str) -> Any:
     return dig(children[child], path)
 
 
+def _with_revision(value: Any, rev: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{rev}", rev)
+    if isinstance(value, dict):
+        return {_with_revision(k, rev): _with_revision(v, rev) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_revision(v, rev) for v in value]
+    return value
+
+
 @pytest.mark.parametrize(("manifest", "expected"), CASES)
 def test_expectations(manifest: IsvcBuilder, expected: dict[str, Any]) -> None:
-    children = children_by_key(manifest.isvc())
-    for key, want in expected.items():
+    isvc = manifest.isvc()
+    rev = builders.compute_revision(isvc).name
+    children = children_by_key(isvc)
+    for key, want in _with_revision(expected, rev).items():
         have = _lookup(children, key)
         if isinstance(want, dict) and any(v is ABSENT for v in want.values()):
             # A dict with ABSENT values asks for exactly these keys; the values are checked elsewhere.
@@ -370,17 +429,23 @@ def test_variants_validate_strictly(make: Callable[[], IsvcBuilder]) -> None:
 @pytest.mark.parametrize("make", [v[1] for v in VARIANTS], ids=[v[0] for v in VARIANTS])
 def test_children_share_labels_namespace_and_have_no_owner(make: Callable[[], IsvcBuilder]) -> None:
     isvc = make().isvc()
-    expected_labels = {**STANDARD_LABELS, "app.kubernetes.io/instance": "x", "tfleet.dev/inferenceservice": "x"}
+    rev = builders.compute_revision(isvc).name
+    shared = {**STANDARD_LABELS, "app.kubernetes.io/instance": "x", "tfleet.dev/inferenceservice": "x"}
+    # Only what belongs to one revision says which; the rest is shared by every revision.
+    per_revision = {
+        "ConfigMap": {"tfleet.dev/revision": rev},
+        "Deployment": {"tfleet.dev/revision": rev, "tfleet.dev/strategy": "Canary"},
+    }
     for child in builders.build_children(isvc):
         assert child["metadata"]["namespace"] == "ml"
-        assert child["metadata"]["labels"] == expected_labels
+        assert child["metadata"]["labels"] == {**shared, **per_revision.get(child["kind"], {})}, child["kind"]
         # Owner references are the reconciler's business; render output must not carry any.
         assert "ownerReferences" not in child["metadata"]
 
 
 @pytest.mark.parametrize("make", [v[1] for v in VARIANTS], ids=[v[0] for v in VARIANTS])
 def test_pod_meets_the_restricted_pod_security_profile(make: Callable[[], IsvcBuilder]) -> None:
-    deployment = builders.build_deployment(make().isvc(), "0" * 64)
+    deployment = builders.build_deployment(make().isvc())
     pod = deployment["spec"]["template"]["spec"]
     pod_sc = pod["securityContext"]
     # The image sets no USER: runAsNonRoot alone would make the kubelet refuse to start it.
@@ -412,19 +477,24 @@ def test_pod_meets_the_restricted_pod_security_profile(make: Callable[[], IsvcBu
 
 def test_deployment_shape() -> None:
     isvc = make_isvc("x").replicas(4).pod(drainSeconds=20, terminationGracePeriodSeconds=60).isvc()
+    rev = builders.compute_revision(isvc).name
     children = children_by_key(isvc)
-    deployment = children["Deployment/x"]
+    deployment = children[f"Deployment/x-{rev}"]
     spec = deployment["spec"]
     pod = spec["template"]["spec"]
     serving = pod["containers"][0]
-    # The selector is immutable on a Deployment and must match the pod labels.
-    assert spec["selector"] == {"matchLabels": {"tfleet.dev/inferenceservice": "x"}}
+    # The selector is immutable on a Deployment and must match the pod labels; it names the
+    # revision, so that the Deployments of two revisions never adopt each other's pods.
+    assert spec["selector"] == {"matchLabels": {"tfleet.dev/inferenceservice": "x", "tfleet.dev/strategy": "Canary",
+                                                "tfleet.dev/revision": rev}}
     assert spec["template"]["metadata"]["labels"].items() >= spec["selector"]["matchLabels"].items()
+    assert spec["replicas"] == 4
     assert serving["name"] == "tensorflow-serving"
     assert [p["name"] for p in serving["ports"]] == ["grpc", "http"]
-    # The config volume names the ConfigMap that is built alongside.
+    # The config volume names the ConfigMap that is built alongside: the revision's own.
     config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
-    assert config_volume["configMap"]["name"] in [c.partition("/")[2] for c in children if c.startswith("ConfigMap/")]
+    assert config_volume["configMap"]["name"] == f"x-{rev}"
+    assert f"ConfigMap/x-{rev}" in children
     assert {"name": "config", "mountPath": "/etc/tfleet", "readOnly": True} in serving["volumeMounts"]
     # TF Serving ignores SIGTERM: a preStop drains, within the grace period.
     assert pod["terminationGracePeriodSeconds"] == 60
@@ -436,23 +506,47 @@ def test_deployment_shape() -> None:
 
 
 def test_children_come_in_creation_order() -> None:
-    kinds = [c["kind"] + "/" + c["metadata"]["name"] for c in
-             builders.build_children(make_isvc("x").replicas(2).autoscaling(2, 4).isvc())]
-    assert kinds == ["ConfigMap/x-config", "Deployment/x", "Service/x", "Service/x-grpc",
+    isvc = make_isvc("x").replicas(2).autoscaling(2, 4).isvc()
+    rev = builders.compute_revision(isvc).name
+    kinds = [c["kind"] + "/" + c["metadata"]["name"] for c in builders.build_children(isvc)]
+    # The ConfigMap comes first: the Deployment's pods mount it.
+    assert kinds == [f"ConfigMap/x-{rev}", f"Deployment/x-{rev}", "Service/x", "Service/x-grpc",
                      "HorizontalPodAutoscaler/x", "PodDisruptionBudget/x"]
 
 
 def test_building_is_deterministic() -> None:
     manifest = make_isvc("x").gpu(1).batching(16, [8, 16]).autoscaling(2, 4).credentials("c")
     assert builders.build_children(manifest.isvc()) == builders.build_children(manifest.isvc())
+    assert builders.compute_revision(manifest.isvc()) == builders.compute_revision(manifest.clone().isvc())
 
 
-# --------------------------------------------------------------------------- rollout trigger
+def test_replicas_argument_sizes_only_the_deployment() -> None:
+    isvc = make_isvc("x").replicas(4).isvc()
+    default, scaled = builders.build_children(isvc), builders.build_children(isvc, replicas=1)
+    assert builders.build_deployment(isvc)["spec"]["replicas"] == 4
+    assert builders.build_deployment(isvc, replicas=0)["spec"]["replicas"] == 0
+    assert [c["kind"] for c in default] == [c["kind"] for c in scaled]
+    for a, b in zip(default, scaled, strict=True):
+        if a["kind"] == "Deployment":
+            assert (a["spec"]["replicas"], b["spec"]["replicas"]) == (4, 1)
+            a, b = {**a, "spec": {**a["spec"], "replicas": 0}}, {**b, "spec": {**b["spec"], "replicas": 0}}
+        assert a == b, a["kind"]
+
+
+# --------------------------------------------------------------------------- revisions
+
+
+def _children_of(manifest: IsvcBuilder) -> dict[str, dict[str, Any]]:
+    return children_by_key(manifest.isvc())
+
+
+def _revision(manifest: IsvcBuilder) -> str:
+    return builders.compute_revision(manifest.isvc()).name
 
 
 def _checksum(manifest: IsvcBuilder) -> str:
-    annotations = children_by_key(manifest.isvc())["Deployment/x"]["spec"]["template"]["metadata"]["annotations"]
-    return str(annotations[builders.ANNOTATION_CONFIG_CHECKSUM])
+    deployment = builders.build_deployment(manifest.isvc())
+    return str(deployment["spec"]["template"]["metadata"]["annotations"][builders.ANNOTATION_CONFIG_CHECKSUM])
 
 
 CHECKSUM_CASES = [
@@ -481,3 +575,119 @@ def test_config_checksum_covers_the_configmap_data() -> None:
     config_map = builders.build_config_map(isvc)
     assert _checksum(make_isvc("x").batching(8)) == builders.checksum(config_map["data"])
     assert sorted(config_map["data"]) == sorted(tfconfig.config_files(isvc))
+    assert builders.compute_revision(isvc).checksum == builders.checksum(config_map["data"])
+
+
+def _base() -> IsvcBuilder:
+    return make_isvc("x").version(3).replicas(2).batching(8, [4, 8])
+
+
+REVISION_CASES = [
+    # What runs in a pod: each is a new revision.
+    pytest.param(lambda b: b.version(4), True, id="a model version bump is a new revision"),
+    pytest.param(lambda b: b.version(None), True, id="unpinning the version is a new revision"),
+    pytest.param(lambda b: b.base_path("s3://other/x"), True, id="a new base path is a new revision"),
+    pytest.param(lambda b: b.image("tensorflow/serving:2.20.0"), True, id="a new image is a new revision"),
+    pytest.param(lambda b: b.set("spec.batching.batchTimeoutMicros", 500), True,
+                 id="a batching change is a new revision (TF Serving cannot reload it)"),
+    pytest.param(lambda b: b.unset("spec.batching"), True, id="turning batching off is a new revision"),
+    pytest.param(lambda b: b.resources(requests={"cpu": "2"}), True, id="new resources are a new revision"),
+    pytest.param(lambda b: b.gpu(1), True, id="asking for a GPU is a new revision"),
+    pytest.param(lambda b: b.server(extraArgs=["--tensorflow_intra_op_parallelism=2"]), True,
+                 id="new server args are a new revision"),
+    pytest.param(lambda b: b.server(maxConnectionAgeSeconds=60), True, id="a new connection age is a new revision"),
+    pytest.param(lambda b: b.monitoring(False), True, id="turning monitoring off is a new revision"),
+    pytest.param(lambda b: b.credentials("creds"), True, id="storage credentials are a new revision"),
+    pytest.param(lambda b: b.pod(nodeSelector={"pool": "ml"}), True, id="a pod setting is a new revision"),
+    pytest.param(lambda b: b.rolling_update(), True,
+                 id="switching strategy is a new revision (its pods are selected differently)"),
+    # Around the pods: the same revision.
+    pytest.param(lambda b: b.replicas(7), False, id="a replicas-only change is not a new revision"),
+    pytest.param(lambda b: b.replicas(0), False, id="scaling to zero is not a new revision"),
+    pytest.param(lambda b: b.autoscaling(2, 9), False, id="adding an autoscaler is not a new revision"),
+    pytest.param(lambda b: b.headless(False).service_type("LoadBalancer"), False,
+                 id="Service settings are not a new revision"),
+    pytest.param(lambda b: b.canary(5, 25, 75, pause="5m"), False, id="new canary steps are not a new revision"),
+    pytest.param(lambda b: b.set("spec.rollout.progressDeadlineSeconds", 60).set("spec.rollout.autoRollback", False)
+                 .set("spec.rollout.minReadySeconds", 30).set("spec.rollout.revisionHistoryLimit", 1), False,
+                 id="rollout settings are not a new revision"),
+    pytest.param(lambda b: b.set("metadata.labels", {"team": "a"}).set("metadata.generation", 9), False,
+                 id="metadata of the InferenceService is not a new revision"),
+]
+
+
+@pytest.mark.parametrize(("change", "new_revision"), REVISION_CASES)
+def test_what_makes_a_new_revision(change: Callable[[IsvcBuilder], IsvcBuilder], new_revision: bool) -> None:
+    before, after = _base(), change(_base())
+    rev_before, rev_after = _revision(before), _revision(after)
+    assert re.fullmatch(r"[0-9a-f]{10}", rev_after)
+    assert (rev_before != rev_after) is new_revision
+    # A Canary revision lives in objects named after it, so a new revision means new objects
+    # beside the old ones, and the same revision means the same objects.
+    config_maps = [k for k in _children_of(after) if k.startswith("ConfigMap/")]
+    assert config_maps == [f"ConfigMap/x-{rev_after}"]
+    if after.spec.get("rollout", {}).get("strategy") != "RollingUpdate":
+        assert f"Deployment/x-{rev_after}" in _children_of(after)
+
+
+def _deployments_of_many_revisions() -> list[dict[str, Any]]:
+    """Deployments that one InferenceService may own at once: several Canary revisions, and
+    the RollingUpdate Deployment left from (or heading to) a switch of strategy."""
+    variants = [
+        _base(), _base().version(4), _base().version(5), _base().image("tensorflow/serving:2.20.0"),
+        _base().unset("spec.batching"), _base().rolling_update(), _base().rolling_update().version(4),
+    ]
+    return [builders.build_deployment(v.isvc()) for v in variants]
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return labels.items() >= selector.items()
+
+
+def test_two_deployments_never_select_each_others_pods() -> None:
+    deployments = _deployments_of_many_revisions()
+    names = [d["metadata"]["name"] for d in deployments]
+    # The two RollingUpdate variants are one Deployment rolled in place; the rest are distinct.
+    assert len(set(names)) == len(names) - 1
+    for a in deployments:
+        own = a["spec"]["selector"]["matchLabels"]
+        assert _selects(own, a["spec"]["template"]["metadata"]["labels"]), a["metadata"]["name"]
+        for b in deployments:
+            if b["metadata"]["name"] == a["metadata"]["name"]:
+                continue
+            assert not _selects(own, b["spec"]["template"]["metadata"]["labels"]), \
+                f"{a['metadata']['name']} selects the pods of {b['metadata']['name']}"
+
+
+def test_every_revision_serves_behind_the_same_service_and_pdb() -> None:
+    # Traffic follows the replica ratio only if the Service selects every revision's pods.
+    isvc = _base().isvc()
+    service, pdb = builders.build_service(isvc), builders.build_pdb(isvc)
+    assert pdb is not None
+    for deployment in _deployments_of_many_revisions():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert _selects(service["spec"]["selector"], labels)
+        assert _selects(pdb["spec"]["selector"]["matchLabels"], labels)
+
+
+def test_config_maps_are_immutable_and_named_by_their_content() -> None:
+    data_by_name: dict[str, dict[str, str]] = {}
+    for change, _ in (p.values for p in REVISION_CASES):
+        config_map = builders.build_config_map(change(_base()).isvc())
+        assert config_map["immutable"] is True
+        name = config_map["metadata"]["name"]
+        # An immutable object can never be updated: one name must always mean one content.
+        assert data_by_name.setdefault(name, config_map["data"]) == config_map["data"], name
+    assert len(data_by_name) > 1
+
+
+def test_pod_template_names_its_revision_and_config_map() -> None:
+    isvc = _base().isvc()
+    rev = builders.compute_revision(isvc)
+    template = builders.build_pod_template(isvc)
+    assert template == builders.build_pod_template(isvc, rev)
+    assert template == builders.build_deployment(isvc)["spec"]["template"]
+    assert template["metadata"]["labels"]["tfleet.dev/revision"] == rev.name
+    assert template["metadata"]["annotations"][builders.ANNOTATION_CONFIG_CHECKSUM] == rev.checksum
+    volume = next(v for v in template["spec"]["volumes"] if v["name"] == "config")
+    assert volume["configMap"]["name"] == builders.build_config_map(isvc, rev)["metadata"]["name"] == f"x-{rev.name}"
