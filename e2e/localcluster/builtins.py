@@ -11,7 +11,7 @@ import base64
 import ipaddress
 from typing import Any
 
-from . import errors
+from . import errors, validation
 from .objects import get_path, name_problems, now
 from .resources import ResourceType
 from .selectors import matches_label_selector
@@ -181,15 +181,18 @@ def _show(value: Any) -> str:
 
 
 def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
-    """The validation failures of a built-in object (a small subset of the real rules)."""
+    """The validation failures of a built-in object (a subset of the real rules, see validation.py)."""
     causes: list[Cause] = []
     kind = rt.kind
+    spec = obj.get("spec") or {}
     if kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet") and rt.group == "apps":
-        spec = obj.get("spec") or {}
         selector = spec.get("selector")
         labels = get_path(spec, ".template.metadata.labels") or {}
         if not selector:
             causes.append(errors.required("spec.selector"))
+        elif not selector.get("matchLabels") and not selector.get("matchExpressions"):
+            causes.append(validation.invalid("spec.selector", selector,
+                                             f"empty selector is invalid for {kind.lower()}"))
         elif not matches_label_selector(selector, labels):
             causes.append({
                 "reason": "FieldValueInvalid",
@@ -198,27 +201,21 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
             })
         if old is not None and selector:
             _immutable(causes, "spec.selector", selector, (old.get("spec") or {}).get("selector"))
-        containers = get_path(spec, ".template.spec.containers")
-        if not containers:
-            causes.append(errors.required("spec.template.spec.containers"))
+        causes.extend(validation.validate_label_map(labels, "spec.template.metadata.labels"))
+        causes.extend(validation.validate_pod_spec(get_path(spec, ".template.spec") or {},
+                                                   "spec.template.spec", template=True))
         replicas = spec.get("replicas")
         if isinstance(replicas, int) and replicas < 0:
             causes.append(errors.invalid_value(
                 "spec.replicas", replicas, "must be greater than or equal to 0"))
+    elif kind == "Job" and rt.group == "batch":
+        causes.extend(validation.validate_pod_spec(get_path(spec, ".template.spec") or {}, "spec.template.spec"))
     elif kind == "Pod" and rt.group == "":
-        spec = obj.get("spec") or {}
-        containers = spec.get("containers")
-        if not containers:
-            causes.append(errors.required("spec.containers"))
-        for i, c in enumerate(containers or []):
-            if not c.get("name"):
-                causes.append(errors.required(f"spec.containers[{i}].name"))
-            if not c.get("image"):
-                causes.append(errors.required(f"spec.containers[{i}].image"))
+        causes.extend(validation.validate_pod_spec(spec, "spec"))
         if old is not None:
             old_spec = old.get("spec") or {}
             old_names = [c.get("name") for c in old_spec.get("containers") or []]
-            new_names = [c.get("name") for c in containers or []]
+            new_names = [c.get("name") for c in spec.get("containers") or []]
             if old_names != new_names or (old_spec.get("nodeName") and
                                           spec.get("nodeName") != old_spec.get("nodeName")):
                 causes.append({"reason": "FieldValueForbidden",
@@ -231,17 +228,15 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
                                           "set to 1 if it was previously negative)",
                                "field": "spec"})
     elif kind == "Service" and rt.group == "":
-        spec = obj.get("spec") or {}
         if old is not None:
             old_ip = (old.get("spec") or {}).get("clusterIP")
             if old_ip and spec.get("clusterIP") != old_ip:
                 _immutable(causes, "spec.clusterIPs[0]", spec.get("clusterIP"), old_ip)
-        for i, port in enumerate(spec.get("ports") or []):
-            if not isinstance(port.get("port"), int):
-                causes.append(errors.required(f"spec.ports[{i}].port"))
         if spec.get("type") != "ExternalName" and not spec.get("ports") and spec.get("clusterIP") != "None":
             causes.append(errors.required("spec.ports"))
+        causes.extend(validation.validate_service(spec))
     elif kind in ("ConfigMap", "Secret") and rt.group == "":
+        causes.extend(validation.validate_config_keys(obj))
         if old is not None and old.get("immutable"):
             for f in ("data", "binaryData"):
                 if obj.get(f) != old.get(f):
@@ -263,6 +258,10 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
         problem = name_problems(obj["metadata"].get("name", ""), "label")
         if problem:
             causes.append(errors.invalid_value("metadata.name", obj["metadata"].get("name", ""), problem))
+    elif kind == "PodDisruptionBudget":
+        causes.extend(validation.validate_pdb(spec))
+    elif kind == "HorizontalPodAutoscaler":
+        causes.extend(validation.validate_hpa(spec))
     return causes
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from . import builtins, errors
+from . import builtins, errors, validation
 from .errors import ApiError
 from .objects import deep_copy, get_path, name_problems, new_uid, now, random_suffix, set_path
 from .resources import Registry, ResourceType, types_for_crd
@@ -426,6 +426,17 @@ class Cluster:
         """Defaulting, pruning and validation; returns the admitted object and warnings."""
         name = obj["metadata"].get("name", "")
         warnings: list[str] = []
+        meta_causes = validation.validate_object_meta(obj["metadata"])
+        if meta_causes:
+            raise errors.invalid(rt.kind, rt.group, name, meta_causes)
+        if old is not None and old["metadata"].get("deletionTimestamp"):
+            added = [f for f in obj["metadata"].get("finalizers") or []
+                     if f not in (old["metadata"].get("finalizers") or [])]
+            if added:
+                raise errors.invalid(rt.kind, rt.group, name, [validation.forbidden(
+                    "metadata.finalizers",
+                    "no new finalizers can be added if the object is being deleted, found new finalizers "
+                    "[]string{" + ", ".join(f'"{f}"' for f in added) + "}")])
         if rt.crd is not None:
             unknown: list[str] = []
             if _admission is not None:

@@ -1,0 +1,99 @@
+"""Built-in validation: objects a real apiserver rejects are rejected here, naming the field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+
+def _deployment(**container: Any) -> dict[str, Any]:
+    base = {"name": "main", "image": "nginx:1.27"}
+    base.update(container)
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "v"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "v"}},
+                 "template": {"metadata": {"labels": {"app": "v"}}, "spec": {"containers": [base]}}},
+    }
+
+
+def _with(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    node = doc
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    node[parts[-1]] = value
+    return doc
+
+
+TEMPLATE = "spec.template.spec.containers[0]"
+CASES = [
+    pytest.param(_deployment(ports=[{"name": "grpc-health-bridge", "containerPort": 8500}]),
+                 f"{TEMPLATE}.ports[0].name", "must be no more than 15 characters", id="port name too long"),
+    pytest.param(_deployment(volumeMounts=[{"name": "models", "mountPath": "/models"}]),
+                 f"{TEMPLATE}.volumeMounts[0].name", 'Not found: "models"', id="mount of an undeclared volume"),
+    pytest.param(_deployment(resources={"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}),
+                 f"{TEMPLATE}.resources.requests", "must be less than or equal to cpu limit of 1",
+                 id="request above limit"),
+    pytest.param(_deployment(env=[{"name": "1BAD", "value": "x"}]), f"{TEMPLATE}.env[0].name",
+                 "a valid environment variable name", id="bad env var name"),
+    pytest.param(_with(_deployment(), "metadata.labels", {"model": "s3://models/resnet"}), "metadata.labels",
+                 "a valid label must be an empty string", id="label value with a slash"),
+    pytest.param(_with(_deployment(), "spec.template.spec.restartPolicy", "Never"),
+                 "spec.template.spec.restartPolicy", 'Unsupported value: "Never"', id="restart policy of a template"),
+    pytest.param(_with(_deployment(), "spec.selector", {"matchLabels": {"app": "other"}}),
+                 "spec.template.metadata.labels", "`selector` does not match template `labels`",
+                 id="selector not matching the template"),
+    pytest.param({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "v"},
+                  "spec": {"selector": {"app": "v"}, "ports": [{"port": 8500}, {"port": 8501}]}},
+                 "spec.ports[0].name", "Required value", id="unnamed ports of a multi-port service"),
+    pytest.param({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "v"},
+                  "spec": {"minAvailable": 1, "maxUnavailable": 1, "selector": {"matchLabels": {"app": "v"}}}},
+                 "spec", "minAvailable and maxUnavailable cannot be both set", id="both PDB bounds"),
+    pytest.param({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "v"},
+                  "spec": {"minReplicas": 3, "maxReplicas": 2,
+                           "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "v"}}},
+                 "spec.maxReplicas", "must be greater than or equal to `minReplicas`", id="HPA bounds"),
+    pytest.param({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "v"}, "data": {"a b": "1"}},
+                 "data[a b]", "a valid config key", id="config map key"),
+]
+
+
+@pytest.mark.parametrize(("manifest", "field", "text"), CASES)
+def test_invalid_builtin_objects_are_rejected(api_client: Any, namespace: str, manifest: dict[str, Any],
+                                              field: str, text: str) -> None:
+    from kubernetes import utils
+
+    with pytest.raises((ApiException, utils.FailToCreateError)) as err:
+        utils.create_from_dict(api_client, manifest, namespace=namespace)
+    exc = err.value.api_exceptions[0] if isinstance(err.value, utils.FailToCreateError) else err.value
+    status = json.loads(exc.body)
+    assert (exc.status, status["reason"]) == (422, "Invalid")
+    causes = [c for c in status["details"]["causes"] if c.get("field") == field]
+    assert causes, f"no cause names {field}: {status['details']['causes']}"
+    assert any(text in c["message"] for c in causes), causes
+
+
+def test_no_new_finalizers_on_a_terminating_object(api_client: Any, namespace: str) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "f", "finalizers": ["a.dev/x"]}})
+    core.delete_namespaced_config_map("f", namespace)
+    with pytest.raises(ApiException) as err:
+        core.patch_namespaced_config_map("f", namespace, {"metadata": {"finalizers": ["a.dev/x", "b.dev/y"]}})
+    assert err.value.status == 422
+    assert "no new finalizers can be added if the object is being deleted" in json.loads(err.value.body)["message"]
+    core.patch_namespaced_config_map("f", namespace, {"metadata": {"finalizers": None}})
+
+
+def test_a_valid_deployment_passes(api_client: Any, namespace: str) -> None:
+    good = _deployment(ports=[{"name": "grpc", "containerPort": 8500}],
+                       resources={"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+                       volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}])
+    good["spec"]["template"]["spec"]["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+    created = client.AppsV1Api(api_client).create_namespaced_deployment(namespace, good)
+    assert created.metadata.uid
