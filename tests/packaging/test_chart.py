@@ -1,0 +1,180 @@
+"""The Helm chart, with the real helm v4: lint, render, validate against Kubernetes 1.35."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from tests.packaging.helm import CHART, HELM, find, helm, set_args, template
+
+K8S = "1.35.0"
+
+pytestmark = pytest.mark.skipif(not HELM.exists(), reason=f"{HELM} is missing (run `make tools`)")
+
+VALUE_SETS = {
+    "defaults": {},
+    "namespaced": {"watchNamespaces": ["ml", "ml-staging"]},
+    "single replica without election": {"replicaCount": 1, "leaderElection": {"enabled": False}},
+    "service monitor and pinned digest": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+        "image": {"repository": "registry.example.com/tfleet", "digest": "sha256:" + "ab" * 32},
+    },
+    "scheduling and extras": {
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                       "whenUnsatisfiable": "ScheduleAnyway",
+                                       "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "tfleet"}}}],
+        "priorityClassName": "system-cluster-critical",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/tfleet"}},
+    },
+}
+
+
+def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (dep,) = find(objects, "Deployment")
+    return dep
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (c,) = deployment(objects)["spec"]["template"]["spec"]["containers"]
+    return c  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("values", [{}, VALUE_SETS["namespaced"], VALUE_SETS["service monitor and pinned digest"]],
+                         ids=["defaults", "namespaced", "servicemonitor"])
+def test_helm_lint_strict_is_clean(values):
+    result = helm("lint", "--strict", str(CHART), *set_args(values))
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_rendered_object_validates_strictly_against_kubernetes_1_35(name):
+    objects = template(VALUE_SETS[name])
+    assert objects
+    for obj in objects:
+        if obj["apiVersion"] == "monitoring.coreos.com/v1":
+            continue  # not a built-in kind; checked on its own below
+        kubernetes_validate.validate(obj, K8S, strict=True)
+
+
+def test_the_chart_carries_the_generated_crd_unchanged():
+    generated = subprocess.run([sys.executable, "-m", "tfleet.cli", "crd"], capture_output=True, text=True,
+                               check=True).stdout
+    copy = (CHART / "crds" / "inferenceservices.tfleet.dev.yaml").read_text()
+    assert copy == generated, "the chart's CRD drifted from the typed API: run `make manifests`"
+
+
+def test_the_operator_arguments_parse_with_tfleet_run_itself():
+    from tfleet.cli import build_parser
+
+    for values in VALUE_SETS.values():
+        c = container(template(values))
+        args = [a.replace("$(POD_NAMESPACE)", "tfleet-system") for a in c["args"]]
+        parsed = build_parser().parse_args(args)
+        assert isinstance(parsed, argparse.Namespace) and parsed.command == "run"
+        assert parsed.namespace == (values.get("watchNamespaces") or None)
+        assert parsed.leader_election == values.get("leaderElection", {}).get("enabled", True)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert (parsed.metrics_port, parsed.health_port) == (ports["metrics"], ports["health"])
+        assert parsed.log_format == "json"
+
+
+def test_the_operator_runs_restricted_with_probes_and_hands_its_image_to_serving_pods():
+    objects = template(VALUE_SETS["service monitor and pinned digest"])
+    c = container(objects)
+    pod = deployment(objects)["spec"]["template"]["spec"]
+    assert c["image"] == "registry.example.com/tfleet@sha256:" + "ab" * 32
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["TFLEET_BRIDGE_IMAGE"] == c["image"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0 and pod["securityContext"]["runAsGroup"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    assert {v["mountPath"] for v in c["volumeMounts"]} == {"/tmp"}
+
+
+def test_the_default_image_is_the_app_version():
+    c = container(template())
+    chart = helm("show", "chart", str(CHART)).stdout
+    app_version = next(line.split(":", 1)[1].strip().strip('"') for line in chart.splitlines()
+                       if line.startswith("appVersion:"))
+    assert c["image"] == f"ghcr.io/tfleet/tfleet:{app_version}"
+
+
+def test_cluster_wide_mode_grants_a_cluster_role_and_namespaced_mode_only_roles():
+    wide = template()
+    assert [o["metadata"]["name"] for o in find(wide, "ClusterRole")] == ["tfleet"]
+    assert [o["metadata"]["name"] for o in find(wide, "Role")] == ["tfleet-leader-election"]
+
+    scoped = template(VALUE_SETS["namespaced"])
+    assert find(scoped, "ClusterRole") == [] and find(scoped, "ClusterRoleBinding") == []
+    roles = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(scoped, "Role")}
+    assert roles == {("ml", "tfleet"), ("ml-staging", "tfleet"), ("tfleet-system", "tfleet-leader-election")}
+    for binding in find(scoped, "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tfleet", "namespace": "tfleet-system"}]
+
+
+def test_no_rule_uses_a_wildcard():
+    for values in VALUE_SETS.values():
+        for role in find(template(values), "ClusterRole") + find(template(values), "Role"):
+            for rule in role["rules"]:
+                for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                    assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
+
+
+def test_the_lease_role_names_its_lease_and_disappears_without_election():
+    (role,) = find(template({"leaderElection": {"leaseName": "ops-lease"}}), "Role")
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert named == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                      "resourceNames": ["ops-lease"], "verbs": ["get", "update"]}]
+    single = template(VALUE_SETS["single replica without election"])
+    assert find(single, "Role") == [] and find(single, "PodDisruptionBudget") == []
+    assert "--leader-election" not in container(single)["args"]
+
+
+def test_the_service_monitor_scrapes_the_metrics_service():
+    objects = template(VALUE_SETS["service monitor and pinned digest"])
+    (monitor,) = find(objects, "ServiceMonitor")
+    (service,) = find(objects, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["selector"] == monitor["spec"]["selector"]["matchLabels"]
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s",
+                                             "scrapeTimeout": "10s"}]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
+    assert find(template(), "ServiceMonitor") == []
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"replicaCount": "two"}, "at '/replicaCount': got string, want integer"),
+    ({"logging": {"format": "xml"}}, "at '/logging/format': value must be one of 'json', 'text'"),
+    ({"watchNamespaces": ["Team_A"]}, "at '/watchNamespaces/0': 'Team_A' does not match pattern"),
+    ({"metrcs": {"port": 9090}}, "additional properties 'metrcs' not allowed"),
+    ({"metrics": {"port": 70000}}, "at '/metrics/port': maximum: got 70,000, want 65,535"),
+    ({"image": {"digest": "latest"}}, "at '/image/digest': 'latest' does not match pattern"),
+    ({"metrics": {"serviceMonitor": {"interval": "30 seconds"}}}, "at '/metrics/serviceMonitor/interval'"),
+    ({"leaderElection": {"enabled": "yes"}}, "at '/leaderElection/enabled': got string, want boolean"),
+], ids=["replicas-type", "log-format", "namespace-name", "typo", "port-range", "digest", "duration", "bool"])
+def test_bad_values_fail_with_a_message_naming_the_value(values, message):
+    result = helm("template", "t", str(CHART), *set_args(values), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_several_replicas_without_leader_election_are_refused():
+    result = helm("template", "t", str(CHART), *set_args({"replicaCount": 2, "leaderElection": {"enabled": False}}),
+                  check=False)
+    assert result.returncode != 0
+    assert "replicaCount > 1 needs leaderElection.enabled=true" in result.stderr
