@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -22,30 +24,62 @@ def tfleet_crd(kubectl):  # type: ignore[no-untyped-def]
     return CRD
 
 
-@pytest.fixture(scope="session")
-def operator_process(kubeconfig, tfleet_crd, tmp_path_factory) -> Iterator[subprocess.Popen[str]]:  # type: ignore[no-untyped-def]
+class OperatorProcess:
     """The operator as users run it: `tfleet run` in its own process, watching all namespaces."""
-    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    log = open(log_path, "w")  # noqa: SIM115 (kept open for the process's lifetime)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfleet.cli", "run", "--kubeconfig", str(kubeconfig), "--all-namespaces"],
-        stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
-    )
-    # The operator is ready once kopf has started its watches; its log says so.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tfleet run exited with {proc.returncode}:\n{log_path.read_text()}")
-        if "Starting the main loop" in log_path.read_text() or "watch-stream" in log_path.read_text():
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.log_path = log_path  # type: ignore[attr-defined]
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+
+    def __init__(self, kubeconfig: Path, log_path: Path):
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.proc: subprocess.Popen[str] | None = None
+        self._log: IO[str] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "a")  # noqa: SIM115 (kept open for the process's lifetime)
+        self._log.write(f"--- start {self.starts + 1}\n")
+        self._log.flush()
+        mark = self.log_path.stat().st_size
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tfleet.cli", "run", "--kubeconfig", str(self.kubeconfig), "--all-namespaces"],
+            stdout=self._log, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+        )
+        self.starts += 1
+        # kopf logs the end of its initial listing; until then no handler runs.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tfleet run exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            with open(self.log_path) as log:
+                log.seek(mark)
+                if "Initial authentication has finished" in log.read():
+                    break
+            time.sleep(0.1)
+        time.sleep(0.5)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as when a node dies."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self._log is not None:
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture(scope="session")
+def operator_process(kubeconfig, tfleet_crd, tmp_path_factory) -> Iterator[OperatorProcess]:  # type: ignore[no-untyped-def]
+    operator = OperatorProcess(Path(kubeconfig), tmp_path_factory.mktemp("operator") / "operator.log")
+    operator.start()
+    yield operator
+    operator.stop()

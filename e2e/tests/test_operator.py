@@ -49,6 +49,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "con
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
+def deployments(kubectl: Callable[..., Any], namespace: str, name: str) -> list[dict[str, Any]]:
+    return get(kubectl, "deployments", "-n", namespace, "-l", f"tfleet.dev/inferenceservice={name}")["items"]  # type: ignore[no-any-return]
+
+
+def the_deployment(kubectl: Callable[..., Any], namespace: str, name: str) -> dict[str, Any]:
+    (dep,) = [d for d in deployments(kubectl, namespace, name) if d["spec"]["replicas"] > 0]
+    return dep
+
+
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond["type"] == type_:
@@ -84,8 +93,10 @@ def test_an_applied_inference_service_gets_its_children_and_a_ready_status(kubec
         assert condition(isvc, type_)["status"] == expected, type_
 
     uid = isvc["metadata"]["uid"]
-    for kind, name in (("configmap", "resnet-config"), ("deployment", "resnet"), ("service", "resnet"),
-                       ("service", "resnet-grpc"), ("poddisruptionbudget", "resnet")):
+    revision = isvc["status"]["rollout"]["stableRevision"]
+    assert isvc["status"]["rollout"]["phase"] == "Idle"
+    for kind, name in (("configmap", f"resnet-{revision}"), ("deployment", f"resnet-{revision}"),
+                       ("service", "resnet"), ("service", "resnet-grpc"), ("poddisruptionbudget", "resnet")):
         child = get(kubectl, kind, name, "-n", namespace)
         owners = child["metadata"]["ownerReferences"]
         assert [(o["kind"], o["uid"], o["controller"]) for o in owners] == [("InferenceService", uid, True)], name
@@ -93,7 +104,7 @@ def test_an_applied_inference_service_gets_its_children_and_a_ready_status(kubec
 
     events = get(kubectl, "events", "-n", namespace, "--field-selector", "involvedObject.name=resnet")
     messages = " ".join(e["message"] for e in events["items"])
-    assert "Created Deployment resnet" in messages
+    assert f"Created Deployment resnet-{revision}" in messages
 
 
 @pytest.mark.simulated  # reads the local control plane's request log
@@ -107,46 +118,53 @@ def test_a_converged_inference_service_causes_no_writes(kubectl, namespace, loca
 
 def test_drift_in_a_child_is_reverted_and_foreign_annotations_are_kept(kubectl, namespace):
     apply_and_wait_ready(kubectl, manifest("drift", namespace), namespace, "drift")
-    kubectl("annotate", "deployment", "drift", "-n", namespace, "team.example.com/owner=search")
-    kubectl("set", "image", "deployment/drift", "-n", namespace, "tensorflow-serving=evil/image:latest")
+    name = the_deployment(kubectl, namespace, "drift")["metadata"]["name"]
+    kubectl("annotate", "deployment", name, "-n", namespace, "team.example.com/owner=search")
+    kubectl("set", "image", f"deployment/{name}", "-n", namespace, "tensorflow-serving=evil/image:latest")
 
     def image_restored() -> bool:
-        dep = get(kubectl, "deployment", "drift", "-n", namespace)
+        dep = get(kubectl, "deployment", name, "-n", namespace)
         return dep["spec"]["template"]["spec"]["containers"][0]["image"] == "tensorflow/serving:2.19.0"
 
     wait_for(image_restored, what="the operator to revert the image")
-    dep = get(kubectl, "deployment", "drift", "-n", namespace)
+    dep = get(kubectl, "deployment", name, "-n", namespace)
     assert dep["metadata"]["annotations"]["team.example.com/owner"] == "search"
 
 
 def test_scaling_the_inference_service_scales_the_deployment(kubectl, namespace):
-    apply_and_wait_ready(kubectl, manifest("scaled", namespace), namespace, "scaled")
+    isvc = apply_and_wait_ready(kubectl, manifest("scaled", namespace), namespace, "scaled")
+    revision = isvc["status"]["rollout"]["stableRevision"]
     kubectl("scale", "tfis/scaled", "-n", namespace, "--replicas=3")
-    wait_for(lambda: get(kubectl, "deployment", "scaled", "-n", namespace)["spec"]["replicas"] == 3,
+    wait_for(lambda: get(kubectl, "deployment", f"scaled-{revision}", "-n", namespace)["spec"]["replicas"] == 3,
              what="Deployment replicas 3")
     kubectl("wait", "--for=jsonpath={.status.readyReplicas}=3", "tfis/scaled", "-n", namespace, "--timeout=30s")
-    # A replica change is not a new pod template.
-    dep = get(kubectl, "deployment", "scaled", "-n", namespace)
-    assert dep["metadata"]["generation"] >= 2
+    # A replica change is not a new revision: still one Deployment, no rollout.
+    assert [d["metadata"]["name"] for d in deployments(kubectl, namespace, "scaled")] == [f"scaled-{revision}"]
+    assert get(kubectl, "tfis", "scaled", "-n", namespace)["status"]["rollout"]["stableRevision"] == revision
 
 
-def test_a_batching_change_rolls_the_pods_through_the_config_checksum(kubectl, namespace):
-    apply_and_wait_ready(kubectl, manifest("batched", namespace), namespace, "batched")
+def test_a_batching_change_is_a_new_revision_with_its_own_config(kubectl, namespace):
+    fast = {"steps": [{"weight": 50, "pause": "1s"}]}
+    isvc = apply_and_wait_ready(kubectl, manifest("batched", namespace, rollout=fast), namespace, "batched")
+    old = isvc["status"]["rollout"]["stableRevision"]
+    kubectl("apply", "-f", "-", input=manifest("batched", namespace, rollout=fast, batching={"maxBatchSize": 16}))
 
-    def checksum() -> str:
-        dep = get(kubectl, "deployment", "batched", "-n", namespace)
-        return dep["spec"]["template"]["metadata"]["annotations"]["tfleet.dev/config-checksum"]  # type: ignore[no-any-return]
+    def promoted() -> str | None:
+        rollout = get(kubectl, "tfis", "batched", "-n", namespace)["status"]["rollout"]
+        return rollout["stableRevision"] if rollout["phase"] == "Succeeded" else None
 
-    before = checksum()
-    kubectl("apply", "-f", "-", input=manifest("batched", namespace, batching={"maxBatchSize": 16}))
-    wait_for(lambda: checksum() != before, what="a new config checksum")
-    config = get(kubectl, "configmap", "batched-config", "-n", namespace)
+    new = wait_for(promoted, what="the batching change to roll out")
+    assert new != old
+    config = get(kubectl, "configmap", f"batched-{new}", "-n", namespace)
     assert "max_batch_size" in config["data"]["batching.config"]
+    assert config["immutable"] is True
+    replicas = {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments(kubectl, namespace, "batched")}
+    assert replicas == {f"batched-{new}": 1, f"batched-{old}": 0}
 
 
 def test_an_invalid_spec_is_reported_and_the_serving_pods_keep_running(kubectl, namespace):
     apply_and_wait_ready(kubectl, manifest("broken", namespace, replicas=2), namespace, "broken")
-    before = get(kubectl, "deployment", "broken", "-n", namespace)
+    before = the_deployment(kubectl, namespace, "broken")
     # Passes the CRD schema, fails a semantic rule only tfleet knows.
     bad = yaml.safe_load(manifest("broken", namespace, replicas=2))
     bad["spec"]["model"]["basePath"] = "ftp://models/half_plus_two"
@@ -159,7 +177,7 @@ def test_an_invalid_spec_is_reported_and_the_serving_pods_keep_running(kubectl, 
     ready = wait_for(invalid, what="Ready=False InvalidSpec")
     assert ready["status"] == "False"
     assert "spec.model.basePath" in ready["message"] and "ftp://" in ready["message"]
-    after = get(kubectl, "deployment", "broken", "-n", namespace)
+    after = get(kubectl, "deployment", before["metadata"]["name"], "-n", namespace)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert after["status"].get("readyReplicas") == 2
     events = get(kubectl, "events", "-n", namespace, "--field-selector", "reason=InvalidSpec")

@@ -387,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_subcommands(sub)
+
+    from tfleet import rollout_cli
+
+    rollout_cli.add_subcommands(sub)
     return parser
 
 

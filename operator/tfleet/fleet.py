@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from tfleet import reconcile, rollout
@@ -27,8 +27,7 @@ Key = tuple[str, str]  # (namespace, name) of an InferenceService
 MAX_BACKOFF_SECONDS = 60.0
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+utcnow = rollout.utc_now
 
 
 def _rv(obj: Manifest) -> int:

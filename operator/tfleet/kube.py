@@ -149,14 +149,30 @@ class Kube:
                              {"fieldManager": MANAGER})
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Manifest:
-        """Replace the InferenceService's status in one merge patch on the status subresource."""
+        """Replace the InferenceService's status in one patch on the status subresource.
+
+        A JSON patch `add` replaces the whole status: a merge patch would keep every field the
+        new status leaves out (a finished rollout's canaryRevision, say), and the next
+        reconcile would act on it again.
+        """
         path = resource_path(API_VERSION, KIND, namespace, name) + "/status"
         self._count("patch", f"{KIND}/status")
-        # Conditions and nested objects are replaced whole: merge patch sets them as given.
-        return self._request("PATCH", path, {"status": status}, "application/merge-patch+json")
+        return self._request("PATCH", path, [{"op": "add", "path": "/status", "value": status}],
+                             "application/json-patch+json")
 
     def get_isvc(self, namespace: str, name: str) -> Manifest:
         return self._request("GET", resource_path(API_VERSION, KIND, namespace, name))
+
+    def annotate_isvc(self, namespace: str, name: str, annotations: dict[str, str | None]) -> Manifest:
+        """Set (or, with None, remove) annotations on an InferenceService."""
+        path = resource_path(API_VERSION, KIND, namespace, name)
+        self._count("patch", KIND)
+        return self._request("PATCH", path, {"metadata": {"annotations": annotations}},
+                             "application/merge-patch+json")
+
+    def list_deployments(self, namespace: str, label_selector: str) -> list[Manifest]:
+        path = resource_path("apps/v1", "Deployment", namespace)
+        return list(self._request("GET", path, query={"labelSelector": label_selector}).get("items") or [])
 
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about the InferenceService, as `kubectl describe` shows it."""

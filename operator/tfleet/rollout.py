@@ -26,7 +26,7 @@ old revision to zero.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tfleet.schema import duration_seconds
@@ -168,6 +168,11 @@ def canary_replicas(replicas: int, weight: int) -> int:
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utc_now() -> datetime:
+    """The current UTC time, naive, as every time in status is UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def format_time(moment: datetime) -> str:

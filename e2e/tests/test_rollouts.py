@@ -1,0 +1,241 @@
+"""Gradual rollouts end to end: the real operator process, kubectl, and `tfleet rollout`.
+
+Scenarios that make pods misbehave use the local control plane's behaviour rules and are
+marked `simulated` (skipped on a real cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from e2e.localcluster.controllers.behaviour import set_rules
+
+pytestmark = pytest.mark.usefixtures("operator_process")
+
+
+def manifest(name: str, namespace: str, version: int, replicas: int, steps: list[dict[str, Any]],
+             **rollout: Any) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "tfleet.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {"basePath": "gs://bucket/models/fraud", "version": version},
+            "replicas": replicas,
+            "rollout": {"steps": steps, **rollout},
+        },
+    })
+
+
+def get_isvc(kubectl: Callable[..., Any], namespace: str, name: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", "tfis", name, "-n", namespace, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def rollout_status(kubectl: Callable[..., Any], namespace: str, name: str) -> dict[str, Any]:
+    return get_isvc(kubectl, namespace, name).get("status", {}).get("rollout", {})  # type: ignore[no-any-return]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 40, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def tfleet(kubeconfig: Any, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tfleet.cli", *args, "--kubeconfig", str(kubeconfig)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class Sampler:
+    """Samples every Deployment of an InferenceService in the background."""
+
+    def __init__(self, api_client: Any, namespace: str, name: str):
+        self.apps = client.AppsV1Api(api_client)
+        self.namespace, self.name = namespace, name
+        self.samples: list[dict[str, tuple[int, int]]] = []  # revision -> (replicas, ready)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            deployments = self.apps.list_namespaced_deployment(
+                self.namespace, label_selector=f"tfleet.dev/inferenceservice={self.name}").items
+            self.samples.append({
+                d.metadata.labels["tfleet.dev/revision"]: (d.spec.replicas or 0, (d.status and d.status.ready_replicas) or 0)
+                for d in deployments
+            })
+            time.sleep(0.05)
+
+    def min_ready(self) -> int:
+        return min(sum(ready for _, ready in sample.values()) for sample in self.samples)
+
+    def shapes(self, stable: str, canary: str) -> list[tuple[int, int]]:
+        """The distinct (stable replicas, canary replicas) states, in order."""
+        out: list[tuple[int, int]] = []
+        for sample in self.samples:
+            shape = (sample.get(stable, (0, 0))[0], sample.get(canary, (0, 0))[0])
+            if not out or out[-1] != shape:
+                out.append(shape)
+        return out
+
+
+@contextmanager
+def sampling(api_client: Any, namespace: str, name: str) -> Iterator[Sampler]:
+    sampler = Sampler(api_client, namespace, name)
+    sampler._thread.start()
+    try:
+        yield sampler
+    finally:
+        sampler._stop.set()
+        sampler._thread.join(timeout=5)
+
+
+def start_ready(kubectl: Callable[..., Any], text: str, namespace: str, name: str) -> str:
+    kubectl("apply", "-f", "-", input=text)
+    kubectl("wait", "--for=condition=Ready", f"tfis/{name}", "-n", namespace, "--timeout=60s")
+    return rollout_status(kubectl, namespace, name)["stableRevision"]  # type: ignore[no-any-return]
+
+
+def test_a_version_bump_goes_through_every_step_without_losing_capacity(kubectl, namespace, api_client):
+    steps = [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}]
+    old = start_ready(kubectl, manifest("fraud", namespace, 1, 4, steps), namespace, "fraud")
+    with sampling(api_client, namespace, "fraud") as sampler:
+        kubectl("apply", "-f", "-", input=manifest("fraud", namespace, 2, 4, steps))
+        new = wait_for(lambda: rollout_status(kubectl, namespace, "fraud").get("canaryRevision"), what="a canary")
+        wait_for(lambda: rollout_status(kubectl, namespace, "fraud").get("phase") == "Succeeded",
+                 what="the rollout to succeed")
+        time.sleep(0.5)
+    # canary = round(4 * 25 / 75) = 1 pod at 25%, 4 pods (an equal share) at 50%, then
+    # promotion: the canary has all 4 before the old revision goes to zero.
+    assert sampler.shapes(old, new) == [(4, 0), (4, 1), (4, 4), (0, 4)]
+    assert sampler.min_ready() >= 4, "ready capacity dropped below spec.replicas"
+    isvc = get_isvc(kubectl, namespace, "fraud")
+    assert isvc["status"]["servingVersion"] == 2
+    assert isvc["status"]["rollout"]["stableRevision"] == new
+    assert isvc["status"]["rollout"]["history"] == [old]
+    events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+    reasons = [e["reason"] for e in events if e["involvedObject"]["name"] == "fraud"]
+    for reason in ("RolloutStarted", "RolloutStepAdvanced", "RolloutPromoting", "RolloutSucceeded"):
+        assert reason in reasons
+
+
+@pytest.mark.simulated
+@pytest.mark.parametrize(("behaviour", "reason"), [
+    ("never-ready", "0 of 1 canary pods became ready"),
+    ("crash-loop", "1 of 1 canary pods crash-looping"),
+])
+def test_a_bad_version_rolls_back_by_itself_and_is_not_retried(kubectl, namespace, api_client, behaviour, reason):
+    set_rules(client.CoreV1Api(api_client), [
+        {"match": {"namespace": namespace, "labelSelector": "tfleet.dev/model-version=3"}, "behaviour": behaviour},
+    ])
+    steps = [{"weight": 25, "pause": "1s"}]
+    try:
+        start_ready(kubectl, manifest("bad", namespace, 2, 3, steps, progressDeadlineSeconds=3), namespace, "bad")
+        with sampling(api_client, namespace, "bad") as sampler:
+            kubectl("apply", "-f", "-", input=manifest("bad", namespace, 3, 3, steps, progressDeadlineSeconds=3))
+            status = wait_for(lambda: (s := rollout_status(kubectl, namespace, "bad")).get("phase") == "RolledBack" and s,
+                              timeout=30, what="an automatic rollback")
+            time.sleep(2)  # long enough for a retry, if there were one
+        assert reason in status["message"]
+        assert sampler.min_ready() >= 3, "the stable revision lost capacity"
+        isvc = get_isvc(kubectl, namespace, "bad")
+        degraded = next(c for c in isvc["status"]["conditions"] if c["type"] == "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack")
+        assert isvc["status"]["servingVersion"] == 2
+        failed = status["failedRevision"]
+        assert rollout_status(kubectl, namespace, "bad")["phase"] == "RolledBack"
+        canary = client.AppsV1Api(api_client).read_namespaced_deployment(f"bad-{failed}", namespace)
+        assert canary.spec.replicas == 0
+        events = json.loads(kubectl("get", "events", "-n", namespace, "--field-selector",
+                                    "reason=RolloutRolledBack", "-o", "json").stdout)["items"]
+        assert len(events) == 1 and reason in events[0]["message"]
+    finally:
+        set_rules(client.CoreV1Api(api_client), [])
+
+
+def test_an_operator_killed_twice_mid_rollout_completes_it(kubectl, namespace, operator_process):
+    steps = [{"weight": 25, "pause": "3s"}, {"weight": 50, "pause": "3s"}]
+    start_ready(kubectl, manifest("sturdy", namespace, 1, 2, steps), namespace, "sturdy")
+    kubectl("apply", "-f", "-", input=manifest("sturdy", namespace, 2, 2, steps))
+    for step in (0, 1):
+        wait_for(lambda step=step: rollout_status(kubectl, namespace, "sturdy").get("step") == step,
+                 what=f"step {step}")
+        operator_process.kill()
+        time.sleep(1.0)
+        operator_process.start()
+    wait_for(lambda: rollout_status(kubectl, namespace, "sturdy").get("phase") == "Succeeded",
+             what="the rollout to finish after the restarts")
+    isvc = get_isvc(kubectl, namespace, "sturdy")
+    assert isvc["status"]["servingVersion"] == 2
+    assert isvc["status"]["readyReplicas"] == 2
+
+
+def test_a_bump_during_a_rollout_supersedes_it(kubectl, namespace, api_client, kubeconfig):
+    steps = [{"weight": 50, "pause": "60s"}]
+    stable = start_ready(kubectl, manifest("moving", namespace, 1, 2, steps), namespace, "moving")
+    with sampling(api_client, namespace, "moving") as sampler:
+        kubectl("apply", "-f", "-", input=manifest("moving", namespace, 2, 2, steps))
+        first = wait_for(lambda: rollout_status(kubectl, namespace, "moving").get("canaryRevision"), what="canary")
+        kubectl("apply", "-f", "-", input=manifest("moving", namespace, 3, 2, steps))
+        second = wait_for(lambda: (c := rollout_status(kubectl, namespace, "moving").get("canaryRevision")) != first and c,
+                          what="the second canary")
+        wait_for(lambda: not [s for s in sampler.samples[-1:] if first in s], what="the first canary to go")
+        assert tfleet(kubeconfig, "rollout", "promote", "moving", "-n", namespace).returncode == 0
+        wait_for(lambda: rollout_status(kubectl, namespace, "moving").get("phase") == "Succeeded", what="promotion")
+    assert sampler.min_ready() >= 2
+    assert get_isvc(kubectl, namespace, "moving")["status"]["servingVersion"] == 3
+    deployments = client.AppsV1Api(api_client).list_namespaced_deployment(
+        namespace, label_selector="tfleet.dev/inferenceservice=moving").items
+    assert {d.metadata.labels["tfleet.dev/revision"]: d.spec.replicas for d in deployments} == {stable: 0, second: 2}
+
+
+def test_pause_resume_promote_and_abort_through_the_cli(kubectl, namespace, kubeconfig):
+    steps = [{"weight": 25, "pause": "60s"}, {"weight": 50, "pause": "60s"}]
+    start_ready(kubectl, manifest("steer", namespace, 1, 2, steps), namespace, "steer")
+    kubectl("apply", "-f", "-", input=manifest("steer", namespace, 2, 2, steps))
+    wait_for(lambda: rollout_status(kubectl, namespace, "steer").get("phase") == "Progressing", what="a rollout")
+
+    assert tfleet(kubeconfig, "rollout", "pause", "steer", "-n", namespace).returncode == 0
+    wait_for(lambda: rollout_status(kubectl, namespace, "steer").get("phase") == "Paused", what="Paused")
+    timed_out = tfleet(kubeconfig, "rollout", "status", "steer", "-n", namespace, "--timeout", "1")
+    assert timed_out.returncode == 2 and "phase=Paused" in timed_out.stdout
+    assert tfleet(kubeconfig, "rollout", "resume", "steer", "-n", namespace).returncode == 0
+    wait_for(lambda: rollout_status(kubectl, namespace, "steer").get("phase") == "Progressing", what="resumed")
+
+    promote = tfleet(kubeconfig, "rollout", "promote", "steer", "-n", namespace)
+    assert promote.returncode == 0, promote.stderr
+    done = tfleet(kubeconfig, "rollout", "status", "steer", "-n", namespace, "--timeout", "30")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'inferenceservice "steer" rolled out' in done.stdout
+    assert get_isvc(kubectl, namespace, "steer")["status"]["servingVersion"] == 2
+
+    kubectl("apply", "-f", "-", input=manifest("steer", namespace, 3, 2, steps))
+    wait_for(lambda: rollout_status(kubectl, namespace, "steer").get("phase") == "Progressing", what="a rollout")
+    assert tfleet(kubeconfig, "rollout", "abort", "steer", "-n", namespace).returncode == 0
+    failed = tfleet(kubeconfig, "rollout", "status", "steer", "-n", namespace, "--timeout", "30")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "aborted by request" in failed.stdout
+    assert get_isvc(kubectl, namespace, "steer")["status"]["servingVersion"] == 2
+
+    history = tfleet(kubeconfig, "rollout", "history", "steer", "-n", namespace)
+    assert history.returncode == 0
+    roles = {line.split()[2] for line in history.stdout.splitlines()[1:]}
+    assert {"stable", "previous"} <= roles and "rolled" in roles
+    no_rollout = tfleet(kubeconfig, "rollout", "promote", "steer", "-n", namespace)
+    assert no_rollout.returncode == 1 and "no rollout in progress" in no_rollout.stderr
