@@ -1,0 +1,406 @@
+"""The operator runtime's pure parts: metrics, JSON logs, leader election decisions, health."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tfleet import kube, logs, metrics
+from tfleet.healthz import Health, Phase, State, assess
+from tfleet.kube import KubeError
+from tfleet.leader import Action, LeaderElector, Timing, lease_record, micro_time, plan
+
+
+def isvc(name: str, namespace: str = "ml", phase: str | None = None, **conditions: str) -> dict[str, Any]:
+    status: dict[str, Any] = {"conditions": [{"type": t, "status": s} for t, s in conditions.items()]}
+    if phase:
+        status["rollout"] = {"phase": phase}
+    return {"metadata": {"name": name, "namespace": namespace}, "status": status}
+
+
+def sample(m: metrics.Metrics, name: str, **labels: str) -> float | None:
+    return m.registry.get_sample_value(name, labels)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_a_rollback_is_counted_once_when_the_phase_becomes_rolled_back():
+    m = metrics.Metrics()
+    m.observe_isvc("ADDED", isvc("a", phase="Progressing"))
+    m.observe_isvc("MODIFIED", isvc("a", phase="RolledBack"))
+    m.observe_isvc("MODIFIED", isvc("a", phase="RolledBack"))
+    assert sample(m, "tfleet_rollbacks_total") == 1
+
+
+def test_an_object_first_seen_rolled_back_is_not_a_new_rollback():
+    m = metrics.Metrics()
+    m.observe_isvc("INDEXED", isvc("a", phase="RolledBack"))
+    assert sample(m, "tfleet_rollbacks_total") == 0
+    assert sample(m, "tfleet_rollouts", phase="RolledBack") == 1
+
+
+@pytest.mark.parametrize(("previous", "current", "expected"), [
+    (None, "RolledBack", False),
+    ("Progressing", "RolledBack", True),
+    ("Idle", "RolledBack", True),
+    ("RolledBack", "RolledBack", False),
+    ("Progressing", "Idle", False),
+])
+def test_is_rollback(previous, current, expected):
+    before = None if previous is None else metrics.Summary({}, previous)
+    assert metrics.is_rollback(before, metrics.Summary({}, current)) is expected
+
+
+def test_inference_services_are_counted_by_condition_and_rollout_phase_and_forgotten_when_deleted():
+    m = metrics.Metrics()
+    m.observe_isvc("ADDED", isvc("a", phase="Idle", Ready="True", Degraded="False"))
+    m.observe_isvc("ADDED", isvc("b", phase="Progressing", Ready="False", Degraded="False"))
+    m.observe_isvc("ADDED", isvc("c", namespace="other", Ready="False", Degraded="True"))
+    assert sample(m, "tfleet_inferenceservices", condition="Ready", status="True") == 1
+    assert sample(m, "tfleet_inferenceservices", condition="Ready", status="False") == 2
+    assert sample(m, "tfleet_inferenceservices", condition="Degraded", status="True") == 1
+    assert sample(m, "tfleet_rollouts", phase="Progressing") == 1
+    m.observe_isvc("DELETED", isvc("b"))
+    assert sample(m, "tfleet_inferenceservices", condition="Ready", status="False") == 1
+    assert sample(m, "tfleet_rollouts", phase="Progressing") is None
+
+
+class FakeFleet:
+    """The three methods `instrument` wraps, with the fleet's contract: failures go to _on_failure."""
+
+    def __init__(self, fail: KubeError | None = None):
+        self.fail = fail
+        self.seen_context: list[tuple[str | None, str | None]] = []
+
+    def reconcile(self, key: tuple[str, str]) -> None:
+        record = logging.LogRecord("t", logging.INFO, "", 0, "msg", None, None)
+        self.seen_context.append(logs.object_ref(record))
+        if self.fail is not None:
+            self._on_failure(key, self.fail)
+
+    def _on_failure(self, key: tuple[str, str], exc: KubeError) -> None:
+        pass
+
+    def observe_isvc(self, event_type: str | None, body: dict[str, Any]) -> tuple[str, str]:
+        return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+@pytest.mark.parametrize(("fail", "result"), [
+    (None, "success"),
+    (KubeError(409, "Conflict", "stale"), "retry"),
+    (KubeError(0, "Unreachable", "refused"), "retry"),
+    (KubeError(422, "Invalid", "bad"), "error"),
+])
+def test_instrumented_reconciles_are_timed_and_counted_by_result(fail, result):
+    m = metrics.Metrics()
+    fleet = metrics.instrument(FakeFleet(fail), m)
+    fleet.reconcile(("ml", "a"))
+    assert sample(m, "tfleet_reconciles_total", result=result) == 1
+    assert sample(m, "tfleet_reconcile_duration_seconds_count") == 1
+    assert fleet.seen_context == [("ml", "a")]
+
+
+def test_instrumented_fleet_feeds_observed_bodies_to_the_gauges():
+    m = metrics.Metrics()
+    fleet = metrics.instrument(FakeFleet(), m)
+    assert fleet.observe_isvc("PATCHED", isvc("a", Ready="True")) == ("ml", "a")
+    assert sample(m, "tfleet_inferenceservices", condition="Ready", status="True") == 1
+
+
+def test_api_writes_are_counted_by_verb_and_kind_through_the_kube_observer():
+    m = metrics.Metrics()
+    k = kube.Kube.__new__(kube.Kube)  # only the write counter is exercised
+    k._lock, k.writes = threading.Lock(), __import__("collections").Counter()
+    kube.add_write_observer(m.record_write)
+    try:
+        k._count("apply", "Deployment")
+        k._count("apply", "Deployment")
+        k._count("patch", "InferenceService/status")
+    finally:
+        kube.remove_write_observer(m.record_write)
+    k._count("apply", "Deployment")  # no longer observed
+    assert sample(m, "tfleet_api_writes_total", verb="apply", kind="Deployment") == 2
+    assert sample(m, "tfleet_api_writes_total", verb="patch", kind="InferenceService/status") == 1
+
+
+def test_the_metrics_endpoint_serves_the_text_format():
+    m = metrics.Metrics()
+    m.leader.set(1)
+    stop = m.serve(0, addr="127.0.0.1")
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{m.port}/metrics", timeout=5).read().decode()
+    finally:
+        stop()
+    assert "tfleet_leader 1.0" in text
+    assert 'tfleet_build_info{version="' in text
+    assert 'tfleet_reconciles_total{result="success"} 0.0' in text
+    assert text.splitlines()[0].startswith("# HELP")
+
+
+# ---------------------------------------------------------------- logs
+
+
+def emit(fmt: str, fn: Any) -> list[str]:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        logs.configure(fmt, "info", stream)
+        fn()
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    return stream.getvalue().splitlines()
+
+
+def test_json_lines_name_the_object_being_reconciled():
+    def work() -> None:
+        with logs.object_context("ml", "resnet"):
+            logging.getLogger("tfleet.fleet").info("Updated status of InferenceService %s/%s", "ml", "resnet")
+        logging.getLogger("tfleet.run").warning("Serving metrics on port %d", 8080)
+
+    first, second = (json.loads(line) for line in emit("json", work))
+    assert first["msg"] == "Updated status of InferenceService ml/resnet"
+    assert (first["namespace"], first["name"], first["level"], first["logger"]) == ("ml", "resnet", "info", "tfleet.fleet")
+    assert first["time"].endswith("Z")
+    assert "namespace" not in second and second["level"] == "warning"
+
+
+def test_json_lines_take_the_object_from_kopf_records_and_carry_tracebacks():
+    def work() -> None:
+        logging.getLogger("kopf.objects").error("Handler failed", extra={"k8s_ref": {"namespace": "ns", "name": "x"}})
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("tfleet").exception("Failed")
+
+    kopf_line, error_line = (json.loads(line) for line in emit("json", work))
+    assert (kopf_line["namespace"], kopf_line["name"]) == ("ns", "x")
+    assert "ValueError: boom" in error_line["error"]
+
+
+def test_text_lines_show_the_object_in_brackets():
+    def work() -> None:
+        with logs.object_context("ml", "resnet"):
+            logging.getLogger("tfleet.fleet").info("Created Deployment resnet")
+
+    (line,) = emit("text", work)
+    assert line.endswith("INFO tfleet.fleet: [ml/resnet] Created Deployment resnet")
+
+
+def test_the_object_context_is_per_thread():
+    seen: list[tuple[str | None, str | None]] = []
+    record = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
+    with logs.object_context("ml", "a"):
+        t = threading.Thread(target=lambda: seen.append(logs.object_ref(record)))
+        t.start()
+        t.join()
+        seen.append(logs.object_ref(record))
+    assert seen == [(None, None), ("ml", "a")]
+
+
+# ---------------------------------------------------------------- leader election (pure)
+
+
+def lease(holder: str | None, duration: int = 15, renew: str = "t0", transitions: int = 0) -> dict[str, Any]:
+    spec: dict[str, Any] = {"leaseDurationSeconds": duration, "renewTime": renew, "leaseTransitions": transitions}
+    if holder:
+        spec["holderIdentity"] = holder
+    return {"metadata": {"name": "l", "namespace": "ns", "resourceVersion": "7"}, "spec": spec}
+
+
+@pytest.mark.parametrize(("current", "observed_at", "now", "expected"), [
+    (None, 0, 0, Action.CREATE),
+    (lease("me"), 0, 100, Action.RENEW),
+    (lease(None), 0, 0, Action.ACQUIRE),
+    (lease("other", duration=15), 10, 20, Action.WAIT),
+    (lease("other", duration=15), 10, 25, Action.ACQUIRE),
+    (lease("other", duration=15), 10, 24.9, Action.WAIT),
+])
+def test_plan(current, observed_at, now, expected):
+    assert plan(current, "me", observed_at, now) is expected
+
+
+def test_taking_over_bumps_transitions_and_keeps_the_resource_version():
+    record = lease_record(lease("other", transitions=3), namespace="ns", name="l", identity="me",
+                          action=Action.ACQUIRE, duration_seconds=15, wall_now=0)
+    assert record["spec"]["holderIdentity"] == "me"
+    assert record["spec"]["leaseTransitions"] == 4
+    assert record["spec"]["acquireTime"] == record["spec"]["renewTime"] == "1970-01-01T00:00:00.000000Z"
+    assert record["metadata"]["resourceVersion"] == "7"
+
+
+def test_renewing_moves_only_the_renew_time():
+    before = lease("me", transitions=2)
+    before["spec"]["acquireTime"] = "then"
+    record = lease_record(before, namespace="ns", name="l", identity="me", action=Action.RENEW,
+                          duration_seconds=15, wall_now=1.5)
+    assert record["spec"] == {**before["spec"], "renewTime": micro_time(1.5)}
+
+
+def test_timing_must_leave_the_old_leader_time_to_stop():
+    with pytest.raises(ValueError, match="retry period < renew deadline < lease duration"):
+        Timing(lease_duration=10, renew_deadline=10, retry_period=2)
+
+
+class LeaseStore:
+    """An in-memory Lease API with the server's compare-and-swap on resourceVersion."""
+
+    def __init__(self) -> None:
+        self.lease: dict[str, Any] | None = None
+        self.version = 0
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise KubeError(0, "Unreachable", "connection refused")
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._check()
+        return json.loads(json.dumps(self.lease)) if self.lease else None
+
+    def create_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check()
+        if self.lease is not None:
+            raise KubeError(409, "AlreadyExists", "exists")
+        return self._store(body)
+
+    def update_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check()
+        if self.lease is None or body["metadata"].get("resourceVersion") != self.lease["metadata"]["resourceVersion"]:
+            raise KubeError(409, "Conflict", "the object has been modified")
+        return self._store(body)
+
+    def _store(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        self.lease = {**body, "metadata": {**body["metadata"], "resourceVersion": str(self.version)}}
+        return json.loads(json.dumps(self.lease))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def candidates(store: LeaseStore, clock: Clock) -> tuple[LeaderElector, LeaderElector]:
+    timing = Timing(lease_duration=15, renew_deadline=10, retry_period=2)
+    return tuple(LeaderElector(store, "ns", "l", identity=name, timing=timing, clock=clock, wall=clock)  # type: ignore[arg-type, return-value]
+                 for name in ("a", "b"))
+
+
+def test_one_candidate_leads_and_the_other_takes_over_only_after_the_lease_expires():
+    store, clock = LeaseStore(), Clock()
+    a, b = candidates(store, clock)
+    assert a.try_acquire_or_renew() is True
+    assert b.try_acquire_or_renew() is False and b.holder == "a"
+    clock.now += 14
+    assert b.try_acquire_or_renew() is False  # a stopped renewing 14s ago: not expired yet
+    clock.now += 1
+    assert b.try_acquire_or_renew() is True
+    assert store.lease is not None and store.lease["spec"]["holderIdentity"] == "b"
+    assert store.lease["spec"]["leaseTransitions"] == 1
+
+
+def test_a_renewing_leader_is_never_replaced():
+    store, clock = LeaseStore(), Clock()
+    a, b = candidates(store, clock)
+    a.try_acquire_or_renew()
+    for _ in range(20):
+        clock.now += 2
+        assert a.try_acquire_or_renew() is True
+        assert b.try_acquire_or_renew() is False
+
+
+def test_a_released_lease_is_taken_at_once():
+    store, clock = LeaseStore(), Clock()
+    a, b = candidates(store, clock)
+    a.try_acquire_or_renew()
+    assert b.try_acquire_or_renew() is False
+    assert a.release() is True
+    assert b.try_acquire_or_renew() is True
+
+
+def test_a_leader_that_cannot_renew_gives_up_at_the_renew_deadline():
+    store, clock = LeaseStore(), Clock()
+    a, _ = candidates(store, clock)
+    a.try_acquire_or_renew()
+    store.down = True
+    stop, lost = threading.Event(), threading.Event()
+    # keep_leading waits retry_period on `stop` between rounds; the fake clock moves instead.
+    original_wait = stop.wait
+
+    def tick(timeout: float | None = None) -> bool:
+        clock.now += a.timing.retry_period
+        return original_wait(0)
+
+    stop.wait = tick  # type: ignore[method-assign]
+    a.keep_leading(stop, lost.set)
+    assert lost.is_set()
+    assert clock.now - 1000.0 == pytest.approx(a.timing.renew_deadline)
+
+
+def test_a_leader_that_sees_another_holder_stops_at_once():
+    store, clock = LeaseStore(), Clock()
+    a, _ = candidates(store, clock)
+    a.try_acquire_or_renew()
+    assert store.lease is not None
+    store._store({**store.lease, "spec": {**store.lease["spec"], "holderIdentity": "b"}})
+    stop, lost = threading.Event(), threading.Event()
+    stop.wait = lambda timeout=None: False  # type: ignore[method-assign]
+    a.keep_leading(stop, lost.set)
+    assert lost.is_set() and a.leading is False
+
+
+# ---------------------------------------------------------------- health
+
+
+@pytest.mark.parametrize(("state", "now", "live", "ready"), [
+    (State(Phase.STARTING, started_at=0), 10, True, False),
+    (State(Phase.STARTING, started_at=0), 61, False, False),
+    (State(Phase.STANDBY, started_at=0, election_attempt=100, api_contact=100), 110, True, True),
+    (State(Phase.STANDBY, started_at=0, election_attempt=100, api_contact=50), 110, True, False),
+    (State(Phase.STANDBY, started_at=0, election_attempt=10, api_contact=10), 110, False, False),
+    (State(Phase.LEADING, started_at=0, heartbeat=100, operator_ready=True), 110, True, True),
+    (State(Phase.LEADING, started_at=0, heartbeat=100, operator_ready=False), 110, True, False),
+    (State(Phase.LEADING, started_at=0, heartbeat=50, operator_ready=True), 110, False, False),
+    (State(Phase.LEADING, started_at=100), 110, True, False),
+    (State(Phase.STOPPING, started_at=0), 1000, True, False),
+], ids=["starting", "start-timeout", "standby", "standby-no-api", "standby-stalled", "leading",
+        "leading-watches-starting", "leading-loop-stalled", "leading-before-first-beat", "stopping"])
+def test_assess(state, now, live, ready):
+    verdict = assess(state, now, stall_seconds=30, start_grace_seconds=60)
+    assert (verdict.live, verdict.ready) == (live, ready), verdict.reason
+
+
+def test_the_health_endpoint_answers_200_or_503():
+    clock = Clock()
+    health = Health(clock=clock)
+    port, stop = health.serve(0, addr="127.0.0.1")
+
+    def status(path: str) -> int:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).status  # type: ignore[no-any-return]
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        assert (status("/healthz"), status("/readyz")) == (200, 503)
+        health.update(phase=Phase.LEADING, operator_ready=True)
+        health.beat()
+        assert (status("/healthz"), status("/readyz")) == (200, 200)
+        clock.now += 31
+        assert (status("/healthz"), status("/readyz")) == (503, 503)
+        assert status("/nope") == 404
+    finally:
+        stop()
