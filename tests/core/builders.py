@@ -174,6 +174,78 @@ def make_isvc(name: str = "demo", namespace: str | None = "ml", base_path: str |
     return IsvcBuilder(name, namespace, base_path)
 
 
+# --------------------------------------------------------------------------- objects as the API server keeps them
+
+
+def as_stored(manifest: dict[str, Any], resource_version: int = 100) -> dict[str, Any]:
+    """`manifest` as the API server stores and returns it: metadata, defaults and status added."""
+    obj = copy.deepcopy(manifest)
+    meta = obj["metadata"]
+    meta.update({"uid": f"uid-{obj['kind']}-{meta['name']}", "resourceVersion": str(resource_version),
+                 "generation": 1, "creationTimestamp": "2025-12-31T23:00:00Z",
+                 "managedFields": [{"manager": "tfleet", "operation": "Apply"}]})
+    kind, spec = obj["kind"], obj.get("spec")
+    if kind == "Deployment":
+        pod = spec["template"]["spec"]
+        pod.update({"restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler"})
+        for container in pod["containers"]:
+            container.update({"imagePullPolicy": "IfNotPresent", "terminationMessagePath": "/dev/termination-log",
+                              "terminationMessagePolicy": "File"})
+        obj["status"] = {"observedGeneration": 1, "replicas": spec["replicas"], "readyReplicas": spec["replicas"],
+                         "availableReplicas": spec["replicas"], "updatedReplicas": spec["replicas"]}
+    elif kind == "Service":
+        if spec.get("clusterIP") != "None":
+            spec.update({"clusterIP": "10.96.0.17", "clusterIPs": ["10.96.0.17"]})
+        spec.update({"sessionAffinity": "None", "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                     "internalTrafficPolicy": "Cluster"})
+        obj["status"] = {"loadBalancer": {}}
+    elif kind == "HorizontalPodAutoscaler":
+        obj["status"] = {"currentReplicas": 2, "desiredReplicas": 2}
+    elif kind == "PodDisruptionBudget":
+        obj["status"] = {"currentHealthy": 2, "desiredHealthy": 1, "disruptionsAllowed": 1, "expectedPods": 2}
+    return obj
+
+
+def make_pod(
+    revision: str,
+    name: str | None = None,
+    *,
+    ready: bool = True,
+    restarts: int = 0,
+    waiting: str | None = None,
+    unschedulable: str | None = None,
+    sidecar_restarts: int = 0,
+    deleting: bool = False,
+    isvc: str = "x",
+) -> dict[str, Any]:
+    """A serving pod of `revision` as the kubelet and scheduler report it."""
+    conditions: list[dict[str, Any]] = []
+    if unschedulable is not None:
+        conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                           "message": unschedulable})
+    else:
+        conditions.append({"type": "PodScheduled", "status": "True"})
+        conditions.append({"type": "Ready", "status": "True" if ready else "False"})
+    state: dict[str, Any] = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name or f"{isvc}-{revision}-pod", "namespace": "ml",
+                     "labels": {"tfleet.dev/inferenceservice": isvc, "tfleet.dev/revision": revision}},
+        "status": {
+            "phase": "Pending" if unschedulable is not None else "Running",
+            "conditions": conditions,
+            "containerStatuses": [] if unschedulable is not None else [
+                {"name": "tensorflow-serving", "ready": ready, "restartCount": restarts, "state": state}],
+            "initContainerStatuses": [] if unschedulable is not None else [
+                {"name": "health-bridge", "ready": True, "restartCount": sidecar_restarts, "state": {"running": {}}}],
+        },
+    }
+    if deleting:
+        pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return pod
+
+
 # --------------------------------------------------------------------------- CRD schema helpers
 
 
