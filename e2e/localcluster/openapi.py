@@ -26,7 +26,7 @@ META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 _COMMON = [META + "ObjectMeta", META + "Status", META + "DeleteOptions", META + "Patch",
            META + "ListMeta", "io.k8s.api.autoscaling.v1.Scale"]
 
-_cache: dict[tuple[int, str], tuple[bytes, str]] = {}
+_cache: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[bytes, str]] = {}
 
 
 def _gv_path(group: str, version: str) -> str:
@@ -46,10 +46,6 @@ def index(registry: Registry) -> dict[str, Any]:
 
 def document(registry: Registry, gv: str) -> tuple[bytes, str] | None:
     """The serialized document for ``api/v1`` or ``apis/<group>/<version>``, and its hash."""
-    key = (registry.generation, gv)
-    hit = _cache.get(key)
-    if hit is not None:
-        return hit
     parts = gv.split("/")
     if parts[0] == "api" and len(parts) == 2:
         group, version = "", parts[1]
@@ -60,6 +56,12 @@ def document(registry: Registry, gv: str) -> tuple[bytes, str] | None:
     types = registry.in_group_version(group, version)
     if not types:
         return None
+    # Keyed on what the document is built from, so a new CRD rebuilds its own group only.
+    key = (gv, tuple(sorted((rt.plural, (rt.crd or {}).get("metadata", {}).get("resourceVersion", ""))
+                            for rt in types)))
+    hit = _cache.get(key)
+    if hit is not None:
+        return hit
     doc = _build(group, version, types)
     body = json.dumps(doc, separators=(",", ":")).encode()
     digest = hashlib.sha512(body).hexdigest().upper()[:128]

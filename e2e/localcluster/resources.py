@@ -327,6 +327,15 @@ BUILTINS: list[ResourceType] = [
         "MutatingWebhookConfiguration",
         False,
     ),
+    # Reviews are answered, never stored: the local control plane authorizes everything.
+    _builtin("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
+             verbs=("create",)),
+    _builtin("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", False,
+             verbs=("create",)),
+    _builtin("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False,
+             verbs=("create",)),
+    _builtin("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False,
+             verbs=("create",)),
     _builtin(
         "apiextensions.k8s.io",
         "v1",
@@ -355,6 +364,8 @@ GROUP_ORDER = [
     "rbac.authorization.k8s.io",
     "admissionregistration.k8s.io",
     "apiextensions.k8s.io",
+    "authorization.k8s.io",
+    "authentication.k8s.io",
 ]
 
 

@@ -155,3 +155,8 @@ def test_get_events_and_all_namespaces(kubectl: Any, namespace: str) -> None:
     assert "Greeted" in lines[1] and "widget/w" in lines[1] and "hello from the tests" in lines[1]
     everywhere = kubectl("get", "crd", WIDGET_CRD_NAME, "-A").stdout
     assert WIDGET_CRD_NAME in everywhere
+
+
+def test_access_reviews_answer(kubectl: Any) -> None:
+    assert kubectl("auth", "can-i", "create", "deployments").stdout.strip() == "yes"
+    assert "Username" in kubectl("auth", "whoami").stdout
