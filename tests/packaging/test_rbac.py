@@ -1,0 +1,177 @@
+"""The chart's RBAC is exactly what the operator uses.
+
+The operator runs as a real process against a private local control plane whose request
+log records every API call. A scenario exercises what the operator does in production:
+create, a canary rollout to a new model version (new revision, old one deleted), manual
+drift reverted, autoscaling on and off, an invalid spec, deletion. Every (API group,
+resource, verb) the operator sent must be granted by the chart, and every grant must have
+been used, apart from the documented allowances below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.packaging.cluster import OPERATOR_AGENTS, Operator, PrivateCluster, isvc, wait_for
+from tests.packaging.helm import HELM, find, template
+
+Permission = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+
+RELEASE_NAMESPACE = "tfleet-system"
+LEASE = "tfleet-operator"
+
+# Granted, but a short scenario need not send them. Each has a reason.
+ALLOWED_UNUSED: dict[Permission, str] = {
+    # Services and the PodDisruptionBudget are pruned when a spec stops asking for them
+    # (a headless Service turned off, replicas down to one); the scenario keeps both.
+    ("", "services", "delete"): "pruned only when spec.service.headless turns off",
+    ("policy", "poddisruptionbudgets", "delete"): "pruned only when replicas drop to one",
+}
+
+pytestmark = pytest.mark.skipif(not HELM.exists(), reason="helm is missing (run `make tools`)")
+
+
+def permissions_used(requests: list[dict[str, Any]]) -> set[Permission]:
+    used: set[Permission] = set()
+    for r in requests:
+        if not r.get("resource"):
+            continue  # discovery (/api, /apis/...): granted to every user by system:discovery
+        resource = r["resource"] + (f"/{r['subresource']}" if r.get("subresource") else "")
+        used.add((r.get("group") or "", resource, r["verb"]))
+        # A server-side apply that creates its object is authorized as a create as well.
+        if r["verb"] == "patch" and r.get("code") == 201:
+            used.add((r.get("group") or "", resource, "create"))
+    return used
+
+
+def permissions_granted(rules: list[dict[str, Any]]) -> set[Permission]:
+    return {(group, resource, verb)
+            for rule in rules for group in rule["apiGroups"] for resource in rule["resources"]
+            for verb in rule["verbs"]}
+
+
+@pytest.fixture(scope="module")
+def scenario(private_cluster: PrivateCluster) -> Iterator[list[dict[str, Any]]]:
+    """Runs the scenario once; yields the operator's own requests."""
+    cluster = private_cluster
+    cluster.namespace(RELEASE_NAMESPACE)
+    op = Operator(cluster, "rbac", "--all-namespaces", "--leader-election",
+                  "--leader-election-namespace", RELEASE_NAMESPACE, "--leader-election-id", LEASE,
+                  "--leader-election-retry-period", "0.5", "--leader-election-renew-deadline", "5",
+                  "--leader-election-lease-duration", "8")
+    try:
+        op.identity()
+        ns = cluster.namespace("rbac-scenario")
+        rollout = {"strategy": "Canary", "steps": [{"weight": 50, "pause": "1s"}], "revisionHistoryLimit": 0}
+        cluster.apply(isvc("model", ns, replicas=2, rollout=rollout))
+        cluster.kubectl("wait", "--for=condition=Ready", "tfis/model", "-n", ns, "--timeout=60s")
+
+        def deployments() -> list[str]:
+            return sorted(d["metadata"]["name"] for d in cluster.get("deployments", "-n", ns)["items"])
+
+        # Drift in a child is reverted.
+        (first,) = deployments()
+        cluster.kubectl("set", "image", f"deployment/{first}", "-n", ns, "tensorflow-serving=evil/image:1")
+
+        def image_restored() -> bool:
+            dep = cluster.get("deployment", first, "-n", ns)
+            return "evil" not in dep["spec"]["template"]["spec"]["containers"][0]["image"]
+
+        wait_for(image_restored, what="the drift to be reverted")
+
+        # A new model version rolls out as a new revision; the old one is deleted afterwards.
+        bumped = isvc("model", ns, replicas=2, rollout=rollout)
+        bumped["spec"]["model"]["version"] = 2
+        cluster.apply(bumped)
+        wait_for(lambda: first not in deployments() and len(deployments()) == 1, timeout=60,
+                 what="the new revision to replace the old one")
+
+        # Autoscaling on creates an HPA; off deletes it.
+        autoscaled = {**bumped, "spec": {**bumped["spec"], "autoscaling": {"minReplicas": 2, "maxReplicas": 4}}}
+        autoscaled["spec"].pop("replicas")
+        cluster.apply(autoscaled)
+        wait_for(lambda: cluster.get("hpa", "-n", ns)["items"], what="an HPA")
+        cluster.apply(bumped)
+        wait_for(lambda: not cluster.get("hpa", "-n", ns)["items"], what="the HPA to be deleted")
+
+        # An invalid spec is reported on the object (status and a Warning Event).
+        invalid = {**bumped, "spec": {**bumped["spec"], "model": {"basePath": "ftp://x/y", "version": 2}}}
+        cluster.apply(invalid)
+
+        def invalid_reported() -> bool:
+            conditions = cluster.get("tfis", "model", "-n", ns)["status"]["conditions"]
+            return any(c["type"] == "Ready" and c.get("reason") == "InvalidSpec" for c in conditions)
+
+        wait_for(invalid_reported, what="Ready=False InvalidSpec")
+        cluster.kubectl("delete", "tfis", "model", "-n", ns, "--wait=true", "--timeout=30s")
+        # Let the watches see the deletion before the operator stops (they are logged when they end).
+        wait_for(lambda: not cluster.get("deployments", "-n", ns)["items"], what="the children to be collected")
+        assert op.terminate() == 0
+    finally:
+        op.stop()
+    yield [r for r in cluster.requests() if r.get("user_agent", "").startswith(OPERATOR_AGENTS)]
+
+
+def test_the_cluster_role_grants_exactly_what_the_operator_uses(scenario):
+    objects = template()
+    (cluster_role,) = find(objects, "ClusterRole")
+    granted = permissions_granted(cluster_role["rules"])
+    used = {p for p in permissions_used(scenario) if p[1] != "leases"}
+
+    missing = used - granted
+    assert not missing, f"the operator used permissions the chart does not grant: {sorted(missing)}"
+    unused = granted - used - set(ALLOWED_UNUSED)
+    assert not unused, f"the chart grants permissions the operator never used: {sorted(unused)}"
+
+
+def test_the_leader_election_role_grants_exactly_the_lease_calls(scenario):
+    (role,) = find(template(), "Role", name="tfleet-leader-election")
+    assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    lease_calls = [r for r in scenario if r.get("resource") == "leases"]
+    assert lease_calls
+    assert {r["namespace"] for r in lease_calls} == {RELEASE_NAMESPACE}
+    # get and update are limited to the Lease's name; only create cannot be.
+    assert {r["name"] for r in lease_calls if r["verb"] in ("get", "update")} == {LEASE}
+    assert permissions_used(lease_calls) == permissions_granted(role["rules"])
+    named = [rule for rule in role["rules"] if rule.get("resourceNames")]
+    assert named and all(rule["resourceNames"] == [LEASE] for rule in named)
+
+
+def test_the_operator_sends_only_namespaced_calls_besides_discovery_and_crd_watching(scenario):
+    cluster_scoped = {(r.get("group"), r["resource"], r["verb"]) for r in scenario
+                      if r.get("resource") and r.get("namespace") is None and r["verb"] not in ("list", "watch")}
+    assert cluster_scoped == set()
+
+
+def test_no_allowance_is_stale():
+    (cluster_role,) = find(template(), "ClusterRole")
+    assert set(ALLOWED_UNUSED) <= permissions_granted(cluster_role["rules"])
+
+
+def test_namespaced_mode_stays_within_the_roles_of_the_watched_namespaces(private_cluster, scenario):
+    """`--namespace`: every call but discovery lands in a watched namespace (or the Lease's)."""
+    cluster = private_cluster
+    watched = cluster.namespace("rbac-watched")
+    start = len(cluster.requests())
+    op = Operator(cluster, "rbac-namespaced", "--namespace", watched, "--leader-election",
+                  "--leader-election-namespace", RELEASE_NAMESPACE, "--leader-election-id", "namespaced")
+    try:
+        op.identity()
+        cluster.apply(isvc("scoped", watched))
+        cluster.kubectl("wait", "--for=condition=Ready", "tfis/scoped", "-n", watched, "--timeout=60s")
+        assert op.terminate() == 0
+    finally:
+        op.stop()
+    calls = [r for r in cluster.requests()[start:]
+             if r.get("user_agent", "").startswith(OPERATOR_AGENTS) and r.get("resource")]
+    assert {r["namespace"] for r in calls if r["resource"] != "leases"} == {watched}
+
+    objects = template({"watchNamespaces": [watched]})
+    (role,) = find(objects, "Role", name="tfleet", namespace=watched)
+    used = {p for p in permissions_used(calls) if p[1] != "leases"}
+    missing = used - permissions_granted(role["rules"])
+    assert not missing, f"namespaced mode used permissions its Role does not grant: {sorted(missing)}"
+    assert find(objects, "ClusterRole") == []
