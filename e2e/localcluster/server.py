@@ -343,7 +343,7 @@ class ApiServer:
                         dry_run=dry_run,
                     )
                 )
-            if sub not in (None, "status"):
+            if sub not in (None, "status", "finalize"):
                 raise errors.method_not_allowed()
             obj, warnings = c.do_update(
                 rt,

@@ -179,7 +179,12 @@ class Storage:
         while len(self.history) > self.history_size:
             self.history_start = self.history.popleft().rv
         for w in list(self.watchers):
-            w.offer(ev)
+            try:
+                w.offer(ev)
+            except Exception:  # one broken watch must not fail the write or starve the others
+                log.exception("Dropped a watch of %s after a delivery failure", self.name)
+                self.watchers.discard(w)
+                w.close()
 
 
 def _view(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
@@ -561,6 +566,11 @@ class Cluster:
                         subresource: str | None) -> dict[str, Any]:
         """Apply the strategy of the endpoint: which parts of ``new`` the write may change."""
         om = old["metadata"]
+        if subresource == "finalize":
+            # Namespaces only: the finalize endpoint changes spec.finalizers and nothing else.
+            spec = dict(old.get("spec") or {})
+            spec["finalizers"] = list((new.get("spec") or {}).get("finalizers") or [])
+            return {**old, "spec": spec, "metadata": dict(om)}
         if subresource == "status":
             merged = dict(old)
             if "status" in new:

@@ -121,7 +121,7 @@ def validate_object_meta(meta: dict[str, Any]) -> list[Cause]:
     total = sum(len(k) + len(str(v)) for k, v in annotations.items())
     if total > 256 * 1024:
         causes.append({"reason": "FieldValueTooLong",
-                       "message": "Too long: may not be more than 262144 bytes", "field": "metadata.annotations"})
+                       "message": "Too long: must have at most 262144 bytes", "field": "metadata.annotations"})
     for i, ref in enumerate(meta.get("ownerReferences") or []):
         for part in ("apiVersion", "kind", "name", "uid"):
             if not ref.get(part):

@@ -524,3 +524,16 @@ def test_unsupported_field_selectors_are_rejected(core: client.CoreV1Api, custom
         custom.list_namespaced_custom_object(WIDGET_GROUP, "v1", namespace, "widgets", field_selector="spec.size=1")
     assert err.value.status == 400
     core.list_namespaced_pod(namespace, field_selector="status.phase=Running,spec.nodeName=node-1")
+
+
+def test_finalize_endpoint_releases_a_stuck_namespace(core: client.CoreV1Api) -> None:
+    core.create_namespace({"metadata": {"name": "stuck"}})
+    core.create_namespaced_config_map("stuck", _cm("held", finalizers=["test.localcluster.dev/hold"]))
+    core.delete_namespace("stuck")
+    ns = eventually(lambda: (lambda n: n if n.status.phase == "Terminating" else None)(core.read_namespace("stuck")))
+    assert ns.spec.finalizers == ["kubernetes"]
+    ns.spec.finalizers = []
+    core.replace_namespace_finalize("stuck", ns)
+    with pytest.raises(ApiException) as err:
+        core.read_namespace("stuck")
+    assert err.value.status == 404
