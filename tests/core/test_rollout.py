@@ -1,9 +1,11 @@
 """The rollout engine as a pure state machine: `rollout.decide` (Canary) and
 `rollout.decide_rolling` (RollingUpdate), table-driven.
 
-Every decision made in this file goes through `decide` or `rolling` below, which check two
-promises on it: ready capacity never drops below spec.replicas, and the state survives a round
-trip through `status.rollout` (an operator restarted at that point decides the same).
+Every decision made in this file goes through `decide` or `rolling` below, which check
+promises on it: ready capacity never drops below spec.replicas; the state survives a round
+trip through `status.rollout` (an operator restarted at that point decides the same); and,
+unless the engine asked to look again at once, a second look at the same observations
+changes nothing.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def ready_capacity(replicas: dict[str, int], observed: dict[str, Observed]) -> i
 
 
 def check_promises(state: State, observed: dict[str, Observed], n: int, made: Decision,
-                   again: Decision) -> None:
+                   again: Decision, settled: Decision | None = None) -> None:
     ready_before = sum(seen.ready for seen in observed.values())
     assert ready_capacity(made.replicas, observed) >= min(n, ready_before), (
         f"ready capacity drops below {n}: {made.replicas} over {observed}"
@@ -94,6 +96,10 @@ def check_promises(state: State, observed: dict[str, Observed], n: int, made: De
     assert State.from_status(made.state.to_status()) == made.state
     # An operator restarted just before this decision reads the state back from the status.
     assert again == made
+    if settled is not None and made.requeue_after != 0:
+        # Unless the engine asked to look again at once, looking again at the same
+        # observations changes nothing: no status write, no Event.
+        assert (settled.state, settled.events) == (made.state, []), settled.state.message
 
 
 def decide(state: State, observed: dict[str, Observed] | None = None, *, desired: str = CANARY, now: float = 0,
@@ -105,7 +111,8 @@ def decide(state: State, observed: dict[str, Observed] | None = None, *, desired
                 now=at(now))
     made = rollout.decide(state=state, **args)  # type: ignore[arg-type]
     again = rollout.decide(state=State.from_status(state.to_status()), **args)  # type: ignore[arg-type]
-    check_promises(state, seen, pol.replicas, made, again)
+    settled = rollout.decide(state=made.state, **args)  # type: ignore[arg-type]
+    check_promises(state, seen, pol.replicas, made, again, settled)
     return made
 
 
@@ -330,7 +337,7 @@ def test_rolling_back_by_spec_to_a_revision_in_the_history_takes_it_out_of_the_h
     # STABLE replaced OLD1 earlier; the spec now goes back to OLD1, which rolls out as a canary.
     state = State(phase=PROMOTING, stable=STABLE, canary=OLD1, target_version=1, weight=100,
                   started_at=stamp(0), step_started_at=stamp(0), history=(OLD1, OLD2))
-    done = decide(state, {OLD1: ready(N)}, desired=OLD1, now=10, pol=policy(history_limit=3))
+    done = decide(state, {OLD1: ready(N)}, desired=OLD1, now=10, pol=policy(history_limit=3), target_version=1)
     assert (done.state.phase, done.state.stable) == (SUCCEEDED, OLD1)
     # The stable revision is not an earlier revision of itself; the history keeps two others.
     assert done.state.history == (STABLE, OLD2)
