@@ -212,7 +212,7 @@ def _build(group: str, version: str, types: list[ResourceType]) -> dict[str, Any
             if sub not in rt.subresources:
                 continue
             sub_schema = "io.k8s.api.autoscaling.v1.Scale" if sub == "scale" else schema_name
-            sub_ops = {
+            sub_ops: dict[str, Any] = {
                 "get": _op(rt, "get", f"read{op_kind}{sub.title()}", sub_schema, _params("pretty")),
                 "put": _op(rt, "put", f"replace{op_kind}{sub.title()}", sub_schema, write, ["*/*"]),
                 "patch": _op(rt, "patch", f"patch{op_kind}{sub.title()}", sub_schema,

@@ -63,8 +63,10 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def _fields(data: bytes) -> list[tuple[int, int, Any]]:
     """(number, wire type, raw value) for every field of one message."""
-    out, pos = [], 0
+    out: list[tuple[int, int, Any]] = []
+    pos = 0
     while pos < len(data):
+        value: Any
         key, pos = _varint(data, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:

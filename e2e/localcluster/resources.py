@@ -178,7 +178,7 @@ def _builtin(
     return ResourceType(group, version, plural, kind, namespaced, **kw)
 
 
-_WORKLOAD = {"status": True, "generation": True, "scale": ScaleSpec(), "categories": ("all",)}
+_WORKLOAD: dict[str, Any] = {"status": True, "generation": True, "scale": ScaleSpec(), "categories": ("all",)}
 
 BUILTINS: list[ResourceType] = [
     _builtin(

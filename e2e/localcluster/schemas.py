@@ -132,9 +132,9 @@ def to_openapi(schema: Any) -> Any:
         if key == "$ref":
             out["allOf"] = [{"$ref": "#/components/schemas/" + _ref_name(value)}]
         elif key == "type":
-            types = [t for t in (value if isinstance(value, list) else [value]) if t != "null"]
-            if types:
-                out["type"] = types[0]
+            named = [t for t in (value if isinstance(value, list) else [value]) if t != "null"]
+            if named:
+                out["type"] = named[0]
         elif key == "enum":
             out["enum"] = [v for v in value if v is not None]
         elif key in ("properties", "patternProperties"):

@@ -20,7 +20,9 @@ _EQ_OP = re.compile(r"^\s*([^\s!=<>(),]+)\s*(==|=|!=|<|>)\s*([^\s(),]*)\s*$")
 
 def _split_requirements(text: str) -> list[str]:
     """Split at commas that are not inside a ``(...)`` value set."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1
@@ -53,14 +55,9 @@ def parse_label_selector(text: str | None) -> Predicate | None:
                 if neg:
                     raise bad_request(f"unable to parse requirement: {req!r}")
                 vals = frozenset(v.strip() for v in values.split(",") if v.strip())
-                if op == "in":
-                    checks.append(lambda labels, k=key, vs=vals: labels.get(k) in vs)
-                else:
-                    checks.append(lambda labels, k=key, vs=vals: labels.get(k) not in vs)
-            elif neg:
-                checks.append(lambda labels, k=key: k not in labels)
+                checks.append(_set_check(key, vals, want=(op == "in")))
             else:
-                checks.append(lambda labels, k=key: k in labels)
+                checks.append(_exists_check(key, want=not neg))
             continue
         raise bad_request(f"unable to parse requirement: found '{req}', expected: in, notin, =, ==, !=, gt, lt")
 
@@ -68,6 +65,14 @@ def parse_label_selector(text: str | None) -> Predicate | None:
         return all(check(labels) for check in checks)
 
     return match
+
+
+def _set_check(key: str, values: frozenset[str], want: bool) -> Callable[[dict[str, str]], bool]:
+    return lambda labels: (labels.get(key) in values) is want
+
+
+def _exists_check(key: str, want: bool) -> Callable[[dict[str, str]], bool]:
+    return lambda labels: (key in labels) is want
 
 
 def _eq_check(key: str, op: str, value: str) -> Callable[[dict[str, str]], bool]:

@@ -294,14 +294,14 @@ class ApiServer:
                 return self._list(request, route, rt)
             route.verb = "get"
             if sub == "scale":
-                return _json_response(c.do_get_scale(rt, route.namespace, route.name))
+                return _json_response(c.do_get_scale(rt, route.namespace, route.name or ""))
             if sub == "log":
                 # The simulated containers write nothing; the pod must exist all the same.
-                c.do_get(rt, route.namespace, route.name)
+                c.do_get(rt, route.namespace, route.name or "")
                 return web.Response(text="", content_type="text/plain")
             if sub not in (None, "status"):
                 raise errors.method_not_allowed()
-            obj = c.do_get(rt, route.namespace, route.name)
+            obj = c.do_get(rt, route.namespace, route.name or "")
             return self._object_response(request, rt, obj)
         if rt.verbs == ("create",):
             if method != "POST" or route.name is not None:
@@ -329,6 +329,7 @@ class ApiServer:
             return self._object_response(request, rt, obj, 201, warnings)
         if route.name is None and method != "DELETE":
             raise errors.method_not_allowed()
+        name = route.name or ""
         if method == "PUT":
             route.verb = "update"
             body = await self._body(request)
@@ -337,7 +338,7 @@ class ApiServer:
                     c.do_update_scale(
                         rt,
                         route.namespace,
-                        route.name,
+                        name,
                         body or {},
                         manager=self._manager(request),
                         dry_run=dry_run,
@@ -348,7 +349,7 @@ class ApiServer:
             obj, warnings = c.do_update(
                 rt,
                 route.namespace,
-                route.name,
+                name,
                 body,
                 subresource=sub,
                 manager=self._manager(request),
@@ -370,11 +371,11 @@ class ApiServer:
                     "",
                     [errors.required("fieldManager", "is required for apply patch")],
                 )
-            existed = c.storage(rt).get(route.namespace or "", route.name) is not None
+            existed = c.storage(rt).get(route.namespace or "", name) is not None
             obj, warnings = c.do_patch(
                 rt,
                 route.namespace,
-                route.name,
+                name,
                 raw,
                 patch_type,
                 subresource=sub,
@@ -422,7 +423,7 @@ class ApiServer:
             obj, gone = c.do_delete(
                 rt,
                 route.namespace,
-                route.name,
+                name,
                 propagation_policy=policy,
                 grace_period_seconds=grace,
                 preconditions=body.get("preconditions"),

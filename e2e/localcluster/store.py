@@ -1002,7 +1002,7 @@ class Cluster:
         elif kind == "dangling":
             self._collect(*item[1:])
         elif kind in ("foreground", "foreground-check"):
-            self._foreground(*item[1:], delete_dependents=(kind == "foreground"))
+            self._foreground(item[1], item[2], item[3], delete_dependents=(kind == "foreground"))
         elif kind == "orphan":
             self._orphan(*item[1:])
         elif kind == "namespace":

@@ -332,8 +332,9 @@ def validate_service(spec: dict[str, Any]) -> list[Cause]:
             causes.append(duplicate(f"spec.ports[{i}]", {"port": number, "protocol": key[1]}))
         seen_ports.add(key)
         target = port.get("targetPort")
-        if isinstance(target, str) and port_name_problems(target):
-            causes.append(invalid(f"spec.ports[{i}].targetPort", target, port_name_problems(target)))
+        target_problem = port_name_problems(target) if isinstance(target, str) else None
+        if target_problem:
+            causes.append(invalid(f"spec.ports[{i}].targetPort", target, target_problem))
         elif isinstance(target, int) and not 1 <= target <= 65535:
             causes.append(invalid(f"spec.ports[{i}].targetPort", target, "must be between 1 and 65535, inclusive"))
     stype = spec.get("type", "ClusterIP")
