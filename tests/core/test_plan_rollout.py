@@ -368,3 +368,77 @@ def test_switching_to_rolling_update_keeps_the_old_pods_until_the_new_ones_are_r
     # The new Deployment <name> starts empty-handed; the Canary revision's pods must serve meanwhile.
     assert switched.replicas.get(f"x-{revision(v(1))}") == 4, switched.replicas
     assert sim.lowest_ready == 4
+
+
+def test_a_spec_back_to_a_revision_in_the_history_reuses_its_objects() -> None:
+    sim = started(v(1))
+    r1, r2 = revision(v(1)), revision(v(2))
+    sim.set_spec(v(2))
+    for now in (100, 101, 160, 161, 282, 282, 283):
+        sim.reconcile(now)
+        sim.settle()
+    assert sim.body["status"]["rollout"]["stableRevision"] == r2
+    sim.set_spec(v(1))
+    back = sim.reconcile(300)
+    # The old revision's Deployment (at zero) grows again; its immutable ConfigMap is reused.
+    assert back.replicas == {f"x-{r1}": 1, f"x-{r2}": 4}
+    assert back.events == ["RolloutStarted", "Updated"]
+    for now in (301, 360, 361, 480, 480, 481):
+        sim.reconcile(now)
+        sim.settle()
+    rollout_status = sim.body["status"]["rollout"]
+    assert (rollout_status["phase"], rollout_status["stableRevision"]) == ("Succeeded", r1)
+    assert sim.body["status"]["servingVersion"] == 1
+    # The history lists earlier revisions only, never the stable one.
+    assert rollout_status["history"] == [r2]
+
+
+def _annotate(sim: Sim, **annotations: str) -> None:
+    sim.body["metadata"]["annotations"] = {f"tfleet.dev/rollout-{k}": val for k, val in annotations.items()}
+
+
+def test_manual_control_through_annotations() -> None:
+    sim = started(v(1))
+    r2 = revision(v(2))
+    d1, d2 = f"x-{revision(v(1))}", f"x-{r2}"
+    sim.set_spec(v(2))
+    sim.reconcile(100)
+    sim.settle()
+
+    _annotate(sim, paused="true")
+    paused = sim.reconcile(101)
+    assert (paused.phase, paused.events, paused.requeue_after) == ("Paused", ["RolloutPaused"], None)
+    progressing = status.condition(sim.body["status"], status.PROGRESSING) or {}
+    assert progressing.get("reason") == "RolloutPaused"
+    assert sim.reconcile(5000).writes == 0, "a paused rollout neither advances nor times out"
+
+    _annotate(sim, promote="someothername")
+    resumed = sim.reconcile(5001)
+    assert (resumed.phase, resumed.events) == ("Progressing", ["RolloutResumed"])
+
+    _annotate(sim, promote=r2)
+    promoted = sim.reconcile(5002)
+    assert (promoted.phase, promoted.replicas) == ("Promoting", {d1: 4, d2: 4})
+    assert promoted.events == ["RolloutPromoted", "Updated"]
+    sim.settle()
+    done = sim.reconcile(5003)
+    assert (done.phase, done.replicas) == ("Succeeded", {d1: 0, d2: 4})
+    assert sim.lowest_ready == 4
+
+
+def test_abort_through_the_annotation() -> None:
+    sim = started(v(1))
+    r2 = revision(v(2))
+    sim.set_spec(v(2))
+    sim.reconcile(100)
+    sim.settle()
+    sim.reconcile(160)
+    sim.settle()
+    _annotate(sim, abort=r2)
+    aborted = sim.reconcile(170)
+    assert (aborted.phase, aborted.replicas) == ("RolledBack", {f"x-{revision(v(1))}": 4, f"x-{r2}": 0})
+    assert aborted.events == ["RolloutAborted", "Updated"]
+    assert sim.body["status"]["rollout"]["message"] == f"Rolled back revision {r2}: aborted by request"
+    sim.settle()
+    sim.reconcile(171)
+    assert sim.reconcile(172).writes == 0
