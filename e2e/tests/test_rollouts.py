@@ -239,3 +239,25 @@ def test_pause_resume_promote_and_abort_through_the_cli(kubectl, namespace, kube
     assert {"stable", "previous"} <= roles and "rolled" in roles
     no_rollout = tfleet(kubeconfig, "rollout", "promote", "steer", "-n", namespace)
     assert no_rollout.returncode == 1 and "no rollout in progress" in no_rollout.stderr
+
+
+def test_a_failing_metric_gate_rolls_the_canary_back(kubectl, namespace):
+    from e2e.fakes.prometheus import FakePrometheus
+
+    steps = [{"weight": 25, "pause": "1s"}, {"weight": 50, "pause": "1s"}]
+    with FakePrometheus() as prom:
+        gate = {"prometheus": {"address": prom.address, "interval": "1s", "threshold": 0.05,
+                               "query": 'sum(rate(tfs_errors{revision="{{revision}}"}[1m]))'}}
+        start_ready(kubectl, manifest("gated", namespace, 1, 2, steps, analysis=gate), namespace, "gated")
+        prom.value = 0.01  # healthy: the first bump goes through
+        kubectl("apply", "-f", "-", input=manifest("gated", namespace, 2, 2, steps, analysis=gate))
+        wait_for(lambda: rollout_status(kubectl, namespace, "gated").get("phase") == "Succeeded", what="success")
+        promoted = rollout_status(kubectl, namespace, "gated")["stableRevision"]
+        assert any(promoted in q for q in prom.queries), prom.queries
+
+        prom.value = 0.4  # the next version raises errors
+        kubectl("apply", "-f", "-", input=manifest("gated", namespace, 3, 2, steps, analysis=gate))
+        status = wait_for(lambda: (s := rollout_status(kubectl, namespace, "gated")).get("phase") == "RolledBack" and s,
+                          what="a rollback on the metric")
+    assert "metric check failed: 0.4 > threshold 0.05" in status["message"]
+    assert get_isvc(kubectl, namespace, "gated")["status"]["servingVersion"] == 2

@@ -383,6 +383,37 @@ class RolloutStep(ApiObject):
 
 
 @dataclass(frozen=True)
+class PrometheusAnalysis(ApiObject):
+    """A Prometheus query that must stay within a threshold while a canary runs."""
+
+    address: str = field(
+        "Base URL of the Prometheus HTTP API, for example http://prometheus.monitoring:9090.",
+        pattern=r"^https?://",
+    )
+    query: str = field(
+        "PromQL instant query returning one number. {{revision}}, {{namespace}} and {{name}} are "
+        "replaced by the canary revision, the namespace and the InferenceService name, for example "
+        'sum(rate(errors_total{tfleet_dev_revision="{{revision}}"}[1m])).',
+        min_length=1,
+    )
+    threshold: float = field("The limit the query result is compared with.")
+    comparison: str = field(
+        "LessOrEqual: the result must stay at or below the threshold (error rates, latencies). "
+        "GreaterOrEqual: at or above it (success rates).",
+        default="LessOrEqual",
+        enum=("LessOrEqual", "GreaterOrEqual"),
+    )
+    interval: Duration = field("How often the query runs during a rollout.", default="30s")
+
+
+@dataclass(frozen=True)
+class Analysis(ApiObject):
+    """Metric checks that gate each canary step; a failed check rolls the canary back."""
+
+    prometheus: PrometheusAnalysis | None = field("A Prometheus query check.", default=None)
+
+
+@dataclass(frozen=True)
 class Rollout(ApiObject):
     """How a change to the pods (new model version, image, batching, resources, args) rolls out."""
 
@@ -421,6 +452,11 @@ class Rollout(ApiObject):
     max_unavailable: IntOrString = field(
         "RollingUpdate: pods that may be unavailable during the update (number or percentage).",
         default=0,  # type: ignore[arg-type]
+    )
+    analysis: Analysis | None = field(
+        "Canary: metric checks during each step. A check that fails rolls the canary back; a query "
+        "that cannot run holds the step.",
+        default=None,
     )
     min_ready_seconds: int = field(
         "How long a new pod must be ready before it counts as available.", default=0, minimum=0

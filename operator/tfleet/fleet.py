@@ -15,7 +15,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tfleet import reconcile, rollout
+from tfleet import analysis, reconcile, rollout
+from tfleet.schema import duration_seconds
 from tfleet.builders import LABEL_ISVC, MANAGER
 from tfleet.kube import Kube, KubeError
 
@@ -54,6 +55,7 @@ class Fleet:
         self._pods: dict[Key, dict[str, reconcile.PodSummary]] = {}
         self._wakeups: dict[Key, float] = {}  # monotonic time of the next scheduled reconcile
         self._pods_changed: set[Key] = set()
+        self._checks: dict[Key, tuple[str, float, analysis.Result]] = {}  # canary, when, result
         self._locks: dict[Key, threading.Lock] = {}
         self._failures: dict[Key, int] = {}
         self._guard = threading.Lock()
@@ -159,7 +161,7 @@ class Fleet:
             return
         namespace, name = key
         now = self.clock()
-        plan = reconcile.plan_children(body, children, self.pods(key), now)
+        plan = reconcile.plan_children(body, children, self.pods(key), now, self._metric_check(key, body))
         rejected: str | None = None
         for manifest in plan.apply:
             try:
@@ -196,6 +198,30 @@ class Fleet:
             self.kube.post_event(body, event.type, event.reason, event.message)
         if plan.requeue_after is not None and rejected is None:
             self._wake_up(key, plan.requeue_after)
+
+    def _metric_check(self, key: Key, body: Manifest) -> analysis.Result | None:
+        """Run the canary's metric gate when it is due (once per interval per rollout)."""
+        if not ((body.get("spec") or {}).get("rollout") or {}).get("analysis"):
+            return None
+        isvc, _ = reconcile.parse(body)
+        gate = isvc.spec.rollout.analysis if isvc else None
+        state = rollout.State.from_status((body.get("status") or {}).get("rollout"))
+        if isvc is None or gate is None or gate.prometheus is None or state.canary is None:
+            return None
+        if state.phase not in (rollout.PROGRESSING, rollout.PROMOTING):
+            return None
+        interval = duration_seconds(gate.prometheus.interval)
+        with self._guard:
+            cached = self._checks.get(key)
+        if cached and cached[0] == state.canary and time.monotonic() - cached[1] < interval:
+            return cached[2]
+        query = analysis.render_query(gate.prometheus, revision=state.canary, namespace=key[0], name=key[1])
+        result = analysis.query_prometheus(gate.prometheus, query)
+        with self._guard:
+            self._checks[key] = (state.canary, time.monotonic(), result)
+        log.info("Ran the metric check of InferenceService %s/%s: %s", *key, result.message)
+        self._wake_up(key, interval)
+        return result
 
     def _wake_up(self, key: Key, delay: float) -> None:
         """Reconcile again after `delay` seconds (a pause ends, a deadline passes).

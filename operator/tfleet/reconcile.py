@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from tfleet import builders, rollout, status
+from tfleet import analysis, builders, rollout, status
 from tfleet.api import InferenceService, parse_object
 from tfleet.schema import ValidationError
 
@@ -244,17 +244,22 @@ def controls(body: Manifest) -> rollout.Controls:
 
 
 def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.Observed],
-           now: datetime) -> tuple[builders.Revision, rollout.Decision]:
+           now: datetime, check: analysis.Result | None = None) -> tuple[builders.Revision, rollout.Decision]:
     spec = isvc.spec
     rev = builders.compute_revision(isvc)
+    gated = spec.rollout.analysis is not None and spec.rollout.analysis.prometheus is not None
     policy = rollout.Policy(
         replicas=spec.replicas,
         steps=rollout.steps_from_spec(spec.rollout.steps),
         deadline_seconds=spec.rollout.progress_deadline_seconds,
         auto_rollback=spec.rollout.auto_rollback,
         history_limit=spec.rollout.revision_history_limit + 1,
+        analysis=gated,
     )
     state = rollout.State.from_status((body.get("status") or {}).get("rollout"))
+    if gated and check is not None and state.canary in observed:
+        observed = {**observed, state.canary: replace(observed[state.canary], analysis_ok=check.ok,
+                                                      analysis_message=check.message)}
     if spec.rollout.strategy == "RollingUpdate":
         decision = rollout.decide_rolling(desired=rev.name, target_version=spec.model.version, policy=policy,
                                           state=state, observed=observed, now=now)
@@ -265,7 +270,7 @@ def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.O
 
 
 def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list[PodSummary],
-                  now: datetime) -> Plan:
+                  now: datetime, check: analysis.Result | None = None) -> Plan:
     """Children to apply, scale and delete; the rollout state they lead to; the Events."""
     result = Plan()
     isvc, result.invalid = parse(body)
@@ -274,7 +279,7 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list
         return result
     owned = owned_children(body, children)
     deployments = [obj for (kind, _), obj in owned.items() if kind == "Deployment"]
-    rev, decision = decide(isvc, body, observe_revisions(deployments, pods), now)
+    rev, decision = decide(isvc, body, observe_revisions(deployments, pods), now, check)
     result.rollout = decision.state
     result.requeue_after = decision.requeue_after
     result.events.extend(Event(e.type, e.reason, e.message) for e in decision.events)

@@ -55,6 +55,7 @@ class Policy:
     deadline_seconds: float
     auto_rollback: bool = True
     history_limit: int = 3
+    analysis: bool = False  # a metric gate must pass before a step moves on
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Observed:
     load_error: str = ""  # TF Serving's own load error, when a health bridge reported one
     version: int | None = None
     deadline_exceeded: bool = False  # the Deployment's own Progressing=False condition
+    analysis_ok: bool | None = None  # the metric gate: passed, failed, or not (yet) known
+    analysis_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,8 @@ def _elapsed(since: str | None, now: datetime) -> float:
 
 def failure_reason(observed: Observed, expected: int) -> str:
     """Why a revision is not healthy, in the words an operator on call wants to read."""
+    if observed.ready >= expected and observed.analysis_ok is None and observed.analysis_message:
+        return observed.analysis_message
     if observed.load_error:
         return f"TF Serving failed to load the model: {observed.load_error}"
     total = max(expected, observed.pods)
@@ -313,7 +318,12 @@ def decide(
     expected = _canary_target(state, n)
     replicas[canary] = expected
     elapsed = _elapsed(state.step_started_at, now)
-    healthy = _healthy(seen, expected, state.canary_restarts)
+    if policy.analysis and seen.analysis_ok is False:
+        if policy.auto_rollback:
+            return rolled_back(seen.analysis_message, "RolloutRolledBack")
+        state = replace(state, message=f"Stalled: {seen.analysis_message}")
+        return Decision(replicas, state, events)
+    healthy = _healthy(seen, expected, state.canary_restarts) and (not policy.analysis or seen.analysis_ok is True)
 
     if state.phase == PROMOTING:
         if healthy:

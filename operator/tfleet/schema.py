@@ -344,6 +344,11 @@ def _parse_value(tp: Any, value: Any, path: str, errors: list[FieldError]) -> An
         if isinstance(value, bool) or not isinstance(value, int):
             errors.append(FieldError(path, f"must be an integer, got {_type_name(value)} {_describe(value)}"))
         return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.append(FieldError(path, f"must be a number, got {_type_name(value)} {_describe(value)}"))
+            return value
+        return float(value)
     if tp in (Quantity, IntOrString):
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             errors.append(FieldError(path, f"must be an integer or a string, got {_type_name(value)}"))

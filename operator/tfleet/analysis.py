@@ -1,0 +1,73 @@
+"""Metric gates for canary steps: a Prometheus instant query compared with a threshold.
+
+`render_query` and `evaluate` are pure; `query_prometheus` is the only I/O, a single HTTP GET
+against the Prometheus HTTP API (`/api/v1/query`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+from tfleet.api import PrometheusAnalysis
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one check. `ok` None means the check could not run (inconclusive)."""
+
+    ok: bool | None
+    message: str
+    value: float | None = None
+
+
+def render_query(check: PrometheusAnalysis, *, revision: str, namespace: str, name: str) -> str:
+    return (check.query.replace("{{revision}}", revision)
+            .replace("{{namespace}}", namespace).replace("{{name}}", name))
+
+
+def parse_response(body: str) -> float | None:
+    """The single number of an instant query's answer; None when there is none."""
+    payload = json.loads(body)
+    if payload.get("status") != "success":
+        raise ValueError(payload.get("error") or "query failed")
+    data = payload.get("data") or {}
+    result = data.get("result")
+    if data.get("resultType") == "scalar" and isinstance(result, list):
+        return float(result[1])
+    if data.get("resultType") == "vector" and isinstance(result, list):
+        if not result:
+            return None
+        if len(result) > 1:
+            raise ValueError(f"the query returned {len(result)} series; it must return one")
+        return float(result[0]["value"][1])
+    raise ValueError(f"unsupported result type {data.get('resultType')!r}")
+
+
+def evaluate(check: PrometheusAnalysis, value: float | None) -> Result:
+    if value is None:
+        return Result(None, "the query returned no data")
+    if math.isnan(value):
+        return Result(None, "the query returned NaN", value)
+    if check.comparison == "GreaterOrEqual":
+        ok, relation = value >= check.threshold, ">=" if value >= check.threshold else "<"
+    else:
+        ok, relation = value <= check.threshold, "<=" if value <= check.threshold else ">"
+    return Result(ok, f"metric check {'passed' if ok else 'failed'}: {value:g} {relation} threshold {check.threshold:g}",
+                  value)
+
+
+def query_prometheus(check: PrometheusAnalysis, query: str, timeout: float = 3.0) -> Result:
+    url = check.address.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) by schema)
+            value = parse_response(response.read().decode())
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        return Result(None, f"Prometheus at {check.address} did not answer: {getattr(exc, 'reason', exc)}")
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return Result(None, f"Prometheus answered something unusable: {exc}")
+    return evaluate(check, value)
