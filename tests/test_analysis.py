@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from e2e.fakes.prometheus import FakePrometheus
+
 from tfleet import analysis
 from tfleet.api import PrometheusAnalysis
 

@@ -135,7 +135,7 @@ def test_ready_deployment_flips_ready_with_one_status_write(setup):
     ready = next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
     assert kube.isvc["status"]["servingVersion"] == 3
-    assert ("Normal", "Ready") == kube.events[-1][:2]
+    assert kube.events[-1][:2] == ("Normal", "Ready")
 
 
 def test_an_edited_child_image_is_applied_again_once(setup):

@@ -20,7 +20,7 @@ class FakePrometheus:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 url = urlparse(self.path)
                 if url.path != "/api/v1/query":
                     self.send_error(404)

@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from tfleet import analysis, reconcile, rollout
-from tfleet.schema import duration_seconds
 from tfleet.builders import LABEL_ISVC, MANAGER
 from tfleet.kube import Kube, KubeError
+from tfleet.schema import duration_seconds
 
 log = logging.getLogger(__name__)
 
