@@ -186,3 +186,35 @@ async def test_run_worker_survives_failures_and_retries():
     await asyncio.wait_for(done.wait(), 5)
     assert calls.count("bad") == 3 and "good" in calls
     task.cancel()
+
+
+def test_selector_index_finds_equality_and_expression_selectors_per_namespace():
+    index = common.SelectorIndex()
+    index.set(("ns", "svc-a"), {"app": "a"})
+    index.set(("ns", "svc-ab"), {"app": "a", "track": "b"})
+    index.set(("ns", "pdb"), {"matchLabels": {"app": "a"}})
+    index.set(
+        ("ns", "pdb-expr"),
+        {"matchExpressions": [{"key": "track", "operator": "In", "values": ["b", "c"]}]},
+    )
+    index.set(("other", "svc-a"), {"app": "a"})
+    assert index.matching("ns", {"app": "a", "pod-template-hash": "x"}) == {
+        ("ns", "svc-a"),
+        ("ns", "pdb"),
+    }
+    assert index.matching("ns", {"app": "a", "track": "b"}) == {
+        ("ns", "svc-a"),
+        ("ns", "svc-ab"),
+        ("ns", "pdb"),
+        ("ns", "pdb-expr"),
+    }
+    assert index.matching("ns", {"app": "z"}) == set()
+    index.set(("ns", "svc-a"), None)
+    index.set(("ns", "pdb-expr"), None)
+    assert ("ns", "svc-a") not in index
+    assert index.matching("ns", {"app": "a", "track": "b"}) == {("ns", "svc-ab"), ("ns", "pdb")}
+    # a pod with very many labels (too many subsets of size 3) falls back to testing each selector
+    index.set(("ns", "svc-3"), {"app": "a", "k1": "v", "k2": "v"})
+    assert common.selector_subsets({f"k{i}": "v" for i in range(41)}, {1, 2, 3}) is None
+    many = {f"k{i}": "v" for i in range(40)} | {"app": "a"}
+    assert index.matching("ns", many) == {("ns", "pdb"), ("ns", "svc-3")}

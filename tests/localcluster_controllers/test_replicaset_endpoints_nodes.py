@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from e2e.localcluster.controllers import common, nodes
 from e2e.localcluster.controllers import endpoints as ep
-from e2e.localcluster.controllers import nodes
 from e2e.localcluster.controllers import replicaset as rsc
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -284,10 +284,10 @@ def test_plan_slices_reuses_existing_and_writes_nothing_when_steady():
 
 
 def test_selector_subsets_enumerate_candidate_selectors():
-    subs = ep.selector_subsets({"a": "1", "b": "2", "c": "3"}, {1, 2})
+    subs = common.selector_subsets({"a": "1", "b": "2", "c": "3"}, {1, 2})
     assert len(subs) == 3 + 3
     assert frozenset({("a", "1"), ("c", "3")}) in subs
-    assert ep.selector_subsets({f"k{i}": "v" for i in range(30)}, {15}) is None
+    assert common.selector_subsets({f"k{i}": "v" for i in range(30)}, {15}) is None
 
 
 def test_external_name_and_selectorless_services_are_left_alone():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import re
@@ -391,6 +392,93 @@ def select_by_labels(informer: Informer, namespace: str, selector: Mapping[str, 
         return []
     keys = set(postings[0]).intersection(*postings[1:])
     return [informer.objects[k] for k in sorted(keys) if k in informer.objects]
+
+
+def selector_subsets(
+    labels: Mapping[str, str], sizes: set[int], limit: int = 4096
+) -> list[frozenset[tuple[str, str]]] | None:
+    """Every subset of the label pairs with one of the given sizes: the selectors that
+    could match these labels. None when there would be too many to enumerate."""
+    items = sorted(labels.items())
+    out: list[frozenset[tuple[str, str]]] = []
+    for size in sorted(sizes):
+        if size > len(items):
+            continue
+        for combo in itertools.combinations(items, size):
+            out.append(frozenset(combo))
+            if len(out) > limit:
+                return None
+    return out
+
+
+class SelectorIndex:
+    """Which objects (Services, PodDisruptionBudgets) select a pod with given labels,
+    without testing every selector of the namespace: equality selectors are found by
+    enumerating the subsets of the pod's labels of the sizes in use; selectors with
+    expressions are few and are tested one by one."""
+
+    def __init__(self) -> None:
+        # namespace -> selector size -> selector -> keys
+        self._plain: dict[str, dict[int, dict[frozenset[tuple[str, str]], set[Key]]]] = {}
+        self._complex: dict[str, dict[Key, Mapping[str, Any]]] = {}
+        self._of: dict[Key, frozenset[tuple[str, str]] | Mapping[str, Any]] = {}
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._of
+
+    def set(self, key: Key, selector: Mapping[str, Any] | None) -> None:
+        """Index ``key`` under a selector: an equality map (a Service's), a LabelSelector,
+        or None to forget it."""
+        self._remove(key)
+        if selector is None:
+            return
+        ns = key[0]
+        if "matchLabels" in selector or "matchExpressions" in selector:
+            if selector.get("matchExpressions"):
+                self._complex.setdefault(ns, {})[key] = selector
+                self._of[key] = selector
+                return
+            selector = selector.get("matchLabels") or {}
+        plain = frozenset((str(k), str(v)) for k, v in selector.items())
+        self._of[key] = plain
+        self._plain.setdefault(ns, {}).setdefault(len(plain), {}).setdefault(plain, set()).add(key)
+
+    def _remove(self, key: Key) -> None:
+        old = self._of.pop(key, None)
+        if old is None:
+            return
+        if not isinstance(old, frozenset):
+            self._complex.get(key[0], {}).pop(key, None)
+            return
+        sizes = self._plain.get(key[0], {})
+        bucket = sizes.get(len(old), {})
+        keys = bucket.get(old)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del bucket[old]
+                if not bucket:
+                    del sizes[len(old)]
+
+    def matching(self, namespace: str, labels: Mapping[str, str]) -> set[Key]:
+        found: set[Key] = {
+            k for k, sel in self._complex.get(namespace, {}).items() if match_selector(sel, labels)
+        }
+        sizes = self._plain.get(namespace)
+        if not sizes:
+            return found
+        subsets = selector_subsets(labels, set(sizes))
+        if subsets is None:
+            for size_bucket in sizes.values():
+                for selector, keys in size_bucket.items():
+                    if all(labels.get(k) == v for k, v in selector):
+                        found |= keys
+            return found
+        for sub in subsets:
+            keys = sizes.get(len(sub), {}).get(sub)
+            if keys:
+                found |= keys
+        return found
 
 
 # ------------------------------------------------------------------------ workqueue

@@ -12,7 +12,6 @@ same way and labelled ``service.kubernetes.io/headless``.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +19,7 @@ from .common import (
     BATCH_SECONDS,
     Informer,
     Key,
+    SelectorIndex,
     WorkQueue,
     error_code,
     is_terminating,
@@ -300,23 +300,6 @@ def same_endpoints(current: Mapping[str, Any] | None, body: Mapping[str, Any]) -
     ) == body["metadata"]["labels"]
 
 
-def selector_subsets(
-    labels: Mapping[str, str], sizes: set[int], limit: int = 4096
-) -> list[frozenset[tuple[str, str]]] | None:
-    """Every subset of the label pairs with one of the given sizes: the selectors that
-    could match these labels. None when there would be too many to enumerate."""
-    items = sorted(labels.items())
-    out: list[frozenset[tuple[str, str]]] = []
-    for size in sorted(sizes):
-        if size > len(items):
-            continue
-        for combo in itertools.combinations(items, size):
-            out.append(frozenset(combo))
-            if len(out) > limit:
-                return None
-    return out
-
-
 # ----------------------------------------------------------------------- controller
 
 
@@ -337,10 +320,8 @@ class EndpointsController:
         self.slices = slices
         self.nodes = nodes
         self.queue = WorkQueue()
-        # namespace -> selector size -> selector -> service keys: finds the services a
-        # pod may belong to without scanning every service of the namespace
-        self._by_selector: dict[str, dict[int, dict[frozenset[tuple[str, str]], set[Key]]]] = {}
-        self._selector_of: dict[Key, frozenset[tuple[str, str]]] = {}
+        # finds the services a pod may belong to without scanning every service
+        self.selectors = SelectorIndex()
         services.add_handler(self._on_service)
         pods.add_handler(self._on_pod)
         endpoints.add_handler(self._on_owned)
@@ -359,45 +340,11 @@ class EndpointsController:
             )
         ]
 
-    def _index_service(self, key: Key, svc: Mapping[str, Any] | None) -> None:
-        old = self._selector_of.pop(key, None)
-        if old is not None:
-            bucket = self._by_selector.get(key[0], {}).get(len(old), {})
-            keys = bucket.get(old)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del bucket[old]
-                    if not bucket:
-                        del self._by_selector[key[0]][len(old)]
-        if svc is not None and selects_pods(svc):
-            selector = frozenset((str(k), str(v)) for k, v in svc["spec"]["selector"].items())
-            self._selector_of[key] = selector
-            self._by_selector.setdefault(key[0], {}).setdefault(len(selector), {}).setdefault(
-                selector, set()
-            ).add(key)
-
-    def services_for(self, namespace: str, labels: Mapping[str, str]) -> set[Key]:
-        sizes = self._by_selector.get(namespace)
-        if not sizes:
-            return set()
-        subsets = selector_subsets(labels, set(sizes))
-        found: set[Key] = set()
-        if subsets is None:
-            for size_bucket in sizes.values():
-                for selector, keys in size_bucket.items():
-                    if all(labels.get(k) == v for k, v in selector):
-                        found |= keys
-            return found
-        for sub in subsets:
-            keys = sizes.get(len(sub), {}).get(sub)
-            if keys:
-                found |= keys
-        return found
-
     def _on_service(self, event_type: str, old: dict | None, new: dict | None) -> None:
         key = key_of(new or old or {})
-        self._index_service(key, new)
+        self.selectors.set(
+            key, new["spec"]["selector"] if new is not None and selects_pods(new) else None
+        )
         if (
             old is not None
             and new is not None
@@ -414,7 +361,7 @@ class EndpointsController:
         keys: set[Key] = set()
         for obj in (old, new):
             if obj is not None:
-                keys |= self.services_for(ns, labels_of(obj))
+                keys |= self.selectors.matching(ns, labels_of(obj))
         for key in keys:
             self.queue.add_after(key, BATCH_SECONDS)
 
@@ -424,7 +371,7 @@ class EndpointsController:
             old is not None and new is not None and old.get("subsets") != new.get("subsets")
         ):
             key = key_of(new or old or {})
-            if key in self._selector_of:
+            if key in self.selectors:
                 self.queue.add(key)
 
     def _on_slice(self, event_type: str, old: dict | None, new: dict | None) -> None:
