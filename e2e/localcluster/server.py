@@ -303,6 +303,8 @@ class ApiServer:
                 raise errors.method_not_allowed()
             obj = c.do_get(rt, route.namespace, route.name or "")
             return self._object_response(request, rt, obj)
+        if rt.namespaced and route.namespace is None and method != "GET":
+            raise errors.method_not_allowed()  # no writes on the all-namespaces path
         if rt.verbs == ("create",):
             if method != "POST" or route.name is not None:
                 raise errors.method_not_allowed()
@@ -564,10 +566,14 @@ class ApiServer:
                 if remaining <= 0:
                     timed_out = True
                     break
-                wait = min(remaining, self.bookmark_interval) if bookmarks else remaining
+                # Wake up now and then even without bookmarks: a client that went away must
+                # not keep its watch (and a growing queue) until the timeout.
+                wait = min(remaining, self.bookmark_interval)
                 try:
                     item = await asyncio.wait_for(watcher.queue.get(), wait)
                 except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        break
                     if bookmarks and deadline - loop.time() > 0:
                         await response.write(self._bookmark(rt))
                     continue

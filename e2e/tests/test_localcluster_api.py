@@ -537,3 +537,9 @@ def test_finalize_endpoint_releases_a_stuck_namespace(core: client.CoreV1Api) ->
     with pytest.raises(ApiException) as err:
         core.read_namespace("stuck")
     assert err.value.status == 404
+
+
+def test_no_writes_on_the_all_namespaces_path(api_client: Any) -> None:
+    with pytest.raises(ApiException) as err:
+        _raw(api_client, "POST", "/api/v1/configmaps", body=_cm("nowhere"))
+    assert err.value.status == 405

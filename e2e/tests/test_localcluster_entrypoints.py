@@ -137,3 +137,21 @@ async def test_crd_deletion_removes_its_objects_and_stops_serving() -> None:
         assert resp.status == 404
         with pytest.raises(ApiError):
             await c.list(f"{WIDGET_GROUP}/v1/widgets")
+
+
+async def test_a_watch_whose_client_left_is_dropped() -> None:
+    async with LocalCluster(controllers=False, bookmark_interval=0.05) as lc:
+        storage = lc.cluster.storage(lc.cluster.resource("v1/configmaps"))
+        async with aiohttp.ClientSession(lc.url) as session:
+            resp = await session.get("/api/v1/configmaps", params={"watch": "1"})
+            for _ in range(100):
+                if storage.watchers:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(storage.watchers) == 1
+            resp.close()
+        for _ in range(100):
+            if not storage.watchers:
+                break
+            await asyncio.sleep(0.02)
+        assert not storage.watchers
