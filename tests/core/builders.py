@@ -26,7 +26,8 @@ def load_example(name: str) -> dict[str, Any]:
     """The (single) InferenceService document of examples/<name>.yaml."""
     docs = [d for d in yaml.safe_load_all((EXAMPLES_DIR / f"{name}.yaml").read_text()) if d]
     assert len(docs) == 1, f"examples/{name}.yaml holds {len(docs)} documents"
-    return docs[0]
+    doc: dict[str, Any] = docs[0]
+    return doc
 
 
 def example_names() -> list[str]:
@@ -184,7 +185,7 @@ def as_stored(manifest: dict[str, Any], resource_version: int = 100) -> dict[str
     meta.update({"uid": f"uid-{obj['kind']}-{meta['name']}", "resourceVersion": str(resource_version),
                  "generation": 1, "creationTimestamp": "2025-12-31T23:00:00Z",
                  "managedFields": [{"manager": "tfleet", "operation": "Apply"}]})
-    kind, spec = obj["kind"], obj.get("spec")
+    kind, spec = obj["kind"], obj.get("spec") or {}
     if kind == "Deployment":
         pod = spec["template"]["spec"]
         pod.update({"restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler"})

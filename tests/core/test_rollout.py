@@ -107,22 +107,24 @@ def decide(state: State, observed: dict[str, Observed] | None = None, *, desired
     """`rollout.decide` with STABLE fully ready unless `observed` says otherwise."""
     pol = pol or policy()
     seen = {STABLE: ready(pol.replicas), **(observed or {})} if state.stable == STABLE else dict(observed or {})
-    args = dict(desired=desired, target_version=target_version, policy=pol, observed=seen, controls=controls,
-                now=at(now))
-    made = rollout.decide(state=state, **args)  # type: ignore[arg-type]
-    again = rollout.decide(state=State.from_status(state.to_status()), **args)  # type: ignore[arg-type]
-    settled = rollout.decide(state=made.state, **args)  # type: ignore[arg-type]
-    check_promises(state, seen, pol.replicas, made, again, settled)
+    def look(from_state: State) -> Decision:
+        return rollout.decide(desired=desired, target_version=target_version, policy=pol, state=from_state,
+                              observed=seen, controls=controls, now=at(now))
+
+    made = look(state)
+    check_promises(state, seen, pol.replicas, made, look(State.from_status(state.to_status())), look(made.state))
     return made
 
 
 def rolling(state: State, observed: dict[str, Observed], *, desired: str = CANARY, now: float = 0,
             pol: Policy | None = None) -> Decision:
     pol = pol or policy()
-    args = dict(desired=desired, target_version=2, policy=pol, observed=observed, now=at(now))
-    made = rollout.decide_rolling(state=state, **args)  # type: ignore[arg-type]
-    again = rollout.decide_rolling(state=State.from_status(state.to_status()), **args)  # type: ignore[arg-type]
-    assert again == made
+    def look(from_state: State) -> Decision:
+        return rollout.decide_rolling(desired=desired, target_version=2, policy=pol, state=from_state,
+                                      observed=observed, now=at(now))
+
+    made = look(state)
+    assert look(State.from_status(state.to_status())) == made
     assert State.from_status(made.state.to_status()) == made.state
     return made
 
@@ -277,6 +279,18 @@ def test_the_next_step_counts_restarts_from_where_it_began() -> None:
     # Restarted during step 2: held, although the pause is over and every pod is ready.
     assert (later.state.step, later.state.phase) == (1, PROGRESSING)
     assert later.events == []
+
+
+@pytest.mark.parametrize("steps", [
+    pytest.param((Step(10, 60),), id="down to one step"),
+    pytest.param((), id="down to no steps"),
+])
+def test_fewer_steps_mid_rollout_move_on_to_promotion(steps: tuple[Step, ...]) -> None:
+    # Steps are rollout settings, not part of the revision: editing them during a rollout
+    # keeps the rollout going, now past its last step.
+    made = decide(at_step(1, 50, started=100), {CANARY: ready(N)}, now=500, pol=policy(steps=steps))
+    assert made.state.phase == PROMOTING
+    assert made.replicas == {STABLE: N, CANARY: N}
 
 
 # --------------------------------------------------------------------------- promotion
