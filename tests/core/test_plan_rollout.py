@@ -442,3 +442,19 @@ def test_abort_through_the_annotation() -> None:
     sim.settle()
     sim.reconcile(171)
     assert sim.reconcile(172).writes == 0
+
+
+def test_a_rolling_update_reports_the_version_its_old_pods_serve_until_it_completes() -> None:
+    sim = started(v(1).rolling_update())
+    assert sim.body["status"]["servingVersion"] == 1
+    sim.set_spec(v(2).rolling_update())
+    rolling = sim.reconcile(100)
+    assert (rolling.phase, rolling.replicas, rolling.events) == ("Progressing", {"x": 4},
+                                                                 ["RolloutStarted", "ChildrenChanged"])
+    # The one Deployment now carries the new template, but the old pods still serve version 1.
+    assert sim.body["status"].get("servingVersion") == 1
+    sim.settle()
+    done = sim.reconcile(101)
+    assert (done.phase, done.events) == ("Succeeded", ["RolloutSucceeded"])
+    assert sim.body["status"]["servingVersion"] == 2
+    assert sim.reconcile(102).writes == 0
