@@ -520,3 +520,90 @@ async def test_invalid_behaviour_annotation_falls_back_to_ready_with_a_warning(c
     await eventually(ready)
     events = await eventually(lambda: _events_for(cluster, "odd", "InvalidBehaviour"))
     assert "unknown behaviour 'sometimes'" in events[0]["message"]
+
+
+async def test_hpa_scales_a_custom_resource_through_its_scale_subresource(cluster):
+    from e2e.localcluster.testing import WIDGET_CRD, WIDGET_GROUP
+
+    await cluster.create("apiextensions.k8s.io/v1/customresourcedefinitions", WIDGET_CRD)
+
+    async def served():
+        try:
+            return await cluster.list(f"{WIDGET_GROUP}/v1/widgets", "ns") is not None
+        except ApiError:
+            return False
+
+    await eventually(served)
+    await cluster.create(
+        f"{WIDGET_GROUP}/v1/widgets",
+        {
+            "apiVersion": f"{WIDGET_GROUP}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w", "namespace": "ns"},
+            "spec": {"size": 1, "replicas": 7},
+        },
+    )
+    await cluster.create(
+        "autoscaling/v2/horizontalpodautoscalers",
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "w", "namespace": "ns"},
+            "spec": {
+                "scaleTargetRef": {
+                    "apiVersion": f"{WIDGET_GROUP}/v1",
+                    "kind": "Widget",
+                    "name": "w",
+                },
+                "minReplicas": 1,
+                "maxReplicas": 3,
+            },
+        },
+    )
+
+    async def scaled_down():
+        return (await cluster.get(f"{WIDGET_GROUP}/v1/widgets", "ns", "w"))["spec"]["replicas"] == 3
+
+    await eventually(scaled_down)
+
+    async def limited():
+        s = await status_of(cluster, "autoscaling/v2/horizontalpodautoscalers", "w")
+        return (
+            s
+            if s.get("desiredReplicas") == 3
+            and condition(s, "ScalingActive").get("reason") == "FailedGetResourceMetric"
+            else None
+        )
+
+    s = await eventually(limited)
+    assert s["currentReplicas"] == 3
+
+
+async def test_pod_disruption_budget_status_follows_pod_readiness(cluster):
+    await cluster.create("apps/v1/deployments", deployment(replicas=3))
+    await cluster.create(
+        "policy/v1/poddisruptionbudgets",
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+        },
+    )
+
+    async def budget(**want: int):
+        s = await status_of(cluster, "policy/v1/poddisruptionbudgets", "web")
+        return s if all(s.get(k) == v for k, v in want.items()) else None
+
+    s = await eventually(
+        lambda: budget(currentHealthy=3, desiredHealthy=2, expectedPods=3, disruptionsAllowed=1)
+    )
+    assert condition(s, "DisruptionAllowed")["reason"] == "SufficientPods"
+    # one pod turns unready: no disruption allowed any more
+    await bh.set_rules(
+        cluster, [{"match": {"labelSelector": "unready=yes"}, "behaviour": "never-ready"}]
+    )
+    victim = (await pods_of(cluster, "web"))[0]["metadata"]["name"]
+    await cluster.patch("v1/pods", "ns", victim, {"metadata": {"labels": {"unready": "yes"}}})
+    s = await eventually(lambda: budget(currentHealthy=2, disruptionsAllowed=0))
+    assert condition(s, "DisruptionAllowed")["reason"] == "InsufficientPods"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from e2e.localcluster.controllers import common, nodes
+from e2e.localcluster.controllers import common, nodes, pdb
 from e2e.localcluster.controllers import endpoints as ep
 from e2e.localcluster.controllers import replicaset as rsc
 
@@ -347,3 +347,50 @@ def test_topology_count_expands_and_list_form_is_accepted():
 def test_invalid_topologies_are_rejected_with_the_field(topology, message):
     with pytest.raises(nodes.TopologyError, match=message):
         nodes.expand_topology(topology)
+
+
+# ------------------------------------------------------------------ disruption budgets
+
+
+def budget(**spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "b", "namespace": "ns", "generation": 2},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, **spec},
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "scale", "expected"),
+    [
+        # (currentHealthy, desiredHealthy, expectedPods, disruptionsAllowed)
+        ({"minAvailable": 2}, 4, (3, 2, 4, 1)),
+        ({"minAvailable": 4}, 4, (3, 4, 4, 0)),
+        ({"minAvailable": "50%"}, 5, (3, 3, 5, 0)),  # 2.5 rounds up
+        ({"minAvailable": "50%"}, 4, (3, 2, 4, 1)),
+        ({"maxUnavailable": 1}, 4, (3, 3, 4, 0)),
+        ({"maxUnavailable": "30%"}, 10, (3, 7, 10, 0)),  # 3 unavailable allowed, rounded up
+        ({"maxUnavailable": 1}, None, (3, 3, 4, 0)),  # no controller: counts pods
+    ],
+)
+def test_budget_status(spec, scale, expected):
+    pods = [pod("a"), pod("b"), pod("c"), pod("d", ready_for=None), pod("e", terminating=True)][:4]
+    status = pdb.budget_status(budget(**spec), pods, scale, NOW)
+    assert (
+        status["currentHealthy"],
+        status["desiredHealthy"],
+        status["expectedPods"],
+        status["disruptionsAllowed"],
+    ) == expected
+    assert status["observedGeneration"] == 2
+    cond = status["conditions"][0]
+    assert cond["type"] == "DisruptionAllowed"
+    assert (cond["status"], cond["reason"]) == (
+        ("True", "SufficientPods") if expected[3] else ("False", "InsufficientPods")
+    )
+
+
+def test_terminating_pods_are_not_healthy():
+    status = pdb.budget_status(
+        budget(minAvailable=1), [pod("a", terminating=True), pod("b")], None, NOW
+    )
+    assert status["currentHealthy"] == 1 and status["disruptionsAllowed"] == 0

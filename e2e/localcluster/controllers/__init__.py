@@ -8,6 +8,7 @@ controllers a real cluster would run, all against the in-process API:
 - kubelet: runs bound pods by their declared behaviour (docs/local-cluster-behaviours.md);
 - ReplicaSet and Deployment controllers (RollingUpdate, Recreate, status, conditions);
 - Endpoints and EndpointSlice controllers for Services with selectors;
+- a disruption controller that gives PodDisruptionBudgets their status;
 - a HorizontalPodAutoscaler controller that keeps replicas within bounds (there is no
   metrics server).
 
@@ -30,7 +31,7 @@ Options (all optional):
     FailedScheduling and other warnings are recorded even when this is False.
 ``controllers`` (all)
     Names of the controllers to run: nodes, scheduler, kubelet, replicaset, deployment,
-    endpoints, hpa.
+    endpoints, disruption, hpa.
 """
 
 from __future__ import annotations
@@ -60,10 +61,20 @@ from .endpoints import EndpointsController, index_by_service
 from .hpa import HPAController
 from .kubelet import Kubelet, Timing
 from .nodes import ensure_nodes, expand_topology
+from .pdb import DisruptionController
 from .replicaset import ReplicaSetController
 from .scheduler import Scheduler
 
-ALL_CONTROLLERS = ("nodes", "scheduler", "kubelet", "replicaset", "deployment", "endpoints", "hpa")
+ALL_CONTROLLERS = (
+    "nodes",
+    "scheduler",
+    "kubelet",
+    "replicaset",
+    "deployment",
+    "endpoints",
+    "disruption",
+    "hpa",
+)
 
 __all__ = ["ALL_CONTROLLERS", "parse_options", "start"]
 
@@ -174,6 +185,11 @@ def start(cluster: Any, options: dict[str, Any] | None = None) -> list[asyncio.T
     if "endpoints" in enabled:
         use(services, pods, endpoints, slices, nodes)
         tasks += EndpointsController(cluster, services, pods, endpoints, slices, nodes).tasks()
+    if "disruption" in enabled:
+        use(pods, replicasets, deployments)
+        disruption = DisruptionController(cluster, pods, replicasets, deployments)
+        use(*disruption.informers())
+        tasks += disruption.tasks()
     if "hpa" in enabled:
         tasks += HPAController(cluster, opts["hpa_sync_seconds"]).tasks()
     # Informers first in the list so that they are cancelled first; the workers wait for
