@@ -10,9 +10,12 @@ when nothing changed.
 from __future__ import annotations
 
 import copy
+import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+import pytest
 
 from tfleet import builders, reconcile, rollout, status
 from tfleet.reconcile import ChildKey
@@ -458,3 +461,40 @@ def test_a_rolling_update_reports_the_version_its_old_pods_serve_until_it_comple
     assert (done.phase, done.events) == ("Succeeded", ["RolloutSucceeded"])
     assert sim.body["status"]["servingVersion"] == 2
     assert sim.reconcile(102).writes == 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_nothing_is_orphaned_and_capacity_holds_over_any_sequence(seed: int) -> None:
+    """Version bumps (one of them broken), pods becoming ready, manual control and time, in a
+    random but reproducible order, each followed by a reconcile."""
+    rng = random.Random(seed)
+    replicas = rng.choice([1, 2, 4])
+    specs = {version: v(version, replicas) for version in (1, 2, 3, 4)}
+    sim = started(specs[1])
+    sim.broken.add(revision(specs[3]))
+    now = 10.0
+    for _ in range(50):
+        roll = rng.random()
+        if roll < 0.15:
+            sim.set_spec(specs[rng.choice([1, 2, 3, 4])])
+        elif roll < 0.55:
+            sim.settle()
+        elif roll < 0.6:
+            canary = sim.body["status"]["rollout"].get("canaryRevision", "")
+            _annotate(sim, **rng.choice([{"paused": "true"}, {"promote": canary}, {"abort": canary}, {}]))
+        record = sim.reconcile(now)
+
+        rollout_status = sim.body["status"]["rollout"]
+        known = {rollout_status.get(k) for k in ("stableRevision", "canaryRevision", "failedRevision")}
+        known |= set(rollout_status.get("history", []))
+        deployments = {name: obj for (kind, name), obj in sim.children.items() if kind == "Deployment"}
+        for name, obj in deployments.items():
+            # Nothing is orphaned: every Deployment belongs to a revision the status names...
+            assert obj["metadata"]["labels"][builders.LABEL_REVISION] in known, (name, rollout_status)
+            # ...and the ConfigMap its pods mount is still there.
+            volume = next(v for v in obj["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
+            assert ("ConfigMap", volume["configMap"]["name"]) in sim.children
+        assert sim.lowest_ready is not None and sim.lowest_ready >= replicas, sim.log[-3:]
+        if record.requeue_after != 0:
+            assert sim.reconcile(now).writes == 0, "a second look at an unchanged cluster writes nothing"
+        now += rng.choice([0, 1, 30, 61, 121, 700])
