@@ -263,7 +263,7 @@ def test_the_look_right_after_a_step_advance_writes_nothing() -> None:
     sim.settle()
     sim.reconcile(101)
     advanced = sim.reconcile(160)
-    assert advanced.requeue_after == 0
+    assert advanced.events == ["RolloutStepAdvanced", "Updated"]
     again = sim.reconcile(160)
     assert (again.writes, again.events) == (0, []), sim.body["status"]["rollout"]["message"]
 
