@@ -296,6 +296,45 @@ def test_fewer_steps_mid_rollout_move_on_to_promotion(steps: tuple[Step, ...]) -
     assert made.replicas == {STABLE: N, CANARY: N}
 
 
+GATED = "metric check passed: 0.002 <= threshold 0.01"
+FAILED_GATE = "metric check failed: 0.2 > threshold 0.01"
+PENDING_GATE = "the query returned no data"
+
+METRIC_GATE_CASES = [
+    # (canary as observed with its metric check, auto rollback, phase, step, message)
+    pytest.param(replace(ready(1), analysis_ok=True, analysis_message=GATED), True, PROGRESSING, 1,
+                 "Step 2 of 2: weight 50%", id="a passing check lets the step advance"),
+    pytest.param(replace(ready(1), analysis_ok=None, analysis_message=PENDING_GATE), True, PROGRESSING, 0,
+                 "Waiting for canary pods (step 1 of 2): 1 of 1 ready",
+                 id="an inconclusive check holds the step"),
+    pytest.param(ready(1), True, PROGRESSING, 0, "Waiting for canary pods (step 1 of 2): 1 of 1 ready",
+                 id="no check result yet holds the step"),
+    pytest.param(replace(ready(1), analysis_ok=False, analysis_message=FAILED_GATE), True, ROLLED_BACK, None,
+                 f"Rolled back revision {CANARY}: {FAILED_GATE}", id="a failing check rolls back at once"),
+    pytest.param(replace(ready(1), analysis_ok=False, analysis_message=FAILED_GATE), False, PROGRESSING, 0,
+                 f"Stalled: {FAILED_GATE}", id="a failing check without automatic rollback stalls"),
+]
+
+
+@pytest.mark.parametrize(("canary", "auto_rollback", "phase", "step", "message"), METRIC_GATE_CASES)
+def test_the_metric_gate(canary: Observed, auto_rollback: bool, phase: str, step: int | None, message: str) -> None:
+    pol = replace(policy(auto_rollback=auto_rollback), analysis=True)
+    made = decide(at_step(0, 10), {CANARY: canary}, now=60, pol=pol)
+    assert (made.state.phase, made.state.step, made.state.message) == (phase, step, message)
+    if phase == ROLLED_BACK:
+        assert made.replicas == {STABLE: N, CANARY: 0}
+        assert events(made) == [("Warning", "RolloutRolledBack")]
+    # Without a gate in the spec, the metric check is not consulted.
+    ungated = decide(at_step(0, 10), {CANARY: canary}, now=60, pol=policy(auto_rollback=auto_rollback))
+    assert (ungated.state.phase, ungated.state.step) == (PROGRESSING, 1)
+
+
+def test_an_inconclusive_metric_check_at_the_deadline_names_itself() -> None:
+    pol = replace(policy(), analysis=True)
+    made = decide(at_step(0, 10), {CANARY: replace(ready(1), analysis_message=PENDING_GATE)}, now=600, pol=pol)
+    assert made.state.message == f"Rolled back revision {CANARY}: {PENDING_GATE}"
+
+
 # --------------------------------------------------------------------------- promotion
 
 
