@@ -183,7 +183,8 @@ def test_an_operator_killed_twice_mid_rollout_completes_it(kubectl, namespace, o
              what="the rollout to finish after the restarts")
     isvc = get_isvc(kubectl, namespace, "sturdy")
     assert isvc["status"]["servingVersion"] == 2
-    assert isvc["status"]["readyReplicas"] == 2
+    # The old revision's pods drain away after promotion.
+    wait_for(lambda: get_isvc(kubectl, namespace, "sturdy")["status"]["readyReplicas"] == 2, what="2 ready pods")
 
 
 def test_a_bump_during_a_rollout_supersedes_it(kubectl, namespace, api_client, kubeconfig):

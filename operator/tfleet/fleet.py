@@ -26,6 +26,9 @@ Manifest = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name) of an InferenceService
 
 MAX_BACKOFF_SECONDS = 60.0
+# How long a status change that nobody waits for may be held back so that the changes
+# right behind it (pods turning ready one by one) go out in the same write.
+STATUS_COALESCE_SECONDS = 1.0
 
 
 utcnow = rollout.utc_now
@@ -46,9 +49,14 @@ def _newer(candidate: Manifest, current: Manifest | None) -> bool:
 
 class Fleet:
     def __init__(self, kube: Kube, clock: Callable[[], datetime] = utcnow,
-                 schedule: Callable[[float, Callable[[], None]], Any] | None = None):
+                 schedule: Callable[[float, Callable[[], None]], Any] | None = None,
+                 status_coalesce_seconds: float = STATUS_COALESCE_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.kube = kube
         self.clock = clock
+        self.monotonic = monotonic
+        self.status_coalesce_seconds = status_coalesce_seconds
+        self._status_due: dict[Key, float] = {}  # monotonic deadline of a held-back status write
         self._schedule = schedule or _timer
         self._isvcs: dict[Key, Manifest] = {}
         self._children: dict[Key, dict[reconcile.ChildKey, Manifest]] = {}
@@ -188,16 +196,35 @@ class Fleet:
             return
         status_plan = reconcile.plan_status(body, children, self.pods(key), rollout.format_time(now),
                                             plan.rollout, rejected=rejected)
-        if status_plan.status is not None:
+        if status_plan.status is not None and self._status_may_wait(key, status_plan.status_urgent):
+            pass
+        elif status_plan.status is not None:
             updated = self.kube.patch_status(namespace, name, status_plan.status)
             self.observe_isvc("PATCHED", updated)
             log.debug("Updated status of InferenceService %s/%s", namespace, name)
+        else:
+            with self._guard:
+                self._status_due.pop(key, None)
         for event in status_plan.events:
             if event.type == "Warning":
                 log.warning("%s %s/%s: %s", event.reason, namespace, name, event.message)
             self.kube.post_event(body, event.type, event.reason, event.message)
         if plan.requeue_after is not None and rejected is None:
             self._wake_up(key, plan.requeue_after)
+
+    def _status_may_wait(self, key: Key, urgent: bool) -> bool:
+        """Hold a non-urgent status change back for up to `status_coalesce_seconds`."""
+        now = self.monotonic()
+        with self._guard:
+            due = self._status_due.get(key)
+            if urgent or self.status_coalesce_seconds <= 0 or (due is not None and now >= due):
+                self._status_due.pop(key, None)
+                return False
+            if due is not None:
+                return True
+            self._status_due[key] = now + self.status_coalesce_seconds
+        self._wake_up(key, self.status_coalesce_seconds)
+        return True
 
     def _metric_check(self, key: Key, body: Manifest) -> analysis.Result | None:
         """Run the canary's metric gate when it is due (once per interval per rollout)."""

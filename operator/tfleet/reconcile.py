@@ -49,6 +49,9 @@ class Plan:
     invalid: str | None = None
     rollout: rollout.State | None = None
     requeue_after: float | None = None
+    # Whether the new status must be written now, or may wait to be coalesced with the
+    # changes that follow it (pods becoming ready one by one).
+    status_urgent: bool = False
 
     @property
     def writes(self) -> int:
@@ -343,10 +346,27 @@ def plan_status(body: Manifest, children: dict[ChildKey, Manifest], pods: list[P
     if new_status == previous:
         return result
     result.status = new_status
+    result.status_urgent = invalid is not None or status_is_urgent(previous, new_status)
     old_ready = status.condition(previous, status.READY) or {}
-    new_ready = status.condition(new_status, status.READY) or {}
     if invalid is not None and old_ready.get("message") != invalid:
         result.events.append(Event("Warning", status.INVALID_SPEC, invalid))
-    elif old_ready.get("status") != new_ready.get("status") and new_ready.get("status") == "True":
-        result.events.append(Event("Normal", "Ready", new_ready["message"]))
     return result
+
+
+_ROLLOUT_KEYS = ("phase", "step", "canaryRevision", "stableRevision", "failedRevision")
+
+
+def status_is_urgent(previous: dict[str, Any], new: dict[str, Any]) -> bool:
+    """A status change that someone may be waiting for: the spec acknowledged, a condition
+    flipped, a rollout moved. Counts and messages alone can wait a moment. The very first
+    status can wait too, so a new InferenceService whose pods come up quickly is written once."""
+    if not previous:
+        return False
+    if previous.get("observedGeneration") != new.get("observedGeneration"):
+        return True
+    before = {c["type"]: c.get("status") for c in previous.get("conditions") or []}
+    after = {c["type"]: c.get("status") for c in new.get("conditions") or []}
+    if before != after:
+        return True
+    old_rollout, new_rollout = previous.get("rollout") or {}, new.get("rollout") or {}
+    return any(old_rollout.get(k) != new_rollout.get(k) for k in _ROLLOUT_KEYS)
