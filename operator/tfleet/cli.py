@@ -256,6 +256,8 @@ def run_operator(opts: RunOptions) -> int:
         def mark_ready() -> None:
             if ready_flag.wait():
                 health.update(operator_ready=True)
+                # Scripts and tests wait for this line (or for /readyz).
+                log.info("Started the operator")
 
         threading.Thread(target=mark_ready, name="tfleet-ready", daemon=True).start()
         _register_heartbeat()

@@ -49,6 +49,9 @@ def test_one_operator_reconciles_and_the_standby_takes_over_when_it_stops(privat
     wait_for(lambda: first.health("/readyz") == 200 and second.health("/readyz") == 200, what="both ready")
     assert (first.metric("tfleet_leader"), second.metric("tfleet_leader")) == (1.0, 0.0)
 
+    first.wait_for_log("Started the operator")
+    assert "Started the operator" not in second.log()  # a standby starts no watches at all
+
     cluster.apply(isvc("one", ns))
     wait_for(lambda: deployment_writes(first) >= 1, what="the leader to write a Deployment")
     assert second.metric("tfleet_reconciles_total", result="success") == 0
