@@ -24,8 +24,12 @@ VENV_BUDGET_MB = 150  # with the ~50 MB distroless Python base: the 200 MB image
 
 
 def python_like_the_build_image() -> str:
-    """Debian 12's python3.11 when this machine has it (the build image's interpreter)."""
-    return shutil.which("python3.11", path="/usr/bin") or sys.executable
+    """Debian 12's python3.11 when this machine has it with venv support (the build image's
+    interpreter, which python3-venv completes); else the interpreter running the tests."""
+    debian = shutil.which("python3.11", path="/usr/bin")
+    if debian and subprocess.run([debian, "-c", "import ensurepip, venv"], capture_output=True).returncode == 0:
+        return debian
+    return sys.executable
 
 
 @pytest.fixture(scope="module")
