@@ -105,3 +105,7 @@ e2e-kind: venv tools image ## With Docker and kind: load the image into kind, he
 	  --set image.pullPolicy=Never --wait
 	TFLEET_E2E_KUBECONFIG=$(CURDIR)/.tools/kind-kubeconfig TFLEET_BRIDGE_IMAGE=$(IMAGE) \
 	  $(BIN)/python -m pytest -q e2e/tests
+
+.PHONY: bench-rollout
+bench-rollout: venv tools ## Measure the rollout engine's overhead per canary step
+	$(BIN)/python -m e2e.bench.rollout

@@ -262,3 +262,26 @@ def test_a_failing_metric_gate_rolls_the_canary_back(kubectl, namespace):
                           what="a rollback on the metric")
     assert "metric check failed: 0.4 > threshold 0.05" in status["message"]
     assert get_isvc(kubectl, namespace, "gated")["status"]["servingVersion"] == 2
+
+
+def test_a_rolling_update_rolls_one_deployment_in_place(kubectl, namespace, api_client):
+    def rolling(version: int) -> str:
+        return manifest("rolling", namespace, version, 3, [], strategy="RollingUpdate",
+                        maxSurge=1, maxUnavailable=0, minReadySeconds=1)
+
+    old = start_ready(kubectl, rolling(1), namespace, "rolling")
+    with sampling(api_client, namespace, "rolling") as sampler:
+        kubectl("apply", "-f", "-", input=rolling(2))
+        wait_for(lambda: rollout_status(kubectl, namespace, "rolling").get("phase") == "Succeeded",
+                 what="the rolling update to finish")
+    new = rollout_status(kubectl, namespace, "rolling")["stableRevision"]
+    assert new != old
+    deployments = client.AppsV1Api(api_client).list_namespaced_deployment(
+        namespace, label_selector="tfleet.dev/inferenceservice=rolling").items
+    assert [d.metadata.name for d in deployments] == ["rolling"]
+    dep = deployments[0]
+    assert (dep.spec.strategy.rolling_update.max_surge, dep.spec.strategy.rolling_update.max_unavailable) == (1, 0)
+    assert dep.spec.min_ready_seconds == 1
+    assert dep.metadata.labels["tfleet.dev/revision"] == new
+    assert sampler.min_ready() >= 3, "maxUnavailable 0 must keep every pod ready"
+    assert get_isvc(kubectl, namespace, "rolling")["status"]["servingVersion"] == 2

@@ -179,13 +179,21 @@ def utc_now() -> datetime:
 
 
 def format_time(moment: datetime) -> str:
+    """Whole seconds, as Kubernetes writes condition times."""
     return moment.strftime(TIME_FORMAT)
+
+
+def format_precise_time(moment: datetime) -> str:
+    """Milliseconds: a pause measured from a time cut to whole seconds would end up to a
+    second early."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=None)
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if "." in text else TIME_FORMAT
+    return datetime.strptime(text, fmt).replace(tzinfo=None)
 
 
 def _elapsed(since: str | None, now: datetime) -> float:
@@ -240,7 +248,7 @@ def decide(
     now: datetime,
 ) -> Decision:
     n = policy.replicas
-    stamp = format_time(now)
+    stamp = format_precise_time(now)
     history = {r: 0 for r in state.history}
 
     # The first revision of a new InferenceService goes straight to stable.
@@ -389,7 +397,8 @@ def decide_rolling(
     events: list[Event] = []
     if state.canary != desired:
         state = replace(state, phase=PROGRESSING, canary=desired, target_version=target_version,
-                        started_at=format_time(now), step_started_at=format_time(now), step=None, weight=None,
+                        started_at=format_precise_time(now), step_started_at=format_precise_time(now),
+                        step=None, weight=None,
                         failed=None)
         events.append(Event("Normal", "RolloutStarted", f"Started a rolling update to revision {desired}"))
     complete = seen.current and seen.updated >= n and seen.ready >= n and seen.pods <= n
