@@ -296,6 +296,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tfleet import logs
 
     logs.configure(args.log_format, args.log_level)
+    if args.leader_election:
+        from tfleet.leader import Timing
+
+        try:
+            Timing(args.leader_election_lease_duration, args.leader_election_renew_deadline,
+                   args.leader_election_retry_period)
+        except ValueError as exc:
+            print(f"tfleet run: error: {exc}", file=sys.stderr)
+            return 2
     return run_operator(RunOptions(
         namespaces=tuple(args.namespace or ()),
         kubeconfig=args.kubeconfig,

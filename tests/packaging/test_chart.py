@@ -178,3 +178,18 @@ def test_several_replicas_without_leader_election_are_refused():
                   check=False)
     assert result.returncode != 0
     assert "replicaCount > 1 needs leaderElection.enabled=true" in result.stderr
+
+
+def test_leader_election_timings_must_let_the_old_leader_stop_first():
+    values = {"leaderElection": {"leaseDurationSeconds": 10, "renewDeadlineSeconds": 10}}
+    result = helm("template", "t", str(CHART), *set_args(values), check=False)
+    assert result.returncode != 0
+    assert "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds" in result.stderr
+
+
+def test_tfleet_run_refuses_the_same_timings():
+    result = subprocess.run([sys.executable, "-m", "tfleet.cli", "run", "--leader-election",
+                             "--leader-election-lease-duration", "10", "--leader-election-renew-deadline", "10"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "retry period < renew deadline < lease duration" in result.stderr
