@@ -4,11 +4,13 @@
 2. Starts the local control plane and the real operator (`tfleet run`) as processes.
 3. Applies the CRD and the examples with kubectl, waits for them to become Ready, and
    shows what kubectl shows: the InferenceServices with their columns, and their children.
-4. Bumps a model version and a batching setting, and shows the new revision rolling out.
+4. Bumps a model version (a canary rollout, followed with `tfleet rollout status`) and a
+   batching setting (a new revision), scales (not a new revision), and breaks a spec.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -96,14 +98,27 @@ def main() -> int:
         run(*kubectl, "get", "pods", "-n", NAMESPACE, "-l", "tfleet.dev/inferenceservice=resnet-gpu",
             "-o", "custom-columns=POD:.metadata.name,NODE:.spec.nodeName,STATUS:.status.phase")
 
-        banner("A version bump and a batching change roll out new pods")
-        run(*kubectl, "patch", "tfis", "bert-batched", "-n", NAMESPACE, "--type=merge",
-            "-p", '{"spec":{"model":{"version":8},"batching":{"maxBatchSize":64,"allowedBatchSizes":[16,32,64]}}}')
-        run(*kubectl, "wait", "--for=jsonpath={.status.servingVersion}=8", "tfis/bert-batched", "-n", NAMESPACE,
+        banner("A version bump rolls out as a canary, step by step")
+        # Short pauses, so the demo does not wait minutes.
+        bump = {"spec": {"model": {"version": 13},
+                         "rollout": {"steps": [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}]}}}
+        run(*kubectl, "patch", "tfis", "fraud", "-n", NAMESPACE, "--type=merge", "-p", json.dumps(bump))
+        run(sys.executable, "-m", "tfleet.cli", "rollout", "status", "fraud", "-n", NAMESPACE,
+            "--kubeconfig", str(kubeconfig), "--timeout", "60")
+        run(*kubectl, "get", "tfis", "fraud", "-n", NAMESPACE)
+        run(sys.executable, "-m", "tfleet.cli", "rollout", "history", "fraud", "-n", NAMESPACE,
+            "--kubeconfig", str(kubeconfig))
+
+        banner("A batching change is a new revision too; a replicas change is not")
+        change = {"spec": {"batching": {"maxBatchSize": 64, "allowedBatchSizes": [16, 32, 64]},
+                           "rollout": {"steps": [{"weight": 50, "pause": "1s"}]}}}
+        run(*kubectl, "patch", "tfis", "bert-batched", "-n", NAMESPACE, "--type=merge", "-p", json.dumps(change))
+        run(sys.executable, "-m", "tfleet.cli", "rollout", "status", "bert-batched", "-n", NAMESPACE,
+            "--kubeconfig", str(kubeconfig), "--timeout", "60")
+        run(*kubectl, "scale", "tfis/bert-batched", "-n", NAMESPACE, "--replicas=4")
+        run(*kubectl, "wait", "--for=jsonpath={.status.readyReplicas}=4", "tfis/bert-batched", "-n", NAMESPACE,
             "--timeout=60s")
-        run(*kubectl, "get", "tfis", "bert-batched", "-n", NAMESPACE)
-        run(*kubectl, "get", "configmap", "bert-batched-config", "-n", NAMESPACE,
-            "-o", "jsonpath={.data.batching\\.config}")
+        run(*kubectl, "get", "deployments", "-n", NAMESPACE, "-l", "tfleet.dev/inferenceservice=bert-batched")
 
         banner("An invalid change is reported, and the running pods keep serving")
         run(*kubectl, "patch", "tfis", "fraud", "-n", NAMESPACE, "--type=merge",

@@ -197,11 +197,23 @@ def compute_status(
             "observedGeneration": generation,
             "replicas": replicas,
             "readyReplicas": ready,
-            "ready": f"{ready}/{desired}",
+            "ready": _ready_text(revisions, state, ready, desired),
             "conditions": _merge_conditions(conds, previous.get("conditions") or [], generation, now),
         }
     )
     return status
+
+
+def _ready_text(revisions: dict[str, rollout.Observed], state: rollout.State, ready: int, desired: str) -> str:
+    """"4/4" for the stable revision, with a canary's ready pods apart: "4/4 (+1 canary)"."""
+    stable = revisions.get(state.stable or "")
+    if stable is None:
+        return f"{ready}/{desired}"
+    canary = revisions.get(state.canary or "") if state.canary != state.stable else None
+    text = f"{stable.ready}/{desired}"
+    if canary is not None and canary.ready:
+        text += f" (+{canary.ready} canary)"
+    return text
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
