@@ -1,7 +1,7 @@
 """Liveness and readiness of the operator process, served over HTTP for its Deployment.
 
 - `/healthz` (liveness) fails only when the process is stuck: the operator's event loop has
-  not ticked for `stall_seconds` while leading, or a standby's election loop has stopped
+  not ticked for `stall_seconds` (60) while leading, or a standby's election loop has stopped
   trying. Kubernetes then restarts the container.
 - `/readyz` (readiness) passes for a leader whose watches are running, and for a standby
   that reaches the API server. A standby must count as ready: otherwise a rolling update of
@@ -22,6 +22,10 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+# Longer than one election round can take while the API server does not answer (a 30 s
+# request timeout plus the retry period), so an outage alone never fails liveness.
+STALL_SECONDS = 60.0
 
 
 class Phase(Enum):
@@ -48,7 +52,7 @@ class Verdict:
     reason: str
 
 
-def assess(state: State, now: float, stall_seconds: float = 30.0, start_grace_seconds: float = 60.0) -> Verdict:
+def assess(state: State, now: float, stall_seconds: float = STALL_SECONDS, start_grace_seconds: float = 60.0) -> Verdict:
     def fresh(moment: float | None) -> bool:
         return moment is not None and now - moment < stall_seconds
 
@@ -77,7 +81,7 @@ def assess(state: State, now: float, stall_seconds: float = 30.0, start_grace_se
 class Health:
     """The process's health state, updated from any thread."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, stall_seconds: float = 30.0,
+    def __init__(self, clock: Callable[[], float] = time.monotonic, stall_seconds: float = STALL_SECONDS,
                  start_grace_seconds: float = 60.0):
         self._clock = clock
         self._lock = threading.Lock()

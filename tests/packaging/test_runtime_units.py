@@ -399,7 +399,7 @@ def test_the_health_endpoint_answers_200_or_503():
         health.update(phase=Phase.LEADING, operator_ready=True)
         health.beat()
         assert (status("/healthz"), status("/readyz")) == (200, 200)
-        clock.now += 31
+        clock.now += health.stall_seconds + 1
         assert (status("/healthz"), status("/readyz")) == (503, 503)
         assert status("/nope") == 404
     finally:
