@@ -543,3 +543,20 @@ def test_no_writes_on_the_all_namespaces_path(api_client: Any) -> None:
     with pytest.raises(ApiException) as err:
         _raw(api_client, "POST", "/api/v1/configmaps", body=_cm("nowhere"))
     assert err.value.status == 405
+
+
+def test_apply_leaves_replicas_to_whoever_scales(api_client: Any, apps: client.AppsV1Api, namespace: str) -> None:
+    """An operator that stops applying spec.replicas hands the field to the scaler (an HPA, kubectl)."""
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/owned"
+    desired = {"apiVersion": "apps/v1", "kind": "Deployment", **_deployment("owned")}
+    desired["spec"]["replicas"] = 2
+    _apply(api_client, path, desired, "tfleet", force=True)
+    apps.patch_namespaced_deployment_scale("owned", namespace, {"spec": {"replicas": 5}})
+    with pytest.raises(ApiException) as err:  # re-applying 2 without force conflicts with the scaler
+        _apply(api_client, path, desired, "tfleet")
+    assert err.value.status == 409
+    del desired["spec"]["replicas"]
+    result = _apply(api_client, path, desired, "tfleet", force=True)
+    assert result["spec"]["replicas"] == 5
+    managers = {m["manager"]: m for m in result["metadata"]["managedFields"]}
+    assert "f:replicas" not in json.dumps(managers["tfleet"]["fieldsV1"])
