@@ -285,3 +285,31 @@ def test_a_rolling_update_rolls_one_deployment_in_place(kubectl, namespace, api_
     assert dep.metadata.labels["tfleet.dev/revision"] == new
     assert sampler.min_ready() >= 3, "maxUnavailable 0 must keep every pod ready"
     assert get_isvc(kubectl, namespace, "rolling")["status"]["servingVersion"] == 2
+
+
+def test_rollout_status_on_a_terminal_redraws_one_live_line(kubectl, namespace, kubeconfig):
+    import os
+    import pty
+
+    steps = [{"weight": 25, "pause": "3s"}]
+    start_ready(kubectl, manifest("live", namespace, 1, 2, steps), namespace, "live")
+    kubectl("apply", "-f", "-", input=manifest("live", namespace, 2, 2, steps))
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tfleet.cli", "rollout", "status", "live", "-n", namespace,
+                             "--kubeconfig", str(kubeconfig), "--timeout", "30", "--interval", "0.2"],
+                            stdout=secondary, stderr=subprocess.PIPE, close_fds=True)
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(timeout=40) == 0
+    text = output.decode()
+    assert "\r\x1b[K" in text  # the line is redrawn in place
+    assert "pause-left=" in text and "canary-ready=" in text
+    assert 'inferenceservice "live" rolled out' in text
