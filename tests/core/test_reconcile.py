@@ -263,7 +263,10 @@ def test_status_is_written_once_then_left_alone() -> None:
     assert first.status["rollout"] == {"phase": "Idle", "stableRevision": REV, "targetVersion": 3,
                                        "message": f"Revision {REV} is stable"}
     assert first.status["servingVersion"] == 3
-    assert [(e.type, e.reason) for e in first.events] == [("Normal", "Ready")]
+    # Becoming ready is visible in the status; it posts no Event of its own.
+    assert first.events == []
+    # The very first status may wait a moment, to be written once with the pods coming up.
+    assert first.status_urgent is False
     # The next reconcile (a minute later, same observations) writes nothing and posts nothing.
     body = _with_status(body, first)
     again_children = plan_children(body, children, [], LATER)
@@ -333,6 +336,44 @@ def test_a_child_the_api_server_rejects_makes_the_spec_invalid() -> None:
     ready = next(c for c in result.status["conditions"] if c["type"] == "Ready")
     assert (ready["reason"], ready["message"]) == ("InvalidSpec", rejection)
     assert [e.type for e in result.events] == ["Warning"]
+
+
+def _status(generation: int = 1, ready: str = "True", phase: str = "Idle", step: int | None = None,
+            ready_replicas: int = 3, message: str = "Revision a is stable") -> Manifest:
+    rollout_status: dict[str, Any] = {"phase": phase, "stableRevision": "a", "message": message}
+    if step is not None:
+        rollout_status.update(canaryRevision="b", step=step)
+    return {"observedGeneration": generation, "readyReplicas": ready_replicas, "ready": f"{ready_replicas}/3",
+            "conditions": [{"type": "Ready", "status": ready, "message": f"{ready_replicas} of 3 pods are ready"}],
+            "rollout": rollout_status}
+
+
+URGENCY_CASES = [
+    pytest.param({}, _status(), False, id="the first status waits for the pods coming up"),
+    pytest.param(_status(), _status(generation=2), True, id="a new generation acknowledged"),
+    pytest.param(_status(), _status(ready="False", ready_replicas=2), True, id="a condition flipped"),
+    pytest.param(_status(), _status(phase="Progressing", step=0), True, id="a rollout started"),
+    pytest.param(_status(phase="Progressing", step=0), _status(phase="Progressing", step=1), True,
+                 id="a rollout moved to its next step"),
+    pytest.param(_status(phase="Progressing", step=1), _status(phase="RolledBack"), True, id="a rollout rolled back"),
+    pytest.param(_status(ready_replicas=4), _status(ready_replicas=5), False, id="counts alone can wait"),
+    pytest.param(_status(phase="Progressing", step=0, message="Waiting for canary pods (step 1 of 2): 0 of 1 ready"),
+                 _status(phase="Progressing", step=0, message="Step 1 of 2: weight 10%, holding for the pause"),
+                 False, id="a rollout message alone can wait"),
+]
+
+
+@pytest.mark.parametrize(("previous", "new", "urgent"), URGENCY_CASES)
+def test_which_status_changes_are_written_at_once(previous: Manifest, new: Manifest, urgent: bool) -> None:
+    assert reconcile.status_is_urgent(previous, new) is urgent
+
+
+def test_an_invalid_spec_is_reported_at_once() -> None:
+    serving, children = converged(FULL)
+    broken = copy.deepcopy(serving)
+    broken["spec"]["batching"]["allowedBatchSizes"] = [2]
+    result = plan_status(broken, children, [], text(LATER), None)
+    assert result.status is not None and result.status_urgent is True
 
 
 # --------------------------------------------------------------------------- what the rollout engine sees

@@ -47,7 +47,7 @@ def at(seconds: float) -> datetime:
 
 
 def stamp(seconds: float) -> str:
-    return rollout.format_time(at(seconds))
+    return rollout.format_precise_time(at(seconds))
 
 
 def policy(replicas: int = N, steps: tuple[Step, ...] = STEPS, deadline: float = 600, auto_rollback: bool = True,
