@@ -268,6 +268,15 @@ def test_a_step_advances_only_when_every_gate_is_open(canary: Observed | None, n
         assert made.events == []
 
 
+def test_a_pause_is_measured_to_the_millisecond() -> None:
+    # Stored with whole seconds, a step begun at 0.75 s would count from 0 s and end early.
+    state = at_step(0, 10, started=0.75)
+    assert state.step_started_at == "2026-01-01T12:00:00.750Z"
+    held = decide(state, {CANARY: ready(1)}, now=60.5)
+    assert held.state.step == 0 and held.requeue_after == pytest.approx(0.25)
+    assert decide(state, {CANARY: ready(1)}, now=60.75).state.step == 1
+
+
 def test_restarts_before_the_step_began_do_not_hold_it() -> None:
     # The step began with the canary at 3 restarts (the baseline stored in the status).
     made = decide(at_step(0, 10, restarts=3), {CANARY: ready(1, restarts=3)}, now=60)
