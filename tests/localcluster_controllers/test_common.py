@@ -190,14 +190,14 @@ async def test_run_worker_survives_failures_and_retries():
 
 def test_selector_index_finds_equality_and_expression_selectors_per_namespace():
     index = common.SelectorIndex()
-    index.set(("ns", "svc-a"), {"app": "a"})
-    index.set(("ns", "svc-ab"), {"app": "a", "track": "b"})
-    index.set(("ns", "pdb"), {"matchLabels": {"app": "a"}})
-    index.set(
+    index.put(("ns", "svc-a"), {"app": "a"})
+    index.put(("ns", "svc-ab"), {"app": "a", "track": "b"})
+    index.put(("ns", "pdb"), {"matchLabels": {"app": "a"}})
+    index.put(
         ("ns", "pdb-expr"),
         {"matchExpressions": [{"key": "track", "operator": "In", "values": ["b", "c"]}]},
     )
-    index.set(("other", "svc-a"), {"app": "a"})
+    index.put(("other", "svc-a"), {"app": "a"})
     assert index.matching("ns", {"app": "a", "pod-template-hash": "x"}) == {
         ("ns", "svc-a"),
         ("ns", "pdb"),
@@ -209,12 +209,12 @@ def test_selector_index_finds_equality_and_expression_selectors_per_namespace():
         ("ns", "pdb-expr"),
     }
     assert index.matching("ns", {"app": "z"}) == set()
-    index.set(("ns", "svc-a"), None)
-    index.set(("ns", "pdb-expr"), None)
+    index.put(("ns", "svc-a"), None)
+    index.put(("ns", "pdb-expr"), None)
     assert ("ns", "svc-a") not in index
     assert index.matching("ns", {"app": "a", "track": "b"}) == {("ns", "svc-ab"), ("ns", "pdb")}
     # a pod with very many labels (too many subsets of size 3) falls back to testing each selector
-    index.set(("ns", "svc-3"), {"app": "a", "k1": "v", "k2": "v"})
+    index.put(("ns", "svc-3"), {"app": "a", "k1": "v", "k2": "v"})
     assert common.selector_subsets({f"k{i}": "v" for i in range(41)}, {1, 2, 3}) is None
     many = {f"k{i}": "v" for i in range(40)} | {"app": "a"}
     assert index.matching("ns", many) == {("ns", "pdb"), ("ns", "svc-3")}

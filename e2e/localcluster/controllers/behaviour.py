@@ -14,7 +14,7 @@ See docs/local-cluster-behaviours.md for the full interface.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,7 +187,7 @@ def parse_rules(data: Any) -> list[Rule]:
             raise BehaviourError(
                 f"{where}.match: unknown field(s) {sorted(unknown)}; allowed: {list(MATCH_FIELDS)}"
             )
-        requirements: list[Mapping[str, Any]] = []
+        requirements: Sequence[Mapping[str, Any]] = []
         plain: dict[str, str] = {}
         selector = match.get("labelSelector")
         if isinstance(selector, str):
@@ -261,7 +261,7 @@ def behaviour_for(pod: Mapping[str, Any], rules: list[Rule]) -> Behaviour:
 # ----------------------------------------------------------------------------- helper
 
 
-def rules_configmap(rules: list[Mapping[str, Any]]) -> dict[str, Any]:
+def rules_configmap(rules: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     # Validate here so a test with a typo fails at the call, not by a pod that behaves.
     parse_rules(list(rules))
     return {
@@ -272,7 +272,7 @@ def rules_configmap(rules: list[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def set_rules(api: Any, rules: list[Mapping[str, Any]]) -> Any:
+def set_rules(api: Any, rules: Sequence[Mapping[str, Any]]) -> Any:
     """Replace the cluster-wide behaviour rules (an empty list clears them).
 
     ``api`` is either a ``kubernetes.client.CoreV1Api`` (the call is synchronous) or the
@@ -304,7 +304,7 @@ async def _set_rules_in_process(cluster: Any, body: dict[str, Any]) -> None:
 
 
 def _set_rules_with_client(core_v1: Any, body: dict[str, Any]) -> None:
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
     try:
         core_v1.create_namespace(

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("localcluster.controllers")
 
@@ -194,7 +194,7 @@ def uid_of(obj: Mapping[str, Any]) -> str:
 def controller_uid(obj: Mapping[str, Any]) -> str | None:
     for ref in meta(obj).get("ownerReferences") or []:
         if ref.get("controller"):
-            return ref.get("uid")
+            return str(ref.get("uid") or "") or None
     return None
 
 
@@ -426,7 +426,7 @@ class SelectorIndex:
     def __contains__(self, key: Key) -> bool:
         return key in self._of
 
-    def set(self, key: Key, selector: Mapping[str, Any] | None) -> None:
+    def put(self, key: Key, selector: Mapping[str, Any] | None) -> None:
         """Index ``key`` under a selector: an equality map (a Service's), a LabelSelector,
         or None to forget it."""
         self._remove(key)
@@ -475,9 +475,9 @@ class SelectorIndex:
                         found |= keys
             return found
         for sub in subsets:
-            keys = sizes.get(len(sub), {}).get(sub)
-            if keys:
-                found |= keys
+            hits = sizes.get(len(sub), {}).get(sub)
+            if hits:
+                found |= hits
         return found
 
 
@@ -584,6 +584,19 @@ async def run_worker(
 
 
 # --------------------------------------------------------------------------- events
+
+
+class Recorder(Protocol):
+    async def record(
+        self,
+        obj: Mapping[str, Any],
+        kind: str,
+        api_version: str,
+        event_type: str,
+        reason: str,
+        message: str,
+        now: datetime | None = None,
+    ) -> None: ...
 
 
 class EventRecorder:

@@ -15,13 +15,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from .common import (
     BATCH_SECONDS,
-    EventRecorder,
     Informer,
     Key,
+    Obj,
+    Recorder,
     WorkQueue,
     add_seconds,
     canonical_json,
@@ -258,7 +259,7 @@ def new_rs_new_replicas(d: Mapping[str, Any], all_rss: list[RS], new: RS) -> int
 def get_condition(status: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
     for cond in status.get("conditions") or []:
         if cond.get("type") == kind:
-            return cond
+            return cast(dict[str, Any], cond)
     return None
 
 
@@ -811,14 +812,14 @@ class Planner:
                 )
         self.finish(status)
         # Look again when the deadline would pass without progress.
-        cond = get_condition(status, "Progressing")
+        progressing = get_condition(status, "Progressing")
         if (
             deadline is not None
-            and cond is not None
-            and cond.get("reason") not in (TIMED_OUT, NEW_RS_AVAILABLE)
+            and progressing is not None
+            and progressing.get("reason") not in (TIMED_OUT, NEW_RS_AVAILABLE)
             and not deployment_complete(d, status)
         ):
-            since = parse_time(cond.get("lastUpdateTime"))
+            since = parse_time(progressing.get("lastUpdateTime"))
             if since is not None:
                 # +1s: lastUpdateTime has second precision
                 self.plan.requeue_after = max(
@@ -845,7 +846,7 @@ class DeploymentController:
         deployments: Informer,
         replicasets: Informer,
         pods: Informer,
-        events: EventRecorder,
+        events: Recorder,
     ):
         self.cluster = cluster
         self.deployments = deployments
@@ -870,7 +871,7 @@ class DeploymentController:
             )
         ]
 
-    def _on_deployment(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_deployment(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         if (
             old is not None
             and new is not None
@@ -888,10 +889,10 @@ class DeploymentController:
                     (meta(rs).get("namespace") or "", ref.get("name")), BATCH_SECONDS
                 )
 
-    def _on_rs(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_rs(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         self._enqueue_owner_of(new or old or {})
 
-    def _on_pod(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_pod(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         # Recreate waits until the old pods are gone, which changes no ReplicaSet status.
         if event_type != "DELETED" or old is None:
             return
@@ -999,7 +1000,7 @@ class DeploymentController:
         if result.requeue_after is not None:
             self.queue.add_after(key, result.requeue_after)
 
-    async def _collision(self, d: dict, obj: dict) -> None:
+    async def _collision(self, d: Obj, obj: Obj) -> None:
         """The name of the new ReplicaSet is taken. If it is ours with our template the
         cache was behind; otherwise bump collisionCount so the next hash differs."""
         ns = meta(d).get("namespace")

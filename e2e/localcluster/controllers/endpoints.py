@@ -12,13 +12,14 @@ same way and labelled ``service.kubernetes.io/headless``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .common import (
     BATCH_SECONDS,
     Informer,
     Key,
+    Obj,
     SelectorIndex,
     WorkQueue,
     error_code,
@@ -79,7 +80,9 @@ def resolve_ports(svc: Mapping[str, Any], pod: Mapping[str, Any]) -> tuple[Port,
     return tuple(sorted(out))
 
 
-def endpoint_pods(svc: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def endpoint_pods(
+    svc: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
+) -> Sequence[Mapping[str, Any]]:
     """Pods that can back the service: matched, with an IP, on a node, not finished."""
     return [
         p
@@ -116,7 +119,7 @@ def service_labels(svc: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
-def desired_endpoints(svc: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> dict[str, Any]:
+def desired_endpoints(svc: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The Endpoints object for a service (without resourceVersion)."""
     publish = bool((svc.get("spec") or {}).get("publishNotReadyAddresses"))
     groups: dict[tuple[Port, ...], dict[str, list[dict[str, Any]]]] = {}
@@ -164,7 +167,9 @@ def _ip_key(ip: str) -> tuple[int, ...]:
 
 
 def desired_slices(
-    svc: Mapping[str, Any], pods: list[Mapping[str, Any]], zones: Mapping[str, str] | None = None
+    svc: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    zones: Mapping[str, str] | None = None,
 ) -> list[tuple[tuple[Port, ...], list[dict[str, Any]]]]:
     """(ports, endpoints) for each EndpointSlice the service needs, at most 100
     endpoints each; one empty placeholder when no pod backs it."""
@@ -222,9 +227,11 @@ def slice_ports(obj: Mapping[str, Any]) -> tuple[Port, ...]:
 def plan_slices(
     svc: Mapping[str, Any],
     wanted: list[tuple[tuple[Port, ...], list[dict[str, Any]]]],
-    existing: list[Mapping[str, Any]],
+    existing: Sequence[Mapping[str, Any]],
 ) -> tuple[
-    list[tuple[Mapping[str, Any], dict[str, Any]]], list[dict[str, Any]], list[Mapping[str, Any]]
+    list[tuple[Mapping[str, Any], dict[str, Any]]],
+    list[dict[str, Any]],
+    Sequence[Mapping[str, Any]],
 ]:
     """(updates as (existing, new body), creates, deletes) that turn the existing slices
     of a service into the wanted ones. Existing slices are reused for the same ports
@@ -284,7 +291,7 @@ def slice_body(
 
 
 def same_slice(current: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
-    return (
+    return bool(
         (current.get("endpoints") or []) == body["endpoints"]
         and (current.get("ports") or []) == body["ports"]
         and labels_of(current) == body["metadata"]["labels"]
@@ -340,9 +347,9 @@ class EndpointsController:
             )
         ]
 
-    def _on_service(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_service(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         key = key_of(new or old or {})
-        self.selectors.set(
+        self.selectors.put(
             key, new["spec"]["selector"] if new is not None and selects_pods(new) else None
         )
         if (
@@ -354,7 +361,7 @@ class EndpointsController:
             return
         self.queue.add(key)
 
-    def _on_pod(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_pod(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         if old is not None and new is not None and not _endpoint_relevant_change(old, new):
             return
         ns = meta(new or old or {}).get("namespace") or ""
@@ -365,7 +372,7 @@ class EndpointsController:
         for key in keys:
             self.queue.add_after(key, BATCH_SECONDS)
 
-    def _on_owned(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_owned(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         # Someone else changed or deleted an Endpoints object we manage: put it back.
         if event_type == "DELETED" or (
             old is not None and new is not None and old.get("subsets") != new.get("subsets")
@@ -374,7 +381,7 @@ class EndpointsController:
             if key in self.selectors:
                 self.queue.add(key)
 
-    def _on_slice(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_slice(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         obj = new or old or {}
         name = labels_of(obj).get(SERVICE_NAME_LABEL)
         if event_type == "DELETED" and name and labels_of(obj).get(MANAGED_BY_LABEL) == MANAGED_BY:

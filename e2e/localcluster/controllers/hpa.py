@@ -21,6 +21,7 @@ from typing import Any
 from .common import (
     Informer,
     Key,
+    Obj,
     WorkQueue,
     error_code,
     fmt_time,
@@ -177,17 +178,17 @@ def hpa_status(
     current = hpa.get("status") or {}
     old = {c.get("type"): c for c in current.get("conditions") or []}
     conditions = []
-    for kind, status, reason, message in decision.conditions:
+    for kind, value, reason, message in decision.conditions:
         previous = old.get(kind)
         transition = (
             previous.get("lastTransitionTime")
-            if previous and previous.get("status") == status
+            if previous and previous.get("status") == value
             else fmt_time(now)
         )
         conditions.append(
             {
                 "type": kind,
-                "status": status,
+                "status": value,
                 "reason": reason,
                 "message": message,
                 "lastTransitionTime": transition,
@@ -243,7 +244,7 @@ class HPAController:
                 log.exception("Failed to watch HorizontalPodAutoscalers, restarting the watch")
                 await asyncio.sleep(0.5)
 
-    def _on_hpa(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_hpa(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         if old is not None and new is not None and old.get("spec") == new.get("spec"):
             return
         if new is not None:

@@ -23,9 +23,10 @@ import yaml
 
 from . import behaviour as bh
 from .common import (
-    EventRecorder,
     Informer,
     Key,
+    Obj,
+    Recorder,
     WorkQueue,
     add_seconds,
     error_code,
@@ -262,7 +263,7 @@ def pod_status(
         "ContainersReady": 3,
         "PodScheduled": 4,
     }
-    conditions.sort(key=lambda c: order.get(c.get("type"), 5))
+    conditions.sort(key=lambda c: order.get(str(c.get("type")), 5))
 
     status: dict[str, Any] = {
         "phase": phase,
@@ -326,7 +327,7 @@ class Kubelet:
         cluster: Any,
         pods: Informer,
         nodes: Informer,
-        events: EventRecorder,
+        events: Recorder,
         timing: Timing,
         deletion_grace: float = 0.2,
     ):
@@ -357,7 +358,7 @@ class Kubelet:
         await self.rules_synced.wait()
         await run_worker("kubelet", self.queue, self.reconcile, [self.pods, self.nodes])
 
-    def _on_pod(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_pod(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         obj = new or old or {}
         if (obj.get("spec") or {}).get("nodeName") or self._runtimes_has(key_of(obj)):
             self.queue.add(key_of(obj))
@@ -390,7 +391,7 @@ class Kubelet:
             self.rules_synced.set()
             self.cluster.unsubscribe("v1/configmaps", queue)
 
-    async def _set_rules(self, cm: dict | None) -> None:
+    async def _set_rules(self, cm: Obj | None) -> None:
         try:
             self.rules = bh.rules_from_configmap(cm)
             if cm is not None:
@@ -430,7 +431,7 @@ class Kubelet:
         if pod is None:
             self._forget(key)
             return
-        node_name = (pod.get("spec") or {}).get("nodeName")
+        node_name: str = (pod.get("spec") or {}).get("nodeName") or ""
         node = self.nodes.get(None, node_name) if node_name else None
         if node is None:
             return  # not ours: unbound, or bound to a node we do not simulate
@@ -479,7 +480,7 @@ class Kubelet:
             # a few ms late, so that the recomputation lands after the threshold
             self.queue.add_after(key, next_change + 0.005)
 
-    async def _behaviour(self, pod: dict) -> bh.Behaviour:
+    async def _behaviour(self, pod: Obj) -> bh.Behaviour:
         try:
             return bh.behaviour_for(pod, self.rules)
         except bh.PodBehaviourError as exc:
@@ -490,7 +491,7 @@ class Kubelet:
                 await self.events.record(pod, "Pod", "v1", "Warning", "InvalidBehaviour", str(exc))
             return bh.DEFAULT
 
-    async def _announce(self, pod: dict, rt: Runtime, now: datetime) -> None:
+    async def _announce(self, pod: Obj, rt: Runtime, now: datetime) -> None:
         kind = rt.behaviour.kind
         if kind == bh.CRASH_LOOP:
             await self.events.record(
@@ -511,7 +512,7 @@ class Kubelet:
             )
         # No Normal "Started" event for healthy pods: a write per pod that nobody reads.
 
-    async def _finish_deletion(self, key: Key, pod: dict, now: datetime) -> None:
+    async def _finish_deletion(self, key: Key, pod: Obj, now: datetime) -> None:
         grace = meta(pod).get("deletionGracePeriodSeconds")
         grace_seconds = float(grace) if grace is not None else 30.0
         # The simulated containers stop within ``deletion_grace`` of the moment the

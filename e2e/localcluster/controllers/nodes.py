@@ -186,14 +186,14 @@ def build_node(entry: Mapping[str, Any], index: int, now: datetime) -> dict[str,
 def node_is_ready(node: Mapping[str, Any]) -> bool:
     for cond in (node.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
+            return bool(cond.get("status") == "True")
     return False
 
 
 def node_internal_ip(node: Mapping[str, Any]) -> str | None:
     for addr in (node.get("status") or {}).get("addresses") or []:
         if addr.get("type") == "InternalIP":
-            return addr.get("address")
+            return str(addr.get("address") or "") or None
     return None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from .common import (
     BATCH_SECONDS,
     Informer,
     Key,
+    Obj,
     SelectorIndex,
     WorkQueue,
     fmt_time,
@@ -57,7 +58,7 @@ def scaled(value: int | str, total: int) -> int:
 
 def budget_status(
     pdb: Mapping[str, Any],
-    pods: list[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
     controller_scale: int | None,
     now: datetime,
 ) -> dict[str, Any]:
@@ -138,9 +139,9 @@ class DisruptionController:
             )
         ]
 
-    def _on_budget(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_budget(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         key = key_of(new or old or {})
-        self.selectors.set(
+        self.selectors.put(
             key, (new.get("spec") or {}).get("selector") if new is not None else None
         )
         if old is not None and new is not None and old.get("spec") == new.get("spec"):
@@ -148,7 +149,7 @@ class DisruptionController:
         if new is not None:
             self.queue.add(key)
 
-    def _on_pod(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_pod(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         ns = meta(new or old or {}).get("namespace") or ""
         keys: set[Key] = set()
         for obj in (old, new):
@@ -157,7 +158,7 @@ class DisruptionController:
         for key in keys:
             self.queue.add_after(key, BATCH_SECONDS)
 
-    def _controller_scale(self, pods: list[Mapping[str, Any]]) -> int | None:
+    def _controller_scale(self, pods: Sequence[Mapping[str, Any]]) -> int | None:
         """Sum of replicas of the pods' controllers (a ReplicaSet owned by a Deployment
         counts as the Deployment), or None if some pod has no known controller."""
         seen: dict[str, int] = {}

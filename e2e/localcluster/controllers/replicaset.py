@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from .common import (
     BATCH_SECONDS,
-    EventRecorder,
     Informer,
     Key,
+    Obj,
+    Recorder,
     WorkQueue,
     add_seconds,
     error_code,
@@ -126,12 +127,12 @@ def deletion_rank(pod: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def pods_to_delete(pods: list[Mapping[str, Any]], count: int) -> list[Mapping[str, Any]]:
+def pods_to_delete(pods: Sequence[Mapping[str, Any]], count: int) -> Sequence[Mapping[str, Any]]:
     return sorted(pods, key=deletion_rank)[: max(count, 0)]
 
 
 def replicaset_status(
-    rs: Mapping[str, Any], pods: list[Mapping[str, Any]], now: datetime
+    rs: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: datetime
 ) -> tuple[dict[str, Any], float | None]:
     """status of a ReplicaSet from its pods, and when to look again for minReadySeconds."""
     spec = rs.get("spec") or {}
@@ -173,7 +174,7 @@ def status_differs(current: Mapping[str, Any] | None, desired: Mapping[str, Any]
 
 
 class ReplicaSetController:
-    def __init__(self, cluster: Any, replicasets: Informer, pods: Informer, events: EventRecorder):
+    def __init__(self, cluster: Any, replicasets: Informer, pods: Informer, events: Recorder):
         self.cluster = cluster
         self.replicasets = replicasets
         self.pods = pods
@@ -190,7 +191,7 @@ class ReplicaSetController:
             )
         ]
 
-    def _on_rs(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_rs(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         if (
             new is not None
             and old is not None
@@ -200,7 +201,7 @@ class ReplicaSetController:
             return  # our own status write
         self.queue.add(key_of(new or old or {}))
 
-    def _on_pod(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_pod(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         uid = None
         for obj in (new, old):
             if obj is None:
@@ -237,7 +238,7 @@ class ReplicaSetController:
         if recheck is not None:
             self.queue.add_after(key, recheck + 0.01)
 
-    async def _create_pods(self, rs: dict, count: int, now: datetime) -> None:
+    async def _create_pods(self, rs: Obj, count: int, now: datetime) -> None:
         ns, name = key_of(rs)
         for _ in range(count):
             for _attempt in range(5):
@@ -261,7 +262,9 @@ class ReplicaSetController:
                 )
                 break
 
-    async def _delete_pods(self, rs: dict, victims: list[Mapping[str, Any]], now: datetime) -> None:
+    async def _delete_pods(
+        self, rs: Obj, victims: Sequence[Mapping[str, Any]], now: datetime
+    ) -> None:
         for pod in victims:
             ns, name = key_of(pod)
             try:

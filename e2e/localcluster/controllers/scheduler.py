@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
 from .common import (
-    EventRecorder,
     Informer,
     Key,
+    Obj,
+    Recorder,
     WorkQueue,
     error_code,
     fmt_time,
@@ -59,15 +60,16 @@ def pod_requests(pod: Mapping[str, Any]) -> dict[str, Fraction]:
     """Effective requests: the sum over containers, at least the largest init container
     (they run one at a time before the others), plus the pod overhead."""
     spec = pod.get("spec") or {}
-    total: Counter[str] = Counter()
+    total: dict[str, Fraction] = {}
     for c in spec.get("containers") or []:
-        total.update(container_requests(c))
+        for name, qty in container_requests(c).items():
+            total[name] = total.get(name, Fraction(0)) + qty
     for c in spec.get("initContainers") or []:
         for name, qty in container_requests(c).items():
-            if qty > total[name]:
+            if qty > total.get(name, 0):
                 total[name] = qty
     for name, qty in (spec.get("overhead") or {}).items():
-        total[name] += parse_quantity(qty)
+        total[name] = total.get(name, Fraction(0)) + parse_quantity(qty)
     return {k: v for k, v in total.items() if v}
 
 
@@ -112,7 +114,7 @@ def untolerated_taint(pod: Mapping[str, Any], node: Mapping[str, Any]) -> Mappin
         if taint.get("effect") not in ("NoSchedule", "NoExecute"):
             continue
         if not any(tolerates(t, taint) for t in tolerations):
-            return taint
+            return dict(taint)
     return None
 
 
@@ -152,7 +154,7 @@ def filter_node(
     pod: Mapping[str, Any],
     requests: Mapping[str, Fraction],
     node: Mapping[str, Any],
-    used: Mapping[str, Fraction],
+    used: Mapping[str, Fraction | int],
 ) -> NodeVerdict:
     """Why ``pod`` cannot run on ``node`` given what the node's pods already use
     (``used`` includes a "pods" count). No reasons means it fits."""
@@ -182,7 +184,7 @@ def filter_node(
 
 
 def score(
-    requests: Mapping[str, Fraction], node: Mapping[str, Any], used: Mapping[str, Fraction]
+    requests: Mapping[str, Fraction], node: Mapping[str, Any], used: Mapping[str, Fraction | int]
 ) -> float:
     """Lower is better: the mean fraction of cpu and memory in use after placing the pod."""
     alloc = node_allocatable(node)
@@ -219,8 +221,8 @@ class Decision:
 
 def schedule(
     pod: Mapping[str, Any],
-    nodes: list[Mapping[str, Any]],
-    used_by_node: Mapping[str, Mapping[str, Fraction]],
+    nodes: Sequence[Mapping[str, Any]],
+    used_by_node: Mapping[str, Mapping[str, Fraction | int]],
 ) -> Decision:
     requests = pod_requests(pod)
     verdicts: dict[str, NodeVerdict] = {}
@@ -277,7 +279,7 @@ def scheduled_condition(
 
 
 def with_condition(
-    conditions: list[Mapping[str, Any]], new: dict[str, Any]
+    conditions: Sequence[Mapping[str, Any]], new: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Replace the condition of the same type, keeping lastTransitionTime when the status
     did not flip."""
@@ -301,7 +303,7 @@ def with_condition(
 
 
 class Scheduler:
-    def __init__(self, cluster: Any, pods: Informer, nodes: Informer, events: EventRecorder):
+    def __init__(self, cluster: Any, pods: Informer, nodes: Informer, events: Recorder):
         self.cluster = cluster
         self.pods = pods
         self.nodes = nodes
@@ -353,7 +355,7 @@ class Scheduler:
         if previous is not None and key not in self._held:
             self._retry_unschedulable()
 
-    def _on_pod(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_pod(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         key = key_of(new or old or {})
         self._account(key, new, old)
         if new is not None and is_pending_unbound(new):
@@ -361,7 +363,7 @@ class Scheduler:
         else:
             self.unschedulable.discard(key)
 
-    def _on_node(self, event_type: str, old: dict | None, new: dict | None) -> None:
+    def _on_node(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         if (
             old is None
             or new is None
