@@ -155,3 +155,29 @@ async def test_a_watch_whose_client_left_is_dropped() -> None:
                 break
             await asyncio.sleep(0.02)
         assert not storage.watchers
+
+
+async def test_writes_never_mutate_stored_versions() -> None:
+    """Merge patches share untouched parts with the stored object; no write may change it."""
+    import copy
+
+    async with LocalCluster(controllers=False) as lc:
+        c = lc.cluster
+        rt = c.resource("apps/v1/deployments")
+        await c.create("apps/v1/deployments", {
+            "metadata": {"name": "d", "namespace": "default", "labels": {"a": "1"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "d"}},
+                     "template": {"metadata": {"labels": {"app": "d"}},
+                                  "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}})
+        stored = c.storage(rt).get("default", "d")
+        snapshot = copy.deepcopy(stored)
+        await c.patch("apps/v1/deployments", "default", "d", {"metadata": {"labels": {"b": "2"}}, "spec": {"replicas": 2}})
+        await c.patch("apps/v1/deployments", "default", "d", {"status": {"replicas": 2}}, subresource="status")
+        await c.patch("apps/v1/deployments", "default", "d",
+                      [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "x:2"}], "json")
+        await c.patch("apps/v1/deployments", "default", "d",
+                      {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x:3"}]}}}}, "strategic")
+        assert stored == snapshot
+        latest = await c.get("apps/v1/deployments", "default", "d")
+        assert latest["spec"]["template"]["spec"]["containers"][0]["image"] == "x:3"
+        assert latest["metadata"]["labels"] == {"a": "1", "b": "2"}
