@@ -135,6 +135,8 @@ def quantity_value(text: str) -> Decimal | None:
 
 
 def _same_scalar(want: Any, have: Any, quantities: bool) -> bool:
+    if isinstance(want, bool) or isinstance(have, bool):
+        return want is have
     if type(want) is not type(have) and not (quantities and isinstance(have, (str, int))):
         return False
     if want == have:

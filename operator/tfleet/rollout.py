@@ -14,10 +14,11 @@ Replica arithmetic of a Canary step with weight w (percent) and N = spec.replica
     stable = N                        (never scaled down before promotion, so ready
                                        capacity never drops below N even if every
                                        canary pod fails)
-    canary = clamp(round(N * w / (100 - w)), 1, N)
+    canary = the c in 1..N whose share c / (N + c) is closest to w/100
+             (about N * w / (100 - w))
 
 The Service selects the pods of every revision, so the canary's share of ready endpoints is
-canary / (N + canary), which is w/100 up to rounding. Weights above 50 are capped at an equal
+canary / (N + canary), the closest to w/100 that whole pods allow. Weights above 50 are capped at an equal
 share (canary = N): a larger share would need more than 2N pods, which promotion makes
 unnecessary. Promotion scales the canary to N, waits until all N are ready, then scales the
 old revision to zero.
@@ -162,12 +163,13 @@ def steps_from_spec(steps: Any) -> tuple[Step, ...]:
 
 
 def canary_replicas(replicas: int, weight: int) -> int:
-    """Canary pods for a step weight, with the stable revision kept at `replicas`."""
+    """Canary pods for a step weight, with the stable revision kept at `replicas`: the count
+    in 1..replicas whose share canary / (replicas + canary) is closest to the weight."""
     if replicas <= 0:
         return 0
     if weight >= 50:
         return replicas
-    return max(1, min(replicas, round(replicas * weight / (100 - weight))))
+    return min(range(1, replicas + 1), key=lambda c: (abs(c / (replicas + c) - weight / 100), c))
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -230,9 +232,10 @@ def _healthy(observed: Observed, expected: int, baseline: int) -> bool:
     )
 
 
-def _keep_history(state: State, retired: str | None, limit: int) -> tuple[str, ...]:
-    history = [r for r in state.history if r not in (retired, state.stable)]
-    if retired is not None:
+def _keep_history(state: State, retired: str | None, new_stable: str, limit: int) -> tuple[str, ...]:
+    """The earlier stable revisions after `new_stable` replaces `retired`, newest first."""
+    history = [r for r in state.history if r not in (retired, new_stable)]
+    if retired is not None and retired != new_stable:
         history.insert(0, retired)
     return tuple(history[: max(0, limit)])
 
@@ -264,9 +267,12 @@ def decide(
                           target_version=target_version)
             return Decision({**history, desired: n}, new,
                             [Event("Normal", "RolloutCancelled", new.message)])
-        if state.failed is not None and state.phase == ROLLED_BACK:
-            # Stay RolledBack (and Degraded) until the spec moves on; the failed revision is gone.
-            return Decision({**history, desired: n}, state)
+        if state.phase == ROLLED_BACK:
+            # The spec went back to the stable revision: the failed one is dropped and the
+            # InferenceService is no longer Degraded.
+            new = replace(state, phase=IDLE, failed=None, target_version=target_version,
+                          message=f"Revision {desired} is stable; the spec no longer asks for {state.failed}")
+            return Decision({**history, desired: n}, new)
         return Decision({**history, desired: n}, replace(state, target_version=target_version))
 
     if desired == state.failed:
@@ -305,7 +311,8 @@ def decide(
     if controls.abort == canary:
         return rolled_back("aborted by request", "RolloutAborted")
 
-    if controls.promote == canary and state.phase != PROMOTING:
+    promoted = state.step is None and state.weight == 100  # Promoting, or paused while promoting
+    if controls.promote == canary and not promoted:
         state = replace(state, phase=PROMOTING, step=None, weight=100, step_started_at=stamp,
                         canary_restarts=seen.restarts, message=f"Promoting revision {canary} on request")
         events.append(Event("Normal", "RolloutPromoted", state.message))
@@ -337,12 +344,19 @@ def decide(
         if healthy:
             retired = state.stable
             new = replace(state, phase=SUCCEEDED, stable=canary, canary=None, step=None, weight=None,
-                          canary_restarts=0, history=_keep_history(state, retired, policy.history_limit - 1),
+                          canary_restarts=0, history=_keep_history(state, retired, canary, policy.history_limit - 1),
                           message=f"Revision {canary} is stable")
             keep = {r: 0 for r in new.history}
             return Decision({**keep, canary: n}, new,
                             [*events, Event("Normal", "RolloutSucceeded",
                                             f"Promoted revision {canary}; revision {retired} scaled to zero")])
+    elif (state.step or 0) >= len(policy.steps):
+        # The spec lost steps during the rollout: the remaining ones are gone, so promote.
+        state = replace(state, phase=PROMOTING, step=None, weight=100, step_started_at=stamp,
+                        canary_restarts=seen.restarts, message=f"Promoting revision {canary}")
+        events.append(Event("Normal", "RolloutPromoting", state.message))
+        replicas[canary] = n
+        return Decision(replicas, state, events, requeue_after=0.0)
     else:
         step = policy.steps[state.step or 0]
         if healthy and elapsed >= step.pause_seconds:
@@ -405,7 +419,7 @@ def decide_rolling(
     if complete:
         retired = state.stable
         new = replace(state, phase=SUCCEEDED, stable=desired, canary=None,
-                      history=_keep_history(state, retired, policy.history_limit - 1),
+                      history=_keep_history(state, retired, desired, policy.history_limit - 1),
                       message=f"Revision {desired} is stable")
         return Decision({desired: n}, new, [*events, Event("Normal", "RolloutSucceeded",
                                                            f"Rolled revision {desired} out to {n} pods")])
@@ -413,7 +427,9 @@ def decide_rolling(
         state = replace(state, message=f"Stalled past its deadline: {failure_reason(seen, n)}")
     else:
         state = replace(state, message=f"Rolling update: {seen.updated} of {n} pods updated, {seen.ready} ready")
-    return Decision({desired: n}, state, events)
+    # Coming from Canary, the stable revision has a Deployment of its own: it keeps its pods
+    # until the rolled Deployment is complete.
+    return Decision({desired: n, state.stable: n}, state, events)
 
 
 def _canary_target(state: State, replicas: int) -> int:

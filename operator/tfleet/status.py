@@ -192,6 +192,10 @@ def compute_status(
         stable = revisions.get(state.stable or "")
         if stable is not None and stable.ready > 0 and stable.version is not None:
             status["servingVersion"] = stable.version
+        elif stable is None and state.canary is not None and previous.get("servingVersion") is not None:
+            # A rolling update relabels its one Deployment at once, but the old pods still
+            # serve what they served until they are replaced.
+            status["servingVersion"] = previous["servingVersion"]
     status.update(
         {
             "observedGeneration": generation,

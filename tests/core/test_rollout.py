@@ -213,13 +213,9 @@ def test_canary_share_approximates_the_weight(replicas: int) -> None:
         def share(c: int) -> Fraction:
             return Fraction(c, replicas + c)
 
-        best = min(range(1, replicas + 1), key=lambda c: abs(share(c) - target))
-        # Rounding the ideal count may miss the closest share by one pod, never by more.
-        assert abs(canary - best) <= 1, (weight, canary, best)
-        ideal = Fraction(replicas * weight, 100 - weight)
-        if 1 <= ideal <= replicas:
-            assert share(max(1, canary - 1)) <= target or canary == 1
-            assert abs(canary - ideal) <= Fraction(1, 2)
+        # No other whole number of canary pods comes closer to the weight.
+        assert all(abs(share(canary) - target) <= abs(share(c) - target) for c in range(1, replicas + 1)), (
+            weight, canary)
 
 
 # --------------------------------------------------------------------------- step gates
@@ -506,11 +502,12 @@ def test_a_new_spec_after_a_rollback_rolls_out_and_deletes_the_failed_revision()
     assert events(made) == [("Normal", "RolloutStarted")]
 
 
-def test_returning_to_the_stable_spec_after_a_rollback_stays_rolled_back_and_deletes_the_failure() -> None:
+def test_returning_to_the_stable_spec_after_a_rollback_clears_it_and_deletes_the_failure() -> None:
     state = _rolled_back()
     made = decide(state, {CANARY: Observed()}, desired=STABLE, now=700, target_version=1)
-    # Degraded stays visible until the spec moves on; the failed revision has nothing left to show.
-    assert (made.state.phase, made.state.failed) == (ROLLED_BACK, CANARY)
+    # The spec no longer asks for the failed revision: nothing is degraded any more (a GitOps
+    # revert silences the alert), and the failed revision has nothing left to show.
+    assert (made.state.phase, made.state.failed, made.state.stable) == (IDLE, None, STABLE)
     assert made.replicas == {STABLE: N}
     assert made.events == []
 
@@ -767,7 +764,9 @@ def test_superseding_mid_rollout_keeps_capacity_and_finishes_the_newest() -> Non
 def test_a_rolling_update_reports_progress_then_success() -> None:
     state = stable_state(history=(OLD1,))
     started = rolling(state, {STABLE: ready(N)}, now=10)
-    assert started.replicas == {CANARY: N}
+    # The stable revision keeps its pods until the rolled Deployment is complete (this only
+    # matters when it has a Deployment of its own, coming from the Canary strategy).
+    assert started.replicas == {CANARY: N, STABLE: N}
     assert (started.state.phase, started.state.stable, started.state.canary) == (PROGRESSING, STABLE, CANARY)
     assert (started.state.started_at, started.state.step, started.state.weight) == (stamp(10), None, None)
     assert events(started) == [("Normal", "RolloutStarted")]
@@ -799,7 +798,7 @@ def test_a_rolling_update_past_its_deadline_says_why() -> None:
     seen = Observed(replicas=N, updated=1, ready=N - 1, pods=N + 1, crash_looping=1, deadline_exceeded=True)
     made = rolling(at_step(None, 0, phase=PROGRESSING), {CANARY: seen}, now=900)
     assert made.state.message == f"Stalled past its deadline: 1 of {N + 1} canary pods crash-looping"
-    assert made.replicas == {CANARY: N}
+    assert made.replicas == {CANARY: N, STABLE: N}
 
 
 def test_a_rolling_update_back_to_the_stable_spec_ends_the_rollout() -> None:
