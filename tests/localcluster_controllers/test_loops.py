@@ -607,3 +607,26 @@ async def test_pod_disruption_budget_status_follows_pod_readiness(cluster):
     await cluster.patch("v1/pods", "ns", victim, {"metadata": {"labels": {"unready": "yes"}}})
     s = await eventually(lambda: budget(currentHealthy=2, disruptionsAllowed=0))
     assert condition(s, "DisruptionAllowed")["reason"] == "InsufficientPods"
+
+
+async def test_hpa_with_a_missing_target_reports_failed_get_scale(cluster):
+    await cluster.create(
+        "autoscaling/v2/horizontalpodautoscalers",
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "ghost", "namespace": "ns"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ghost"},
+                "minReplicas": 1,
+                "maxReplicas": 2,
+            },
+        },
+    )
+
+    async def failed():
+        s = await status_of(cluster, "autoscaling/v2/horizontalpodautoscalers", "ghost")
+        return s if condition(s, "AbleToScale").get("reason") == "FailedGetScale" else None
+
+    s = await eventually(failed)
+    assert condition(s, "AbleToScale")["status"] == "False"

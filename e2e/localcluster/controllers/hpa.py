@@ -225,6 +225,9 @@ class HPAController:
         self.hpas = Informer(cluster, RESOURCE)
         self.queue = WorkQueue()
         self.hpas.add_handler(self._on_hpa)
+        # (apiVersion, kind) -> (resource, specReplicasPath, expiry): CRDs are large, and
+        # a thousand HPAs must not list them all every sync period
+        self._targets: dict[tuple[str, str], tuple[str, str, float]] = {}
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return [
@@ -255,6 +258,16 @@ class HPAController:
         group, _, version = api_version.rpartition("/")
         if (group, kind) in BUILTIN_SCALABLE:
             return BUILTIN_SCALABLE[(group, kind)], ".spec.replicas"
+        cached = self._targets.get((api_version, kind))
+        loop = asyncio.get_running_loop()
+        if cached is not None and cached[2] > loop.time():
+            return cached[0], cached[1]
+        resource, path = await self._lookup_crd(group, version, kind)
+        self._targets[(api_version, kind)] = (resource, path, loop.time() + 30.0)
+        return resource, path
+
+    async def _lookup_crd(self, group: str, version: str, kind: str) -> tuple[str, str]:
+        api_version = f"{group}/{version}"
         for crd in await self.cluster.list("apiextensions.k8s.io/v1/customresourcedefinitions"):
             spec = crd.get("spec") or {}
             if spec.get("group") == group and (spec.get("names") or {}).get("kind") == kind:
@@ -280,8 +293,11 @@ class HPAController:
             )
             target = await self.cluster.get(resource, ns, ref.get("name", ""))
         except Exception as exc:
-            if error_code(exc) not in (None, 404) and not isinstance(exc, LookupError):
+            if error_code(exc) != 404 and not isinstance(exc, LookupError):
                 raise
+            self._targets.pop(
+                (ref.get("apiVersion", "apps/v1"), ref.get("kind", "Deployment")), None
+            )
             decision = Decision(
                 0,
                 0,
