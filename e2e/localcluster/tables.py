@@ -222,8 +222,12 @@ def _node_row(o: dict[str, Any]) -> Row:
         ready += ",SchedulingDisabled"
     roles = sorted(k.split("/", 1)[1] for k in (o["metadata"].get("labels") or {})
                    if k.startswith("node-role.kubernetes.io/"))
+    addresses = {a.get("type"): a.get("address") for a in get_path(o, ".status.addresses") or []}
+    info = get_path(o, ".status.nodeInfo") or {}
     return [o["metadata"]["name"], ready, ",".join(roles) or "<none>", age(o["metadata"].get("creationTimestamp")),
-            get_path(o, ".status.nodeInfo.kubeletVersion") or ""]
+            info.get("kubeletVersion", ""), addresses.get("InternalIP") or "<none>",
+            addresses.get("ExternalIP") or "<none>", info.get("osImage") or "<unknown>",
+            info.get("kernelVersion") or "<unknown>", info.get("containerRuntimeVersion") or "<unknown>"]
 
 
 def _hpa_row(o: dict[str, Any]) -> Row:
@@ -260,7 +264,9 @@ _PRINTERS: dict[str, tuple[list[dict[str, Any]], Callable[[dict[str, Any]], Row]
     "v1/Event": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Subobject", priority=1),
                   _col("Source", priority=1), _col("Message"), _col("First Seen", priority=1),
                   _col("Count", "integer", priority=1), _col("Name", priority=1)], _event_row),
-    "v1/Node": ([NAME, _col("Status"), _col("Roles"), AGE, _col("Version")], _node_row),
+    "v1/Node": ([NAME, _col("Status"), _col("Roles"), AGE, _col("Version"), _col("Internal-IP", priority=1),
+                 _col("External-IP", priority=1), _col("OS-Image", priority=1), _col("Kernel-Version", priority=1),
+                 _col("Container-Runtime", priority=1)], _node_row),
     "autoscaling/v2/HorizontalPodAutoscaler": ([NAME, _col("Reference"), _col("Targets"),
                                                 _col("MinPods", "integer"), _col("MaxPods", "integer"),
                                                 _col("Replicas", "integer"), AGE], _hpa_row),
