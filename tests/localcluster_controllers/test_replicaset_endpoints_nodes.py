@@ -132,6 +132,7 @@ def test_pods_to_delete_prefers_the_least_valuable():
 def test_build_pod_copies_template_and_sets_the_owner():
     p = rsc.build_pod(make_rs(), "web-abc-x2x2x")
     assert p["metadata"]["name"] == "web-abc-x2x2x"
+    assert p["metadata"]["generateName"] == "web-abc-"
     assert p["metadata"]["labels"] == {"app": "web"}
     assert p["metadata"]["annotations"] == {"a": "b"}
     ref = p["metadata"]["ownerReferences"][0]

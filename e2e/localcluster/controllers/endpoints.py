@@ -280,6 +280,7 @@ def slice_body(
         "kind": "EndpointSlice",
         "metadata": {
             "name": name or f"{m['name']}-{random_suffix()}",
+            "generateName": f"{m['name']}-",
             "namespace": m.get("namespace"),
             "labels": dict(labels),
             "ownerReferences": [{**owner_reference(svc, "v1", "Service")}],

@@ -87,6 +87,7 @@ def build_pod(rs: Mapping[str, Any], name: str) -> dict[str, Any]:
     tmeta = template.get("metadata") or {}
     metadata: dict[str, Any] = {
         "name": name,
+        "generateName": f"{meta(rs).get('name')}-",
         "namespace": meta(rs).get("namespace"),
         "labels": dict(tmeta.get("labels") or {}),
         "ownerReferences": [owner_reference(rs, "apps/v1", "ReplicaSet")],
