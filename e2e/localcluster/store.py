@@ -1028,7 +1028,9 @@ class Cluster:
         solid, dangling, waiting = [], [], []
         for ref in refs:
             where = self._uids.get(ref.get("uid", ""))
-            if where is None:
+            # A namespaced owner can only own objects of its own namespace: a reference to one
+            # elsewhere is as good as a reference to nothing (the real GC deletes such objects).
+            if where is None or where[1] not in ("", ns):
                 dangling.append(ref)
                 continue
             owner = self._storages[where[0]].get(where[1], where[2])

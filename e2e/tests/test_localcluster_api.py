@@ -560,3 +560,14 @@ def test_apply_leaves_replicas_to_whoever_scales(api_client: Any, apps: client.A
     assert result["spec"]["replicas"] == 5
     managers = {m["manager"]: m for m in result["metadata"]["managedFields"]}
     assert "f:replicas" not in json.dumps(managers["tfleet"]["fieldsV1"])
+
+
+def test_an_owner_in_another_namespace_does_not_keep_a_dependent(core: client.CoreV1Api, namespace: str) -> None:
+    owner = core.create_namespaced_config_map(namespace, _cm("far-owner"))
+    core.create_namespace({"metadata": {"name": f"{namespace}-other"}})
+    try:
+        core.create_namespaced_config_map(f"{namespace}-other", _owned("cross", owner))
+        eventually(lambda: _gone(core, "cross", f"{namespace}-other"),
+                   message="a dependent of an owner in another namespace was kept")
+    finally:
+        core.delete_namespace(f"{namespace}-other")
