@@ -13,6 +13,7 @@ control plane's default ready delay, which is part of the overhead, as on a real
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -76,7 +77,7 @@ def one_run(api: client.CustomObjectsApi, name: str, replicas: int, steps: list[
             raise SystemExit(f"the rollout rolled back: {ro.get('message')}")
         time.sleep(0.01)
     times = [parse_time(starts[k]) for k in [*range(len(steps)), "promote"] if k in starts]
-    return [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]  # type: ignore[operator]
+    return [(b - a).total_seconds() for a, b in itertools.pairwise(times)]  # type: ignore[operator]
 
 
 def main(argv: list[str] | None = None) -> int:

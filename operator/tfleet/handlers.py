@@ -84,7 +84,7 @@ def pod_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event("v1", "pods", labels=MANAGED)
 def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     fleet: Fleet = memo.fleet
-    key, _ = fleet.observe_pod(type, dict(body))
+    key, _changed = fleet.observe_pod(type, dict(body))
     # Pods matter between Deployment updates only to a rollout (restarts, crash loops);
     # an idle fleet's pods cause no reconciles.
     if key is not None and fleet.take_pod_change(key) and fleet.knows(key) and fleet.rollout_active(key):

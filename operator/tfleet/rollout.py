@@ -429,7 +429,7 @@ def decide_rolling(
         state = replace(state, message=f"Rolling update: {seen.updated} of {n} pods updated, {seen.ready} ready")
     # Coming from Canary, the stable revision has a Deployment of its own: it keeps its pods
     # until the rolled Deployment is complete.
-    return Decision({desired: n, state.stable: n}, state, events)
+    return Decision({desired: n, **({state.stable: n} if state.stable else {})}, state, events)
 
 
 def _canary_target(state: State, replicas: int) -> int:
