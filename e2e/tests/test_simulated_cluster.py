@@ -192,9 +192,10 @@ spec:
 
     cond = eventually(unschedulable)
     assert cond["status"] == "False"
-    assert cond["message"].startswith(
+    assert cond["message"] == (
         "0/5 nodes are available: 2 node(s) had untolerated taint {nvidia.com/gpu: present}, "
-        "3 Insufficient nvidia.com/gpu. preemption: 0/5 nodes are available:"
+        "3 Insufficient nvidia.com/gpu. preemption: 0/5 nodes are available: "
+        "5 Preemption is not helpful for scheduling."
     )
     described = eventually(
         lambda: (

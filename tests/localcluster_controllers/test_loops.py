@@ -306,8 +306,8 @@ async def test_unschedulable_gpu_pod_is_explained_and_retried_when_capacity_free
     cond = await eventually(unschedulable)
     assert cond["status"] == "False"
     assert cond["message"] == (
-        "0/5 nodes are available: 5 Insufficient nvidia.com/gpu. "
-        "preemption: 0/5 nodes are available: 5 No preemption victims found for incoming pod."
+        "0/5 nodes are available: 5 Insufficient nvidia.com/gpu. preemption: 0/5 nodes are available: "
+        "2 No preemption victims found for incoming pod, 3 Preemption is not helpful for scheduling."
     )
     events = await eventually(lambda: _events_for(cluster, "waiting", "FailedScheduling"))
     assert events[0]["type"] == "Warning" and events[0]["message"] == cond["message"]

@@ -146,7 +146,8 @@ def node_affinity_matches(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bo
 @dataclass
 class NodeVerdict:
     reasons: list[str] = field(default_factory=list)
-    # True when evicting pods could not help (taints, affinity, cordon)
+    # True when evicting pods could not help (taints, affinity, cordon, a request
+    # beyond the node's allocatable)
     unresolvable: bool = False
 
 
@@ -173,6 +174,9 @@ def filter_node(
         return NodeVerdict(["node(s) didn't match Pod's node affinity/selector"], True)
     alloc = node_allocatable(node)
     reasons = []
+    # A request larger than the node's whole allocatable cannot be met by evicting
+    # anything, which the preemption diagnosis reports as "not helpful".
+    unresolvable = False
     if used.get("pods", 0) + 1 > alloc.get("pods", Fraction(110)):
         reasons.append("Too many pods")
     for name in sorted(requests):
@@ -180,7 +184,8 @@ def filter_node(
             continue
         if used.get(name, 0) + requests[name] > alloc.get(name, 0):
             reasons.append(f"Insufficient {name}")
-    return NodeVerdict(reasons, False)
+            unresolvable = unresolvable or requests[name] > alloc.get(name, 0)
+    return NodeVerdict(reasons, unresolvable)
 
 
 def score(
