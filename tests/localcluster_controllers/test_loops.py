@@ -630,3 +630,26 @@ async def test_hpa_with_a_missing_target_reports_failed_get_scale(cluster):
 
     s = await eventually(failed)
     assert condition(s, "AbleToScale")["status"] == "False"
+
+
+async def test_min_ready_seconds_delays_availability(cluster):
+    await cluster.create(
+        "apps/v1/deployments", deployment("slowstart", replicas=1, minReadySeconds=2)
+    )
+
+    async def ready_rs():
+        rss = [
+            r
+            for r in await cluster.list("apps/v1/replicasets", "ns")
+            if r["metadata"]["name"].startswith("slowstart-")
+        ]
+        return (
+            rss[0]["status"]
+            if rss and (rss[0].get("status") or {}).get("readyReplicas") == 1
+            else None
+        )
+
+    status = await eventually(ready_rs)
+    assert status.get("availableReplicas", 0) == 0  # Ready, but not yet for minReadySeconds
+    s = await eventually(lambda: _status_is(cluster, "slowstart", availableReplicas=1), timeout=6)
+    assert condition(s, "Available")["status"] == "True"
