@@ -447,11 +447,11 @@ class Rollout(ApiObject):
     )
     max_surge: IntOrString = field(
         "RollingUpdate: pods above the replica count during the update (number or percentage).",
-        default="25%",  # type: ignore[arg-type]
+        default="25%",
     )
     max_unavailable: IntOrString = field(
         "RollingUpdate: pods that may be unavailable during the update (number or percentage).",
-        default=0,  # type: ignore[arg-type]
+        default=0,
     )
     analysis: Analysis | None = field(
         "Canary: metric checks during each step. A check that fails rolls the canary back; a query "

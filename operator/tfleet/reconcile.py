@@ -102,7 +102,7 @@ def applied_hash(manifest: Manifest) -> str:
 def with_ownership(manifest: Manifest, isvc: InferenceService) -> Manifest:
     """The manifest as applied: owned by the InferenceService and stamped with its own hash,
     so that a field tfleet stops setting is noticed (a subset comparison alone would not)."""
-    out = json.loads(json.dumps(manifest))
+    out: Manifest = json.loads(json.dumps(manifest))
     meta = out["metadata"]
     meta.setdefault("annotations", {})[ANNOTATION_APPLIED] = applied_hash(manifest)
     meta["ownerReferences"] = [builders.owner_reference(isvc)]
