@@ -653,3 +653,39 @@ async def test_min_ready_seconds_delays_availability(cluster):
     assert status.get("availableReplicas", 0) == 0  # Ready, but not yet for minReadySeconds
     s = await eventually(lambda: _status_is(cluster, "slowstart", availableReplicas=1), timeout=6)
     assert condition(s, "Available")["status"] == "True"
+
+
+async def test_an_invalid_rules_table_is_ignored_and_reported(cluster):
+    await eventually(lambda: _namespace_exists(cluster, bh.RULES_NAMESPACE))
+    await cluster.create(
+        "v1/configmaps",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": bh.RULES_CONFIGMAP, "namespace": bh.RULES_NAMESPACE},
+            "data": {bh.RULES_KEY: "- match: {podName: x}\n  behaviour: crash-loop\n"},
+        },
+    )
+
+    async def reported():
+        events = await cluster.list("v1/events", bh.RULES_NAMESPACE)
+        return [e for e in events if e["reason"] == "InvalidBehaviourRules"] or None
+
+    (event,) = await eventually(reported)
+    assert event["type"] == "Warning" and "rules[0].match: unknown field" in event["message"]
+    await cluster.create("v1/pods", raw_pod("fine"))
+
+    async def ready():
+        return (
+            condition(await status_of(cluster, "v1/pods", "fine"), "Ready").get("status") == "True"
+        )
+
+    await eventually(ready)
+
+
+async def _namespace_exists(c: Cluster, name: str) -> bool:
+    try:
+        await c.get("v1/namespaces", None, name)
+    except ApiError:
+        return False
+    return True
