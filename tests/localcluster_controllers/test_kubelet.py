@@ -11,7 +11,9 @@ from e2e.localcluster.controllers.kubelet import (
     IPAllocator,
     Runtime,
     Timing,
+    eviction_delay,
     image_id,
+    not_ready_conditions,
     pod_status,
     status_changes,
 )
@@ -175,3 +177,52 @@ def test_ip_allocator_uses_the_node_cidr_and_reuses_released_addresses():
     assert (first, second) == ("10.244.3.2", "10.244.3.3")
     ips.release("cpu-1", first)
     assert ips.allocate(node) == first
+
+
+def noexecute_node(*taints: dict[str, Any]) -> dict[str, Any]:
+    node = build_node({"name": "n"}, 1, T0)
+    node["spec"]["taints"] = list(taints)
+    return node
+
+
+DOWN = {
+    "key": "node.kubernetes.io/not-ready",
+    "effect": "NoExecute",
+    "timeAdded": "2026-01-01T12:00:00Z",
+}
+
+
+def test_eviction_delay_follows_tolerations():
+    assert eviction_delay(pod(), build_node({"name": "n"}, 1, T0), T0) is None
+    assert eviction_delay(pod(), noexecute_node({"key": "k", "effect": "NoSchedule"}), T0) is None
+    assert eviction_delay(pod(), noexecute_node(DOWN), T0) == 0
+    forever = pod(
+        tolerations=[
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}
+        ]
+    )
+    assert eviction_delay(forever, noexecute_node(DOWN), T0) is None
+    for_a_minute = pod(
+        tolerations=[
+            {
+                "key": "node.kubernetes.io/not-ready",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 60,
+            }
+        ]
+    )
+    assert eviction_delay(for_a_minute, noexecute_node(DOWN), at(10)) == pytest.approx(50)
+    assert eviction_delay(for_a_minute, noexecute_node(DOWN), at(70)) == 0
+
+
+def test_not_ready_conditions_only_flip_ready():
+    p = pod()
+    p["status"]["conditions"].append({"type": "Ready", "status": "True", "lastTransitionTime": "x"})
+    conditions = not_ready_conditions(p, at(5))
+    assert [c["type"] for c in conditions] == ["PodScheduled", "Ready"]
+    assert (
+        conditions[1]["status"] == "False"
+        and conditions[1]["lastTransitionTime"] == "2026-01-01T12:00:05Z"
+    )
+    assert conditions[0] == p["status"]["conditions"][0]

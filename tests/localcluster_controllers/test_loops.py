@@ -689,3 +689,85 @@ async def _namespace_exists(c: Cluster, name: str) -> bool:
     except ApiError:
         return False
     return True
+
+
+async def test_a_node_that_stops_being_ready_is_tainted_and_its_pods_move(cluster):
+    await cluster.create("apps/v1/deployments", deployment(replicas=3))
+    await eventually(lambda: _status_is(cluster, "web", availableReplicas=3))
+    pods = await pods_of(cluster, "web")
+    node = pods[0]["spec"]["nodeName"]
+    stranded = {p["metadata"]["name"] for p in pods if p["spec"]["nodeName"] == node}
+    n = await cluster.get("v1/nodes", None, node)
+    conditions = [
+        dict(c, status="False", reason="KubeletNotReady") if c["type"] == "Ready" else c
+        for c in n["status"]["conditions"]
+    ]
+    await cluster.patch(
+        "v1/nodes", None, node, {"status": {"conditions": conditions}}, subresource="status"
+    )
+
+    async def tainted():
+        taints = (await cluster.get("v1/nodes", None, node))["spec"].get("taints") or []
+        return {(t["key"], t["effect"]) for t in taints} == {
+            ("node.kubernetes.io/not-ready", "NoSchedule"),
+            ("node.kubernetes.io/not-ready", "NoExecute"),
+        }
+
+    await eventually(tainted)
+
+    async def moved():
+        live = [
+            p for p in await pods_of(cluster, "web") if not p["metadata"].get("deletionTimestamp")
+        ]
+        return (
+            live
+            if len(live) == 3 and all(p["spec"].get("nodeName") not in (None, node) for p in live)
+            else None
+        )
+
+    await eventually(moved)
+    await eventually(lambda: _status_is(cluster, "web", availableReplicas=3))
+    # the evicted pods cannot finish terminating while their node is down, and are unready
+    for name in stranded:
+        p = await cluster.get("v1/pods", "ns", name)
+        assert p["metadata"].get("deletionTimestamp")
+        assert condition(p["status"], "Ready")["status"] == "False"
+
+    # the node comes back: its taints go, and its kubelet finishes the evicted pods
+    conditions = [
+        dict(c, status="True", reason="KubeletReady") if c["type"] == "Ready" else c
+        for c in n["status"]["conditions"]
+    ]
+    await cluster.patch(
+        "v1/nodes", None, node, {"status": {"conditions": conditions}}, subresource="status"
+    )
+
+    async def recovered():
+        names = {p["metadata"]["name"] for p in await pods_of(cluster, "web")}
+        taints = (await cluster.get("v1/nodes", None, node))["spec"].get("taints")
+        return not (names & stranded) and not taints
+
+    await eventually(recovered)
+
+
+async def test_pods_of_a_deleted_node_are_removed(cluster):
+    await eventually(lambda: _len_at_least(cluster.list("v1/nodes"), 5))
+    await cluster.create("v1/pods", raw_pod("pinned", nodeName="cpu-3"))
+    await eventually(_running_pinned(cluster))
+    await cluster.delete("v1/nodes", None, "cpu-3")
+
+    async def gone():
+        try:
+            await cluster.get("v1/pods", "ns", "pinned")
+        except ApiError as exc:
+            return exc.code == 404
+        return False
+
+    await eventually(gone)
+
+
+def _running_pinned(c: Cluster) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (await status_of(c, "v1/pods", "pinned")).get("phase") == "Running"
+
+    return check

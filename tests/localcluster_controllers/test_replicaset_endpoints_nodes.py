@@ -395,3 +395,32 @@ def test_terminating_pods_are_not_healthy():
         budget(minAvailable=1), [pod("a", terminating=True), pod("b")], None, NOW
     )
     assert status["currentHealthy"] == 1 and status["disruptionsAllowed"] == 0
+
+
+def with_ready(status: str, taints: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    node = nodes.build_node({"name": "n", "taints": taints or []}, 1, NOW)
+    for c in node["status"]["conditions"]:
+        if c["type"] == "Ready":
+            c["status"] = status
+    return node
+
+
+def test_lifecycle_taints_follow_the_ready_condition():
+    gpu = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    assert nodes.lifecycle_taints(with_ready("True", [gpu]), NOW) == [gpu]
+    down = nodes.lifecycle_taints(with_ready("False", [gpu]), NOW)
+    assert down == [
+        gpu,
+        {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"},
+        {
+            "key": "node.kubernetes.io/not-ready",
+            "effect": "NoExecute",
+            "timeAdded": "2026-01-01T12:00:00Z",
+        },
+    ]
+    # an existing taint keeps its timeAdded; recovery removes only the lifecycle taints
+    later = NOW + timedelta(minutes=5)
+    assert nodes.lifecycle_taints(with_ready("False", down), later) == down
+    assert nodes.lifecycle_taints(with_ready("True", down), later) == [gpu]
+    unknown = nodes.lifecycle_taints(with_ready("Unknown"), NOW)
+    assert {t["key"] for t in unknown} == {"node.kubernetes.io/unreachable"}

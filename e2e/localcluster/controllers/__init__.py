@@ -60,7 +60,7 @@ from .deployment import DeploymentController
 from .endpoints import EndpointsController, index_by_service
 from .hpa import HPAController
 from .kubelet import Kubelet, Timing
-from .nodes import ensure_nodes, expand_topology
+from .nodes import NodeLifecycleController, ensure_nodes, expand_topology
 from .pdb import DisruptionController
 from .replicaset import ReplicaSetController
 from .scheduler import Scheduler
@@ -77,6 +77,11 @@ ALL_CONTROLLERS = (
 )
 
 __all__ = ["ALL_CONTROLLERS", "parse_options", "start"]
+
+
+def _node_index(obj: dict[str, Any]) -> list[str]:
+    node = (obj.get("spec") or {}).get("nodeName")
+    return [node] if node else []
 
 
 def _uid_index(obj: dict[str, Any]) -> list[str]:
@@ -140,6 +145,7 @@ def start(cluster: Any, options: dict[str, Any] | None = None) -> list[asyncio.T
             "namespace": index_by_namespace,
             "controller": index_by_controller,
             "label": index_by_label,
+            "node": _node_index,
         },
     )
     nodes = Informer(cluster, "v1/nodes")
@@ -163,6 +169,8 @@ def start(cluster: Any, options: dict[str, Any] | None = None) -> list[asyncio.T
         tasks.append(
             asyncio.create_task(_bootstrap(cluster, opts["topology"]), name="localcluster-nodes")
         )
+        use(nodes)
+        tasks += NodeLifecycleController(cluster, nodes).tasks()
     if "scheduler" in enabled:
         use(pods, nodes)
         tasks += Scheduler(cluster, pods, nodes, recorder("default-scheduler")).tasks()

@@ -41,8 +41,9 @@ from .common import (
     seconds_until,
     uid_of,
 )
-from .nodes import node_internal_ip
-from .scheduler import with_condition
+from .nodes import node_internal_ip, node_is_ready
+from .replicaset import refresh
+from .scheduler import tolerates, with_condition
 
 KUBELET_OWNED_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")
 
@@ -280,6 +281,35 @@ def pod_status(
     return status, next_change
 
 
+def eviction_delay(pod: Mapping[str, Any], node: Mapping[str, Any], now: datetime) -> float | None:
+    """Seconds until the pod must be evicted for the node's NoExecute taints (0: now),
+    or None if it tolerates them all for good (the taint manager's rule)."""
+    tolerations = (pod.get("spec") or {}).get("tolerations") or []
+    delay: float | None = None
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("effect") != "NoExecute":
+            continue
+        matching = [t for t in tolerations if tolerates(t, taint)]
+        if not matching:
+            return 0.0
+        limits = [
+            t["tolerationSeconds"] for t in matching if t.get("tolerationSeconds") is not None
+        ]
+        if not limits:
+            continue  # tolerated forever
+        added = parse_time(taint.get("timeAdded")) or now
+        remaining = max(seconds_until(add_seconds(added, max(0, min(limits))), now), 0.0)
+        delay = remaining if delay is None else min(delay, remaining)
+    return delay
+
+
+def not_ready_conditions(pod: Mapping[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """The pod's conditions with Ready turned False, as the node lifecycle controller
+    marks the pods of a node that stopped reporting."""
+    conditions = [dict(c) for c in (pod.get("status") or {}).get("conditions") or []]
+    return with_condition(conditions, _condition("Ready", False, now))
+
+
 def status_changes(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
     """The top-level status fields whose value differs from what is stored."""
     current = current or {}
@@ -346,7 +376,10 @@ class Kubelet:
         self.rules_synced = asyncio.Event()
         self._invalid_annotation_reported: set[str] = set()
         self._terminating_seen: dict[Key, datetime] = {}
+        # names of every node ever seen: a pod bound to one that disappeared is orphaned
+        self._known_nodes: set[str] = set()
         pods.add_handler(self._on_pod)
+        nodes.add_handler(self._on_node)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return [
@@ -362,6 +395,20 @@ class Kubelet:
         obj = new or old or {}
         if (obj.get("spec") or {}).get("nodeName") or self._runtimes_has(key_of(obj)):
             self.queue.add(key_of(obj))
+
+    def _on_node(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
+        node = new or old or {}
+        name = meta(node).get("name") or ""
+        self._known_nodes.add(name)
+        if (
+            old is not None
+            and new is not None
+            and node_is_ready(old) == node_is_ready(new)
+            and (old.get("spec") or {}).get("taints") == (new.get("spec") or {}).get("taints")
+        ):
+            return
+        for pod in self.pods.by_index("node", name):
+            self.queue.add(key_of(pod))
 
     def _runtimes_has(self, key: Key) -> bool:
         return key in self.runtimes
@@ -432,14 +479,37 @@ class Kubelet:
             self._forget(key)
             return
         node_name: str = (pod.get("spec") or {}).get("nodeName") or ""
-        node = self.nodes.get(None, node_name) if node_name else None
-        if node is None:
-            return  # not ours: unbound, or bound to a node we do not simulate
+        if not node_name:
+            return  # not scheduled yet
+        node = self.nodes.get(None, node_name)
         now = now_utc()
+        if node is None:
+            if node_name in self._known_nodes:
+                # Its node is gone: the pod garbage collector removes orphans for good.
+                await self._remove(key, pod, "Removed Pod %s/%s of deleted Node %s", node_name)
+            return  # otherwise bound to a node nobody registered: it never starts
+        if not node_is_ready(node):
+            # A node that stopped reporting: nobody runs or finishes its pods; they are
+            # only marked unready (and still evicted by NoExecute taints, below).
+            if not is_terminating(pod):
+                await self._evict_if_due(key, pod, node, now)
+                conditions = not_ready_conditions(pod, now)
+                if conditions != (pod.get("status") or {}).get("conditions"):
+                    updated = await self.cluster.patch(
+                        "v1/pods",
+                        key[0],
+                        key[1],
+                        {"status": {"conditions": conditions}},
+                        subresource="status",
+                    )
+                    self.pods.observe(updated)
+            return
         if is_terminating(pod):
             await self._finish_deletion(key, pod, now)
             return
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        if await self._evict_if_due(key, pod, node, now):
             return
         behaviour = await self._behaviour(pod)
         rt = self.runtimes.get(key)
@@ -511,6 +581,46 @@ class Kubelet:
                 now,
             )
         # No Normal "Started" event for healthy pods: a write per pod that nobody reads.
+
+    async def _evict_if_due(self, key: Key, pod: Obj, node: Obj, now: datetime) -> bool:
+        delay = eviction_delay(pod, node, now)
+        if delay is None:
+            return False
+        if delay > 0:
+            self.queue.add_after(key, delay + 0.005)
+            return False
+        try:
+            await self.cluster.delete("v1/pods", key[0], key[1])
+        except Exception as exc:
+            if error_code(exc) != 404:
+                raise
+        await refresh(self.cluster, self.pods, "v1/pods", pod)
+        log.info(
+            "Evicted Pod %s/%s from Node %s for a NoExecute taint",
+            key[0],
+            key[1],
+            node["metadata"]["name"],
+        )
+        await self.events.record(
+            pod,
+            "Pod",
+            "v1",
+            "Normal",
+            "TaintManagerEviction",
+            f"Marking for deletion Pod {key[0]}/{key[1]}",
+            now,
+        )
+        return True
+
+    async def _remove(self, key: Key, pod: Obj, message: str, node_name: str) -> None:
+        try:
+            await force_delete(self.cluster, "v1/pods", key[0], key[1])
+        except Exception as exc:
+            if error_code(exc) != 404:
+                raise
+        self.pods.observe_deleted(pod)
+        self._forget(key)
+        log.info(message, key[0], key[1], node_name)
 
     async def _finish_deletion(self, key: Key, pod: Obj, now: datetime) -> None:
         grace = meta(pod).get("deletionGracePeriodSeconds")

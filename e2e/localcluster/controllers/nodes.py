@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from .common import error_code, fmt_time, log, parse_quantity
+from .common import WorkQueue, error_code, fmt_time, log, now_utc, parse_quantity, run_worker
 
 KUBELET_VERSION = "v1.35.2"
 
@@ -225,3 +225,81 @@ async def ensure_nodes(
             )
         log.info("Registered Node %s", node["metadata"]["name"])
     return names
+
+
+# ------------------------------------------------------------------- node lifecycle
+
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+
+
+def ready_status(node: Mapping[str, Any]) -> str:
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return str(cond.get("status") or "Unknown")
+    return "Unknown"
+
+
+def lifecycle_taints(node: Mapping[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """The node's taints as the node lifecycle controller keeps them: a node whose Ready
+    condition is False gets ``node.kubernetes.io/not-ready``, Unknown gets
+    ``node.kubernetes.io/unreachable`` (NoSchedule and NoExecute), a Ready one neither.
+    Other taints are left alone, and an existing taint keeps its timeAdded."""
+    current = [dict(t) for t in (node.get("spec") or {}).get("taints") or []]
+    ours = (NOT_READY_TAINT, UNREACHABLE_TAINT)
+    kept = [t for t in current if t.get("key") not in ours]
+    status = ready_status(node)
+    wanted_key = {"False": NOT_READY_TAINT, "Unknown": UNREACHABLE_TAINT}.get(status)
+    if wanted_key is None:
+        return kept
+    for effect in ("NoSchedule", "NoExecute"):
+        existing = next(
+            (t for t in current if t.get("key") == wanted_key and t.get("effect") == effect), None
+        )
+        taint: dict[str, Any] = existing or {"key": wanted_key, "effect": effect}
+        if effect == "NoExecute" and "timeAdded" not in taint:
+            taint["timeAdded"] = fmt_time(now)
+        kept.append(taint)
+    return kept
+
+
+class NodeLifecycleController:
+    """Taints nodes that stop being Ready (and untaints them when they recover), so that
+    the scheduler avoids them and the kubelet's taint manager evicts their pods."""
+
+    def __init__(self, cluster: Any, nodes: Any) -> None:
+        self.cluster = cluster
+        self.nodes = nodes
+        self.queue = WorkQueue()
+        nodes.add_handler(self._on_node)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(
+                run_worker("node-lifecycle", self.queue, self.reconcile, [self.nodes]),
+                name="localcluster-node-lifecycle",
+            )
+        ]
+
+    def _on_node(
+        self, event_type: str, old: dict[str, Any] | None, new: dict[str, Any] | None
+    ) -> None:
+        if new is not None and (
+            old is None
+            or ready_status(old) != ready_status(new)
+            or (old.get("spec") or {}).get("taints") != (new.get("spec") or {}).get("taints")
+        ):
+            self.queue.add(new["metadata"]["name"])
+
+    async def reconcile(self, name: str) -> None:
+        node = self.nodes.get(None, name)
+        if node is None:
+            return
+        taints = lifecycle_taints(node, now_utc())
+        if taints == ((node.get("spec") or {}).get("taints") or []):
+            return
+        updated = await self.cluster.patch(
+            "v1/nodes", None, name, {"spec": {"taints": taints or None}}
+        )
+        self.nodes.observe(updated)
+        log.info("Updated the lifecycle taints of Node %s (Ready=%s)", name, ready_status(node))
