@@ -424,3 +424,93 @@ def test_autoscale_keeps_the_minimum(kubectl, namespace):
 
     hpa = eventually(reported)
     assert hpa["status"]["currentReplicas"] == 3 and hpa["status"]["desiredReplicas"] == 3
+
+
+def set_node_ready(core_v1: Any, name: str, ready: bool) -> None:
+    node = core_v1.read_node(name)
+    for c in node.status.conditions:
+        if c.type == "Ready":
+            c.status, c.reason = ("True", "KubeletReady") if ready else ("False", "KubeletNotReady")
+    core_v1.patch_node_status(name, {"status": {"conditions": node.status.conditions}})
+
+
+def test_a_failed_node_is_tainted_and_its_pods_wait_for_it(kubectl, core_v1, namespace):
+    name = f"edge-{namespace[-8:]}"
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=f"apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {{pool: {name}}}}}\n",
+    )
+    try:
+        # A node registering itself: its kubelet reports capacity and Ready.
+        core_v1.patch_node_status(
+            name,
+            {
+                "status": {
+                    "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                    "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status",
+                        }
+                    ],
+                }
+            },
+        )
+        manifest = deployment_yaml("edge", replicas=2).replace(
+            "    spec:\n      containers:",
+            f"    spec:\n      nodeSelector: {{pool: {name}}}\n      containers:",
+        )
+        kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+        kubectl("rollout", "status", "-n", namespace, "deployment/edge", "--timeout=30s")
+        first = {
+            p["metadata"]["name"]
+            for p in get_json(kubectl, "pods", "-n", namespace, "-l", "app=edge")["items"]
+        }
+
+        set_node_ready(core_v1, name, False)
+
+        def replacements_pending() -> Any:
+            pods = get_json(kubectl, "pods", "-n", namespace, "-l", "app=edge")["items"]
+            new = [p for p in pods if p["metadata"]["name"] not in first]
+            messages = [
+                c.get("message", "")
+                for p in new
+                for c in p["status"].get("conditions") or []
+                if c["type"] == "PodScheduled"
+            ]
+            return (
+                messages
+                if len(new) == 2
+                and all("untolerated taint {node.kubernetes.io/not-ready: }" in m for m in messages)
+                else None
+            )
+
+        eventually(replacements_pending)
+        taints = get_json(kubectl, "node", name)["spec"]["taints"]
+        assert {(t["key"], t["effect"]) for t in taints} == {
+            ("node.kubernetes.io/not-ready", "NoSchedule"),
+            ("node.kubernetes.io/not-ready", "NoExecute"),
+        }
+        for pod in first:  # evicted, but nobody can confirm their end while the node is down
+            p = get_json(kubectl, "pod", pod, "-n", namespace)
+            assert p["metadata"].get("deletionTimestamp")
+
+        set_node_ready(core_v1, name, True)
+        kubectl("rollout", "status", "-n", namespace, "deployment/edge", "--timeout=30s")
+        eventually(
+            lambda: (
+                not first
+                & {
+                    p["metadata"]["name"]
+                    for p in get_json(kubectl, "pods", "-n", namespace, "-l", "app=edge")["items"]
+                }
+            )
+        )
+        assert not get_json(kubectl, "node", name)["spec"].get("taints")
+    finally:
+        kubectl("delete", "node", name, "--ignore-not-found", "--wait=false")
