@@ -54,6 +54,10 @@ def test_one_operator_reconciles_and_the_standby_takes_over_when_it_stops(privat
 
     cluster.apply(isvc("one", ns))
     wait_for(lambda: deployment_writes(first) >= 1, what="the leader to write a Deployment")
+    wait_for(lambda: first.metric("tfleet_reconciles_total", result="success") >= 1,
+             what="the leader's reconciles in its metrics")
+    wait_for(lambda: first.metric("tfleet_inferenceservices", condition="Ready", status="True") == 1,
+             what="the leader to count the Ready InferenceService")
     assert second.metric("tfleet_reconciles_total", result="success") == 0
     assert deployment_writes(second) == 0
     assert not second.leads()

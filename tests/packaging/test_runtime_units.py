@@ -108,6 +108,13 @@ def test_instrumented_reconciles_are_timed_and_counted_by_result(fail, result):
     assert fleet.seen_context == [("ml", "a")]
 
 
+def test_the_real_fleet_has_the_methods_instrument_wraps():
+    from tfleet.fleet import Fleet
+
+    for name in ("reconcile", "_on_failure", "observe_isvc"):
+        assert callable(getattr(Fleet, name, None)), f"Fleet.{name} is gone: update metrics.instrument"
+
+
 def test_instrumented_fleet_feeds_observed_bodies_to_the_gauges():
     m = metrics.Metrics()
     fleet = metrics.instrument(FakeFleet(), m)
