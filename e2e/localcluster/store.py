@@ -61,6 +61,12 @@ PATCH_TYPES = {
     "application/apply-patch+yaml": "apply",
 }
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+ROOT_CA_NOTE = ("Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
+                "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is "
+                "guaranteed across distributions of Kubernetes clusters.")
+# The local control plane serves plain HTTP; this placeholder only has the shape of a bundle.
+ROOT_CA_PEM = "-----BEGIN CERTIFICATE-----\nbG9jYWxjbHVzdGVyIHBsYWNlaG9sZGVy\n-----END CERTIFICATE-----\n"
 
 
 @dataclass(eq=False)
@@ -934,9 +940,17 @@ class Cluster:
                 self.registry.add(t)
                 self.storage(t)
         elif rt.gvk == "v1/Namespace" and old is None:
+            # What the controller manager puts in every new namespace, so that code assuming a
+            # namespace holds only its own objects meets the same surprise as on a real cluster.
+            ns = obj["metadata"]["name"]
             sa = self.registry.by_key("v1/serviceaccounts")
-            if self.storage(sa).get(obj["metadata"]["name"], "default") is None:
-                self.do_create(sa, obj["metadata"]["name"], {"metadata": {"name": "default"}},
+            if self.storage(sa).get(ns, "default") is None:
+                self.do_create(sa, ns, {"metadata": {"name": "default"}}, manager="kube-controller-manager")
+            cm = self.registry.by_key("v1/configmaps")
+            if self.storage(cm).get(ns, ROOT_CA_CONFIGMAP) is None:
+                self.do_create(cm, ns, {"metadata": {"name": ROOT_CA_CONFIGMAP,
+                                                     "annotations": {"kubernetes.io/description": ROOT_CA_NOTE}},
+                                        "data": {"ca.crt": ROOT_CA_PEM}},
                                manager="kube-controller-manager")
 
     def _after_removal(self, rt: ResourceType, obj: dict[str, Any]) -> None:

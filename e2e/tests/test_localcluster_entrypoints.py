@@ -118,9 +118,9 @@ async def test_watch_list_sends_initial_events_then_a_bookmark() -> None:
                                     sendInitialEvents="true", resourceVersionMatch="NotOlderThan",
                                     allowWatchBookmarks="true", timeoutSeconds="1")
         kinds = [(e["type"], e["object"]["metadata"].get("name")) for e in events]
-        assert kinds[0] == ("ADDED", "init")
-        assert kinds[1][0] == "BOOKMARK"
-        assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+        # Every object that exists (kube-root-ca.crt too), then the end-of-initial-events bookmark.
+        assert kinds[:3] == [("ADDED", "init"), ("ADDED", "kube-root-ca.crt"), ("BOOKMARK", None)]
+        assert events[2]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
 
 
 async def test_crd_deletion_removes_its_objects_and_stops_serving() -> None:
