@@ -226,3 +226,15 @@ def test_not_ready_conditions_only_flip_ready():
         and conditions[1]["lastTransitionTime"] == "2026-01-01T12:00:05Z"
     )
     assert conditions[0] == p["status"]["conditions"][0]
+
+
+def test_crash_loop_with_restart_policy_never_fails_the_pod_once():
+    status, next_change = pod_status(
+        pod(restartPolicy="Never"), runtime("crash-loop"), at(5), TIMING
+    )
+    assert status["phase"] == "Failed"
+    assert next_change is None
+    cs = status["containerStatuses"][0]
+    assert cs["restartCount"] == 0
+    assert cs["state"]["terminated"]["exitCode"] == 1
+    assert cond(status, "Ready")["status"] == "False"

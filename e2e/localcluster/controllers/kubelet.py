@@ -141,6 +141,21 @@ def pod_status(
         elif kind == bh.NEVER_READY:
             st["containerID"] = container_id(uid, name, rt.restart_base)
             st["state"] = {"running": {"startedAt": since}}
+        elif kind == bh.CRASH_LOOP and spec.get("restartPolicy") == "Never":
+            # Nothing restarts it: the container exits once and the pod has Failed.
+            phase = "Failed"
+            st["started"] = False
+            st["containerID"] = container_id(uid, name, rt.restart_base)
+            st["state"] = {
+                "terminated": {
+                    "exitCode": 1,
+                    "reason": "Error",
+                    "message": "container exited with code 1",
+                    "startedAt": since,
+                    "finishedAt": since,
+                    "containerID": container_id(uid, name, rt.restart_base),
+                }
+            }
         elif kind == bh.CRASH_LOOP:
             crashes = int(elapsed // timing.crash_interval)
             restarts = rt.restart_base + 1 + crashes
