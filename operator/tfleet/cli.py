@@ -174,6 +174,11 @@ def _register_heartbeat() -> None:
         task = memo.get("heartbeat")
         if task is not None:
             task.cancel()
+        # When a signal stops kopf, its waiter on our stop flag would otherwise hang on
+        # until kopf gives up on it (5 s): raise the flag so shutdown does not wait.
+        stop = memo.get("operator_stop")
+        if stop is not None:
+            stop.set()
 
 
 @contextmanager
@@ -268,7 +273,7 @@ def run_operator(opts: RunOptions) -> int:
             clusterwide=not opts.namespaces,
             namespaces=list(opts.namespaces),
             memo=kopf.Memo(kubeconfig=opts.kubeconfig, metrics=metrics, health=health,
-                           namespaced=bool(opts.namespaces)),
+                           namespaced=bool(opts.namespaces), operator_stop=operator_stop),
             stop_flag=operator_stop,
             ready_flag=ready_flag,
         )
