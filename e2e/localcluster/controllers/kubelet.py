@@ -408,7 +408,7 @@ class Kubelet:
 
     def _on_pod(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         obj = new or old or {}
-        if (obj.get("spec") or {}).get("nodeName") or self._runtimes_has(key_of(obj)):
+        if (obj.get("spec") or {}).get("nodeName") or key_of(obj) in self.runtimes:
             self.queue.add(key_of(obj))
 
     def _on_node(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
@@ -424,9 +424,6 @@ class Kubelet:
             return
         for pod in self.pods.by_index("node", name):
             self.queue.add(key_of(pod))
-
-    def _runtimes_has(self, key: Key) -> bool:
-        return key in self.runtimes
 
     # -- behaviour rules
 
