@@ -571,3 +571,15 @@ def test_an_owner_in_another_namespace_does_not_keep_a_dependent(core: client.Co
                    message="a dependent of an owner in another namespace was kept")
     finally:
         core.delete_namespace(f"{namespace}-other")
+
+
+def test_watch_as_table_streams_rows(api_client: Any, custom: client.CustomObjectsApi, namespace: str) -> None:
+    start = custom.create_namespaced_custom_object(WIDGET_GROUP, "v1", namespace, "widgets",
+                                                   widget("tw", size=2))["metadata"]["resourceVersion"]
+    custom.patch_namespaced_custom_object(WIDGET_GROUP, "v1", namespace, "widgets", "tw", {"spec": {"size": 3}})
+    resp = _raw(api_client, "GET", f"/apis/{WIDGET_GROUP}/v1/namespaces/{namespace}/widgets",
+                query=[("watch", "1"), ("resourceVersion", start), ("timeoutSeconds", "1")],
+                headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
+    events = [json.loads(line) for line in resp.data.decode().splitlines() if line]
+    assert [(e["type"], e["object"]["kind"], e["object"]["rows"][0]["cells"][:2]) for e in events] == [
+        ("MODIFIED", "Table", ["tw", 3])]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,16 @@ def test_get_events_and_all_namespaces(kubectl: Any, namespace: str) -> None:
 def test_access_reviews_answer(kubectl: Any) -> None:
     assert kubectl("auth", "can-i", "create", "deployments").stdout.strip() == "yes"
     assert "Username" in kubectl("auth", "whoami").stdout
+
+
+@pytest.mark.simulated
+def test_kubectl_uses_aggregated_discovery(local_cluster: Any, tmp_path: Path) -> None:
+    from e2e.localcluster.fixtures import KUBECTL
+
+    before = len(local_cluster.request_log)
+    result = subprocess.run([str(KUBECTL), "--kubeconfig", str(local_cluster.kubeconfig), "--cache-dir",
+                             str(tmp_path), "get", "widgets", "-A"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    paths = [r["path"] for r in local_cluster.request_log[before:]]
+    assert "/api" in paths and "/apis" in paths
+    assert not [p for p in paths if p.startswith("/apis/") and p.count("/") == 3], paths  # no per-group documents
