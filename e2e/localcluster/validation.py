@@ -19,7 +19,7 @@ _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _IANA_SVC_NAME = re.compile(r"[-a-z0-9]+")
-_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+_ENV_NAME = re.compile(r"[ -<>-~]+")  # printable ASCII but "="
 _CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 QUALIFIED_NAME_MSG = (
@@ -263,11 +263,10 @@ def _validate_container(c: dict[str, Any], path: str, names: set[str], volumes: 
         if not ename:
             causes.append(required(f"{path}.env[{i}].name"))
         elif not _ENV_NAME.fullmatch(ename):
+            # Since 1.34 (relaxed environment variable names) anything printable but '=' goes.
             causes.append(invalid(f"{path}.env[{i}].name", ename,
-                                  "a valid environment variable name must consist of alphabetic characters, "
-                                  "digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  "
-                                  "or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is "
-                                  "'[-._a-zA-Z][-._a-zA-Z0-9]*')"))
+                                  "a valid environment variable name must consist only of printable "
+                                  "ASCII characters other than '='"))
     mount_paths: set[str] = set()
     for i, mount in enumerate(c.get("volumeMounts") or []):
         mname = mount.get("name", "")
