@@ -55,7 +55,7 @@ class LocalCluster:
                  host: str = "127.0.0.1", controllers: bool = True,
                  controller_options: dict[str, Any] | None = None,
                  request_log_path: str | Path | None = None, keep_request_log: bool = True,
-                 bookmark_interval: float = 5.0, history_size: int = 2000) -> None:
+                 bookmark_interval: float = 5.0, history_size: int = 10000) -> None:
         self.host = host
         self.port = port
         self.kubeconfig: Path | None = Path(kubeconfig) if kubeconfig else None

@@ -226,7 +226,7 @@ def _owner_uids(obj: dict[str, Any]) -> list[str]:
 class Cluster:
     """The API state of the local control plane (see the module docstring)."""
 
-    def __init__(self, *, history_size: int = 2000) -> None:
+    def __init__(self, *, history_size: int = 10000) -> None:
         self.registry = Registry()
         self.history_size = history_size
         self._rv = 0
