@@ -86,6 +86,19 @@ class PrivateCluster:
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         return name
 
+    def settle(self, quiet: float = 1.0, timeout: float = 15) -> None:
+        """Wait until the request log stops growing: watches are logged when they end, a
+        moment after a stopped client's connections close."""
+        deadline = time.monotonic() + timeout
+        size, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            current = self.request_log.stat().st_size if self.request_log.exists() else 0
+            if current != size:
+                size, since = current, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.1)
+
     def requests(self) -> list[dict[str, Any]]:
         if not self.request_log.exists():
             return []

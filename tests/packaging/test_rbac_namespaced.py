@@ -1,0 +1,42 @@
+"""RBAC in namespaced mode (`watchNamespaces`): the operator stays inside the Roles the chart
+creates in the watched namespaces. A control plane of its own, so the request log holds
+only this operator's calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.packaging.cluster import OPERATOR_AGENTS, Operator, isvc
+from tests.packaging.helm import HELM, find, template
+from tests.packaging.test_rbac import RELEASE_NAMESPACE, permissions_granted, permissions_used
+
+pytestmark = pytest.mark.skipif(not HELM.exists(), reason="helm is missing (run `make tools`)")
+
+
+def test_namespaced_mode_stays_within_the_roles_of_the_watched_namespaces(private_cluster):
+    """`--namespace`: every call but discovery lands in a watched namespace (or the Lease's)."""
+    cluster = private_cluster
+    cluster.namespace(RELEASE_NAMESPACE)
+    watched = cluster.namespace("rbac-watched")
+    start = len(cluster.requests())
+    op = Operator(cluster, "rbac-namespaced", "--namespace", watched, "--leader-election",
+                  "--leader-election-namespace", RELEASE_NAMESPACE, "--leader-election-id", "namespaced")
+    try:
+        op.identity()
+        cluster.apply(isvc("scoped", watched))
+        cluster.kubectl("wait", "--for=condition=Ready", "tfis/scoped", "-n", watched, "--timeout=60s")
+        assert op.terminate() == 0
+    finally:
+        op.stop()
+    cluster.settle()
+    calls = [r for r in cluster.requests()[start:]
+             if r.get("user_agent", "").startswith(OPERATOR_AGENTS) and r.get("resource")]
+    assert {r["namespace"] for r in calls if r["resource"] != "leases"} == {watched}, \
+        [(r["verb"], r["path"]) for r in calls if r["namespace"] != watched]
+
+    objects = template({"watchNamespaces": [watched]})
+    (role,) = find(objects, "Role", name="tfleet", namespace=watched)
+    used = {p for p in permissions_used(calls) if p[1] != "leases"}
+    missing = used - permissions_granted(role["rules"])
+    assert not missing, f"namespaced mode used permissions its Role does not grant: {sorted(missing)}"
+    assert find(objects, "ClusterRole") == []
