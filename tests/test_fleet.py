@@ -260,3 +260,52 @@ def test_an_acknowledged_spec_change_is_written_at_once(setup):
     fleet.reconcile(key)
     assert ("status", "InferenceService", "resnet") in kube.calls
     assert kube.isvc["status"]["observedGeneration"] == 2
+
+
+def test_pods_that_fail_to_load_their_model_say_why_in_the_status(setup, monkeypatch):
+    from tfleet import podhealth
+
+    fleet, kube = setup
+    asked: list[str] = []
+
+    def fake_bridge(ip: str, *args: object, **kwargs: object) -> str:
+        asked.append(ip)
+        return "Could not find SavedModel at /models/resnet/3"
+
+    monkeypatch.setattr(podhealth, "fetch_load_error", fake_bridge)
+    key = start(fleet, kube, isvc())
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    rev = deployment(fleet)["metadata"]["labels"]["tfleet.dev/revision"]
+    for i in range(2):
+        fleet.observe_pod("ADDED", {
+            "metadata": {"name": f"resnet-{i}", "namespace": "ml",
+                         "labels": {"tfleet.dev/inferenceservice": "resnet", "tfleet.dev/revision": rev}},
+            "status": {"podIP": f"10.0.0.{i}", "conditions": [{"type": "Ready", "status": "False"}]},
+        })
+    fleet.reconcile(key)
+    assert sorted(asked) == ["10.0.0.0", "10.0.0.1"]
+    conditions = {c["type"]: c for c in kube.isvc["status"]["conditions"]}
+    assert "TF Serving failed to load the model: Could not find SavedModel" in conditions["ModelAvailable"]["message"]
+    assert conditions["ModelAvailable"]["status"] == "False"
+    # Asked again only after the poll interval, not on every reconcile.
+    fleet.reconcile(key)
+    assert len(asked) == 2
+
+
+def test_a_ready_fleet_is_never_polled(setup, monkeypatch):
+    from tfleet import podhealth
+
+    fleet, kube = setup
+    monkeypatch.setattr(podhealth, "fetch_load_error", lambda *a, **k: pytest.fail("polled a healthy fleet"))
+    key = start(fleet, kube, isvc())
+    rev = deployment(fleet)["metadata"]["labels"]["tfleet.dev/revision"]
+    for i in range(2):
+        fleet.observe_pod("ADDED", {
+            "metadata": {"name": f"resnet-{i}", "namespace": "ml",
+                         "labels": {"tfleet.dev/inferenceservice": "resnet", "tfleet.dev/revision": rev}},
+            "status": {"podIP": f"10.0.0.{i}", "conditions": [{"type": "Ready", "status": "True"}]},
+        })
+    mark_deployment_ready(fleet, kube)
+    fleet.reconcile(key)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    fleet.reconcile(key)

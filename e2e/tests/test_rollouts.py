@@ -313,3 +313,48 @@ def test_rollout_status_on_a_terminal_redraws_one_live_line(kubectl, namespace, 
     assert "\r\x1b[K" in text  # the line is redrawn in place
     assert "pause-left=" in text and "canary-ready=" in text
     assert 'inferenceservice "live" rolled out' in text
+
+
+@pytest.mark.simulated  # the canary pod is pointed at a health bridge this test runs on 127.0.0.1
+def test_a_rollback_names_the_tf_serving_load_error(kubectl, namespace, api_client, tmp_path):
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    error = "Could not find SavedModel .pb or .pbtxt at supplied export directory path: /models/loaderr/3"
+    script = tmp_path / "tfs.yaml"
+    script.write_text(yaml.safe_dump({"model": "loaderr", "events": [
+        {"at": 0, "version": 2, "state": "AVAILABLE"},
+        {"at": 0, "version": 3, "state": "END", "errorCode": "NOT_FOUND", "error": error},
+    ]}))
+    tfs_port = free_port()
+    tfs = subprocess.Popen([sys.executable, "-m", "e2e.fake_tfserving", "--port", str(tfs_port), "--script", str(script)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bridge = subprocess.Popen([sys.executable, "-m", "tfleet.cli", "health-bridge", "--target", f"127.0.0.1:{tfs_port}",
+                               "--model", "loaderr", "--version", "3", "--listen", "127.0.0.1",
+                               "--port", "8510", "--http-port", "8511", "--interval", "0.2",
+                               "--drain-seconds", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    set_rules(client.CoreV1Api(api_client), [
+        {"match": {"namespace": namespace, "labelSelector": "tfleet.dev/model-version=3"}, "behaviour": "never-ready"},
+    ])
+    try:
+        steps = [{"weight": 25, "pause": "1s"}]
+        start_ready(kubectl, manifest("loaderr", namespace, 2, 2, steps, progressDeadlineSeconds=4), namespace, "loaderr")
+        bad = yaml.safe_load(manifest("loaderr", namespace, 3, 2, steps, progressDeadlineSeconds=4))
+        bad["spec"]["pod"] = {"annotations": {"localcluster.tfleet.dev/pod-ip": "127.0.0.1"}}
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(bad))
+        status = wait_for(lambda: (s := rollout_status(kubectl, namespace, "loaderr")).get("phase") == "RolledBack" and s,
+                          timeout=30, what="a rollback")
+        assert f"TF Serving failed to load the model: {error}" in status["message"]
+        degraded = next(c for c in get_isvc(kubectl, namespace, "loaderr")["status"]["conditions"]
+                        if c["type"] == "Degraded")
+        assert error in degraded["message"]
+    finally:
+        set_rules(client.CoreV1Api(api_client), [])
+        for proc in (bridge, tfs):
+            proc.terminate()
+            proc.wait(timeout=10)

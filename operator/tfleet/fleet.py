@@ -12,10 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from tfleet import analysis, reconcile, rollout
+from tfleet import analysis, podhealth, reconcile, rollout, status
 from tfleet.builders import LABEL_ISVC, MANAGER
 from tfleet.kube import Kube, KubeError
 from tfleet.schema import duration_seconds
@@ -29,6 +30,8 @@ MAX_BACKOFF_SECONDS = 60.0
 # How long a status change that nobody waits for may be held back so that the changes
 # right behind it (pods turning ready one by one) go out in the same write.
 STATUS_COALESCE_SECONDS = 1.0
+# How often a pod that is not ready has its health bridge asked why.
+BRIDGE_POLL_SECONDS = 5.0
 
 
 utcnow = rollout.utc_now
@@ -64,6 +67,7 @@ class Fleet:
         self._wakeups: dict[Key, float] = {}  # monotonic time of the next scheduled reconcile
         self._pods_changed: set[Key] = set()
         self._checks: dict[Key, tuple[str, float, analysis.Result]] = {}  # canary, when, result
+        self._bridge_answers: dict[tuple[str, str], tuple[float, str]] = {}  # (ns, pod) -> (when, load error)
         self._locks: dict[Key, threading.Lock] = {}
         self._failures: dict[Key, int] = {}
         self._guard = threading.Lock()
@@ -169,7 +173,8 @@ class Fleet:
             return
         namespace, name = key
         now = self.clock()
-        plan = reconcile.plan_children(body, children, self.pods(key), now, self._metric_check(key, body))
+        pods = self._with_bridge_reports(key, body, self.pods(key))
+        plan = reconcile.plan_children(body, children, pods, now, self._metric_check(key, body))
         rejected: str | None = None
         for manifest in plan.apply:
             try:
@@ -194,7 +199,7 @@ class Fleet:
         body, children = self.snapshot(key)
         if body is None:
             return
-        status_plan = reconcile.plan_status(body, children, self.pods(key), rollout.format_time(now),
+        status_plan = reconcile.plan_status(body, children, pods, rollout.format_time(now),
                                             plan.rollout, rejected=rejected)
         if status_plan.status is not None and self._status_may_wait(key, status_plan.status_urgent):
             pass
@@ -225,6 +230,33 @@ class Fleet:
             self._status_due[key] = now + self.status_coalesce_seconds
         self._wake_up(key, self.status_coalesce_seconds)
         return True
+
+    def _with_bridge_reports(self, key: Key, body: Manifest, pods: list[reconcile.PodSummary]) -> list[reconcile.PodSummary]:
+        """Ask the health bridges of pods that are not ready whether TF Serving failed to load
+        the model. Only while someone waits for those pods: during a rollout, or while the
+        InferenceService is not Ready. A healthy fleet is never polled."""
+        waiting = [p for p in pods if not p.ready and p.ip and not p.crash_looping and not p.image_pull_failing]
+        if not waiting:
+            return pods
+        ready = status.condition(body.get("status") or {}, status.READY) or {}
+        phase = ((body.get("status") or {}).get("rollout") or {}).get("phase")
+        if ready.get("status") != "False" and phase not in rollout.ACTIVE_PHASES:
+            return pods
+        now = self.monotonic()
+        answers: dict[str, str] = {}
+        for pod in waiting:
+            with self._guard:
+                cached = self._bridge_answers.get((key[0], pod.name))
+            if cached is None or now - cached[0] >= BRIDGE_POLL_SECONDS:
+                error = podhealth.fetch_load_error(pod.ip) or ""
+                cached = (now, error)
+                with self._guard:
+                    self._bridge_answers[(key[0], pod.name)] = cached
+                if error:
+                    log.info("Pod %s/%s reports a model load failure: %s", key[0], pod.name, error)
+            answers[pod.name] = cached[1]
+        self._wake_up(key, BRIDGE_POLL_SECONDS)
+        return [replace(p, load_error=answers[p.name]) if answers.get(p.name) else p for p in pods]
 
     def _metric_check(self, key: Key, body: Manifest) -> analysis.Result | None:
         """Run the canary's metric gate when it is due (once per interval per rollout)."""

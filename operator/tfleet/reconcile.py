@@ -63,11 +63,14 @@ class PodSummary:
     """What the rollout engine needs to know about one serving pod."""
 
     revision: str
+    name: str = ""
+    ip: str = ""
     ready: bool = False
     restarts: int = 0
     crash_looping: bool = False
     image_pull_failing: bool = False
     unschedulable: str | None = None  # the scheduler's message
+    load_error: str = ""  # TF Serving's own error, as the pod's health bridge reported it
 
 
 def summarize_pod(pod: Manifest) -> PodSummary | None:
@@ -82,6 +85,8 @@ def summarize_pod(pod: Manifest) -> PodSummary | None:
     scheduled = conditions.get("PodScheduled") or {}
     return PodSummary(
         revision=revision,
+        name=meta.get("name", ""),
+        ip=st.get("podIP") or "",
         ready=(conditions.get("Ready") or {}).get("status") == "True",
         restarts=sum(int(c.get("restartCount") or 0) for c in statuses),
         crash_looping="CrashLoopBackOff" in waiting,
@@ -221,6 +226,7 @@ def observe_revisions(
         conditions = {c.get("type"): c for c in st.get("conditions") or []}
         mine = pods_by_revision.get(rev, [])
         unschedulable = [p.unschedulable for p in mine if p.unschedulable]
+        load_errors = [p.load_error for p in mine if p.load_error]
         version = (meta.get("labels") or {}).get(builders.LABEL_MODEL_VERSION)
         by_revision[rev] = rollout.Observed(
             replicas=int((dep.get("spec") or {}).get("replicas", 1)),
@@ -234,6 +240,7 @@ def observe_revisions(
             unschedulable=len(unschedulable),
             unschedulable_message=Counter(unschedulable).most_common(1)[0][0] if unschedulable else "",
             version=int(version) if version and version.isdigit() else None,
+            load_error=Counter(load_errors).most_common(1)[0][0] if load_errors else "",
             deadline_exceeded=(conditions.get("Progressing") or {}).get("reason") == "ProgressDeadlineExceeded",
         )
     return by_revision

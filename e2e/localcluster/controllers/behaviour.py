@@ -23,6 +23,8 @@ import yaml
 from .common import match_labels, match_requirement, parse_duration
 
 ANNOTATION = "localcluster.tfleet.dev/behaviour"
+# The pod's IP, when a test runs the pod's processes itself (on 127.0.0.1, say).
+POD_IP_ANNOTATION = "localcluster.tfleet.dev/pod-ip"
 RULES_NAMESPACE = "localcluster-system"
 RULES_CONFIGMAP = "behaviours"
 RULES_KEY = "rules.yaml"
