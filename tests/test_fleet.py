@@ -97,6 +97,17 @@ def deployment(fleet: Fleet) -> Manifest:
     return copy.deepcopy(dep)
 
 
+def add_pods(fleet: Fleet, ready: bool, count: int = 2) -> None:
+    """Serving pods of the current revision, as the pod watch delivers them."""
+    rev = deployment(fleet)["metadata"]["labels"]["tfleet.dev/revision"]
+    for i in range(count):
+        fleet.observe_pod("ADDED", {
+            "metadata": {"name": f"resnet-{i}", "namespace": "ml",
+                         "labels": {"tfleet.dev/inferenceservice": "resnet", "tfleet.dev/revision": rev}},
+            "status": {"podIP": f"10.0.0.{i}", "conditions": [{"type": "Ready", "status": str(ready)}]},
+        })
+
+
 def mark_deployment_ready(fleet: Fleet, kube: RecordingKube, replicas: int = 2) -> None:
     dep = deployment(fleet)
     dep["metadata"]["generation"] = 1
@@ -275,13 +286,7 @@ def test_pods_that_fail_to_load_their_model_say_why_in_the_status(setup, monkeyp
     monkeypatch.setattr(podhealth, "fetch_load_error", fake_bridge)
     key = start(fleet, kube, isvc())
     fleet.observe_isvc("MODIFIED", kube.isvc)
-    rev = deployment(fleet)["metadata"]["labels"]["tfleet.dev/revision"]
-    for i in range(2):
-        fleet.observe_pod("ADDED", {
-            "metadata": {"name": f"resnet-{i}", "namespace": "ml",
-                         "labels": {"tfleet.dev/inferenceservice": "resnet", "tfleet.dev/revision": rev}},
-            "status": {"podIP": f"10.0.0.{i}", "conditions": [{"type": "Ready", "status": "False"}]},
-        })
+    add_pods(fleet, ready=False)
     fleet.reconcile(key)
     assert sorted(asked) == ["10.0.0.0", "10.0.0.1"]
     conditions = {c["type"]: c for c in kube.isvc["status"]["conditions"]}
@@ -298,13 +303,7 @@ def test_a_ready_fleet_is_never_polled(setup, monkeypatch):
     fleet, kube = setup
     monkeypatch.setattr(podhealth, "fetch_load_error", lambda *a, **k: pytest.fail("polled a healthy fleet"))
     key = start(fleet, kube, isvc())
-    rev = deployment(fleet)["metadata"]["labels"]["tfleet.dev/revision"]
-    for i in range(2):
-        fleet.observe_pod("ADDED", {
-            "metadata": {"name": f"resnet-{i}", "namespace": "ml",
-                         "labels": {"tfleet.dev/inferenceservice": "resnet", "tfleet.dev/revision": rev}},
-            "status": {"podIP": f"10.0.0.{i}", "conditions": [{"type": "Ready", "status": "True"}]},
-        })
+    add_pods(fleet, ready=True)
     mark_deployment_ready(fleet, kube)
     fleet.reconcile(key)
     fleet.observe_isvc("MODIFIED", kube.isvc)
