@@ -109,3 +109,8 @@ e2e-kind: venv tools image ## With Docker and kind: load the image into kind, he
 .PHONY: bench-rollout
 bench-rollout: venv tools ## Measure the rollout engine's overhead per canary step
 	$(BIN)/python -m e2e.bench.rollout
+
+.PHONY: bench-fleet
+bench-fleet: venv ## Fleet benchmark (100 and 1,000 InferenceServices); rewrites docs/benchmarks.md and its plot
+	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install -q matplotlib
+	$(BIN)/python -m e2e.bench.fleet --sizes 100,1000 --docs
