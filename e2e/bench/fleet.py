@@ -357,7 +357,7 @@ class Profiler:
         spy = Path(sys.executable).with_name("py-spy")
         if self.path is not None and spy.exists():
             self.proc = subprocess.Popen([str(spy), "record", "--pid", str(self.pid), "--format", "raw",
-                                          "--rate", "200", "--threads", "--output", str(self.path)],
+                                          "--rate", "100", "--gil", "--output", str(self.path)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # py-spy attaches before the measured work starts
         return self

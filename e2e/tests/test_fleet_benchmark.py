@@ -117,6 +117,20 @@ def test_the_generated_part_of_the_docs_is_replaced_and_the_rest_kept(tmp_path: 
     assert fleet.BEGIN in fresh.read_text() and "first table" in fresh.read_text()
 
 
+def test_the_operator_registers_no_handler_that_needs_kopfs_bookkeeping():
+    # The operator tells kopf to keep no diff-base and no progress records (they cost a deep
+    # copy of every watched object per event). That is only right while every handler is
+    # an event or index handler: a create/update/delete handler or a daemon needs them.
+    import kopf
+
+    import tfleet.handlers  # noqa: F401  (registers the handlers)
+
+    registry = kopf.get_default_registry()
+    assert registry._changing.get_all_handlers() == []
+    assert registry._spawning.get_all_handlers() == []
+    assert registry._watching.get_all_handlers() != []
+
+
 # ---------------------------------------------------------------------- the small benchmark
 
 

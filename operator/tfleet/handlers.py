@@ -32,10 +32,49 @@ CHILD_RESOURCES = (
 )
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff-base, kept nowhere. Only change-detecting handlers (on.create, on.update,
+    ...) read it, and tfleet registers none; kopf's own storages would still deep-copy every
+    watched object on every event to build it."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
+class _NoProgress(kopf.ProgressStorage):
+    """kopf's per-handler progress, kept nowhere: it only matters to change-detecting
+    handlers with retries, and tfleet registers none."""
+
+    def fetch(self, *, key: Any, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        pass
+
+    def purge(self, *, key: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        pass
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        pass
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        return essence
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf would otherwise turn handler log lines into Kubernetes Events (API writes).
     settings.posting.enabled = False
+    # No kopf bookkeeping to keep (see _NoDiffBase): this saves a deep copy of every
+    # watched object per event, about a tenth of the operator's CPU in a bulk create.
+    settings.persistence.diffbase_storage = _NoDiffBase()
+    settings.persistence.progress_storage = _NoProgress()
     # Sync handlers run in this many threads; reconciles of different objects overlap.
     settings.execution.max_workers = 16
     # Watches reconnect well before load balancers in front of apiservers drop them.
