@@ -110,7 +110,9 @@ e2e-kind: venv tools image ## With Docker and kind: load the image into kind, he
 bench-rollout: venv tools ## Measure the rollout engine's overhead per canary step
 	$(BIN)/python -m e2e.bench.rollout
 
+BENCH_FLEET_SIZES ?= 100,300,1000
+
 .PHONY: bench-fleet
-bench-fleet: venv ## Fleet benchmark (100 and 1,000 InferenceServices); rewrites docs/benchmarks.md and its plot
+bench-fleet: venv ## Fleet benchmark (100 to 1,000 InferenceServices, ~12 min); rewrites docs/benchmarks.md and its plot
 	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install -q matplotlib
-	$(BIN)/python -m e2e.bench.fleet --sizes 100,1000 --docs
+	$(BIN)/python -m e2e.bench.fleet --sizes $(BENCH_FLEET_SIZES) --docs

@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,6 +152,14 @@ def is_ready(obj: Manifest) -> bool:
     if status.get("observedGeneration") != obj["metadata"].get("generation"):
         return False
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def deployment_available(obj: Manifest) -> bool:
+    """Every replica of the Deployment's current generation is ready."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    wanted = int(spec.get("replicas", 1))
+    return (int(status.get("observedGeneration") or 0) >= int(obj["metadata"].get("generation") or 0)
+            and int(status.get("readyReplicas") or 0) >= wanted and int(status.get("updatedReplicas") or 0) >= wanted)
 
 
 # ---------------------------------------------------------------------- the request log (pure)
@@ -385,6 +393,7 @@ class SizeResult:
     operator_concurrency: int = 0
     lower_bound_writes: int = 0
     lower_bound_seconds: float = 0.0
+    cluster_floor_seconds: float = math.nan  # the same children applied by a plain client
     idle_seconds: float = 0.0
     idle_writes: int = 0
     idle_writes_by_kind: dict[str, int] = field(default_factory=dict)
@@ -441,18 +450,22 @@ async def _install(api: Api, extra_namespaces: Iterable[str] = ()) -> None:
 
 
 class ReadinessWatch:
-    """Follows every InferenceService through one watch; records when each first became Ready."""
+    """Follows every object of one collection through one watch; records when each of the
+    expected ones first met `ready`."""
 
-    def __init__(self, session: aiohttp.ClientSession, expected: set[Key]):
+    def __init__(self, session: aiohttp.ClientSession, expected: set[Key], path: str = f"{ISVC_PATH}/{PLURAL}",
+                 ready: Callable[[Manifest], bool] = is_ready):
         self.session = session
         self.expected = expected
+        self.path = path
+        self.ready = ready
         self.ready_at: dict[Key, float] = {}
         self.all_ready = asyncio.Event()
 
     async def run(self, resource_version: str) -> None:
         params = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
                   "timeoutSeconds": "3600"}
-        async with self.session.get(f"{ISVC_PATH}/{PLURAL}", params=params) as resp:
+        async with self.session.get(self.path, params=params) as resp:
             buffer = b""
             async for chunk in resp.content.iter_any():
                 buffer += chunk
@@ -466,7 +479,7 @@ class ReadinessWatch:
             return
         obj = event["object"]
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-        if key in self.expected and key not in self.ready_at and is_ready(obj):
+        if key in self.expected and key not in self.ready_at and self.ready(obj):
             self.ready_at[key] = time.time()
             if len(self.ready_at) == len(self.expected):
                 self.all_ready.set()
@@ -641,6 +654,56 @@ async def run_size(n: int, workdir: Path, *, idle_seconds: float = 120, create_c
     return result
 
 
+async def cluster_floor(n: int, workdir: Path, concurrency: int, *, hpa_sync_seconds: float = 15,
+                        timeout: float = 600) -> float:
+    """Seconds a fresh control plane takes from the first create until every Deployment is
+    available when a plain client, not the operator, applies the same children right after
+    each InferenceService's create, with `concurrency` clients. No watches to follow, no
+    status to compute: what the simulated cluster alone needs on this machine."""
+    from tfleet.kube import resource_path
+    from tfleet.reconcile import with_ownership
+
+    plane = ControlPlane(workdir, topology(n), hpa_sync_seconds)
+    plane.start()
+    try:
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        timeout_cfg = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with aiohttp.ClientSession(plane.url, headers=headers, timeout=timeout_cfg,
+                                         connector=aiohttp.TCPConnector(limit=64)) as session:
+            api = Api(session)
+            await _install(api)
+            manifests = [isvc_manifest(i) for i in range(n)]
+            deployments = {(ns, name) for m in manifests for kind, ns, name in expected_children(m)
+                           if kind == "Deployment"}
+            listing = await api.call("GET", "/apis/apps/v1/deployments")
+            watch = ReadinessWatch(session, deployments, "/apis/apps/v1/deployments", deployment_available)
+            watcher = asyncio.get_running_loop().create_task(watch.run(listing["metadata"]["resourceVersion"]))
+            queue: asyncio.Queue[Manifest] = asyncio.Queue()
+            for m in manifests:
+                queue.put_nowait(m)
+
+            async def worker() -> None:
+                while not queue.empty():
+                    m = queue.get_nowait()
+                    ns = m["metadata"]["namespace"]
+                    created = await api.call("POST", f"{ISVC_PATH}/namespaces/{ns}/{PLURAL}", m)
+                    isvc = parse_object(created)
+                    for child in build_children(isvc):
+                        child = with_ownership(child, isvc)
+                        meta = child["metadata"]
+                        path = resource_path(child["apiVersion"], child["kind"], meta["namespace"], meta["name"])
+                        await api.call("PATCH", f"{path}?fieldManager=bench&force=true", child,
+                                       content_type="application/apply-patch+yaml")
+
+            started = time.time()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            await asyncio.wait_for(watch.all_ready.wait(), timeout)
+            watcher.cancel()
+            return max(watch.ready_at.values()) - started
+    finally:
+        plane.stop()
+
+
 def owner_to_child(owner_of: dict[tuple[str, str, str], Key]) -> list[tuple[str, str, str]]:
     kinds = {v: k for k, v in RESOURCE_OF_KIND.items()}
     return [(kinds[resource], ns, name) for resource, ns, name in owner_of]
@@ -668,6 +731,9 @@ def summary_rows(results: list[SizeResult]) -> list[list[str]]:
          _verdict(last.convergence_seconds <= TARGET_CONVERGENCE_SECONDS)],
         ["lower bound: the same writes, same concurrency, plain client", "",
          *[f"{r.lower_bound_seconds:.1f} s ({r.lower_bound_writes} writes, {r.operator_concurrency} at once)"
+           for r in results], ""],
+        ["cluster floor: the same children applied by a plain client, until all Deployments are available", "",
+         *[("not measured" if math.isnan(r.cluster_floor_seconds) else f"{r.cluster_floor_seconds:.1f} s")
            for r in results], ""],
         ["convergence ÷ lower bound", f"≤ {TARGET_LOWER_BOUND_RATIO:.0f}",
          *[f"{r.ratio:.1f}" for r in results], _verdict(last.ratio <= TARGET_LOWER_BOUND_RATIO)],
@@ -854,6 +920,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", action="store_true", help=f"update {DOCS.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--profile", type=Path, help="directory for py-spy stacks of the operator (collapsed format)")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the cluster floor (the same children applied by a plain client)")
     parser.add_argument("--keep", type=Path, help="keep logs (request log, operator log) under this directory")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -872,6 +940,11 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(run_size(n, workdir, idle_seconds=args.idle,
                                           create_concurrency=args.create_concurrency,
                                           timeout=args.timeout, profile=profile))
+        if not args.no_floor:
+            with tempfile.TemporaryDirectory(prefix=f"bench-fleet-floor-{n}-") as tmp:
+                print(f"N={n}: measuring the cluster floor")
+                result.cluster_floor_seconds = asyncio.run(cluster_floor(
+                    n, Path(tmp), result.operator_concurrency, timeout=args.timeout))
         results.append(result)
         print_result(result)
     print()

@@ -50,6 +50,19 @@ def test_the_topology_holds_every_pod_of_the_fleet(n):
     assert cpu["count"] * int(cpu["allocatable"]["pods"]) >= cpu_pods
 
 
+@pytest.mark.parametrize(("case", "deployment", "available"), [
+    ("every replica ready", {"spec": {"replicas": 2}, "status": {"readyReplicas": 2, "updatedReplicas": 2,
+                                                                  "observedGeneration": 1}}, True),
+    ("one replica still starting", {"spec": {"replicas": 2}, "status": {"readyReplicas": 1, "updatedReplicas": 2,
+                                                                         "observedGeneration": 1}}, False),
+    ("status of an older generation", {"spec": {"replicas": 1}, "status": {"readyReplicas": 1, "updatedReplicas": 1,
+                                                                            "observedGeneration": 0}}, False),
+    ("no status yet", {"spec": {"replicas": 1}}, False),
+])
+def test_a_deployment_is_available_when_its_current_generation_is_ready(case, deployment, available):
+    assert fleet.deployment_available({"metadata": {"generation": 1}, **deployment}) is available, case
+
+
 def test_only_the_operators_writes_inside_the_window_count():
     entries = [
         entry(1.0),
