@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         client.CoreV1Api(api_client).create_namespace({"metadata": {"name": "bench"}})
         operator = _start([sys.executable, "-m", "tfleet.cli", "run", "--kubeconfig", str(kubeconfig)], env,
                           work / "operator.log")
-        _wait_for_file_text(work / "operator.log", "Initial authentication has finished")
+        _wait_for_file_text(work / "operator.log", "Started the operator")
         time.sleep(1.0)
         weights = [round(100 * (i + 1) / (args.steps + 1)) for i in range(args.steps)]
         steps = [{"weight": w, "pause": f"{args.pause:g}s"} for w in weights]

@@ -45,14 +45,15 @@ class OperatorProcess:
             stdout=self._log, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
         )
         self.starts += 1
-        # kopf logs the end of its initial listing; until then no handler runs.
+        # The operator logs this once its watches run (and kopf holds handlers back until
+        # the initial listings are indexed).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"tfleet run exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
             with open(self.log_path) as log:
                 log.seek(mark)
-                if "Initial authentication has finished" in log.read():
+                if "Started the operator" in log.read():
                     break
             time.sleep(0.1)
         time.sleep(0.5)
