@@ -842,6 +842,9 @@ def plot(results: list[SizeResult], path: Path) -> None:
     ns = [r.n for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(ns, [r.convergence_seconds for r in results], "o-", label="convergence (operator)")
+    if not any(math.isnan(r.cluster_floor_seconds) for r in results):
+        left.plot(ns, [r.cluster_floor_seconds for r in results], "^-.", color="tab:purple",
+                  label="cluster floor (same children, plain client)")
     left.plot(ns, [r.lower_bound_seconds for r in results], "s--", label="lower bound (same writes, plain client)")
     left.axhline(TARGET_CONVERGENCE_SECONDS, color="red", linestyle=":", label="target at N = 1,000")
     left.set(xlabel="InferenceServices (N)", ylabel="seconds", title="Time until every one is Ready")
@@ -922,11 +925,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="directory for py-spy stacks of the operator (collapsed format)")
     parser.add_argument("--no-floor", action="store_true",
                         help="skip the cluster floor (the same children applied by a plain client)")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="run nothing: render the tables (and with --docs the docs and plot) from --json output")
     parser.add_argument("--keep", type=Path, help="keep logs (request log, operator log) under this directory")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     results: list[SizeResult] = []
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if args.render is not None:
+        saved = json.loads(args.render.read_text())
+        when = saved["when"]
+        results = [SizeResult(**r) for r in saved["results"]]
+        sizes = []
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix=f"bench-fleet-{n}-") as tmp:
             workdir = Path(tmp)
@@ -950,7 +960,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render_markdown(results, when))
     if args.json is not None:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+        args.json.write_text(json.dumps({"when": when, "results": [asdict(r) for r in results]}, indent=2))
     if args.docs:
         update_docs(DOCS, render_markdown(results, when))
         plot(results, PLOT)
