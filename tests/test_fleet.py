@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,6 +27,12 @@ class RecordingKube:
         self.calls: list[tuple[str, str, str]] = []
         self.events: list[tuple[str, str, str]] = []
         self.fail_next_apply: KubeError | None = None
+        self.pods: list[Manifest] = []
+        self.pod_lists = 0
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[Manifest]:
+        self.pod_lists += 1
+        return copy.deepcopy(self.pods)
 
     def apply(self, manifest: Manifest) -> Manifest:
         if self.fail_next_apply is not None:
@@ -97,15 +103,17 @@ def deployment(fleet: Fleet) -> Manifest:
     return copy.deepcopy(dep)
 
 
-def add_pods(fleet: Fleet, ready: bool, count: int = 2) -> None:
-    """Serving pods of the current revision, as the pod watch delivers them."""
+def add_pods(fleet: Fleet, kube: RecordingKube, ready: bool, count: int = 2) -> None:
+    """Serving pods of the current revision, as the API lists them."""
     rev = deployment(fleet)["metadata"]["labels"]["tfleet.dev/revision"]
-    for i in range(count):
-        fleet.observe_pod("ADDED", {
+    kube.pods = [
+        {
             "metadata": {"name": f"resnet-{i}", "namespace": "ml",
                          "labels": {"tfleet.dev/inferenceservice": "resnet", "tfleet.dev/revision": rev}},
             "status": {"podIP": f"10.0.0.{i}", "conditions": [{"type": "Ready", "status": str(ready)}]},
-        })
+        }
+        for i in range(count)
+    ]
 
 
 def mark_deployment_ready(fleet: Fleet, kube: RecordingKube, replicas: int = 2) -> None:
@@ -284,9 +292,14 @@ def test_pods_that_fail_to_load_their_model_say_why_in_the_status(setup, monkeyp
         return "Could not find SavedModel at /models/resnet/3"
 
     monkeypatch.setattr(podhealth, "fetch_load_error", fake_bridge)
+    now = [datetime(2026, 1, 1)]
+    fleet.clock = lambda: now[0]
     key = start(fleet, kube, isvc())
     fleet.observe_isvc("MODIFIED", kube.isvc)
-    add_pods(fleet, ready=False)
+    add_pods(fleet, kube, ready=False)
+    fleet.reconcile(key)
+    assert (kube.pod_lists, asked) == (0, [])  # not Ready for a moment: pods are not looked at yet
+    now[0] += timedelta(seconds=11)
     fleet.reconcile(key)
     assert sorted(asked) == ["10.0.0.0", "10.0.0.1"]
     conditions = {c["type"]: c for c in kube.isvc["status"]["conditions"]}
@@ -303,8 +316,9 @@ def test_a_ready_fleet_is_never_polled(setup, monkeypatch):
     fleet, kube = setup
     monkeypatch.setattr(podhealth, "fetch_load_error", lambda *a, **k: pytest.fail("polled a healthy fleet"))
     key = start(fleet, kube, isvc())
-    add_pods(fleet, ready=True)
+    add_pods(fleet, kube, ready=True)
     mark_deployment_ready(fleet, kube)
     fleet.reconcile(key)
     fleet.observe_isvc("MODIFIED", kube.isvc)
     fleet.reconcile(key)
+    assert kube.pod_lists == 0  # nor are its pods ever listed

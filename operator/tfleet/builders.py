@@ -427,13 +427,13 @@ def build_pdb(isvc: InferenceService) -> Manifest | None:
 # --------------------------------------------------------------------------- all children
 
 
-def build_children(isvc: InferenceService, replicas: int | None = None) -> list[Manifest]:
+def build_children(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None) -> list[Manifest]:
     """Every child of the current revision and the InferenceService, in creation order.
 
     `replicas` is the current revision's Deployment size (the rollout engine decides it
     during a rollout); older revisions' Deployments are scaled, not rebuilt.
     """
-    rev = compute_revision(isvc)
+    rev = rev or compute_revision(isvc)
     children = [build_config_map(isvc, rev), build_deployment(isvc, replicas, rev), build_service(isvc)]
     if isvc.spec.service.headless:
         children.append(build_headless_service(isvc))

@@ -32,6 +32,8 @@ MAX_BACKOFF_SECONDS = 60.0
 STATUS_COALESCE_SECONDS = 1.0
 # How often a pod that is not ready has its health bridge asked why.
 BRIDGE_POLL_SECONDS = 5.0
+# How long an InferenceService may stay not Ready before its pods are looked at for a reason.
+PODS_LOOKED_AT_AFTER_SECONDS = 10.0
 
 
 utcnow = rollout.utc_now
@@ -42,6 +44,15 @@ def _rv(obj: Manifest) -> int:
         return int(obj["metadata"].get("resourceVersion") or 0)
     except (TypeError, ValueError):
         return 0
+
+
+def _slim(obj: Manifest) -> Manifest:
+    """The object as the cache keeps it: managedFields can be most of an object's size, and
+    nothing in tfleet reads them."""
+    meta = obj.get("metadata") or {}
+    if "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
 def _newer(candidate: Manifest, current: Manifest | None) -> bool:
@@ -63,9 +74,7 @@ class Fleet:
         self._schedule = schedule or _timer
         self._isvcs: dict[Key, Manifest] = {}
         self._children: dict[Key, dict[reconcile.ChildKey, Manifest]] = {}
-        self._pods: dict[Key, dict[str, reconcile.PodSummary]] = {}
         self._wakeups: dict[Key, float] = {}  # monotonic time of the next scheduled reconcile
-        self._pods_changed: set[Key] = set()
         self._checks: dict[Key, tuple[str, float, analysis.Result]] = {}  # canary, when, result
         self._bridge_answers: dict[tuple[str, str], tuple[float, str]] = {}  # (ns, pod) -> (when, load error)
         self._locks: dict[Key, threading.Lock] = {}
@@ -81,10 +90,9 @@ class Fleet:
             if event_type == "DELETED":
                 self._isvcs.pop(key, None)
                 self._children.pop(key, None)
-                self._pods.pop(key, None)
                 self._failures.pop(key, None)
             elif _newer(body, self._isvcs.get(key)):
-                self._isvcs[key] = body
+                self._isvcs[key] = _slim(body)
         return key
 
     def observe_child(self, event_type: str | None, body: Manifest) -> Key | None:
@@ -100,37 +108,8 @@ class Fleet:
                 if children.get(child, {}).get("metadata", {}).get("uid") == meta.get("uid"):
                     children.pop(child, None)
             elif _newer(body, children.get(child)):
-                children[child] = body
+                children[child] = _slim(body)
         return key
-
-    def observe_pod(self, event_type: str | None, body: Manifest) -> tuple[Key | None, bool]:
-        """Record a serving pod. Returns its InferenceService and whether anything the
-        rollout engine looks at (readiness, restarts, failures) changed."""
-        meta = body["metadata"]
-        parent = (meta.get("labels") or {}).get(LABEL_ISVC)
-        if not parent:
-            return None, False
-        key = (meta["namespace"], parent)
-        summary = None if event_type == "DELETED" else reconcile.summarize_pod(body)
-        with self._guard:
-            pods = self._pods.setdefault(key, {})
-            before = pods.get(meta["name"])
-            if summary is None:
-                pods.pop(meta["name"], None)
-            else:
-                pods[meta["name"]] = summary
-            if before != summary:
-                self._pods_changed.add(key)
-        return key, before != summary
-
-    def take_pod_change(self, key: Key) -> bool:
-        """Whether a pod of `key` changed since the last call (the index handler records a
-        change before the event handler for the same event runs)."""
-        with self._guard:
-            if key in self._pods_changed:
-                self._pods_changed.discard(key)
-                return True
-            return False
 
     def rollout_active(self, key: Key) -> bool:
         with self._guard:
@@ -146,9 +125,32 @@ class Fleet:
         with self._guard:
             return self._isvcs.get(key), dict(self._children.get(key, {}))
 
-    def pods(self, key: Key) -> list[reconcile.PodSummary]:
-        with self._guard:
-            return list(self._pods.get(key, {}).values())
+    def pods(self, key: Key, body: Manifest) -> list[reconcile.PodSummary]:
+        """The serving pods, read only when someone waits for them (see `_pods_matter`).
+
+        Pods are the most numerous and the busiest objects of a fleet; watching them all
+        would cost the operator far more than these few reads during rollouts and outages.
+        """
+        if not self._pods_matter(body):
+            return []
+        items = self.kube.list_pods(key[0], f"{LABEL_ISVC}={key[1]}")
+        return [s for s in (reconcile.summarize_pod(p) for p in items) if s is not None]
+
+    def _pods_matter(self, body: Manifest) -> bool:
+        """During a rollout (restarts and failures gate the steps), and once the
+        InferenceService has not been Ready for a while (the status says why)."""
+        st = body.get("status") or {}
+        if ((st.get("rollout") or {}).get("phase")) in rollout.ACTIVE_PHASES:
+            return True
+        return self._not_ready_for(body) >= PODS_LOOKED_AT_AFTER_SECONDS
+
+    def _not_ready_for(self, body: Manifest) -> float:
+        ready = status.condition(body.get("status") or {}, status.READY) or {}
+        since = rollout.parse_time(ready.get("lastTransitionTime"))
+        # An invalid spec is not waiting for pods: the spec says why.
+        if ready.get("status") != "False" or ready.get("reason") == status.INVALID_SPEC or since is None:
+            return -1.0
+        return (self.clock() - since).total_seconds()
 
     # ------------------------------------------------------------------ reconciling
 
@@ -173,7 +175,7 @@ class Fleet:
             return
         namespace, name = key
         now = self.clock()
-        pods = self._with_bridge_reports(key, body, self.pods(key))
+        pods = self._with_bridge_reports(key, body, self.pods(key, body))
         plan = reconcile.plan_children(body, children, pods, now, self._metric_check(key, body))
         rejected: str | None = None
         for manifest in plan.apply:
@@ -216,6 +218,11 @@ class Fleet:
             self.kube.post_event(body, event.type, event.reason, event.message)
         if plan.requeue_after is not None and rejected is None:
             self._wake_up(key, plan.requeue_after)
+        latest, _ = self.snapshot(key)
+        waited = self._not_ready_for(latest or {})
+        if 0 <= waited < PODS_LOOKED_AT_AFTER_SECONDS:
+            # Nothing may change on its own while pods fail to come up: look again then.
+            self._wake_up(key, PODS_LOOKED_AT_AFTER_SECONDS - waited)
 
     def _status_may_wait(self, key: Key, urgent: bool) -> bool:
         """Hold a non-urgent status change back for up to `status_coalesce_seconds`."""

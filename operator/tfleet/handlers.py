@@ -115,21 +115,6 @@ def _child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -
         fleet.reconcile(key)
 
 
-@kopf.index("v1", "pods", labels=MANAGED)
-def pod_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.fleet.observe_pod("INDEXED", dict(body))
-
-
-@kopf.on.event("v1", "pods", labels=MANAGED)
-def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    fleet: Fleet = memo.fleet
-    key, _changed = fleet.observe_pod(type, dict(body))
-    # Pods matter between Deployment updates only to a rollout (restarts, crash loops);
-    # an idle fleet's pods cause no reconciles.
-    if key is not None and fleet.take_pod_change(key) and fleet.knows(key) and fleet.rollout_active(key):
-        fleet.reconcile(key)
-
-
 for _group, _version, _plural in CHILD_RESOURCES:
     _resource = (_group, _version, _plural) if _group else (_version, _plural)
     kopf.index(*_resource, labels=MANAGED, id=f"index-{_plural}")(_child_index)

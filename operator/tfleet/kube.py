@@ -170,6 +170,10 @@ class Kube:
         return self._request("PATCH", path, {"metadata": {"annotations": annotations}},
                              "application/merge-patch+json")
 
+    def list_pods(self, namespace: str, label_selector: str) -> list[Manifest]:
+        path = f"/api/v1/namespaces/{namespace}/pods"
+        return list(self._request("GET", path, query={"labelSelector": label_selector}).get("items") or [])
+
     def list_deployments(self, namespace: str, label_selector: str) -> list[Manifest]:
         path = resource_path("apps/v1", "Deployment", namespace)
         return list(self._request("GET", path, query={"labelSelector": label_selector}).get("items") or [])

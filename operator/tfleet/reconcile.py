@@ -296,7 +296,7 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list
     result.requeue_after = decision.requeue_after
     result.events.extend(Event(e.type, e.reason, e.message) for e in decision.events)
 
-    desired = [with_ownership(m, isvc) for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0))]
+    desired = [with_ownership(m, isvc) for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev)]
     desired_keys = {child_key(m) for m in desired}
     changes: list[tuple[str, Manifest]] = []
     for manifest in desired:

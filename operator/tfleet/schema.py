@@ -9,6 +9,7 @@ cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -149,7 +150,9 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    # Resolving annotations is the slowest part of parsing; a class's hints never change.
     return typing.get_type_hints(cls)
 
 
