@@ -322,3 +322,11 @@ def test_a_ready_fleet_is_never_polled(setup, monkeypatch):
     fleet.observe_isvc("MODIFIED", kube.isvc)
     fleet.reconcile(key)
     assert kube.pod_lists == 0  # nor are its pods ever listed
+
+
+def test_an_autoscaled_inference_service_starts_at_its_minimum(setup):
+    fleet, kube = setup
+    start(fleet, kube, isvc(replicas=1, autoscaling={"minReplicas": 3, "maxReplicas": 5}))
+    # Starting at spec.replicas (1) would have the autoscaler resize it at once: one more write.
+    assert deployment(fleet)["spec"]["replicas"] == 3
+    assert kube.isvc["status"]["ready"] == "0/3"

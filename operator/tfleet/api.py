@@ -612,6 +612,15 @@ class InferenceService:
         return self.spec.model.name or self.name
 
     @property
+    def replicas(self) -> int:
+        """The pods to run: spec.replicas, kept within the autoscaler's bounds, so a new
+        InferenceService starts at minReplicas rather than being resized right after."""
+        autoscaling = self.spec.autoscaling
+        if autoscaling is None:
+            return self.spec.replicas
+        return min(max(self.spec.replicas, autoscaling.min_replicas), autoscaling.max_replicas)
+
+    @property
     def image(self) -> str:
         if self.spec.image:
             return self.spec.image

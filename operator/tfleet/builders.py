@@ -299,7 +299,7 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
 
 
 def build_deployment(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None) -> Manifest:
-    """The Deployment of the current revision, at `replicas` (default spec.replicas)."""
+    """The Deployment of the current revision, at `replicas` (default: all of them)."""
     rollout = isvc.spec.rollout
     rev = rev or compute_revision(isvc)
     metadata = _metadata(isvc, deployment_name(isvc, rev.name))
@@ -320,7 +320,7 @@ def build_deployment(isvc: InferenceService, replicas: int | None = None, rev: R
         "kind": "Deployment",
         "metadata": metadata,
         "spec": {
-            "replicas": isvc.spec.replicas if replicas is None else replicas,
+            "replicas": isvc.replicas if replicas is None else replicas,
             "selector": {"matchLabels": deployment_selector(isvc, rev.name)},
             "strategy": strategy,
             "minReadySeconds": rollout.min_ready_seconds,

@@ -261,7 +261,7 @@ def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.O
     rev = builders.compute_revision(isvc)
     gated = spec.rollout.analysis is not None and spec.rollout.analysis.prometheus is not None
     policy = rollout.Policy(
-        replicas=spec.replicas,
+        replicas=isvc.replicas,
         steps=rollout.steps_from_spec(spec.rollout.steps),
         deadline_seconds=spec.rollout.progress_deadline_seconds,
         auto_rollback=spec.rollout.auto_rollback,

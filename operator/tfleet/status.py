@@ -81,7 +81,7 @@ def _conditions(
     isvc: InferenceService, revisions: dict[str, rollout.Observed], state: rollout.State
 ) -> list[_Cond]:
     model = isvc.model_name
-    desired = isvc.spec.replicas
+    desired = isvc.replicas
     ready = sum(r.ready for r in revisions.values())
     stable = revisions.get(state.stable or "", rollout.Observed())
     problems = _pod_problems(revisions)
@@ -183,7 +183,7 @@ def compute_status(
         desired = previous.get("ready", "0/0").split("/")[-1]
     else:
         conds = _conditions(isvc, revisions, state)
-        desired = str(isvc.spec.replicas)
+        desired = str(isvc.replicas)
         status = {
             "selector": builders.selector_string(isvc),
             "endpoints": endpoints(isvc),
