@@ -112,6 +112,18 @@ def test_writes_are_attributed_to_the_inference_service_that_owns_the_child():
     assert fleet.writes_per_isvc(writes, owner_of) == {("fleet-0", "m"): 3}
 
 
+def test_events_are_attributed_to_the_inference_service_they_are_about():
+    def event(component: str, kind: str, name: str, count: int | None = None) -> dict[str, object]:
+        return {"source": {"component": component}, "count": count,
+                "involvedObject": {"kind": kind, "namespace": "fleet-0", "name": name}}
+
+    events = [event("tfleet", "InferenceService", "m"), event("tfleet", "InferenceService", "m", 2),
+              event("deployment-controller", "InferenceService", "m"), event("tfleet", "Deployment", "m-abc"),
+              {"reportingComponent": "tfleet", "involvedObject": {"kind": "InferenceService", "namespace": "fleet-1",
+                                                                  "name": "n"}}]
+    assert fleet.tfleet_events(events) == {("fleet-0", "m"): 3, ("fleet-1", "n"): 1}
+
+
 def test_the_first_write_of_each_deployment_is_found():
     writes = [entry(2.0, name="a"), entry(1.0, name="a"), entry(3.0, name="b", code=409),
               entry(4.0, name="b"), entry(5.0, name="c", subresource="scale")]
