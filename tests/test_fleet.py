@@ -253,17 +253,27 @@ def test_a_new_inference_service_whose_pods_come_up_quickly_gets_one_status_writ
     fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: wakeups.append(d),  # type: ignore[arg-type]
                   status_coalesce_seconds=1.0, monotonic=lambda: now[0])
     start(fleet, kube, isvc())
-    assert [c for c in kube.calls if c[0] == "status"] == []  # held back
-    assert wakeups and wakeups[-1] >= 1.0
-    now[0] += 0.3
-    mark_deployment_ready(fleet, kube)
+    assert [c for c in kube.calls if c[0] == "status"] == []  # held back: not ready yet
+    assert wakeups and wakeups[-1] >= 10.0  # a first status waits up to 10 s for Ready
+    now[0] += 3.0
     fleet.reconcile(("ml", "resnet"))
-    assert [c for c in kube.calls if c[0] == "status"] == []  # still within the window
-    now[0] += 1.0
+    assert [c for c in kube.calls if c[0] == "status"] == []  # still waiting
+    mark_deployment_ready(fleet, kube)
     fleet.reconcile(("ml", "resnet"))
     assert [c for c in kube.calls if c[0] == "status"] == [("status", "InferenceService", "resnet")]
     ready = next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
+
+
+def test_a_first_status_that_never_gets_ready_goes_out_after_the_hold():
+    kube = RecordingKube()
+    now = [100.0]
+    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=1.0, monotonic=lambda: now[0])
+    start(fleet, kube, isvc())
+    now[0] += 10.5
+    fleet.reconcile(("ml", "resnet"))
+    assert [c for c in kube.calls if c[0] == "status"] == [("status", "InferenceService", "resnet")]
 
 
 def test_an_acknowledged_spec_change_is_written_at_once(setup):
@@ -330,3 +340,43 @@ def test_an_autoscaled_inference_service_starts_at_its_minimum(setup):
     # Starting at spec.replicas (1) would have the autoscaler resize it at once: one more write.
     assert deployment(fleet)["spec"]["replicas"] == 3
     assert kube.isvc["status"]["ready"] == "0/3"
+
+
+def test_the_echo_of_tfleets_own_write_is_not_news(setup):
+    fleet, kube = setup
+    key = start(fleet, kube, isvc())
+    fleet.take_news(key)
+    echo = deployment(fleet)  # what the watch delivers after the apply: the same resourceVersion
+    fleet.observe_child("MODIFIED", echo)
+    assert fleet.take_news(key) is False
+    fleet.observe_child("MODIFIED", bump(copy.deepcopy(echo), kube))  # someone else changed it
+    assert fleet.take_news(key) is True
+    assert fleet.take_news(key) is False
+
+
+def test_a_burst_of_events_collapses_into_few_reconciles():
+    import threading
+
+    kube = RecordingKube()
+    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=0)
+    started, release = threading.Event(), threading.Event()
+    runs: list[tuple[str, str]] = []
+
+    def slow_reconcile(key: tuple[str, str]) -> None:
+        runs.append(key)
+        started.set()
+        release.wait(5)
+
+    fleet.reconcile = slow_reconcile  # type: ignore[method-assign]
+    fleet.start_workers(2)
+    fleet.enqueue(("ml", "a"))
+    assert started.wait(5)
+    for _ in range(50):  # events arriving while the first reconcile runs
+        fleet.enqueue(("ml", "a"))
+    release.set()
+    deadline = datetime.now().timestamp() + 5
+    while len(runs) < 2 and datetime.now().timestamp() < deadline:
+        threading.Event().wait(0.01)
+    threading.Event().wait(0.1)
+    assert runs == [("ml", "a"), ("ml", "a")]  # once, then once more for everything that came meanwhile

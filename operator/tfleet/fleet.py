@@ -9,6 +9,7 @@ desired state and writes only the difference.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -27,9 +28,15 @@ Manifest = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name) of an InferenceService
 
 MAX_BACKOFF_SECONDS = 60.0
+# Event types from the watches (kopf's initial listing has None; the index handlers pass
+# INDEXED); the cache also takes the responses of tfleet's own writes.
+WATCHED = (None, "ADDED", "MODIFIED", "DELETED", "INDEXED")
 # How long a status change that nobody waits for may be held back so that the changes
 # right behind it (pods turning ready one by one) go out in the same write.
 STATUS_COALESCE_SECONDS = 1.0
+# The first status of a new InferenceService waits longer, for Ready: nobody waits for a
+# first status that says "not ready yet" (kubectl wait waits for the flip itself).
+FIRST_STATUS_SECONDS = 10.0
 # How often a pod that is not ready has its health bridge asked why.
 BRIDGE_POLL_SECONDS = 5.0
 # How long an InferenceService may stay not Ready before its pods are looked at for a reason.
@@ -80,6 +87,16 @@ class Fleet:
         self._locks: dict[Key, threading.Lock] = {}
         self._failures: dict[Key, int] = {}
         self._guard = threading.Lock()
+        # Keys whose watch brought something the cache did not have yet (not the echo of
+        # tfleet's own write, whose response is cached already).
+        self._news: set[Key] = set()
+        # The work queue: a key is queued at most once; a key that changes while it is being
+        # reconciled is reconciled again right after, by the same worker pool.
+        self._queue: queue.SimpleQueue[Key] = queue.SimpleQueue()
+        self._queued: set[Key] = set()
+        self._running: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._workers: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ observing
 
@@ -91,7 +108,10 @@ class Fleet:
                 self._isvcs.pop(key, None)
                 self._children.pop(key, None)
                 self._failures.pop(key, None)
+                self._news.discard(key)
             elif _newer(body, self._isvcs.get(key)):
+                if event_type in WATCHED and _rv(body) != _rv(self._isvcs.get(key) or {"metadata": {}}):
+                    self._news.add(key)
                 self._isvcs[key] = _slim(body)
         return key
 
@@ -104,12 +124,24 @@ class Fleet:
         child = reconcile.child_key(body)
         with self._guard:
             children = self._children.setdefault(key, {})
-            if event_type == "DELETED":
+            if event_type in ("DELETED", "REMOVED"):
                 if children.get(child, {}).get("metadata", {}).get("uid") == meta.get("uid"):
                     children.pop(child, None)
+                    if event_type == "DELETED":
+                        self._news.add(key)
             elif _newer(body, children.get(child)):
+                if event_type in WATCHED and _rv(body) != _rv(children.get(child) or {"metadata": {}}):
+                    self._news.add(key)
                 children[child] = _slim(body)
         return key
+
+    def take_news(self, key: Key) -> bool:
+        """Whether a watch brought news for `key` since the last call."""
+        with self._guard:
+            if key in self._news:
+                self._news.discard(key)
+                return True
+            return False
 
     def rollout_active(self, key: Key) -> bool:
         with self._guard:
@@ -154,6 +186,47 @@ class Fleet:
 
     # ------------------------------------------------------------------ reconciling
 
+    # ------------------------------------------------------------------ work queue
+
+    def start_workers(self, count: int) -> None:
+        """Reconcile from a queue with `count` threads instead of in the caller's thread."""
+        for i in range(count):
+            worker = threading.Thread(target=self._work, name=f"{MANAGER}-worker-{i}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def enqueue(self, key: Key) -> None:
+        """Ask for a reconcile of `key`: never blocks; bursts of events collapse into one."""
+        if not self._workers:
+            self.reconcile(key)
+            return
+        with self._guard:
+            if key in self._running:
+                self._dirty.add(key)
+                return
+            if key in self._queued:
+                return
+            self._queued.add(key)
+        self._queue.put(key)
+
+    def _work(self) -> None:
+        while True:
+            key = self._queue.get()
+            with self._guard:
+                self._queued.discard(key)
+                self._running.add(key)
+            try:
+                self.reconcile(key)
+            except Exception:  # a bug must not take a worker down with it
+                log.exception("Failed to reconcile InferenceService %s/%s", *key)
+            finally:
+                with self._guard:
+                    self._running.discard(key)
+                    again = key in self._dirty
+                    self._dirty.discard(key)
+                if again:
+                    self.enqueue(key)
+
     def _lock(self, key: Key) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
@@ -193,7 +266,7 @@ class Fleet:
                 self.observe_child("SCALED", self.kube.scale(deployment, replicas))
             for obj in plan.delete:
                 self.kube.delete(obj)
-                self.observe_child("DELETED", obj)
+                self.observe_child("REMOVED", obj)
             for event in plan.events:
                 log.info("%s %s/%s: %s", event.reason, namespace, name, event.message)
                 self.kube.post_event(body, event.type, event.reason, event.message)
@@ -203,7 +276,8 @@ class Fleet:
             return
         status_plan = reconcile.plan_status(body, children, pods, rollout.format_time(now),
                                             plan.rollout, rejected=rejected)
-        if status_plan.status is not None and self._status_may_wait(key, status_plan.status_urgent):
+        first = not (body.get("status") or {}).get("conditions")
+        if status_plan.status is not None and self._status_may_wait(key, status_plan.status_urgent, first):
             pass
         elif status_plan.status is not None:
             updated = self.kube.patch_status(namespace, name, status_plan.status)
@@ -224,9 +298,11 @@ class Fleet:
             # Nothing may change on its own while pods fail to come up: look again then.
             self._wake_up(key, PODS_LOOKED_AT_AFTER_SECONDS - waited)
 
-    def _status_may_wait(self, key: Key, urgent: bool) -> bool:
-        """Hold a non-urgent status change back for up to `status_coalesce_seconds`."""
+    def _status_may_wait(self, key: Key, urgent: bool, first: bool = False) -> bool:
+        """Hold a non-urgent status change back for up to `status_coalesce_seconds` (a first
+        status: up to FIRST_STATUS_SECONDS)."""
         now = self.monotonic()
+        hold = max(self.status_coalesce_seconds, FIRST_STATUS_SECONDS) if first else self.status_coalesce_seconds
         with self._guard:
             due = self._status_due.get(key)
             if urgent or self.status_coalesce_seconds <= 0 or (due is not None and now >= due):
@@ -234,8 +310,8 @@ class Fleet:
                 return False
             if due is not None:
                 return True
-            self._status_due[key] = now + self.status_coalesce_seconds
-        self._wake_up(key, self.status_coalesce_seconds)
+            self._status_due[key] = now + hold
+        self._wake_up(key, hold)
         return True
 
     def _with_bridge_reports(self, key: Key, body: Manifest, pods: list[reconcile.PodSummary]) -> list[reconcile.PodSummary]:
@@ -306,7 +382,7 @@ class Fleet:
             with self._guard:
                 if self._wakeups.get(key) == due:
                     del self._wakeups[key]
-            self.reconcile(key)
+            self.enqueue(key)
 
         self._schedule(max(0.0, delay) + 0.05, fire)
 
@@ -317,7 +393,7 @@ class Fleet:
         delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** (attempts - 1))
         if exc.retryable:
             log.warning("Failed to reconcile InferenceService %s/%s, retrying in %.1fs: %s", *key, delay, exc)
-            self._schedule(delay, lambda: self.reconcile(key))
+            self._schedule(delay, lambda: self.enqueue(key))
         else:
             log.error("Failed to reconcile InferenceService %s/%s: %s", *key, exc)
 

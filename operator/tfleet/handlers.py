@@ -23,6 +23,7 @@ from tfleet.fleet import Fleet
 from tfleet.kube import Kube, load_config
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
+RECONCILE_WORKERS = 8
 CHILD_RESOURCES = (
     ("", "v1", "configmaps"),
     ("", "v1", "services"),
@@ -75,8 +76,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # watched object per event, about a tenth of the operator's CPU in a bulk create.
     settings.persistence.diffbase_storage = _NoDiffBase()
     settings.persistence.progress_storage = _NoProgress()
-    # Sync handlers run in this many threads; reconciles of different objects overlap.
-    settings.execution.max_workers = 16
+    # The handlers only record what they saw and queue a reconcile: a few threads suffice.
+    settings.execution.max_workers = 4
     # Watches reconnect well before load balancers in front of apiservers drop them.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -87,6 +88,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
             from tfleet.metrics import instrument
 
             instrument(memo.fleet, memo.metrics)
+        # Reconciles of different InferenceServices overlap while one waits on the API; the
+        # GIL, not the thread count, bounds the CPU they use.
+        memo.fleet.start_workers(RECONCILE_WORKERS)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
@@ -99,8 +103,9 @@ def inference_service_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def inference_service_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     fleet: Fleet = memo.fleet
     key = fleet.observe_isvc(type, dict(body))
-    if type != "DELETED":
-        fleet.reconcile(key)
+    # The echo of tfleet's own status write brings nothing new: no reconcile for it.
+    if type != "DELETED" and fleet.take_news(key):
+        fleet.enqueue(key)
 
 
 def _child_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -110,9 +115,10 @@ def _child_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def _child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     fleet: Fleet = memo.fleet
     key = fleet.observe_child(type, dict(body))
-    # A child seen before its parent is reconciled when the parent's own event arrives.
-    if key is not None and fleet.knows(key):
-        fleet.reconcile(key)
+    # A child seen before its parent is reconciled when the parent's own event arrives; the
+    # echo of tfleet's own apply brings nothing new.
+    if key is not None and fleet.take_news(key) and fleet.knows(key):
+        fleet.enqueue(key)
 
 
 for _group, _version, _plural in CHILD_RESOURCES:

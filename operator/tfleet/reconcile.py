@@ -368,14 +368,17 @@ _ROLLOUT_KEYS = ("phase", "step", "canaryRevision", "stableRevision", "failedRev
 def status_is_urgent(previous: dict[str, Any], new: dict[str, Any]) -> bool:
     """A status change that someone may be waiting for: the spec acknowledged, a condition
     flipped, a rollout moved. Counts and messages alone can wait a moment. The very first
-    status can wait too, so a new InferenceService whose pods come up quickly is written once."""
+    status waits for Ready (or a longer hold, see `tfleet.fleet`), so a new
+    InferenceService is written once."""
+    after = {c["type"]: c.get("status") for c in new.get("conditions") or []}
     if not previous:
-        return False
+        return after.get(status.READY) == "True"
     if previous.get("observedGeneration") != new.get("observedGeneration"):
         return True
     before = {c["type"]: c.get("status") for c in previous.get("conditions") or []}
-    after = {c["type"]: c.get("status") for c in new.get("conditions") or []}
-    if before != after:
+    # The first pod serving is good news that Ready follows closely: it may wait with it.
+    flipped = {t for t in set(before) | set(after) if before.get(t) != after.get(t)}
+    if flipped - {status.MODEL_AVAILABLE} or after.get(status.MODEL_AVAILABLE) == "False":
         return True
     old_rollout, new_rollout = previous.get("rollout") or {}, new.get("rollout") or {}
     return any(old_rollout.get(k) != new_rollout.get(k) for k in _ROLLOUT_KEYS)

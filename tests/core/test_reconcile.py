@@ -266,8 +266,8 @@ def test_status_is_written_once_then_left_alone() -> None:
     assert first.status["servingVersion"] == 3
     # Becoming ready is visible in the status; it posts no Event of its own.
     assert first.events == []
-    # The very first status may wait a moment, to be written once with the pods coming up.
-    assert first.status_urgent is False
+    # A first status that is already Ready is the one write the InferenceService needs.
+    assert first.status_urgent is True
     # The next reconcile (a minute later, same observations) writes nothing and posts nothing.
     body = _with_status(body, first)
     again_children = plan_children(body, children, [], LATER)
@@ -350,7 +350,8 @@ def _status(generation: int = 1, ready: str = "True", phase: str = "Idle", step:
 
 
 URGENCY_CASES = [
-    pytest.param({}, _status(), False, id="the first status waits for the pods coming up"),
+    pytest.param({}, _status(ready="False", ready_replicas=0), False, id="the first status waits for the pods coming up"),
+    pytest.param({}, _status(), True, id="a first status that is already Ready goes out at once"),
     pytest.param(_status(), _status(generation=2), True, id="a new generation acknowledged"),
     pytest.param(_status(), _status(ready="False", ready_replicas=2), True, id="a condition flipped"),
     pytest.param(_status(), _status(phase="Progressing", step=0), True, id="a rollout started"),
