@@ -20,6 +20,7 @@ from typing import Any
 from tfleet import analysis, podhealth, reconcile, rollout, status
 from tfleet.builders import LABEL_ISVC, MANAGER
 from tfleet.kube import Kube, KubeError
+from tfleet.reconcile import PodSummary
 from tfleet.schema import duration_seconds
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class Fleet:
         with self._guard:
             return self._isvcs.get(key), dict(self._children.get(key, {}))
 
-    def pods(self, key: Key, body: Manifest) -> list[reconcile.PodSummary]:
+    def pods(self, key: Key, body: Manifest) -> list[PodSummary]:
         """The serving pods, read only when someone waits for them (see `_pods_matter`).
 
         Pods are the most numerous and the busiest objects of a fleet; watching them all
@@ -314,7 +315,7 @@ class Fleet:
         self._wake_up(key, hold)
         return True
 
-    def _with_bridge_reports(self, key: Key, body: Manifest, pods: list[reconcile.PodSummary]) -> list[reconcile.PodSummary]:
+    def _with_bridge_reports(self, key: Key, body: Manifest, pods: list[PodSummary]) -> list[PodSummary]:
         """Ask the health bridges of pods that are not ready whether TF Serving failed to load
         the model. Only while someone waits for those pods: during a rollout, or while the
         InferenceService is not Ready. A healthy fleet is never polled."""
