@@ -67,6 +67,9 @@ class KubeError(Exception):
         return self.code in (0, 409, 429) or self.code >= 500
 
 
+CONNECTION_POOL_SIZE = 32
+
+
 def load_config(kubeconfig: str | None = None) -> client.ApiClient:
     if kubeconfig:
         config.load_kube_config(config_file=kubeconfig)
@@ -75,7 +78,11 @@ def load_config(kubeconfig: str | None = None) -> client.ApiClient:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    # One connection per thread that may call the API at once (reconcile workers, kopf's
+    # handler threads, timers): a smaller pool reopens connections under load.
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
+    return client.ApiClient(configuration)
 
 
 def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
