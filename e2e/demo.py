@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from e2e import processes
+
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
 NAMESPACE = "ml"
@@ -131,12 +133,7 @@ def main() -> int:
         return 0
     finally:
         for proc in (operator, cluster):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            processes.stop(proc, timeout=10)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from e2e import processes
 from tfleet import GROUP, PLURAL, VERSION
 from tfleet.api import parse_object
 from tfleet.builders import MANAGER, build_children
@@ -313,13 +314,7 @@ class ControlPlane:
         self.url = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc)
 
 
 class OperatorProcess:
@@ -356,13 +351,7 @@ class OperatorProcess:
         raise RuntimeError(f"the operator did not become ready:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc)
 
 
 class Profiler:

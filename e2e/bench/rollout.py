@@ -25,6 +25,7 @@ from typing import Any
 
 from kubernetes import client, config
 
+from e2e import processes
 from tfleet.rollout import parse_time
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 overheads[i].append(duration - args.pause)
     finally:
         for proc in (operator, cluster):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=10)
+            processes.stop(proc, timeout=10)
 
     print(f"Rollout engine overhead: {args.steps} canary steps, pause {args.pause:g}s, "
           f"{args.replicas} replicas, {args.runs} runs, load average {os.getloadavg()[0]:.2f}\n")

@@ -13,6 +13,8 @@ from typing import IO
 
 import pytest
 
+from e2e import processes
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "inferenceservices.tfleet.dev.yaml"
 
@@ -65,12 +67,7 @@ class OperatorProcess:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        processes.stop(self.proc)
         if self._log is not None:
             self._log.close()
 
