@@ -144,12 +144,6 @@ class Fleet:
                 return True
             return False
 
-    def rollout_active(self, key: Key) -> bool:
-        with self._guard:
-            body = self._isvcs.get(key) or {}
-        phase = ((body.get("status") or {}).get("rollout") or {}).get("phase")
-        return phase in rollout.ACTIVE_PHASES
-
     def knows(self, key: Key) -> bool:
         with self._guard:
             return key in self._isvcs

@@ -27,7 +27,7 @@ old revision to zero.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from tfleet.schema import duration_seconds
@@ -441,8 +441,3 @@ def _canary_target(state: State, replicas: int) -> int:
 def _progress_message(state: State, seen: Observed, expected: int, steps: int) -> str:
     where = "promotion" if state.phase == PROMOTING else f"step {(state.step or 0) + 1} of {steps}"
     return f"Waiting for canary pods ({where}): {seen.ready} of {expected} ready"
-
-
-def deadline(state: State, policy: Policy) -> datetime | None:
-    start = parse_time(state.step_started_at)
-    return None if start is None else start + timedelta(seconds=policy.deadline_seconds)

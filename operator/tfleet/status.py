@@ -19,7 +19,6 @@ READY = "Ready"
 MODEL_AVAILABLE = "ModelAvailable"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
-CONDITION_ORDER = (READY, MODEL_AVAILABLE, PROGRESSING, DEGRADED)
 
 # Reasons (PascalCase constants, as condition reasons must be).
 INVALID_SPEC = "InvalidSpec"
