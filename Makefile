@@ -45,7 +45,7 @@ lint: venv ## Run ruff and mypy
 .PHONY: manifests
 manifests: venv ## Regenerate crds/ and docs/api-reference.md from the typed API
 	$(BIN)/tfleet crd > crds/inferenceservices.tfleet.dev.yaml
-	$(BIN)/python -c "from tfleet.apidocs import api_reference; print(api_reference(), end='')" > docs/api-reference.md
+	$(BIN)/python -c "from tfleet.api.reference import api_reference; print(api_reference(), end='')" > docs/api-reference.md
 
 .PHONY: verify
 verify: manifests ## Fail if generated files drifted from the typed model

@@ -7,8 +7,9 @@ import json
 import pytest
 from e2e.fakes.prometheus import FakePrometheus
 
-from tfleet import analysis
-from tfleet.api import PrometheusAnalysis
+from tfleet.api.model import PrometheusAnalysis
+from tfleet.engine import analysis
+from tfleet.runtime import prometheus
 
 
 def check(threshold: float = 0.05, comparison: str = "LessOrEqual", address: str = "http://x") -> PrometheusAnalysis:
@@ -59,14 +60,14 @@ def test_a_query_against_a_prometheus_http_api():
     with FakePrometheus() as prom:
         prom.value = 0.3
         gate = check(address=prom.address)
-        result = analysis.query_prometheus(gate, analysis.render_query(gate, revision="r1", namespace="ml", name="f"))
+        result = prometheus.query_prometheus(gate, analysis.render_query(gate, revision="r1", namespace="ml", name="f"))
         assert (result.ok, result.value) == (False, 0.3)
         assert prom.queries == ['rate(errors{rev="r1",ns="ml",isvc="f"}[1m])']
         prom.value = None
-        assert analysis.query_prometheus(gate, "q").ok is None
+        assert prometheus.query_prometheus(gate, "q").ok is None
 
 
 def test_an_unreachable_prometheus_is_inconclusive_not_a_failure():
-    result = analysis.query_prometheus(check(address="http://127.0.0.1:9"), "up", timeout=1)
+    result = prometheus.query_prometheus(check(address="http://127.0.0.1:9"), "up", timeout=1)
     assert result.ok is None
     assert "did not answer" in result.message

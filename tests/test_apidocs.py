@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tfleet.apidocs import api_reference
-from tfleet.crd import build_crd
+from tfleet.api.crd import build_crd
+from tfleet.api.reference import api_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tfleet.fleet import Fleet
-from tfleet.kube import KubeError
+from tfleet.runtime.fleet import Fleet
+from tfleet.runtime.kube import KubeError
 
 Manifest = dict[str, Any]
 
@@ -292,7 +292,7 @@ def test_an_acknowledged_spec_change_is_written_at_once(setup):
 
 
 def test_pods_that_fail_to_load_their_model_say_why_in_the_status(setup, monkeypatch):
-    from tfleet import podhealth
+    from tfleet.runtime import bridge_client as podhealth
 
     fleet, kube = setup
     asked: list[str] = []
@@ -321,7 +321,7 @@ def test_pods_that_fail_to_load_their_model_say_why_in_the_status(setup, monkeyp
 
 
 def test_a_ready_fleet_is_never_polled(setup, monkeypatch):
-    from tfleet import podhealth
+    from tfleet.runtime import bridge_client as podhealth
 
     fleet, kube = setup
     monkeypatch.setattr(podhealth, "fetch_load_error", lambda *a, **k: pytest.fail("polled a healthy fleet"))

@@ -47,9 +47,9 @@ import aiohttp
 import yaml
 
 from e2e import processes
-from tfleet import GROUP, PLURAL, VERSION
-from tfleet.api import parse_object
-from tfleet.builders import MANAGER, build_children
+from tfleet.api.model import parse_object
+from tfleet.api.vocabulary import GROUP, PLURAL, VERSION
+from tfleet.desired.children import MANAGER, build_children
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "inferenceservices.tfleet.dev.yaml"
@@ -666,8 +666,8 @@ async def cluster_floor(n: int, workdir: Path, concurrency: int, *, hpa_sync_sec
     available when a plain client, not the operator, applies the same children right after
     each InferenceService's create, with `concurrency` clients. No watches to follow, no
     status to compute: what the simulated cluster alone needs on this machine."""
-    from tfleet.kube import resource_path
-    from tfleet.reconcile import with_ownership
+    from tfleet.engine.plan import with_ownership
+    from tfleet.runtime.kube import resource_path
 
     plane = ControlPlane(workdir, topology(n), hpa_sync_seconds)
     plane.start()

@@ -26,7 +26,7 @@ from typing import Any
 from kubernetes import client, config
 
 from e2e import processes
-from tfleet.rollout import parse_time
+from tfleet.engine.rollout import parse_time
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "tfleet.dev", "v1alpha1", "inferenceservices"

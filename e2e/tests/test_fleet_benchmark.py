@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2e.bench import fleet
-from tfleet.api import parse_object
+from tfleet.api.model import parse_object
 
 pytestmark = pytest.mark.simulated
 
@@ -148,7 +148,7 @@ def test_the_operator_registers_no_handler_that_needs_kopfs_bookkeeping():
     # an event or index handler: a create/update/delete handler or a daemon needs them.
     import kopf
 
-    import tfleet.handlers  # noqa: F401  (registers the handlers)
+    import tfleet.runtime.handlers  # noqa: F401  (registers the handlers)
 
     registry = kopf.get_default_registry()
     assert registry._changing.get_all_handlers() == []

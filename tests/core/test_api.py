@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from tfleet import api
-from tfleet.api import check_update, parse_object, parse_spec
-from tfleet.schema import ValidationError
+from tfleet.api import model as api
+from tfleet.api.model import check_update, parse_object, parse_spec
+from tfleet.api.schema import ValidationError
 
-from .builders import IsvcBuilder, example_names, load_example, make_isvc
+from .isvc_factory import IsvcBuilder, example_names, load_example, make_isvc
 
 # --------------------------------------------------------------------------- defaults
 

@@ -10,10 +10,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tfleet import builders, tfconfig
-from tfleet.api import InferenceService, parse_object
+from tfleet.api.model import InferenceService, parse_object
+from tfleet.desired import children as builders
+from tfleet.desired import tfconfig
 
-from .builders import IsvcBuilder, example_names, load_example, make_isvc
+from .isvc_factory import IsvcBuilder, example_names, load_example, make_isvc
 
 K8S_VERSION = "1.35"
 ABSENT = object()

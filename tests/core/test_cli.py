@@ -11,11 +11,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tfleet import builders, cli
-from tfleet.api import parse_object
-from tfleet.crd import build_crd, crd_yaml
+from tfleet.api.crd import build_crd, crd_yaml
+from tfleet.api.model import parse_object
+from tfleet.cli import main as cli
+from tfleet.desired import children as builders
 
-from .builders import EXAMPLE_FILES, REPO, IsvcBuilder, make_isvc
+from .isvc_factory import EXAMPLE_FILES, REPO, IsvcBuilder, make_isvc
 
 TFLEET = Path(sys.executable).with_name("tfleet")
 

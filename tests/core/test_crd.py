@@ -13,11 +13,18 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tfleet.api import check_update, parse_spec
-from tfleet.crd import build_crd, crd_yaml
-from tfleet.schema import ValidationError
+from tfleet.api.crd import build_crd, crd_yaml
+from tfleet.api.model import check_update, parse_spec
+from tfleet.api.schema import ValidationError
 
-from .builders import REPO, IsvcBuilder, example_names, load_example, make_isvc, strict_jsonschema
+from .isvc_factory import (
+    REPO,
+    IsvcBuilder,
+    example_names,
+    load_example,
+    make_isvc,
+    strict_jsonschema,
+)
 
 CRD_FILE = REPO / "crds" / "inferenceservices.tfleet.dev.yaml"
 

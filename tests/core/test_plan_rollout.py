@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
-from tfleet import builders, reconcile, rollout, status
-from tfleet.reconcile import ChildKey
+from tfleet.desired import children as builders
+from tfleet.engine import plan as reconcile
+from tfleet.engine import rollout, status
+from tfleet.engine.plan import ChildKey
 
-from .builders import IsvcBuilder, as_stored, make_isvc
+from .isvc_factory import IsvcBuilder, as_stored, make_isvc
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 Manifest = dict[str, Any]

@@ -14,10 +14,14 @@ from typing import Any
 
 import pytest
 
-from tfleet import builders, reconcile, rollout
-from tfleet.reconcile import ChildKey, Plan, plan_children, plan_status
+from tfleet.api import vocabulary
+from tfleet.desired import children as builders
+from tfleet.engine import plan as reconcile
+from tfleet.engine import rollout
+from tfleet.engine.plan import ChildKey, plan_children, plan_status
+from tfleet.engine.plan import StatusPlan as Plan
 
-from .builders import IsvcBuilder, as_stored, make_isvc, make_pod
+from .isvc_factory import IsvcBuilder, as_stored, make_isvc, make_pod
 
 NOW = datetime(2026, 1, 1, 0, 0, 0)
 LATER = datetime(2026, 1, 1, 0, 1, 0)
@@ -75,7 +79,7 @@ def test_first_reconcile_creates_every_child_owned_and_stamped() -> None:
             "apiVersion": "tfleet.dev/v1alpha1", "kind": "InferenceService", "name": "x", "uid": "uid-x",
             "controller": True, "blockOwnerDeletion": True,
         }]
-        assert len(meta["annotations"][reconcile.ANNOTATION_APPLIED]) == 16
+        assert len(meta["annotations"][vocabulary.ANNOTATION_APPLIED]) == 16
     # The first revision goes straight to stable, at full size.
     assert result.apply[1]["spec"]["replicas"] == 3
     assert result.rollout is not None
@@ -129,7 +133,7 @@ def _deployment_replicas(d: Manifest) -> None:
 
 
 def _stamp(d: Manifest) -> None:
-    d["metadata"]["annotations"][reconcile.ANNOTATION_APPLIED] = "0" * 16
+    d["metadata"]["annotations"][vocabulary.ANNOTATION_APPLIED] = "0" * 16
 
 
 def _deleted(key: ChildKey) -> Callable[[dict[ChildKey, Manifest]], None]:
@@ -451,12 +455,12 @@ def test_observe_revisions_joins_deployments_and_pods() -> None:
 
 CONTROL_CASES = [
     pytest.param({}, rollout.Controls(), id="no annotations"),
-    pytest.param({reconcile.ANNOTATION_PAUSED: "true"}, rollout.Controls(paused=True), id="paused"),
-    pytest.param({reconcile.ANNOTATION_PAUSED: "True"}, rollout.Controls(paused=True), id="paused, capitalised"),
-    pytest.param({reconcile.ANNOTATION_PAUSED: "false"}, rollout.Controls(), id="explicitly not paused"),
-    pytest.param({reconcile.ANNOTATION_PROMOTE: "abc1234567"}, rollout.Controls(promote="abc1234567"),
+    pytest.param({vocabulary.ANNOTATION_PAUSED: "true"}, rollout.Controls(paused=True), id="paused"),
+    pytest.param({vocabulary.ANNOTATION_PAUSED: "True"}, rollout.Controls(paused=True), id="paused, capitalised"),
+    pytest.param({vocabulary.ANNOTATION_PAUSED: "false"}, rollout.Controls(), id="explicitly not paused"),
+    pytest.param({vocabulary.ANNOTATION_PROMOTE: "abc1234567"}, rollout.Controls(promote="abc1234567"),
                  id="promote names a revision"),
-    pytest.param({reconcile.ANNOTATION_ABORT: "abc1234567", reconcile.ANNOTATION_PROMOTE: ""},
+    pytest.param({vocabulary.ANNOTATION_ABORT: "abc1234567", vocabulary.ANNOTATION_PROMOTE: ""},
                  rollout.Controls(abort="abc1234567"), id="abort names a revision; an empty promote is none"),
 ]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tfleet import rollout
-from tfleet.rollout import (
+from tfleet.engine import rollout
+from tfleet.engine.rollout import (
     IDLE,
     PAUSED,
     PROGRESSING,

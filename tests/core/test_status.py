@@ -7,11 +7,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tfleet import rollout, status
-from tfleet.crd import build_crd
-from tfleet.rollout import Observed, State
+from tfleet.api.crd import build_crd
+from tfleet.engine import rollout, status
+from tfleet.engine.rollout import Observed, State
 
-from .builders import IsvcBuilder, make_isvc, strict_jsonschema
+from .isvc_factory import IsvcBuilder, make_isvc, strict_jsonschema
 
 T0 = "2026-01-01T00:00:00Z"
 T1 = "2026-01-01T00:05:00Z"
@@ -59,7 +59,7 @@ def rolling_out(phase: str = rollout.PROGRESSING, message: str = "Step 1 of 2: w
 ROLLED_BACK = State(phase=rollout.ROLLED_BACK, stable=STABLE, failed=CANARY, target_version=4,
                     started_at=T0, step_started_at=T0,
                     message=f"Rolled back revision {CANARY}: 3 of 3 canary pods crash-looping")
-STALLED = rolling_out(message="Stalled past its deadline: 1 of 1 canary pods cannot pull their image")
+STALLED = rolling_out(stalled=True, message="Stalled past its deadline: 1 of 1 canary pods cannot pull their image")
 
 
 def compute(

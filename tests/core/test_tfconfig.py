@@ -9,9 +9,9 @@ import pytest
 from google.protobuf import descriptor, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfleet import tfconfig
+from tfleet.desired import tfconfig
 
-from .builders import IsvcBuilder, example_names, load_example, make_isvc
+from .isvc_factory import IsvcBuilder, example_names, load_example, make_isvc
 
 FD = descriptor.FieldDescriptor
 
@@ -55,7 +55,7 @@ def test_models_config_parses_back(
 
 @pytest.mark.parametrize("name", example_names())
 def test_every_example_writes_config_that_parses_back(name: str) -> None:
-    from tfleet.api import parse_object
+    from tfleet.api.model import parse_object
 
     isvc = parse_object(load_example(name))
     files = tfconfig.config_files(isvc)

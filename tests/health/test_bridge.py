@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2
 
 from tfleet.health.bridge import HealthBridge
 from tfleet.health.podspec import DRAIN_TOKEN_HEADER
-from tfleet.health.status import parse_bridge_status, parse_status_json
+from tfleet.health.verdicts import parse_bridge_status, parse_status_json
 
 from .conftest import MODEL, BridgeFactory, HealthClient, eventually
 

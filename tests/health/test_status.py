@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tfleet.health import protos
-from tfleet.health.status import (
+from tfleet.health.verdicts import (
     BridgeStatus,
     ModelHealth,
     StatusFormatError,

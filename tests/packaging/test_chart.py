@@ -73,7 +73,7 @@ def test_the_chart_carries_the_generated_crd_unchanged():
 
 
 def test_the_operator_arguments_parse_with_tfleet_run_itself():
-    from tfleet.cli import build_parser
+    from tfleet.cli.main import build_parser
 
     for values in VALUE_SETS.values():
         c = container(template(values))

@@ -110,7 +110,7 @@ def test_the_installed_image_answers_every_tfleet_command(image_venv):
 
 def test_the_image_holds_the_operator_runtime_and_no_tensorflow_pip_or_async_client(image_venv):
     python = image_venv / "bin" / "python"
-    probe = ("import kopf, kubernetes, prometheus_client, tfleet.handlers, tfleet.metrics, tfleet.leader; "
+    probe = ("import kopf, kubernetes, prometheus_client, tfleet.runtime.handlers, tfleet.runtime.metrics, tfleet.runtime.leader; "
              "from tensorflow_serving.config import model_server_config_pb2; "
              "import importlib.util as u; "
              "print([m for m in ('tensorflow', 'pip', 'setuptools', 'kubernetes.aio') if u.find_spec(m)])")

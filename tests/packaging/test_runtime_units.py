@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 
-from tfleet import kube, logs, metrics
-from tfleet.healthz import Health, Phase, State, assess
-from tfleet.kube import KubeError
-from tfleet.leader import Action, LeaderElector, Timing, lease_record, micro_time, plan
+from tests.test_fleet import RecordingKube
+from tests.test_fleet import isvc as fleet_isvc
+from tfleet.runtime import kube, logs, metrics
+from tfleet.runtime.fleet import Fleet
+from tfleet.runtime.kube import KubeError
+from tfleet.runtime.leader import Action, LeaderElector, Timing, lease_record, micro_time, plan
+from tfleet.runtime.operator_health import Health, Phase, State, assess
 
 
 def isvc(name: str, namespace: str = "ml", phase: str | None = None, **conditions: str) -> dict[str, Any]:
@@ -73,69 +76,87 @@ def test_inference_services_are_counted_by_condition_and_rollout_phase_and_forgo
     assert sample(m, "tfleet_rollouts", phase="Progressing") is None
 
 
-class FakeFleet:
-    """The three methods `instrument` wraps, with the fleet's contract: failures go to _on_failure."""
+class ObjectsLogged(logging.Handler):
+    """The object each tfleet log record names, as the formatters see it."""
 
-    def __init__(self, fail: KubeError | None = None):
-        self.fail = fail
-        self.seen_context: list[tuple[str | None, str | None]] = []
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: list[tuple[str | None, str | None]] = []
 
-    def reconcile(self, key: tuple[str, str]) -> None:
-        record = logging.LogRecord("t", logging.INFO, "", 0, "msg", None, None)
-        self.seen_context.append(logs.object_ref(record))
-        if self.fail is not None:
-            self._on_failure(key, self.fail)
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("tfleet"):
+            self.objects.append(logs.object_ref(record))
 
-    def _on_failure(self, key: tuple[str, str], exc: KubeError) -> None:
-        pass
 
-    def observe_isvc(self, event_type: str | None, body: dict[str, Any]) -> tuple[str, str]:
-        return body["metadata"]["namespace"], body["metadata"]["name"]
+def hooked_fleet(m: metrics.Metrics, kube: RecordingKube) -> Fleet:
+    return Fleet(kube, schedule=lambda d, fn: None, status_coalesce_seconds=0,  # type: ignore[arg-type]
+                 hooks=m.fleet_hooks())
 
 
 @pytest.mark.parametrize(("fail", "result"), [
     (None, "success"),
     (KubeError(409, "Conflict", "stale"), "retry"),
     (KubeError(0, "Unreachable", "refused"), "retry"),
-    (KubeError(422, "Invalid", "bad"), "error"),
+    (KubeError(500, "InternalError", "boom"), "retry"),
 ])
-def test_instrumented_reconciles_are_timed_and_counted_by_result(fail, result):
+def test_reconciles_are_timed_and_counted_by_result_through_the_fleet_hooks(fail, result):
     m = metrics.Metrics()
-    fleet = metrics.instrument(FakeFleet(fail), m)
-    fleet.reconcile(("ml", "a"))
+    kube = RecordingKube()
+    kube.fail_next_apply = fail
+    fleet = hooked_fleet(m, kube)
+    kube.isvc = fleet_isvc()
+    handler = ObjectsLogged()
+    tfleet_logger = logging.getLogger("tfleet")
+    level = tfleet_logger.level
+    tfleet_logger.addHandler(handler)
+    tfleet_logger.setLevel(logging.INFO)
+    try:
+        fleet.reconcile(fleet.observe_isvc("ADDED", kube.isvc))
+    finally:
+        tfleet_logger.removeHandler(handler)
+        tfleet_logger.setLevel(level)
     assert sample(m, "tfleet_reconciles_total", result=result) == 1
     assert sample(m, "tfleet_reconcile_duration_seconds_count") == 1
-    assert fleet.seen_context == [("ml", "a")]
+    # Every line written during the reconcile names the object.
+    assert handler.objects and set(handler.objects) == {("ml", "resnet")}
 
 
-def test_the_real_fleet_has_the_methods_instrument_wraps():
-    from tfleet.fleet import Fleet
-
-    for name in ("reconcile", "_on_failure", "observe_isvc"):
-        assert callable(getattr(Fleet, name, None)), f"Fleet.{name} is gone: update metrics.instrument"
-
-
-def test_instrumented_fleet_feeds_observed_bodies_to_the_gauges():
+def test_a_bug_in_a_reconcile_is_counted_as_an_error():
     m = metrics.Metrics()
-    fleet = metrics.instrument(FakeFleet(), m)
+    kube = RecordingKube()
+    fleet = hooked_fleet(m, kube)
+    kube.isvc = fleet_isvc()
+    key = fleet.observe_isvc("ADDED", kube.isvc)
+    kube.apply = lambda manifest: 1 / 0  # type: ignore[method-assign]
+    with pytest.raises(ZeroDivisionError):
+        fleet.reconcile(key)
+    assert sample(m, "tfleet_reconciles_total", result="error") == 1
+
+
+def test_the_fleet_feeds_observed_bodies_and_its_own_status_writes_to_the_gauges():
+    m = metrics.Metrics()
+    kube = RecordingKube()
+    fleet = hooked_fleet(m, kube)
     assert fleet.observe_isvc("PATCHED", isvc("a", Ready="True")) == ("ml", "a")
     assert sample(m, "tfleet_inferenceservices", condition="Ready", status="True") == 1
+    kube.isvc = fleet_isvc()
+    fleet.reconcile(fleet.observe_isvc("ADDED", kube.isvc))
+    # The status the reconcile wrote (Ready=False: no pod is ready) reached the gauges.
+    assert sample(m, "tfleet_inferenceservices", condition="Ready", status="False") == 1
 
 
-def test_api_writes_are_counted_by_verb_and_kind_through_the_kube_observer():
+def test_api_writes_are_counted_by_verb_and_kind_through_the_write_observer():
     m = metrics.Metrics()
     k = kube.Kube.__new__(kube.Kube)  # only the write counter is exercised
-    k._lock, k.writes = threading.Lock(), __import__("collections").Counter()
-    kube.add_write_observer(m.record_write)
-    try:
-        k._count("apply", "Deployment")
-        k._count("apply", "Deployment")
-        k._count("patch", "InferenceService/status")
-    finally:
-        kube.remove_write_observer(m.record_write)
+    k._lock, k.writes, k.on_write = threading.Lock(), __import__("collections").Counter(), m.record_write
+    k._count("apply", "Deployment")
+    k._count("apply", "Deployment")
+    k._count("patch", "InferenceService/status")
+    k.on_write = None
     k._count("apply", "Deployment")  # no longer observed
     assert sample(m, "tfleet_api_writes_total", verb="apply", kind="Deployment") == 2
     assert sample(m, "tfleet_api_writes_total", verb="patch", kind="InferenceService/status") == 1
+    assert k.writes[("apply", "Deployment")] == 3
 
 
 def test_the_metrics_endpoint_serves_the_text_format():

@@ -8,7 +8,7 @@
 - `protos`: TF-free protobuf definitions of ModelService.GetModelStatus.
 """
 
-from tfleet.health.status import (
+from tfleet.health.verdicts import (
     BridgeStatus,
     ModelHealth,
     StatusFormatError,

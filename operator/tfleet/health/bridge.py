@@ -29,14 +29,14 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tfleet.health.podspec import DRAIN_TOKEN_HEADER
-from tfleet.health.status import (
+from tfleet.health.tfs import AsyncModelStatusClient
+from tfleet.health.verdicts import (
     BridgeStatus,
     ModelHealth,
     next_started,
     render_status_json,
     verdicts,
 )
-from tfleet.health.tfs import AsyncModelStatusClient
 
 log = logging.getLogger("tfleet.health")
 

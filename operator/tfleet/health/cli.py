@@ -15,7 +15,7 @@ from typing import Any
 
 from tfleet.health.bridge import DEFAULT_PORT, BridgeConfig, HealthBridge, default_http_port
 from tfleet.health.podspec import DRAIN_TOKEN_ENV, DRAIN_TOKEN_HEADER
-from tfleet.health.probe import EXIT_UNREACHABLE, probe_exit_code, probe_lines
+from tfleet.health.probe_report import EXIT_UNREACHABLE, probe_exit_code, probe_lines
 from tfleet.health.tfs import fetch_once
 
 

@@ -9,7 +9,7 @@ import grpc.aio
 from google.protobuf.message import DecodeError
 
 from tfleet.health import protos
-from tfleet.health.status import ModelHealth, health_from_response, health_from_rpc_error
+from tfleet.health.verdicts import ModelHealth, health_from_response, health_from_rpc_error
 
 
 class MalformedAnswer:

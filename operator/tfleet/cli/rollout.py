@@ -14,8 +14,20 @@ import sys
 import time
 from typing import Any, TextIO
 
-from tfleet import rollout
-from tfleet.reconcile import ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE
+from tfleet.api.times import parse_time, utc_now
+from tfleet.api.vocabulary import (
+    ACTIVE_PHASES,
+    ANNOTATION_ABORT,
+    ANNOTATION_PAUSED,
+    ANNOTATION_PROMOTE,
+    LABEL_MODEL_VERSION,
+    LABEL_REVISION,
+    ConditionType,
+    Phase,
+    Reason,
+    isvc_selector,
+    revision_selector,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 
@@ -23,7 +35,7 @@ EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 def _kube(args: argparse.Namespace) -> Any:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
-    from tfleet.kube import Kube, load_config
+    from tfleet.runtime.kube import Kube, load_config
 
     return Kube(load_config(args.kubeconfig))
 
@@ -70,16 +82,16 @@ def outcome(body: dict[str, Any]) -> int | None:
     if status.get("observedGeneration") != meta.get("generation"):
         return None
     conditions = {c["type"]: c for c in status.get("conditions") or []}
-    if (conditions.get("Ready") or {}).get("reason") == "InvalidSpec":
+    if (conditions.get(ConditionType.READY) or {}).get("reason") == Reason.INVALID_SPEC:
         return EXIT_FAILED
     phase = (status.get("rollout") or {}).get("phase")
-    if phase == rollout.ROLLED_BACK:
+    if phase == Phase.ROLLED_BACK:
         return EXIT_FAILED
-    if phase in rollout.ACTIVE_PHASES:
+    if phase in ACTIVE_PHASES:
         return None
     if (conditions.get("Progressing") or {}).get("status") == "False":
         return EXIT_FAILED
-    return EXIT_OK if (conditions.get("Ready") or {}).get("status") == "True" else None
+    return EXIT_OK if (conditions.get(ConditionType.READY) or {}).get("status") == "True" else None
 
 
 def _canary_ready(kube: Any, namespace: str, body: dict[str, Any]) -> str:
@@ -87,7 +99,7 @@ def _canary_ready(kube: Any, namespace: str, body: dict[str, Any]) -> str:
     if not canary:
         return ""
     name = body["metadata"]["name"]
-    for dep in kube.list_deployments(namespace, f"tfleet.dev/inferenceservice={name},tfleet.dev/revision={canary}"):
+    for dep in kube.list_deployments(namespace, revision_selector(name, canary)):
         return f"{(dep.get('status') or {}).get('readyReplicas', 0)}/{dep['spec'].get('replicas', 0)}"
     return ""
 
@@ -96,18 +108,18 @@ def _pause_left(body: dict[str, Any]) -> str:
     ro = (body.get("status") or {}).get("rollout") or {}
     steps = (((body.get("spec") or {}).get("rollout") or {}).get("steps")) or []
     step = ro.get("step")
-    started = rollout.parse_time(ro.get("stepStartedAt"))
-    if step is None or started is None or step >= len(steps) or ro.get("phase") != rollout.PROGRESSING:
+    started = parse_time(ro.get("stepStartedAt"))
+    if step is None or started is None or step >= len(steps) or ro.get("phase") != Phase.PROGRESSING:
         return ""
-    from tfleet.schema import duration_seconds
+    from tfleet.api.schema import duration_seconds
 
-    left = duration_seconds(steps[step].get("pause", "60s")) - (rollout.utc_now() - started).total_seconds()
+    left = duration_seconds(steps[step].get("pause", "60s")) - (utc_now() - started).total_seconds()
     return f" pause-left={max(0, int(left))}s"
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     kube, namespace = _kube(args), _namespace(args)
-    from tfleet.kube import KubeError
+    from tfleet.runtime.kube import KubeError
 
     deadline = time.monotonic() + args.timeout if args.timeout else None
     live = out.isatty() and not args.no_follow_tty
@@ -145,7 +157,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 def _annotate(args: argparse.Namespace, build: Any) -> int:
     kube, namespace = _kube(args), _namespace(args)
-    from tfleet.kube import KubeError
+    from tfleet.runtime.kube import KubeError
 
     try:
         body = kube.get_isvc(namespace, args.name)
@@ -195,11 +207,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     kube, namespace = _kube(args), _namespace(args)
-    from tfleet.kube import KubeError
+    from tfleet.runtime.kube import KubeError
 
     try:
         body = kube.get_isvc(namespace, args.name)
-        deployments = kube.list_deployments(namespace, f"tfleet.dev/inferenceservice={args.name}")
+        deployments = kube.list_deployments(namespace, isvc_selector(args.name))
     except KubeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
@@ -210,8 +222,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     rows = []
     for dep in deployments:
         labels = dep["metadata"].get("labels") or {}
-        rev = labels.get("tfleet.dev/revision", "")
-        rows.append((rev, labels.get("tfleet.dev/model-version", "-"), roles.get(rev, "-"),
+        rev = labels.get(LABEL_REVISION, "")
+        rows.append((rev, labels.get(LABEL_MODEL_VERSION, "-"), roles.get(rev, "-"),
                      f"{(dep.get('status') or {}).get('readyReplicas', 0)}/{dep['spec'].get('replicas', 0)}",
                      dep["metadata"].get("creationTimestamp", "")))
     rows.sort(key=lambda r: r[4], reverse=True)

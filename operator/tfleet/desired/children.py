@@ -12,18 +12,24 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tfleet import API_VERSION, KIND, probes, tfconfig
-from tfleet.api import InferenceService, Toleration
-from tfleet.schema import to_json
+from tfleet.api.model import InferenceService, Toleration
+from tfleet.api.schema import to_json
+from tfleet.api.vocabulary import (
+    ANNOTATION_CONFIG_CHECKSUM,
+    API_VERSION,
+    KIND,
+    LABEL_ISVC,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL_VERSION,
+    LABEL_REVISION,
+    LABEL_STRATEGY,
+    MANAGER,
+)
+from tfleet.desired import health_wiring as probes
+from tfleet.desired import tfconfig
 
 Manifest = dict[str, Any]
 
-MANAGER = "tfleet"
-LABEL_ISVC = "tfleet.dev/inferenceservice"
-LABEL_REVISION = "tfleet.dev/revision"
-LABEL_STRATEGY = "tfleet.dev/strategy"
-LABEL_MODEL_VERSION = "tfleet.dev/model-version"
-ANNOTATION_CONFIG_CHECKSUM = "tfleet.dev/config-checksum"
 # The ConfigMap name inside the template while the revision (a hash of that template) is
 # being computed; it is replaced by the revision's own ConfigMap name afterwards.
 _CONFIG_PLACEHOLDER = "<config>"
@@ -40,7 +46,7 @@ def labels(isvc: InferenceService) -> dict[str, str]:
         "app.kubernetes.io/name": "tensorflow-serving",
         "app.kubernetes.io/instance": isvc.name,
         "app.kubernetes.io/component": "model-server",
-        "app.kubernetes.io/managed-by": MANAGER,
+        LABEL_MANAGED_BY: MANAGER,
         "app.kubernetes.io/part-of": "tfleet",
         LABEL_ISVC: isvc.name,
     }

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from tfleet import GROUP, KIND, PLURAL, VERSION
-from tfleet.api import InferenceServiceSpec
-from tfleet.schema import ApiObject, field, openapi_schema
+from tfleet.api.model import InferenceServiceSpec
+from tfleet.api.schema import ApiObject, field, openapi_schema
+from tfleet.api.vocabulary import GROUP, KIND, PLURAL, VERSION
 
 CONDITION_TYPES = ("Ready", "ModelAvailable", "Progressing", "Degraded")
 ROLLOUT_PHASES = ("Idle", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack")
@@ -55,6 +55,11 @@ class RolloutStatus(ApiObject):
     )
     history: tuple[str, ...] = field(
         "Earlier stable revisions, newest first, kept scaled to zero for a fast rollback.", default=()
+    )
+    stalled: bool | None = field(
+        "True while the rollout is stuck and waits for a person: past its progress deadline or "
+        "failing its metric check, with autoRollback off.",
+        default=None,
     )
     message: str | None = field("What the rollout is doing or why it stopped.", default=None)
 

@@ -1,19 +1,16 @@
 """Metric gates for canary steps: a Prometheus instant query compared with a threshold.
 
-`render_query` and `evaluate` are pure; `query_prometheus` is the only I/O, a single HTTP GET
-against the Prometheus HTTP API (`/api/v1/query`).
+`render_query`, `parse_response` and `evaluate` are pure; the query itself is sent by
+`tfleet.runtime.prometheus`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
-from tfleet.api import PrometheusAnalysis
+from tfleet.api.model import PrometheusAnalysis
 
 
 @dataclass(frozen=True)
@@ -59,15 +56,3 @@ def evaluate(check: PrometheusAnalysis, value: float | None) -> Result:
         ok, relation = value <= check.threshold, "<=" if value <= check.threshold else ">"
     return Result(ok, f"metric check {'passed' if ok else 'failed'}: {value:g} {relation} threshold {check.threshold:g}",
                   value)
-
-
-def query_prometheus(check: PrometheusAnalysis, query: str, timeout: float = 3.0) -> Result:
-    url = check.address.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            value = parse_response(response.read().decode())
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        return Result(None, f"Prometheus at {check.address} did not answer: {getattr(exc, 'reason', exc)}")
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return Result(None, f"Prometheus answered something unusable: {exc}")
-    return evaluate(check, value)

@@ -21,7 +21,7 @@ from google.protobuf import (
     wrappers_pb2,
 )
 
-from tfleet.api import InferenceService
+from tfleet.api.model import InferenceService
 
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"

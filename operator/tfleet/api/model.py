@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tfleet.schema import (
+from tfleet.api.schema import (
     ApiObject,
     Duration,
     FieldError,

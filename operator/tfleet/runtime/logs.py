@@ -15,8 +15,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from tfleet.api.times import format_millis, from_epoch
 
 FORMATS = ("text", "json")
 
@@ -45,8 +46,7 @@ def object_ref(record: logging.LogRecord) -> tuple[str | None, str | None]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return format_millis(from_epoch(record.created))
 
 
 class JsonFormatter(logging.Formatter):

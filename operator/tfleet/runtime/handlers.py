@@ -12,17 +12,19 @@ start already sees every existing child and rewrites nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
 
-from tfleet import GROUP, PLURAL, VERSION
-from tfleet.builders import MANAGER
-from tfleet.fleet import Fleet
-from tfleet.kube import Kube, load_config
+from tfleet.api.vocabulary import GROUP, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION
+from tfleet.runtime.context import OperatorRuntime
+from tfleet.runtime.fleet import Fleet
+from tfleet.runtime.kube import Kube, load_config
 
-MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
+MANAGED = {LABEL_MANAGED_BY: MANAGER}
+HEARTBEAT_SECONDS = 5.0
 RECONCILE_WORKERS = 8
 CHILD_RESOURCES = (
     ("", "v1", "configmaps"),
@@ -68,8 +70,22 @@ class _NoProgress(kopf.ProgressStorage):
         return essence
 
 
+def _runtime(memo: kopf.Memo) -> OperatorRuntime:
+    runtime = memo.get("runtime")
+    if runtime is None:  # kopf run without `tfleet run`: defaults
+        runtime = memo.runtime = OperatorRuntime()
+    return runtime  # type: ignore[no-any-return]
+
+
+def _fleet(memo: kopf.Memo) -> Fleet:
+    fleet = _runtime(memo).fleet
+    assert fleet is not None, "the startup handler makes the fleet"
+    return fleet
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    runtime = _runtime(memo)
     # kopf would otherwise turn handler log lines into Kubernetes Events (API writes).
     settings.posting.enabled = False
     # No kopf bookkeeping to keep (see _NoDiffBase): this saves a deep copy of every
@@ -82,26 +98,56 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    if "fleet" not in memo:
-        memo.fleet = Fleet(Kube(load_config(memo.get("kubeconfig"))))
-        if memo.get("metrics") is not None:
-            from tfleet.metrics import instrument
-
-            instrument(memo.fleet, memo.metrics)
+    if runtime.namespaced:
+        # Watching CRDs (to notice ones created later) needs a cluster-wide grant; in
+        # namespaced mode the resources found at start are served and RBAC stays within
+        # the watched namespaces.
+        settings.scanning.disabled = True
+    if runtime.fleet is None:
+        metrics = runtime.metrics
+        kube = Kube(load_config(runtime.kubeconfig), on_write=metrics.record_write if metrics else None)
+        runtime.fleet = Fleet(kube, hooks=metrics.fleet_hooks() if metrics else None)
         # Reconciles of different InferenceServices overlap while one waits on the API; the
         # GIL, not the thread count, bounds the CPU they use.
-        memo.fleet.start_workers(RECONCILE_WORKERS)
+        runtime.fleet.start_workers(RECONCILE_WORKERS)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+
+@kopf.on.startup(id="tfleet-heartbeat")
+async def start_heartbeat(memo: kopf.Memo, **_: Any) -> None:
+    """A tick on kopf's event loop, so /healthz sees a stuck loop."""
+    runtime = _runtime(memo)
+    health = runtime.health
+    if health is None:
+        return
+
+    async def tick() -> None:
+        while True:
+            health.beat()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    runtime.heartbeat = asyncio.get_running_loop().create_task(tick())
+
+
+@kopf.on.cleanup(id="tfleet-heartbeat")
+async def stop_heartbeat(memo: kopf.Memo, **_: Any) -> None:
+    runtime = _runtime(memo)
+    if runtime.heartbeat is not None:
+        runtime.heartbeat.cancel()
+    # When a signal stops kopf, its waiter on our stop flag would otherwise hang on until
+    # kopf gives up on it (5 s): raise the flag so shutdown does not wait.
+    if runtime.operator_stop is not None:
+        runtime.operator_stop.set()
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
 def inference_service_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.fleet.observe_isvc("INDEXED", dict(body))
+    _fleet(memo).observe_isvc("INDEXED", dict(body))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def inference_service_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    fleet: Fleet = memo.fleet
+    fleet = _fleet(memo)
     key = fleet.observe_isvc(type, dict(body))
     # The echo of tfleet's own status write brings nothing new: no reconcile for it.
     if type != "DELETED" and fleet.take_news(key):
@@ -109,11 +155,11 @@ def inference_service_event(type: str | None, body: kopf.Body, memo: kopf.Memo, 
 
 
 def _child_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.fleet.observe_child("INDEXED", dict(body))
+    _fleet(memo).observe_child("INDEXED", dict(body))
 
 
 def _child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    fleet: Fleet = memo.fleet
+    fleet = _fleet(memo)
     key = fleet.observe_child(type, dict(body))
     # A child seen before its parent is reconciled when the parent's own event arrives; the
     # echo of tfleet's own apply brings nothing new.

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from tfleet import API_VERSION, KIND
-from tfleet.api import InferenceService, parse_object
+from tfleet.api.model import InferenceService, parse_object
+from tfleet.api.vocabulary import API_VERSION, KIND
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO / "examples"

@@ -20,7 +20,6 @@ watches it; a standby that takes over does not count rollbacks that happened bef
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,9 +30,11 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tfleet import __version__, logs
+from tfleet import __version__
+from tfleet.api.vocabulary import Phase
+from tfleet.runtime.fleet import FleetHooks
 
-ROLLED_BACK = "RolledBack"
+ROLLED_BACK = Phase.ROLLED_BACK
 RESULTS = ("success", "retry", "error")
 # Reconciles are API round trips: a few milliseconds when nothing changes, seconds when
 # the API server is slow or a reconcile writes every child.
@@ -147,6 +148,11 @@ class Metrics:
         if is_rollback(previous, current):
             self.rollbacks.inc()
 
+    def fleet_hooks(self) -> FleetHooks:
+        """The hooks through which the fleet reports its reconciles and the bodies it sees."""
+        return FleetHooks(reconciled=lambda _key, result, seconds: self.record_reconcile(result, seconds),
+                          observed_isvc=self.observe_isvc)
+
     def serve(self, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
         """Serve /metrics on a port (0 picks one); returns a function that stops the server."""
         server, thread = start_http_server(port, addr=addr, registry=self.registry)
@@ -158,45 +164,3 @@ class Metrics:
             thread.join(timeout=5)
 
         return stop
-
-
-def instrument(fleet: Any, metrics: Metrics) -> Any:
-    """Time and count the fleet's reconciles, feed it InferenceService bodies to the gauges,
-    and name the object on every log line written during a reconcile.
-
-    The wrappers replace the methods on this one instance, so the retries the fleet
-    schedules itself (`self.reconcile`) are counted too. A failed reconcile does not raise:
-    the fleet hands the error to `_on_failure`, which is where its result is read.
-    """
-    outcome = threading.local()
-    reconcile = fleet.reconcile
-    on_failure = fleet._on_failure
-    observe_isvc = fleet.observe_isvc
-
-    def timed_reconcile(key: tuple[str, str]) -> None:
-        outcome.result = "success"
-        start = time.perf_counter()
-        try:
-            with logs.object_context(*key):
-                reconcile(key)
-        except Exception:
-            outcome.result = "error"
-            raise
-        finally:
-            metrics.record_reconcile(outcome.result, time.perf_counter() - start)
-
-    def counted_failure(key: tuple[str, str], exc: Any) -> None:
-        outcome.result = "retry" if getattr(exc, "retryable", False) else "error"
-        with logs.object_context(*key):
-            on_failure(key, exc)
-
-    def observed_isvc(event_type: str | None, body: dict[str, Any]) -> Any:
-        key = observe_isvc(event_type, body)
-        metrics.observe_isvc(event_type, body)
-        return key
-
-    setattr(fleet, "reconcile", timed_reconcile)  # noqa: B010 (mypy forbids assigning to a method)
-    setattr(fleet, "_on_failure", counted_failure)  # noqa: B010
-    setattr(fleet, "observe_isvc", observed_isvc)  # noqa: B010
-    return fleet
-

@@ -31,11 +31,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from tfleet.kube import Kube, KubeError
+from tfleet.api.times import format_micros, from_epoch
+from tfleet.runtime.kube import Kube, KubeError
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ class Timing:
 
 
 def micro_time(epoch_seconds: float) -> str:
-    """A metav1.MicroTime: RFC 3339 with microseconds, in UTC."""
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """A Lease's MicroTime: RFC 3339 with microseconds."""
+    return format_micros(from_epoch(epoch_seconds))
 
 
 def holder_of(lease: Manifest | None) -> str:

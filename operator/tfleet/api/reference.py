@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tfleet import API_VERSION, KIND
-from tfleet.crd import build_crd
+from tfleet.api.crd import build_crd
+from tfleet.api.vocabulary import API_VERSION, KIND
 
 
 def _type(schema: dict[str, Any]) -> str:

@@ -11,36 +11,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tfleet import builders, rollout
-from tfleet.api import InferenceService
+from tfleet.api.model import InferenceService
+from tfleet.api.vocabulary import ConditionType, Reason
+from tfleet.desired import children as builders
+from tfleet.engine import rollout
 
-# Condition types.
-READY = "Ready"
-MODEL_AVAILABLE = "ModelAvailable"
-PROGRESSING = "Progressing"
-DEGRADED = "Degraded"
-
-# Reasons (PascalCase constants, as condition reasons must be).
-INVALID_SPEC = "InvalidSpec"
-AVAILABLE = "Available"
-SCALED_TO_ZERO = "ScaledToZero"
-MINIMUM_REPLICAS_UNAVAILABLE = "MinimumReplicasUnavailable"
-MODEL_LOADED = "ModelLoaded"
-NO_READY_REPLICAS = "NoReadyReplicas"
-NEW_REPLICA_SET_AVAILABLE = "NewReplicaSetAvailable"
-REPLICA_SET_UPDATED = "ReplicaSetUpdated"
-ROLLOUT_IN_PROGRESS = "RolloutInProgress"
-ROLLOUT_PAUSED = "RolloutPaused"
-ROLLED_BACK = "RolledBack"
-PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
-AS_EXPECTED = "AsExpected"
+# Condition types and reasons, by the short names the status code reads.
+READY, MODEL_AVAILABLE = ConditionType.READY, ConditionType.MODEL_AVAILABLE
+PROGRESSING, DEGRADED = ConditionType.PROGRESSING, ConditionType.DEGRADED
+INVALID_SPEC = Reason.INVALID_SPEC
 
 
 @dataclass(frozen=True)
 class _Cond:
-    type: str
+    type: ConditionType
     status: bool
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -59,21 +45,13 @@ def endpoints(isvc: InferenceService) -> dict[str, str]:
 
 
 def _pod_problems(revisions: dict[str, rollout.Observed]) -> str:
-    """The most telling reason why pods are not ready, for a condition message."""
-    for seen in revisions.values():
-        if seen.load_error:
-            return f"; TF Serving failed to load the model: {seen.load_error}"
-    for seen in revisions.values():
-        if seen.crash_looping:
-            return f"; {seen.crash_looping} pods crash-looping"
-    for seen in revisions.values():
-        if seen.image_pull_failing:
-            return f"; {seen.image_pull_failing} pods cannot pull their image"
-    for seen in revisions.values():
-        if seen.unschedulable:
-            detail = f": {seen.unschedulable_message}" if seen.unschedulable_message else ""
-            return f"; {seen.unschedulable} pods cannot be scheduled{detail}"
-    return ""
+    """The most telling reason why pods are not ready, for a condition message: the first
+    revision with the most telling trouble, in `rollout.pod_trouble`'s priority."""
+    troubles = [t for t in (rollout.pod_trouble(seen) for seen in revisions.values()) if t is not None]
+    if not troubles:
+        return ""
+    worst = min(troubles, key=lambda t: t.rank)
+    return f"; {worst.text}" if not worst.pods else f"; {worst.pods} pods {worst.text}"
 
 
 def _conditions(
@@ -86,41 +64,41 @@ def _conditions(
     problems = _pod_problems(revisions)
 
     if desired == 0:
-        ready_cond = _Cond(READY, True, SCALED_TO_ZERO, "Scaled to zero replicas")
+        ready_cond = _Cond(READY, True, Reason.SCALED_TO_ZERO, "Scaled to zero replicas")
     elif ready >= desired:
         version = f" version {stable.version}" if stable.version else ""
-        ready_cond = _Cond(READY, True, AVAILABLE, f"{ready} of {desired} pods are ready and serve model {model}{version}")
+        ready_cond = _Cond(READY, True, Reason.AVAILABLE, f"{ready} of {desired} pods are ready and serve model {model}{version}")
     else:
-        ready_cond = _Cond(READY, False, MINIMUM_REPLICAS_UNAVAILABLE, f"{ready} of {desired} pods are ready{problems}")
+        ready_cond = _Cond(READY, False, Reason.MINIMUM_REPLICAS_UNAVAILABLE, f"{ready} of {desired} pods are ready{problems}")
 
     if ready > 0:
-        available = _Cond(MODEL_AVAILABLE, True, MODEL_LOADED, f"{ready} pods serve model {model}")
+        available = _Cond(MODEL_AVAILABLE, True, Reason.MODEL_LOADED, f"{ready} pods serve model {model}")
     elif desired == 0:
-        available = _Cond(MODEL_AVAILABLE, False, SCALED_TO_ZERO, "Scaled to zero replicas")
+        available = _Cond(MODEL_AVAILABLE, False, Reason.SCALED_TO_ZERO, "Scaled to zero replicas")
     else:
-        available = _Cond(MODEL_AVAILABLE, False, NO_READY_REPLICAS, f"No pod serves model {model} yet{problems}")
+        available = _Cond(MODEL_AVAILABLE, False, Reason.NO_READY_REPLICAS, f"No pod serves model {model} yet{problems}")
 
     stable_complete = stable.current and stable.updated >= desired and stable.ready >= desired
     if state.phase == rollout.ROLLED_BACK:
-        progressing = _Cond(PROGRESSING, False, PROGRESS_DEADLINE_EXCEEDED, state.message)
-        degraded = _Cond(DEGRADED, True, ROLLED_BACK, state.message)
-    elif state.message.startswith("Stalled"):
-        progressing = _Cond(PROGRESSING, False, PROGRESS_DEADLINE_EXCEEDED, state.message)
-        degraded = _Cond(DEGRADED, True, PROGRESS_DEADLINE_EXCEEDED, state.message)
+        progressing = _Cond(PROGRESSING, False, Reason.PROGRESS_DEADLINE_EXCEEDED, state.message)
+        degraded = _Cond(DEGRADED, True, Reason.ROLLED_BACK, state.message)
+    elif state.stalled:
+        progressing = _Cond(PROGRESSING, False, Reason.PROGRESS_DEADLINE_EXCEEDED, state.message)
+        degraded = _Cond(DEGRADED, True, Reason.PROGRESS_DEADLINE_EXCEEDED, state.message)
     elif stable.deadline_exceeded and state.phase not in rollout.ACTIVE_PHASES:
         message = f"Deployment of revision {state.stable} exceeded its progress deadline{problems}"
-        progressing = _Cond(PROGRESSING, False, PROGRESS_DEADLINE_EXCEEDED, message)
-        degraded = _Cond(DEGRADED, True, PROGRESS_DEADLINE_EXCEEDED, message)
+        progressing = _Cond(PROGRESSING, False, Reason.PROGRESS_DEADLINE_EXCEEDED, message)
+        degraded = _Cond(DEGRADED, True, Reason.PROGRESS_DEADLINE_EXCEEDED, message)
     else:
         if state.phase == rollout.PAUSED:
-            progressing = _Cond(PROGRESSING, True, ROLLOUT_PAUSED, state.message)
+            progressing = _Cond(PROGRESSING, True, Reason.ROLLOUT_PAUSED, state.message)
         elif state.phase in rollout.ACTIVE_PHASES:
-            progressing = _Cond(PROGRESSING, True, ROLLOUT_IN_PROGRESS, state.message)
+            progressing = _Cond(PROGRESSING, True, Reason.ROLLOUT_IN_PROGRESS, state.message)
         elif stable_complete or desired == 0:
-            progressing = _Cond(PROGRESSING, True, NEW_REPLICA_SET_AVAILABLE, f"Revision {state.stable} has rolled out")
+            progressing = _Cond(PROGRESSING, True, Reason.NEW_REPLICA_SET_AVAILABLE, f"Revision {state.stable} has rolled out")
         else:
-            progressing = _Cond(PROGRESSING, True, REPLICA_SET_UPDATED, f"Revision {state.stable} is rolling out")
-        degraded = _Cond(DEGRADED, False, AS_EXPECTED, "No problems observed")
+            progressing = _Cond(PROGRESSING, True, Reason.REPLICA_SET_UPDATED, f"Revision {state.stable} is rolling out")
+        degraded = _Cond(DEGRADED, False, Reason.AS_EXPECTED, "No problems observed")
     return [ready_cond, available, progressing, degraded]
 
 
@@ -131,7 +109,7 @@ def _conditions_for_invalid(message: str, revisions: dict[str, rollout.Observed]
         _Cond(
             MODEL_AVAILABLE,
             ready > 0,
-            MODEL_LOADED if ready > 0 else NO_READY_REPLICAS,
+            Reason.MODEL_LOADED if ready > 0 else Reason.NO_READY_REPLICAS,
             f"{ready} pods keep serving the last valid spec" if ready > 0 else "No pod serves the model",
         ),
         _Cond(PROGRESSING, False, INVALID_SPEC, "The spec is invalid; nothing is rolled out until it is fixed"),

@@ -12,15 +12,14 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tfleet import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from tfleet.builders import MANAGER
+from tfleet.api.times import format_time, utc_now
+from tfleet.api.vocabulary import API_VERSION, KIND, MANAGER, PLURAL
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +37,26 @@ PLURALS = {
     (API_VERSION, KIND): PLURAL,
 }
 
-# Called with (verb, kind) for every write; the metrics register here. An observer must
-# be quick and must not raise: it runs on the reconcile's thread.
+# Called with (verb, kind) for every write (the metrics count them). It must be quick and
+# must not raise: it runs on the writing thread.
 WriteObserver = Callable[[str, str], None]
-_write_observers: list[WriteObserver] = []
 
 
-def add_write_observer(observer: WriteObserver) -> None:
-    _write_observers.append(observer)
+class KubeClient(Protocol):
+    """The API calls a reconcile makes. `Kube` implements it against a real API server; tests
+    implement it with a recorder."""
 
+    def list_pods(self, namespace: str, label_selector: str) -> list[Manifest]: ...
 
-def remove_write_observer(observer: WriteObserver) -> None:
-    if observer in _write_observers:
-        _write_observers.remove(observer)
+    def apply(self, manifest: Manifest) -> Manifest: ...
+
+    def scale(self, deployment: Manifest, replicas: int) -> Manifest: ...
+
+    def delete(self, manifest: Manifest) -> None: ...
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Manifest: ...
+
+    def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None: ...
 
 
 class KubeError(Exception):
@@ -95,8 +101,9 @@ def resource_path(api_version: str, kind: str, namespace: str | None, name: str 
 class Kube:
     """Typed-enough access to the few API calls tfleet makes. Thread-safe."""
 
-    def __init__(self, api_client: client.ApiClient):
+    def __init__(self, api_client: client.ApiClient, on_write: WriteObserver | None = None):
         self.api = api_client
+        self.on_write = on_write
         self._lock = threading.Lock()
         self.writes: Counter[tuple[str, str]] = Counter()
 
@@ -125,8 +132,8 @@ class Kube:
     def _count(self, verb: str, kind: str) -> None:
         with self._lock:
             self.writes[(verb, kind)] += 1
-        for observer in list(_write_observers):
-            observer(verb, kind)
+        if self.on_write is not None:
+            self.on_write(verb, kind)
 
     def apply(self, manifest: Manifest) -> Manifest:
         """Create or update a child with server-side apply, forcing tfleet's ownership."""
@@ -188,13 +195,13 @@ class Kube:
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about the InferenceService, as `kubectl describe` shows it."""
         meta = regarding["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = format_time(utc_now())
         event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
+                "apiVersion": API_VERSION,
                 "kind": KIND,
                 "name": meta["name"],
                 "namespace": meta["namespace"],

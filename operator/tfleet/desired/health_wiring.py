@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from tfleet import __version__
-from tfleet.api import HEALTH_BRIDGE_GRPC_PORT, InferenceService
+from tfleet.api.model import HEALTH_BRIDGE_GRPC_PORT, InferenceService
 from tfleet.health import podspec
 
 # The operator passes its own image down (the Helm chart sets TFLEET_BRIDGE_IMAGE).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tfleet.health.status import ModelHealth
+from tfleet.health.verdicts import ModelHealth
 
 EXIT_AVAILABLE = 0
 EXIT_NOT_AVAILABLE = 1

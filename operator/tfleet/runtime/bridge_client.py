@@ -11,7 +11,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
-from tfleet.api import HEALTH_BRIDGE_HTTP_PORT
+from tfleet.api.model import HEALTH_BRIDGE_HTTP_PORT
 from tfleet.health import StatusFormatError, parse_status_json
 
 TIMEOUT_SECONDS = 0.5

@@ -1,0 +1,1 @@
+"""The InferenceService API: its typed model, vocabulary, CRD and reference, defined once."""

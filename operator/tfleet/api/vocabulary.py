@@ -1,0 +1,89 @@
+"""tfleet's vocabulary: every name that crosses a process boundary, in one place.
+
+The API group and kind, the labels and annotations tfleet puts on objects or reads from
+them, its field manager, and the words of its status (rollout phases, condition types and
+reasons). Other modules, the CLI included, spell none of these out themselves. Phases,
+condition types and reasons are `StrEnum`s: they compare and serialise as plain strings.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+GROUP = "tfleet.dev"
+VERSION = "v1alpha1"
+KIND = "InferenceService"
+PLURAL = "inferenceservices"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# The field manager of every server-side apply, the source of Events, the user agent.
+MANAGER = "tfleet"
+
+# Labels on every child and serving pod.
+LABEL_ISVC = "tfleet.dev/inferenceservice"
+LABEL_REVISION = "tfleet.dev/revision"
+LABEL_STRATEGY = "tfleet.dev/strategy"
+LABEL_MODEL_VERSION = "tfleet.dev/model-version"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+
+# Annotations tfleet writes.
+ANNOTATION_CONFIG_CHECKSUM = "tfleet.dev/config-checksum"
+ANNOTATION_APPLIED = "tfleet.dev/applied-hash"
+# Manual rollout control (see `tfleet rollout`): promote and abort name the canary revision,
+# so a stale annotation never acts on a later rollout.
+ANNOTATION_PAUSED = "tfleet.dev/rollout-paused"
+ANNOTATION_PROMOTE = "tfleet.dev/rollout-promote"
+ANNOTATION_ABORT = "tfleet.dev/rollout-abort"
+
+
+def isvc_selector(name: str) -> str:
+    """The label selector of every child and pod of one InferenceService."""
+    return f"{LABEL_ISVC}={name}"
+
+
+def revision_selector(name: str, revision: str) -> str:
+    return f"{isvc_selector(name)},{LABEL_REVISION}={revision}"
+
+
+class Phase(StrEnum):
+    """status.rollout.phase."""
+
+    IDLE = "Idle"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTING = "Promoting"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+
+
+ACTIVE_PHASES = (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING)
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    MODEL_AVAILABLE = "ModelAvailable"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+
+
+class Reason(StrEnum):
+    """Condition reasons (PascalCase, as condition reasons must be)."""
+
+    INVALID_SPEC = "InvalidSpec"
+    AVAILABLE = "Available"
+    SCALED_TO_ZERO = "ScaledToZero"
+    MINIMUM_REPLICAS_UNAVAILABLE = "MinimumReplicasUnavailable"
+    MODEL_LOADED = "ModelLoaded"
+    NO_READY_REPLICAS = "NoReadyReplicas"
+    NEW_REPLICA_SET_AVAILABLE = "NewReplicaSetAvailable"
+    REPLICA_SET_UPDATED = "ReplicaSetUpdated"
+    ROLLOUT_IN_PROGRESS = "RolloutInProgress"
+    ROLLOUT_PAUSED = "RolloutPaused"
+    ROLLED_BACK = "RolledBack"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    AS_EXPECTED = "AsExpected"
+
+
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"

@@ -1,0 +1,5 @@
+import sys
+
+from tfleet.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,118 @@
+"""`tfleet render` and `tfleet crd`: the objects the operator creates, offline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import yaml
+
+from tfleet.api.vocabulary import API_VERSION, KIND
+
+
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML: repeated values are written out, never as &anchors/*aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_manifests(manifests: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(manifests, Dumper=_Dumper, sort_keys=False, width=120)
+
+
+@dataclass(frozen=True)
+class RenderError:
+    source: str
+    index: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: document {self.index}: {self.message}"
+
+
+def _documents(source: str, stream: TextIO) -> Iterator[tuple[int, Any, str | None]]:
+    """(index, document, parse error) for every YAML document of a stream."""
+    try:
+        for index, doc in enumerate(yaml.safe_load_all(stream)):
+            yield index, doc, None
+    except yaml.YAMLError as exc:
+        # A syntax error ends the stream: the parser cannot resynchronise after it.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        yield -1, None, f"YAML does not parse{where}: {problem}"
+
+
+def render_documents(source: str, stream: TextIO, namespace: str | None) -> tuple[list[dict[str, Any]], list[RenderError]]:
+    """Children of every InferenceService in `stream`; errors name the document and field."""
+    from tfleet.api.model import parse_object
+    from tfleet.api.schema import ValidationError
+    from tfleet.desired import children as builders
+
+    children: list[dict[str, Any]] = []
+    errors: list[RenderError] = []
+    last_index = -1
+    for index, doc, problem in _documents(source, stream):
+        if problem is not None:
+            errors.append(RenderError(source, last_index + 1, problem))
+            break
+        last_index = index
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            errors.append(RenderError(source, index, f"must be a mapping (an object), got {type(doc).__name__}"))
+            continue
+        if doc.get("apiVersion") != API_VERSION:
+            errors.append(RenderError(source, index, f'apiVersion: must be "{API_VERSION}", got {doc.get("apiVersion")!r}'))
+            continue
+        if doc.get("kind") != KIND:
+            errors.append(RenderError(source, index, f'kind: must be "{KIND}", got {doc.get("kind")!r}'))
+            continue
+        obj = dict(doc)
+        if isinstance(obj.get("metadata"), dict) or obj.get("metadata") is None:
+            meta = dict(obj.get("metadata") or {})
+            meta.setdefault("namespace", namespace or "default")
+            obj["metadata"] = meta
+        # Other metadata is left for parse_object, which names the field.
+        try:
+            isvc = parse_object(obj)
+        except ValidationError as exc:
+            errors.extend(RenderError(source, index, str(e)) for e in exc.errors)
+            continue
+        children.extend(builders.build_children(isvc))
+    return children, errors
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    all_children: list[dict[str, Any]] = []
+    failed = False
+    for path in args.filename:
+        try:
+            if path == "-":
+                children, errors = render_documents("<stdin>", sys.stdin, args.namespace)
+            else:
+                with open(path, encoding="utf-8") as stream:
+                    children, errors = render_documents(path, stream, args.namespace)
+        except OSError as exc:
+            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+            failed = True
+            continue
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
+        failed = failed or bool(errors)
+        all_children.extend(children)
+    # Valid documents still render; any invalid one makes the exit status 2.
+    if all_children:
+        sys.stdout.write(dump_manifests(all_children))
+    return 2 if failed else 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    from tfleet.api.crd import crd_yaml
+
+    sys.stdout.write(crd_yaml())
+    return 0

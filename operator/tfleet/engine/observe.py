@@ -1,0 +1,126 @@
+"""What the engine reads from the cluster: observed children and pods, as plain data.
+
+Pure functions from manifests to the engine's inputs: which children an InferenceService
+owns, each revision's Deployment counts and pod troubles, the manual rollout controls.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from tfleet.api.vocabulary import (
+    ANNOTATION_ABORT,
+    ANNOTATION_PAUSED,
+    ANNOTATION_PROMOTE,
+    LABEL_MODEL_VERSION,
+    LABEL_REVISION,
+)
+from tfleet.engine import rollout
+
+Manifest = dict[str, Any]
+ChildKey = tuple[str, str]  # (kind, name)
+
+
+@dataclass(frozen=True)
+class PodSummary:
+    """What the rollout engine needs to know about one serving pod."""
+
+    revision: str
+    name: str = ""
+    ip: str = ""
+    ready: bool = False
+    restarts: int = 0
+    crash_looping: bool = False
+    image_pull_failing: bool = False
+    unschedulable: str | None = None  # the scheduler's message
+    load_error: str = ""  # TF Serving's own error, as the pod's health bridge reported it
+
+
+def summarize_pod(pod: Manifest) -> PodSummary | None:
+    meta = pod.get("metadata") or {}
+    revision = (meta.get("labels") or {}).get(LABEL_REVISION)
+    if not revision or meta.get("deletionTimestamp"):
+        return None
+    st = pod.get("status") or {}
+    conditions = {c.get("type"): c for c in st.get("conditions") or []}
+    statuses = list(st.get("containerStatuses") or []) + list(st.get("initContainerStatuses") or [])
+    waiting = [((c.get("state") or {}).get("waiting") or {}).get("reason", "") for c in statuses]
+    scheduled = conditions.get("PodScheduled") or {}
+    return PodSummary(
+        revision=revision,
+        name=meta.get("name", ""),
+        ip=st.get("podIP") or "",
+        ready=(conditions.get("Ready") or {}).get("status") == "True",
+        restarts=sum(int(c.get("restartCount") or 0) for c in statuses),
+        crash_looping="CrashLoopBackOff" in waiting,
+        image_pull_failing=any(r in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName") for r in waiting),
+        unschedulable=(scheduled.get("message") or "unschedulable")
+        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable" else None,
+    )
+
+
+def child_key(obj: Manifest) -> ChildKey:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+def _is_owned_by(obj: Manifest, uid: str) -> bool:
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def owned_children(body: Manifest, children: dict[ChildKey, Manifest]) -> dict[ChildKey, Manifest]:
+    uid = (body.get("metadata") or {}).get("uid", "")
+    return {k: v for k, v in children.items() if _is_owned_by(v, uid)}
+
+
+def revision_of(obj: Manifest) -> str | None:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_REVISION)
+
+
+def observe_revisions(
+    deployments: list[Manifest], pods: list[PodSummary]
+) -> dict[str, rollout.Observed]:
+    """Per revision: its Deployment's counts and its pods' troubles."""
+    by_revision: dict[str, rollout.Observed] = {}
+    pods_by_revision: dict[str, list[PodSummary]] = {}
+    for pod in pods:
+        pods_by_revision.setdefault(pod.revision, []).append(pod)
+    for dep in deployments:
+        rev = revision_of(dep)
+        if rev is None:
+            continue
+        st = dep.get("status") or {}
+        meta = dep.get("metadata") or {}
+        conditions = {c.get("type"): c for c in st.get("conditions") or []}
+        mine = pods_by_revision.get(rev, [])
+        unschedulable = [p.unschedulable for p in mine if p.unschedulable]
+        load_errors = [p.load_error for p in mine if p.load_error]
+        version = (meta.get("labels") or {}).get(LABEL_MODEL_VERSION)
+        by_revision[rev] = rollout.Observed(
+            replicas=int((dep.get("spec") or {}).get("replicas", 1)),
+            ready=int(st.get("readyReplicas") or 0),
+            updated=int(st.get("updatedReplicas") or 0),
+            current=int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0),
+            pods=int(st.get("replicas") or 0),
+            restarts=sum(p.restarts for p in mine),
+            crash_looping=sum(p.crash_looping for p in mine),
+            image_pull_failing=sum(p.image_pull_failing for p in mine),
+            unschedulable=len(unschedulable),
+            unschedulable_message=Counter(unschedulable).most_common(1)[0][0] if unschedulable else "",
+            version=int(version) if version and version.isdigit() else None,
+            load_error=Counter(load_errors).most_common(1)[0][0] if load_errors else "",
+            deadline_exceeded=(conditions.get("Progressing") or {}).get("reason") == "ProgressDeadlineExceeded",
+        )
+    return by_revision
+
+
+def controls(body: Manifest) -> rollout.Controls:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return rollout.Controls(
+        paused=annotations.get(ANNOTATION_PAUSED, "").lower() == "true",
+        promote=annotations.get(ANNOTATION_PROMOTE) or None,
+        abort=annotations.get(ANNOTATION_ABORT) or None,
+    )
+
+

@@ -1,0 +1,234 @@
+"""The reconcile decision: desired state against observed state, as pure functions.
+
+`plan_children` takes an InferenceService, the children and pods observed in the cluster and
+the time, asks the rollout engine how many pods each revision gets, and returns a
+`ChildPlan`: children to apply, Deployments to scale, children to delete, and Events.
+`plan_status` then computes the status from what the writes left behind: a `StatusPlan`.
+Neither performs I/O; `tfleet.runtime.executor` carries the plans out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from tfleet.api.model import InferenceService, parse_object
+from tfleet.api.schema import ValidationError
+from tfleet.api.vocabulary import ConditionType, EventType, Reason
+from tfleet.desired import children as builders
+from tfleet.engine import analysis, rollout, status
+from tfleet.engine.compare import (
+    applied_hash,
+    is_subset,
+    needs_apply,
+    quantity_value,
+    with_ownership,
+)
+from tfleet.engine.observe import (
+    ChildKey,
+    PodSummary,
+    child_key,
+    controls,
+    observe_revisions,
+    owned_children,
+    revision_of,
+    summarize_pod,
+)
+from tfleet.engine.rollout import Event
+
+Manifest = dict[str, Any]
+
+__all__ = [
+    "ChildKey", "ChildPlan", "Event", "Parsed", "PodSummary", "StatusPlan", "applied_hash", "child_key",
+    "controls", "is_subset", "needs_apply", "observe_revisions", "owned_children", "parse", "parse_once",
+    "plan_children", "plan_status", "quantity_value", "status_is_urgent", "summarize_pod", "with_ownership",
+]
+
+
+@dataclass
+class ChildPlan:
+    """What to write to the children: apply, scale, delete; the rollout state it leads to."""
+
+    apply: list[Manifest] = field(default_factory=list)
+    scale: list[tuple[Manifest, int]] = field(default_factory=list)  # (observed Deployment, replicas)
+    delete: list[Manifest] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    invalid: str | None = None
+    rollout: rollout.State | None = None
+    requeue_after: float | None = None
+
+    @property
+    def writes(self) -> int:
+        return len(self.apply) + len(self.scale) + len(self.delete)
+
+
+@dataclass
+class StatusPlan:
+    """The status to write (None: it did not change) and the Events it calls for."""
+
+    status: dict[str, Any] | None = None
+    events: list[Event] = field(default_factory=list)
+    invalid: str | None = None
+    # Whether the new status must be written now, or may wait to be coalesced with the
+    # changes that follow it (pods becoming ready one by one).
+    status_urgent: bool = False
+
+    @property
+    def writes(self) -> int:
+        return int(self.status is not None)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """An InferenceService's spec parsed once per reconcile: the model, or why it is invalid."""
+
+    isvc: InferenceService | None
+    invalid: str | None
+
+
+def _describe(changes: list[tuple[str, Manifest]]) -> str:
+    return ", ".join(f"{verb} {m['kind']} {m['metadata']['name']}" for verb, m in changes)
+
+
+def parse(body: Manifest) -> tuple[InferenceService | None, str | None]:
+    """The typed InferenceService, or None and the message naming every invalid field."""
+    try:
+        return parse_object(body), None
+    except ValidationError as exc:
+        return None, "; ".join(str(e) for e in exc.errors)
+
+
+def parse_once(body: Manifest) -> Parsed:
+    isvc, invalid = parse(body)
+    return Parsed(isvc, invalid)
+
+
+def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.Observed],
+           now: datetime, check: analysis.Result | None = None) -> tuple[builders.Revision, rollout.Decision]:
+    spec = isvc.spec
+    rev = builders.compute_revision(isvc)
+    gated = spec.rollout.analysis is not None and spec.rollout.analysis.prometheus is not None
+    policy = rollout.Policy(
+        replicas=isvc.replicas,
+        steps=rollout.steps_from_spec(spec.rollout.steps),
+        deadline_seconds=spec.rollout.progress_deadline_seconds,
+        auto_rollback=spec.rollout.auto_rollback,
+        history_limit=spec.rollout.revision_history_limit + 1,
+        analysis=gated,
+    )
+    state = rollout.State.from_status((body.get("status") or {}).get("rollout"))
+    if gated and check is not None and state.canary in observed:
+        observed = {**observed, state.canary: replace(observed[state.canary], analysis_ok=check.ok,
+                                                      analysis_message=check.message)}
+    if spec.rollout.strategy == "RollingUpdate":
+        decision = rollout.decide_rolling(desired=rev.name, target_version=spec.model.version, policy=policy,
+                                          state=state, observed=observed, now=now)
+    else:
+        decision = rollout.decide(desired=rev.name, target_version=spec.model.version, policy=policy,
+                                  state=state, observed=observed, controls=controls(body), now=now)
+    return rev, decision
+
+
+def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list[PodSummary],
+                  now: datetime, check: analysis.Result | None = None, *, parsed: Parsed | None = None) -> ChildPlan:
+    """Children to apply, scale and delete; the rollout state they lead to; the Events."""
+    parsed = parsed or parse_once(body)
+    result = ChildPlan(invalid=parsed.invalid)
+    isvc = parsed.isvc
+    if isvc is None:
+        # Existing children keep serving the last valid spec.
+        return result
+    owned = owned_children(body, children)
+    deployments = [obj for (kind, _), obj in owned.items() if kind == "Deployment"]
+    rev, decision = decide(isvc, body, observe_revisions(deployments, pods), now, check)
+    result.rollout = decision.state
+    result.requeue_after = decision.requeue_after
+    result.events.extend(decision.events)
+
+    desired = [with_ownership(m, isvc) for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev)]
+    desired_keys = {child_key(m) for m in desired}
+    changes: list[tuple[str, Manifest]] = []
+    for manifest in desired:
+        observed = owned.get(child_key(manifest))
+        if needs_apply(manifest, observed):
+            result.apply.append(manifest)
+            changes.append(("Created" if observed is None else "Updated", manifest))
+
+    # Other revisions: scaled as the rollout engine says; their ConfigMaps kept while any
+    # revision that may use them is kept; everything else is deleted.
+    state = decision.state
+    keep_config = set(decision.replicas) | set(state.history) | {r for r in (state.stable, state.canary) if r}
+    for key, obj in sorted(owned.items()):
+        if key in desired_keys:
+            continue
+        kind, rev_of = key[0], revision_of(obj)
+        if kind == "Deployment" and rev_of in decision.replicas:
+            wanted = decision.replicas[rev_of]
+            if int((obj.get("spec") or {}).get("replicas", 1)) != wanted:
+                result.scale.append((obj, wanted))
+            continue
+        if kind == "ConfigMap" and rev_of in keep_config:
+            continue
+        result.delete.append(obj)
+        changes.append(("Deleted", obj))
+    if changes:
+        # One Event per reconcile keeps the API writes per change constant.
+        reason = "ChildrenChanged" if len(changes) > 1 else changes[0][0]
+        result.events.append(Event(EventType.NORMAL, reason, _describe(changes)))
+    return result
+
+
+def plan_status(body: Manifest, children: dict[ChildKey, Manifest], pods: list[PodSummary], now: str,
+                state: rollout.State | None, rejected: str | None = None, *,
+                parsed: Parsed | None = None) -> StatusPlan:
+    """The new status, only if it differs from the current one, and the Events it calls for.
+
+    `state` is the rollout state `plan_children` decided. `rejected` is the API server's
+    refusal of a child, which makes the spec as invalid as a rule the schema could check.
+    """
+    meta = body.get("metadata") or {}
+    previous = body.get("status") or {}
+    parsed = parsed or parse_once(body)
+    isvc, invalid = (None, rejected) if rejected is not None else (parsed.isvc, parsed.invalid)
+    result = StatusPlan(invalid=invalid)
+    deployments = [obj for (kind, _), obj in owned_children(body, children).items() if kind == "Deployment"]
+    new_status = status.compute_status(
+        isvc=isvc,
+        generation=int(meta.get("generation") or 0),
+        invalid_message=invalid,
+        revisions=observe_revisions(deployments, pods),
+        state=state or rollout.State.from_status(previous.get("rollout")),
+        previous=previous,
+        now=now,
+    )
+    if new_status == previous:
+        return result
+    result.status = new_status
+    result.status_urgent = invalid is not None or status_is_urgent(previous, new_status)
+    old_ready = status.condition(previous, ConditionType.READY) or {}
+    if invalid is not None and old_ready.get("message") != invalid:
+        result.events.append(Event(EventType.WARNING, Reason.INVALID_SPEC, invalid))
+    return result
+
+
+_ROLLOUT_KEYS = ("phase", "step", "canaryRevision", "stableRevision", "failedRevision")
+
+
+def status_is_urgent(previous: dict[str, Any], new: dict[str, Any]) -> bool:
+    """A status change that someone may be waiting for: the spec acknowledged, a condition
+    flipped, a rollout moved. Counts and messages alone can wait a moment. The very first
+    status waits for Ready (or a longer hold, see `tfleet.fleet`), so a new
+    InferenceService is written once."""
+    after = {c["type"]: c.get("status") for c in new.get("conditions") or []}
+    if not previous:
+        return after.get(ConditionType.READY) == "True"
+    if previous.get("observedGeneration") != new.get("observedGeneration"):
+        return True
+    before = {c["type"]: c.get("status") for c in previous.get("conditions") or []}
+    # The first pod serving is good news that Ready follows closely: it may wait with it.
+    flipped = {t for t in set(before) | set(after) if before.get(t) != after.get(t)}
+    if flipped - {ConditionType.MODEL_AVAILABLE} or after.get(ConditionType.MODEL_AVAILABLE) == "False":
+        return True
+    old_rollout, new_rollout = previous.get("rollout") or {}, new.get("rollout") or {}
+    return any(old_rollout.get(k) != new_rollout.get(k) for k in _ROLLOUT_KEYS)

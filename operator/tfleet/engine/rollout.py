@@ -1,0 +1,507 @@
+"""The rollout engine: a pure state machine over revisions.
+
+A revision is everything that runs in a pod (model version, base path, image, batching,
+resources, server args, pod settings): its name is a hash of the pod template, so a change
+of replicas alone is not a new revision. Each Canary revision runs in its own Deployment.
+
+`decide` takes the desired revision, the rollout state stored in `status.rollout`, the
+observed revisions and the time, and returns the replica count of every revision, the new
+rollout state, the Events to post and when to look again. It keeps no memory of its own:
+an operator restarted mid-rollout continues from the status.
+
+Replica arithmetic of a Canary step with weight w (percent) and N = spec.replicas:
+
+    stable = N                        (never scaled down before promotion, so ready
+                                       capacity never drops below N even if every
+                                       canary pod fails)
+    canary = the c in 1..N whose share c / (N + c) is closest to w/100
+             (about N * w / (100 - w))
+
+The Service selects the pods of every revision, so the canary's share of ready endpoints is
+canary / (N + canary), the closest to w/100 that whole pods allow. Weights above 50 are capped at an equal
+share (canary = N): a larger share would need more than 2N pods, which promotion makes
+unnecessary. Promotion scales the canary to N, waits until all N are ready, then scales the
+old revision to zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from tfleet.api.schema import duration_seconds
+from tfleet.api.times import format_millis, format_time, parse_time, utc_now
+from tfleet.api.vocabulary import ACTIVE_PHASES, EventType, Phase
+
+# The phases by their short names, as the rest of the engine reads them.
+IDLE, PROGRESSING, PAUSED = Phase.IDLE, Phase.PROGRESSING, Phase.PAUSED
+PROMOTING, SUCCEEDED, ROLLED_BACK = Phase.PROMOTING, Phase.SUCCEEDED, Phase.ROLLED_BACK
+format_precise_time = format_millis
+
+__all__ = [
+    "ACTIVE_PHASES", "IDLE", "PAUSED", "PROGRESSING", "PROMOTING", "ROLLED_BACK", "SUCCEEDED",
+    "Controls", "Decision", "Event", "Observed", "Policy", "State", "Step", "Trouble",
+    "canary_replicas", "decide", "decide_rolling", "failure_reason", "format_precise_time",
+    "format_time", "parse_time", "pod_trouble", "steps_from_spec", "utc_now",
+]
+
+
+@dataclass(frozen=True)
+class Step:
+    weight: int
+    pause_seconds: float
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the spec says about rollouts, in the engine's terms."""
+
+    replicas: int
+    steps: tuple[Step, ...]
+    deadline_seconds: float
+    auto_rollback: bool = True
+    history_limit: int = 3
+    analysis: bool = False  # a metric gate must pass before a step moves on
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One revision's Deployment and pods, as last seen."""
+
+    replicas: int = 0  # the Deployment's spec.replicas
+    ready: int = 0
+    updated: int = 0
+    current: bool = True  # status.observedGeneration caught up with the spec
+    restarts: int = 0  # container restarts summed over the revision's pods
+    crash_looping: int = 0
+    image_pull_failing: int = 0
+    unschedulable: int = 0
+    unschedulable_message: str = ""
+    pods: int = 0
+    load_error: str = ""  # TF Serving's own load error, when a health bridge reported one
+    version: int | None = None
+    deadline_exceeded: bool = False  # the Deployment's own Progressing=False condition
+    analysis_ok: bool | None = None  # the metric gate: passed, failed, or not (yet) known
+    analysis_message: str = ""
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Manual control through annotations. promote/abort name the canary revision they target."""
+
+    paused: bool = False
+    promote: str | None = None
+    abort: str | None = None
+
+
+@dataclass(frozen=True)
+class State:
+    """Rollout progress, persisted in status.rollout."""
+
+    phase: str = IDLE
+    stable: str | None = None
+    canary: str | None = None
+    target_version: int | None = None
+    step: int | None = None
+    weight: int | None = None
+    started_at: str | None = None
+    step_started_at: str | None = None
+    canary_restarts: int = 0  # restart count of the canary when its current step began
+    failed: str | None = None  # a rolled-back revision, not retried until the spec changes
+    message: str = ""
+    history: tuple[str, ...] = ()  # earlier stable revisions, newest first
+    # Past its deadline (or failing its metric gate) with automatic rollback off: the rollout
+    # waits for a person, and the InferenceService is Degraded.
+    stalled: bool = False
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"phase": self.phase}
+        for key, value in (
+            ("stableRevision", self.stable), ("canaryRevision", self.canary),
+            ("targetVersion", self.target_version), ("step", self.step), ("weight", self.weight),
+            ("startedAt", self.started_at), ("stepStartedAt", self.step_started_at),
+            ("failedRevision", self.failed),
+        ):
+            if value is not None:
+                out[key] = value
+        if self.canary is not None:
+            out["canaryRestarts"] = self.canary_restarts
+        if self.history:
+            out["history"] = list(self.history)
+        if self.stalled:
+            out["stalled"] = True
+        if self.message:
+            out["message"] = self.message
+        return out
+
+    @classmethod
+    def from_status(cls, status: dict[str, Any] | None) -> State:
+        s = status or {}
+        return cls(
+            phase=s.get("phase") or IDLE,
+            stable=s.get("stableRevision"),
+            canary=s.get("canaryRevision"),
+            target_version=s.get("targetVersion"),
+            step=s.get("step"),
+            weight=s.get("weight"),
+            started_at=s.get("startedAt"),
+            step_started_at=s.get("stepStartedAt"),
+            canary_restarts=int(s.get("canaryRestarts") or 0),
+            failed=s.get("failedRevision"),
+            message=s.get("message") or "",
+            history=tuple(s.get("history") or ()),
+            stalled=bool(s.get("stalled")),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """An Event to post about the InferenceService."""
+
+    type: str  # EventType: Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Decision:
+    replicas: dict[str, int]  # revision -> Deployment replicas; revisions not named are deleted
+    state: State
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def steps_from_spec(steps: Any) -> tuple[Step, ...]:
+    return tuple(Step(s.weight, duration_seconds(s.pause)) for s in steps)
+
+
+def canary_replicas(replicas: int, weight: int) -> int:
+    """Canary pods for a step weight, with the stable revision kept at `replicas`: the count
+    in 1..replicas whose share canary / (replicas + canary) is closest to the weight."""
+    if replicas <= 0:
+        return 0
+    if weight >= 50:
+        return replicas
+    return min(range(1, replicas + 1), key=lambda c: (abs(c / (replicas + c) - weight / 100), c))
+
+
+def _elapsed(since: str | None, now: datetime) -> float:
+    start = parse_time(since)
+    return 0.0 if start is None else (now.replace(tzinfo=None) - start).total_seconds()
+
+
+def _healthy(observed: Observed, expected: int, baseline: int) -> bool:
+    return (
+        observed.current
+        and observed.replicas == expected
+        and observed.updated >= expected
+        and observed.ready >= expected
+        and observed.restarts <= baseline
+    )
+
+
+def _keep_history(state: State, retired: str | None, new_stable: str, limit: int) -> tuple[str, ...]:
+    """The earlier stable revisions after `new_stable` replaces `retired`, newest first."""
+    history = [r for r in state.history if r not in (retired, new_stable)]
+    if retired is not None and retired != new_stable:
+        history.insert(0, retired)
+    return tuple(history[: max(0, limit)])
+
+
+class Trouble(NamedTuple):
+    """The most telling reason why a revision's pods are not ready."""
+
+    rank: int  # 0 is the most telling
+    pods: int  # how many pods show it (0 when it is about the model, not counted pods)
+    text: str  # "crash-looping", "TF Serving failed to load the model: ...", ...
+
+
+def pod_trouble(observed: Observed) -> Trouble | None:
+    """The one priority of pod troubles, for rollout reasons and condition messages alike:
+    TF Serving's own error first (it says what is wrong with the model), then what the
+    kubelet and the scheduler report."""
+    if observed.load_error:
+        return Trouble(0, 0, f"TF Serving failed to load the model: {observed.load_error}")
+    if observed.crash_looping:
+        return Trouble(1, observed.crash_looping, "crash-looping")
+    if observed.image_pull_failing:
+        return Trouble(2, observed.image_pull_failing, "cannot pull their image")
+    if observed.unschedulable:
+        detail = f": {observed.unschedulable_message}" if observed.unschedulable_message else ""
+        return Trouble(3, observed.unschedulable, f"cannot be scheduled{detail}")
+    return None
+
+
+def failure_reason(observed: Observed, expected: int) -> str:
+    """Why a canary revision is not healthy, in the words an operator on call wants to read."""
+    if observed.ready >= expected and observed.analysis_ok is None and observed.analysis_message:
+        return observed.analysis_message
+    trouble = pod_trouble(observed)
+    if trouble is not None:
+        if not trouble.pods:
+            return trouble.text
+        return f"{trouble.pods} of {max(expected, observed.pods)} canary pods {trouble.text}"
+    if observed.restarts:
+        return f"canary containers restarted {observed.restarts} times"
+    return f"{observed.ready} of {expected} canary pods became ready"
+
+
+@dataclass
+class _Pass:
+    """What every phase of one Canary decision needs: the inputs, the replicas decided so
+    far and the Events to post."""
+
+    policy: Policy
+    now: datetime
+    stamp: str  # `now` as status times are written
+    canary: str
+    seen: Observed  # the canary revision as observed
+    replicas: dict[str, int]
+    events: list[Event] = field(default_factory=list)
+
+    def decision(self, state: State, requeue_after: float | None = None) -> Decision:
+        return Decision(self.replicas, state, self.events, requeue_after)
+
+
+def decide(
+    *,
+    desired: str,
+    target_version: int | None,
+    policy: Policy,
+    state: State,
+    observed: dict[str, Observed],
+    controls: Controls,
+    now: datetime,
+) -> Decision:
+    """The Canary strategy: one Deployment per revision, the canary's weight raised step by
+    step beside an unchanged stable revision. One function per situation below."""
+    n = policy.replicas
+    history = {r: 0 for r in state.history}
+    if state.stable is None:
+        # The first revision of a new InferenceService goes straight to stable.
+        return Decision({desired: n}, State(phase=IDLE, stable=desired, target_version=target_version,
+                                            message=f"Revision {desired} is stable"))
+    if desired == state.stable:
+        return _at_stable(desired, target_version, state, {**history, desired: n})
+    if desired == state.failed:
+        # Not retried until the spec changes again.
+        return Decision({**history, desired: 0, state.stable: n}, state)
+
+    step = _Pass(policy, now, format_millis(now), desired, observed.get(desired, Observed()),
+                 {**history, state.stable: n})
+    state = _started(step, state, target_version)
+    if controls.abort == desired:
+        return _rolled_back(step, state, "aborted by request", "RolloutAborted")
+    state = _promoted_on_request(step, state, controls)
+    if controls.paused:
+        return _paused(step, state)
+    if state.phase == PAUSED:
+        state = _resumed(step, state)
+    step.replicas[desired] = _canary_target(state, n)
+    if policy.analysis and step.seen.analysis_ok is False:
+        return _gate_failed(step, state)
+    if state.phase == PROMOTING:
+        return _promoting(step, state)
+    return _progressing(step, state)
+
+
+def _at_stable(desired: str, target_version: int | None, state: State, replicas: dict[str, int]) -> Decision:
+    """The spec asks for the stable revision: a rollout in progress is cancelled, a rolled-back
+    one forgotten."""
+    if state.canary is not None:
+        new = replace(state, phase=IDLE, canary=None, step=None, weight=None, canary_restarts=0, stalled=False,
+                      message=f"Rollout of {state.canary} cancelled: the spec returned to revision {desired}",
+                      target_version=target_version)
+        return Decision(replicas, new, [Event(EventType.NORMAL, "RolloutCancelled", new.message)])
+    if state.phase == ROLLED_BACK:
+        # The failed revision is dropped and the InferenceService is no longer Degraded.
+        new = replace(state, phase=IDLE, failed=None, target_version=target_version, stalled=False,
+                      message=f"Revision {desired} is stable; the spec no longer asks for {state.failed}")
+        return Decision(replicas, new)
+    return Decision(replicas, replace(state, target_version=target_version))
+
+
+def _started(step: _Pass, state: State, target_version: int | None) -> State:
+    """A new desired revision starts a rollout (superseding one in progress); a rollout in
+    progress carries on, not stalled until this pass says so."""
+    if state.canary == step.canary:
+        return replace(state, stalled=False)
+    if state.canary is not None:
+        step.events.append(Event(EventType.NORMAL, "RolloutSuperseded",
+                                 f"Rollout of {state.canary} superseded by revision {step.canary}"))
+    first = step.policy.steps[0] if step.policy.steps else None
+    state = replace(
+        state, phase=PROGRESSING if first else PROMOTING, canary=step.canary, target_version=target_version,
+        step=0 if first else None, weight=first.weight if first else 100, started_at=step.stamp,
+        step_started_at=step.stamp, canary_restarts=step.seen.restarts, failed=None, stalled=False,
+        message=f"Rolling out revision {step.canary}",
+    )
+    step.events.append(Event(EventType.NORMAL, "RolloutStarted",
+                             f"Started rolling out revision {step.canary}" +
+                             (f" (model version {target_version})" if target_version else "") +
+                             f" over stable revision {state.stable}"))
+    return state
+
+
+def _rolled_back(step: _Pass, state: State, reason: str, event_reason: str) -> Decision:
+    new = replace(state, phase=ROLLED_BACK, canary=None, step=None, weight=None, canary_restarts=0,
+                  failed=step.canary, stalled=False, message=f"Rolled back revision {step.canary}: {reason}")
+    # The failed revision stays, at zero, so its pods' history can be inspected.
+    step.replicas[step.canary] = 0
+    step.events.append(Event(EventType.WARNING, event_reason, new.message))
+    return step.decision(new)
+
+
+def _promoted_on_request(step: _Pass, state: State, controls: Controls) -> State:
+    promoted = state.step is None and state.weight == 100  # Promoting, or paused while promoting
+    if controls.promote != step.canary or promoted:
+        return state
+    state = replace(state, phase=PROMOTING, step=None, weight=100, step_started_at=step.stamp,
+                    canary_restarts=step.seen.restarts, message=f"Promoting revision {step.canary} on request")
+    step.events.append(Event(EventType.NORMAL, "RolloutPromoted", state.message))
+    return state
+
+
+def _paused(step: _Pass, state: State) -> Decision:
+    if state.phase != PAUSED:
+        step.events.append(Event(EventType.NORMAL, "RolloutPaused", f"Paused the rollout of revision {step.canary}"))
+    state = replace(state, phase=PAUSED, message=f"Paused at weight {state.weight}%")
+    step.replicas[step.canary] = _canary_target(state, step.policy.replicas)
+    return step.decision(state)
+
+
+def _resumed(step: _Pass, state: State) -> State:
+    """The step starts over: its pause counts from the resume."""
+    state = replace(state, phase=PROMOTING if state.step is None else PROGRESSING,
+                    step_started_at=step.stamp, canary_restarts=step.seen.restarts,
+                    message=f"Resumed the rollout of revision {step.canary}")
+    step.events.append(Event(EventType.NORMAL, "RolloutResumed", state.message))
+    return state
+
+
+def _gate_failed(step: _Pass, state: State) -> Decision:
+    if step.policy.auto_rollback:
+        return _rolled_back(step, state, step.seen.analysis_message, "RolloutRolledBack")
+    return step.decision(replace(state, stalled=True, message=f"Stalled: {step.seen.analysis_message}"))
+
+
+def _healthy_canary(step: _Pass, state: State) -> bool:
+    expected = step.replicas[step.canary]
+    return _healthy(step.seen, expected, state.canary_restarts) and (
+        not step.policy.analysis or step.seen.analysis_ok is True)
+
+
+def _promoting(step: _Pass, state: State) -> Decision:
+    """All N canary pods must be ready before the old revision goes to zero."""
+    if not _healthy_canary(step, state):
+        return _waiting(step, state)
+    retired = state.stable
+    n = step.policy.replicas
+    new = replace(state, phase=SUCCEEDED, stable=step.canary, canary=None, step=None, weight=None,
+                  canary_restarts=0, history=_keep_history(state, retired, step.canary, step.policy.history_limit - 1),
+                  message=f"Revision {step.canary} is stable")
+    step.events.append(Event(EventType.NORMAL, "RolloutSucceeded",
+                             f"Promoted revision {step.canary}; revision {retired} scaled to zero"))
+    return Decision({**{r: 0 for r in new.history}, step.canary: n}, new, step.events)
+
+
+def _start_promotion(step: _Pass, state: State) -> State:
+    state = replace(state, phase=PROMOTING, step=None, weight=100, step_started_at=step.stamp,
+                    canary_restarts=step.seen.restarts, message=f"Promoting revision {step.canary}")
+    step.events.append(Event(EventType.NORMAL, "RolloutPromoting", state.message))
+    step.replicas[step.canary] = step.policy.replicas
+    return state
+
+
+def _progressing(step: _Pass, state: State) -> Decision:
+    """A weighted step: held for its pause once every canary pod is ready, then the next."""
+    steps = step.policy.steps
+    index = state.step or 0
+    if index >= len(steps):
+        # The spec lost steps during the rollout: the remaining ones are gone, so promote.
+        return step.decision(_start_promotion(step, state), requeue_after=0.0)
+    if not _healthy_canary(step, state):
+        return _waiting(step, state)
+    elapsed = _elapsed(state.step_started_at, step.now)
+    pause = steps[index].pause_seconds
+    if elapsed < pause:
+        state = replace(state, message=f"Step {index + 1} of {len(steps)}: weight {state.weight}%, holding for the pause")
+        return step.decision(state, requeue_after=max(0.0, pause - elapsed))
+    if index + 1 >= len(steps):
+        return step.decision(_start_promotion(step, state), requeue_after=0.0)
+    nxt = steps[index + 1]
+    state = replace(state, step=index + 1, weight=nxt.weight, step_started_at=step.stamp,
+                    canary_restarts=step.seen.restarts,
+                    message=f"Step {index + 2} of {len(steps)}: weight {nxt.weight}%")
+    step.events.append(Event(EventType.NORMAL, "RolloutStepAdvanced", state.message))
+    step.replicas[step.canary] = _canary_target(state, step.policy.replicas)
+    return step.decision(state, requeue_after=0.0)
+
+
+def _waiting(step: _Pass, state: State) -> Decision:
+    """The canary is not healthy yet: wait until the progress deadline, then roll back."""
+    expected = step.replicas[step.canary]
+    elapsed = _elapsed(state.step_started_at, step.now)
+    if elapsed >= step.policy.deadline_seconds:
+        reason = failure_reason(step.seen, expected)
+        if step.policy.auto_rollback:
+            return _rolled_back(step, state, reason, "RolloutRolledBack")
+        return step.decision(replace(state, stalled=True, message=f"Stalled past its deadline: {reason}"))
+    state = replace(state, message=_progress_message(state, step.seen, expected, len(step.policy.steps)))
+    return step.decision(state, requeue_after=max(0.0, step.policy.deadline_seconds - elapsed))
+
+
+def decide_rolling(
+    *,
+    desired: str,
+    target_version: int | None,
+    policy: Policy,
+    state: State,
+    observed: dict[str, Observed],
+    now: datetime,
+) -> Decision:
+    """RollingUpdate: one Deployment rolled in place by Kubernetes; tfleet reports on it."""
+    n = policy.replicas
+    seen = observed.get(desired, Observed())
+    if state.stable is None:
+        return Decision({desired: n}, State(phase=IDLE, stable=desired, target_version=target_version,
+                                            message=f"Revision {desired} is stable"))
+    if desired == state.stable:
+        return Decision({desired: n}, replace(state, canary=None, step=None, weight=None,
+                                              target_version=target_version,
+                                              phase=SUCCEEDED if state.phase in ACTIVE_PHASES else state.phase))
+    events: list[Event] = []
+    if state.canary != desired:
+        state = replace(state, phase=PROGRESSING, canary=desired, target_version=target_version,
+                        started_at=format_precise_time(now), step_started_at=format_precise_time(now),
+                        step=None, weight=None,
+                        failed=None)
+        events.append(Event(EventType.NORMAL, "RolloutStarted", f"Started a rolling update to revision {desired}"))
+    complete = seen.current and seen.updated >= n and seen.ready >= n and seen.pods <= n
+    if complete:
+        retired = state.stable
+        new = replace(state, phase=SUCCEEDED, stable=desired, canary=None, stalled=False,
+                      history=_keep_history(state, retired, desired, policy.history_limit - 1),
+                      message=f"Revision {desired} is stable")
+        return Decision({desired: n}, new, [*events, Event(EventType.NORMAL, "RolloutSucceeded",
+                                                           f"Rolled revision {desired} out to {n} pods")])
+    if seen.deadline_exceeded:
+        state = replace(state, stalled=True, message=f"Stalled past its deadline: {failure_reason(seen, n)}")
+    else:
+        state = replace(state, stalled=False,
+                        message=f"Rolling update: {seen.updated} of {n} pods updated, {seen.ready} ready")
+    # Coming from Canary, the stable revision has a Deployment of its own: it keeps its pods
+    # until the rolled Deployment is complete.
+    return Decision({desired: n, **({state.stable: n} if state.stable else {})}, state, events)
+
+
+def _canary_target(state: State, replicas: int) -> int:
+    if state.phase == PROMOTING or state.weight is None or state.weight >= 100:
+        return replicas
+    return canary_replicas(replicas, state.weight)
+
+
+def _progress_message(state: State, seen: Observed, expected: int, steps: int) -> str:
+    where = "promotion" if state.phase == PROMOTING else f"step {(state.step or 0) + 1} of {steps}"
+    return f"Waiting for canary pods ({where}): {seen.ready} of {expected} ready"

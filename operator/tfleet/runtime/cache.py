@@ -1,0 +1,109 @@
+"""The operator's view of the fleet: the latest InferenceServices and children it has seen.
+
+Watch events (delivered by kopf) and the responses of tfleet's own writes both feed it, so a
+reconcile never re-reads the API and never acts on a view older than its own last write.
+It also notes which InferenceServices a watch brought news for: the echo of tfleet's own
+write is not news, and triggers nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tfleet.api.vocabulary import LABEL_ISVC
+from tfleet.engine.observe import ChildKey, child_key
+
+Manifest = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name) of an InferenceService
+
+# Event types from the watches (kopf's initial listing has None; the index handlers pass
+# INDEXED); the cache also takes the responses of tfleet's own writes.
+WATCHED = (None, "ADDED", "MODIFIED", "DELETED", "INDEXED")
+
+
+def resource_version(obj: Manifest) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def slim(obj: Manifest) -> Manifest:
+    """The object as the cache keeps it: managedFields can be most of an object's size, and
+    nothing in tfleet reads them."""
+    meta = obj.get("metadata") or {}
+    if "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+def is_newer(candidate: Manifest, current: Manifest | None) -> bool:
+    # resourceVersions are opaque by contract, but every apiserver we target (etcd-backed and
+    # the local one) issues increasing integers; a non-integer one is always taken.
+    return current is None or resource_version(candidate) == 0 or resource_version(candidate) >= resource_version(current)
+
+
+def _is_news(event_type: str | None, body: Manifest, current: Manifest | None) -> bool:
+    return event_type in WATCHED and resource_version(body) != resource_version(current or {"metadata": {}})
+
+
+class FleetCache:
+    """Thread-safe. Keys are (namespace, name) of InferenceServices; children are filed under
+    their parent by the `tfleet.dev/inferenceservice` label."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._isvcs: dict[Key, Manifest] = {}
+        self._children: dict[Key, dict[ChildKey, Manifest]] = {}
+        self._news: set[Key] = set()
+
+    def observe_isvc(self, event_type: str | None, body: Manifest) -> Key:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        with self._guard:
+            if event_type == "DELETED":
+                self._isvcs.pop(key, None)
+                self._children.pop(key, None)
+                self._news.discard(key)
+            elif is_newer(body, self._isvcs.get(key)):
+                if _is_news(event_type, body, self._isvcs.get(key)):
+                    self._news.add(key)
+                self._isvcs[key] = slim(body)
+        return key
+
+    def observe_child(self, event_type: str | None, body: Manifest) -> Key | None:
+        meta = body["metadata"]
+        parent = (meta.get("labels") or {}).get(LABEL_ISVC)
+        if not parent:
+            return None
+        key = (meta["namespace"], parent)
+        child = child_key(body)
+        with self._guard:
+            children = self._children.setdefault(key, {})
+            if event_type in ("DELETED", "REMOVED"):
+                if children.get(child, {}).get("metadata", {}).get("uid") == meta.get("uid"):
+                    children.pop(child, None)
+                    if event_type == "DELETED":
+                        self._news.add(key)
+            elif is_newer(body, children.get(child)):
+                if _is_news(event_type, body, children.get(child)):
+                    self._news.add(key)
+                children[child] = slim(body)
+        return key
+
+    def take_news(self, key: Key) -> bool:
+        """Whether a watch brought news for `key` since the last call."""
+        with self._guard:
+            if key in self._news:
+                self._news.discard(key)
+                return True
+            return False
+
+    def knows(self, key: Key) -> bool:
+        with self._guard:
+            return key in self._isvcs
+
+    def snapshot(self, key: Key) -> tuple[Manifest | None, dict[ChildKey, Manifest]]:
+        with self._guard:
+            return self._isvcs.get(key), dict(self._children.get(key, {}))

@@ -1,0 +1,98 @@
+"""Carrying a plan out: the writes a `ChildPlan` and a `StatusPlan` call for, in order.
+
+Every response goes back into the cache, so the next step of the same reconcile (and the
+next reconcile) sees what the write left behind without reading the API again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tfleet.api.vocabulary import EventType
+from tfleet.engine.plan import ChildPlan, Event, StatusPlan
+from tfleet.runtime.cache import FleetCache, Key
+from tfleet.runtime.kube import KubeClient, KubeError
+
+log = logging.getLogger(__name__)
+
+Manifest = dict[str, Any]
+
+# How long a status change that nobody waits for may be held back so that the changes
+# right behind it (pods turning ready one by one) go out in the same write.
+STATUS_COALESCE_SECONDS = 1.0
+# The first status of a new InferenceService waits longer, for Ready: nobody waits for a
+# first status that says "not ready yet" (kubectl wait waits for the flip itself).
+FIRST_STATUS_SECONDS = 10.0
+
+
+class StatusHold:
+    """Which status changes may wait, and until when (monotonic deadlines per key)."""
+
+    def __init__(self, coalesce_seconds: float, monotonic: Callable[[], float]):
+        self.coalesce_seconds = coalesce_seconds
+        self._monotonic = monotonic
+        self._guard = threading.Lock()
+        self._due: dict[Key, float] = {}
+
+    def may_wait(self, key: Key, urgent: bool, first: bool) -> float | None:
+        """None: write now. Otherwise hold the write back; a number asks for a reconcile after
+        that many seconds (0 when one is already due)."""
+        now = self._monotonic()
+        hold = max(self.coalesce_seconds, FIRST_STATUS_SECONDS) if first else self.coalesce_seconds
+        with self._guard:
+            due = self._due.get(key)
+            if urgent or self.coalesce_seconds <= 0 or (due is not None and now >= due):
+                self._due.pop(key, None)
+                return None
+            if due is not None:
+                return 0.0
+            self._due[key] = now + hold
+        return hold
+
+    def clear(self, key: Key) -> None:
+        with self._guard:
+            self._due.pop(key, None)
+
+
+class Executor:
+    def __init__(self, kube: KubeClient, cache: FleetCache):
+        self.kube = kube
+        self.cache = cache
+
+    def carry_out_children(self, body: Manifest, plan: ChildPlan) -> str | None:
+        """Apply, scale, delete, post. Returns the API server's refusal of a child, if any:
+        then nothing after it is written, and the status reports it."""
+        for manifest in plan.apply:
+            try:
+                self.cache.observe_child("APPLIED", self.kube.apply(manifest))
+            except KubeError as exc:
+                if exc.retryable:
+                    raise
+                # The API server refused what the spec asked for (for example an invalid
+                # affinity passed through): report it on the object instead of retrying.
+                return f"{manifest['kind']} {manifest['metadata']['name']} was rejected: {exc.message}"
+        for deployment, replicas in plan.scale:
+            self.cache.observe_child("SCALED", self.kube.scale(deployment, replicas))
+        for obj in plan.delete:
+            self.kube.delete(obj)
+            self.cache.observe_child("REMOVED", obj)
+        self.post(body, plan.events)
+        return None
+
+    def write_status(self, key: Key, plan: StatusPlan) -> None:
+        assert plan.status is not None
+        namespace, name = key
+        self.cache.observe_isvc("PATCHED", self.kube.patch_status(namespace, name, plan.status))
+        log.debug("Updated status of InferenceService %s/%s", namespace, name)
+
+    def post(self, body: Manifest, events: list[Event]) -> None:
+        meta = body["metadata"]
+        for event in events:
+            if event.type == EventType.WARNING:
+                log.warning("%s %s/%s: %s", event.reason, meta["namespace"], meta["name"], event.message)
+            else:
+                log.info("%s %s/%s: %s", event.reason, meta["namespace"], meta["name"], event.message)
+            self.kube.post_event(body, str(event.type), str(event.reason), event.message)

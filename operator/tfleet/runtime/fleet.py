@@ -1,0 +1,233 @@
+"""The reconcile of one InferenceService, as one pass through the layers.
+
+    observe   the cache's snapshot; pods and their bridges' reports, the metric gate
+    parse     the spec, once
+    plan      children (engine.plan.plan_children), then status (plan_status)
+    execute   the writes (executor)
+    record    the status patch, Events, when to look again (work queue)
+
+`Fleet` wires the cache, the work queue, the executor and the observers together; each
+lives in a module of its own. Reconciles are level-based: whatever triggered one, it
+computes the whole desired state and writes only the difference.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tfleet.api.times import format_time, parse_time, utc_now
+from tfleet.api.vocabulary import ConditionType, Reason, isvc_selector
+from tfleet.engine import plan, status
+from tfleet.engine.observe import ChildKey, PodSummary, summarize_pod
+from tfleet.engine.rollout import State
+from tfleet.runtime import logs
+from tfleet.runtime.cache import FleetCache, Key
+from tfleet.runtime.executor import STATUS_COALESCE_SECONDS, Executor, StatusHold
+from tfleet.runtime.kube import KubeClient, KubeError
+from tfleet.runtime.observers import BridgeReports, MetricChecks, rollout_active
+from tfleet.runtime.workqueue import Schedule, WorkQueue, timer
+
+log = logging.getLogger(__name__)
+
+Manifest = dict[str, Any]
+
+# How long an InferenceService may stay not Ready before its pods are looked at for a reason.
+PODS_LOOKED_AT_AFTER_SECONDS = 10.0
+
+
+def _ignore(*_: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class FleetHooks:
+    """What the fleet reports as it works (the metrics listen). Each must be quick and must
+    not raise: it runs on the reconciling thread."""
+
+    # (key, result, seconds); result is success, retry (a retryable API failure) or error.
+    reconciled: Callable[[Key, str, float], None] = _ignore
+    # Every InferenceService body the fleet sees: watch events and its own status writes.
+    observed_isvc: Callable[[str | None, Manifest], None] = _ignore
+
+
+class Fleet:
+    def __init__(self, kube: KubeClient, clock: Callable[[], datetime] = utc_now,
+                 schedule: Schedule | None = None,
+                 status_coalesce_seconds: float = STATUS_COALESCE_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 hooks: FleetHooks | None = None):
+        self.kube = kube
+        self.clock = clock
+        self.monotonic = monotonic
+        self.hooks = hooks or FleetHooks()
+        self.cache = FleetCache()
+        # Late-bound, so that what runs is whatever `reconcile` is when the key comes up.
+        self.queue = WorkQueue(lambda key: self.reconcile(key), schedule or timer, monotonic)
+        self.executor = Executor(kube, self.cache)
+        self.status_hold = StatusHold(status_coalesce_seconds, monotonic)
+        self.bridges = BridgeReports(monotonic)
+        self.checks = MetricChecks(monotonic)
+        self._locks: dict[Key, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # ------------------------------------------------------------------ seams kept stable
+
+    @property
+    def status_coalesce_seconds(self) -> float:
+        return self.status_hold.coalesce_seconds
+
+    @status_coalesce_seconds.setter
+    def status_coalesce_seconds(self, value: float) -> None:
+        self.status_hold.coalesce_seconds = value
+
+    @property
+    def _schedule(self) -> Schedule:
+        return self.queue.schedule
+
+    @_schedule.setter
+    def _schedule(self, value: Schedule) -> None:
+        self.queue.schedule = value
+
+    # ------------------------------------------------------------------ events in
+
+    def observe_isvc(self, event_type: str | None, body: Manifest) -> Key:
+        key = self.cache.observe_isvc(event_type, body)
+        if event_type == "DELETED":
+            self.queue.forget(key)
+        self.hooks.observed_isvc(event_type, body)
+        return key
+
+    def observe_child(self, event_type: str | None, body: Manifest) -> Key | None:
+        return self.cache.observe_child(event_type, body)
+
+    def take_news(self, key: Key) -> bool:
+        return self.cache.take_news(key)
+
+    def knows(self, key: Key) -> bool:
+        return self.cache.knows(key)
+
+    def snapshot(self, key: Key) -> tuple[Manifest | None, dict[ChildKey, Manifest]]:
+        return self.cache.snapshot(key)
+
+    def start_workers(self, count: int) -> None:
+        self.queue.start_workers(count)
+
+    def enqueue(self, key: Key) -> None:
+        self.queue.enqueue(key)
+
+    # ------------------------------------------------------------------ the pass
+
+    def _lock(self, key: Key) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def reconcile(self, key: Key) -> None:
+        """Bring one InferenceService's children and status to the desired state."""
+        start = time.perf_counter()
+        result = "success"
+        with logs.object_context(*key), self._lock(key):
+            try:
+                self._reconcile(key)
+            except KubeError as exc:
+                result = "retry" if exc.retryable else "error"
+                self._on_failure(key, exc)
+            except Exception:
+                result = "error"
+                raise
+            else:
+                self.queue.succeeded(key)
+            finally:
+                self.hooks.reconciled(key, result, time.perf_counter() - start)
+
+    def _reconcile(self, key: Key) -> None:
+        body, children = self.cache.snapshot(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        now = self.clock()
+        parsed = plan.parse_once(body)
+        pods = self._observe_pods(key, body)
+        gate = self.checks.check(key, parsed.isvc, State.from_status((body.get("status") or {}).get("rollout")))
+        if gate.look_again_after is not None:
+            self.queue.wake_up(key, gate.look_again_after)
+
+        child_plan = plan.plan_children(body, children, pods, now, gate.result, parsed=parsed)
+        rejected = self.executor.carry_out_children(body, child_plan)
+
+        before = body
+        body, children = self.cache.snapshot(key)
+        if body is None:
+            return
+        if body["metadata"].get("generation") != before["metadata"].get("generation"):
+            parsed = plan.parse_once(body)  # a new spec arrived while the children were written
+        status_plan = plan.plan_status(body, children, pods, format_time(now), child_plan.rollout,
+                                       rejected=rejected, parsed=parsed)
+        self._record(key, body, status_plan)
+        if child_plan.requeue_after is not None and rejected is None:
+            self.queue.wake_up(key, child_plan.requeue_after)
+        latest, _ = self.cache.snapshot(key)
+        waited = self._not_ready_for(latest or {})
+        if 0 <= waited < PODS_LOOKED_AT_AFTER_SECONDS:
+            # Nothing may change on its own while pods fail to come up: look again then.
+            self.queue.wake_up(key, PODS_LOOKED_AT_AFTER_SECONDS - waited)
+
+    def _record(self, key: Key, body: Manifest, status_plan: plan.StatusPlan) -> None:
+        if status_plan.status is None:
+            self.status_hold.clear(key)
+        else:
+            first = not (body.get("status") or {}).get("conditions")
+            hold = self.status_hold.may_wait(key, status_plan.status_urgent, first)
+            if hold is None:
+                self.executor.write_status(key, status_plan)
+                self.hooks.observed_isvc("PATCHED", self.cache.snapshot(key)[0] or body)
+            elif hold > 0:
+                self.queue.wake_up(key, hold)
+        self.executor.post(body, status_plan.events)
+
+    # ------------------------------------------------------------------ observing pods
+
+    def _observe_pods(self, key: Key, body: Manifest) -> list[PodSummary]:
+        """The serving pods, read only when someone waits for them (see `_pods_matter`), with
+        what their health bridges report.
+
+        Pods are the most numerous and the busiest objects of a fleet; watching them all
+        would cost the operator far more than these few reads during rollouts and outages.
+        """
+        if not self._pods_matter(body):
+            return []
+        items = self.kube.list_pods(key[0], isvc_selector(key[1]))
+        pods = [s for s in (summarize_pod(p) for p in items) if s is not None]
+        ready = status.condition(body.get("status") or {}, ConditionType.READY) or {}
+        waited_on = ready.get("status") == "False" or rollout_active(body)
+        seen = self.bridges.with_load_errors(key[0], pods, waited_on)
+        if seen.look_again_after is not None:
+            self.queue.wake_up(key, seen.look_again_after)
+        return seen.pods
+
+    def _pods_matter(self, body: Manifest) -> bool:
+        """During a rollout (restarts and failures gate the steps), and once the
+        InferenceService has not been Ready for a while (the status says why)."""
+        return rollout_active(body) or self._not_ready_for(body) >= PODS_LOOKED_AT_AFTER_SECONDS
+
+    def _not_ready_for(self, body: Manifest) -> float:
+        ready = status.condition(body.get("status") or {}, ConditionType.READY) or {}
+        since = parse_time(ready.get("lastTransitionTime"))
+        # An invalid spec is not waiting for pods: the spec says why.
+        if ready.get("status") != "False" or ready.get("reason") == Reason.INVALID_SPEC or since is None:
+            return -1.0
+        return (self.clock() - since).total_seconds()
+
+    # ------------------------------------------------------------------ failures
+
+    def _on_failure(self, key: Key, exc: KubeError) -> None:
+        delay = self.queue.failed(key)
+        if exc.retryable:
+            log.warning("Failed to reconcile InferenceService %s/%s, retrying in %.1fs: %s", *key, delay, exc)
+            self.queue.retry_later(key, delay)
+        else:
+            log.error("Failed to reconcile InferenceService %s/%s: %s", *key, exc)

@@ -1,0 +1,114 @@
+"""Inputs from outside the cluster's API: what serving pods' health bridges report, and what
+the metric gate's Prometheus answers. Each observer asks only while someone waits for the
+answer, caches it for its interval, and hands the planner plain data.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tfleet.api.model import InferenceService
+from tfleet.api.schema import duration_seconds
+from tfleet.api.vocabulary import ACTIVE_PHASES, Phase
+from tfleet.engine import analysis
+from tfleet.engine.observe import PodSummary
+from tfleet.engine.rollout import State
+from tfleet.runtime import bridge_client, prometheus
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+Manifest = dict[str, Any]
+
+# How often a pod that is not ready has its health bridge asked why.
+BRIDGE_POLL_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What an observer found, and when it wants to look again (None: no need)."""
+
+    pods: list[PodSummary]
+    look_again_after: float | None = None
+
+
+def _fetch_load_error(pod_ip: str) -> str | None:
+    # Looked up at call time, so a test can stand in for the bridge's HTTP endpoint.
+    return bridge_client.fetch_load_error(pod_ip)
+
+
+class BridgeReports:
+    """TF Serving's own load errors, asked of the health bridges of pods that are not ready."""
+
+    def __init__(self, monotonic: Callable[[], float], fetch: Callable[[str], str | None] = _fetch_load_error):
+        self._monotonic = monotonic
+        self._fetch = fetch
+        self._guard = threading.Lock()
+        self._answers: dict[tuple[str, str], tuple[float, str]] = {}  # (ns, pod) -> (when, load error)
+
+    def with_load_errors(self, namespace: str, pods: list[PodSummary], waited_on: bool) -> Observation:
+        """`pods` with the load errors their bridges report. Only while someone waits for
+        those pods (`waited_on`: during a rollout, or while the InferenceService is not Ready):
+        a healthy fleet is never polled."""
+        waiting = [p for p in pods if not p.ready and p.ip and not p.crash_looping and not p.image_pull_failing]
+        if not waiting or not waited_on:
+            return Observation(pods)
+        now = self._monotonic()
+        answers: dict[str, str] = {}
+        for pod in waiting:
+            with self._guard:
+                cached = self._answers.get((namespace, pod.name))
+            if cached is None or now - cached[0] >= BRIDGE_POLL_SECONDS:
+                error = self._fetch(pod.ip) or ""
+                cached = (now, error)
+                with self._guard:
+                    self._answers[(namespace, pod.name)] = cached
+                if error:
+                    log.info("Pod %s/%s reports a model load failure: %s", namespace, pod.name, error)
+            answers[pod.name] = cached[1]
+        pods = [replace(p, load_error=answers[p.name]) if answers.get(p.name) else p for p in pods]
+        return Observation(pods, look_again_after=BRIDGE_POLL_SECONDS)
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    result: analysis.Result | None
+    look_again_after: float | None = None
+
+
+class MetricChecks:
+    """The canary's metric gate, run when due: once per interval per rollout."""
+
+    def __init__(self, monotonic: Callable[[], float],
+                 query: Callable[..., analysis.Result] | None = None):
+        self._monotonic = monotonic
+        self._query = query
+        self._guard = threading.Lock()
+        self._checks: dict[Key, tuple[str, float, analysis.Result]] = {}  # canary, when, result
+
+    def check(self, key: Key, isvc: InferenceService | None, state: State) -> GateCheck:
+        gate = isvc.spec.rollout.analysis if isvc else None
+        if gate is None or gate.prometheus is None or state.canary is None:
+            return GateCheck(None)
+        if state.phase not in (Phase.PROGRESSING, Phase.PROMOTING):
+            return GateCheck(None)
+        interval = duration_seconds(gate.prometheus.interval)
+        now = self._monotonic()
+        with self._guard:
+            cached = self._checks.get(key)
+        if cached and cached[0] == state.canary and now - cached[1] < interval:
+            return GateCheck(cached[2])
+        query = analysis.render_query(gate.prometheus, revision=state.canary, namespace=key[0], name=key[1])
+        result = (self._query or prometheus.query_prometheus)(gate.prometheus, query)
+        with self._guard:
+            self._checks[key] = (state.canary, self._monotonic(), result)
+        log.info("Ran the metric check of InferenceService %s/%s: %s", *key, result.message)
+        return GateCheck(result, look_again_after=interval)
+
+
+def rollout_active(body: Manifest) -> bool:
+    return ((body.get("status") or {}).get("rollout") or {}).get("phase") in ACTIVE_PHASES

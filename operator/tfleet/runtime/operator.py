@@ -1,0 +1,177 @@
+"""`tfleet run`: the operator process, wired together.
+
+    metrics and health endpoints ─▶ (optional) wait for the leader Lease ─▶ kopf with the
+    handlers of `tfleet.runtime.handlers` ─▶ on exit: release the Lease, stop the endpoints
+
+Exit status 0 when a signal stopped it, 1 when it lost the leader Lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tfleet.runtime.operator_health import Health, Phase
+
+if TYPE_CHECKING:
+    from tfleet.runtime.leader import LeaderElector
+    from tfleet.runtime.metrics import Metrics
+
+log = logging.getLogger("tfleet.run")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    namespaces: tuple[str, ...] = ()
+    kubeconfig: str | None = None
+    metrics_port: int | None = None
+    health_port: int | None = None
+    leader_election: bool = False
+    lease_namespace: str | None = None
+    lease_name: str = "tfleet-operator"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+@contextmanager
+def _signals_set(flag: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set `flag` (kopf installs its own handlers once it runs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: flag.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class _Process:
+    """The operator process's moving parts, stopped in reverse order of their start."""
+
+    opts: RunOptions
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    # `stop_flag` ends the standby wait and the renewals; `operator_stop` ends kopf. kopf waits
+    # for a threading flag in an executor thread that would outlive its loop, so it gets an
+    # asyncio one, set through its own loop.
+    stop_flag: threading.Event = field(default_factory=threading.Event)
+    operator_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    ready_flag: threading.Event = field(default_factory=threading.Event)
+    lost: threading.Event = field(default_factory=threading.Event)
+    stoppers: list[Callable[[], None]] = field(default_factory=list)
+    metrics: Metrics | None = None
+    elector: LeaderElector | None = None
+
+
+def run(opts: RunOptions) -> int:
+    """Run the operator until a signal stops it (0) or it loses the leader Lease (1)."""
+    process = _Process(opts)
+    health = Health()
+    try:
+        _serve_endpoints(process, health)
+        if opts.leader_election and not _wait_for_the_lease(process, health):
+            log.info("Stopped before acquiring the leader Lease")
+            return 0
+        health.update(phase=Phase.LEADING)
+        if process.metrics is not None:
+            process.metrics.leader.set(1)
+        _run_kopf(process, health)
+    finally:
+        health.update(phase=Phase.STOPPING)
+        _stop(process)
+    if process.lost.is_set():
+        log.error("Stopped the operator: the leader Lease was lost")
+        return 1
+    log.info("Stopped the operator")
+    return 0
+
+
+def _serve_endpoints(process: _Process, health: Health) -> None:
+    opts = process.opts
+    if opts.metrics_port is not None:
+        from tfleet.runtime.metrics import Metrics
+
+        metrics = Metrics()
+        process.metrics = metrics
+        process.stoppers.append(metrics.serve(opts.metrics_port))
+        log.info("Serving metrics on port %d", metrics.port)
+    if opts.health_port is not None:
+        port, stop_health = health.serve(opts.health_port)
+        process.stoppers.append(stop_health)
+        log.info("Serving health checks on port %d", port)
+
+
+def _wait_for_the_lease(process: _Process, health: Health) -> bool:
+    """Stand by until this process holds the Lease; then keep renewing it in a thread."""
+    from tfleet.runtime.kube import Kube, load_config
+    from tfleet.runtime.leader import LeaderElector, Timing, default_namespace
+    opts = process.opts
+    timing = Timing(opts.lease_duration, opts.renew_deadline, opts.retry_period)
+    elector = LeaderElector(Kube(load_config(opts.kubeconfig)), opts.lease_namespace or default_namespace(),
+                            opts.lease_name, timing=timing)
+    process.elector = elector
+    health.update(phase=Phase.STANDBY)
+
+    def progress(e: LeaderElector) -> None:
+        health.update(election_attempt=e.last_attempt, api_contact=e.last_contact or None)
+
+    with _signals_set(process.stop_flag):
+        if not elector.acquire(process.stop_flag, on_round=progress):
+            return False
+
+    def on_lost() -> None:
+        process.lost.set()
+        process.loop.call_soon_threadsafe(process.operator_stop.set)
+
+    threading.Thread(target=elector.keep_leading, args=(process.stop_flag, on_lost),
+                     name="tfleet-leader", daemon=True).start()
+    return True
+
+
+def _run_kopf(process: _Process, health: Health) -> None:
+    import kopf
+
+    from tfleet.runtime import handlers  # noqa: F401  (registers the handlers)
+    from tfleet.runtime.context import OperatorRuntime
+
+    def mark_ready() -> None:
+        if process.ready_flag.wait():
+            health.update(operator_ready=True)
+            # Scripts and tests wait for this line (or for /readyz).
+            log.info("Started the operator")
+
+    threading.Thread(target=mark_ready, name="tfleet-ready", daemon=True).start()
+    opts = process.opts
+    runtime = OperatorRuntime(kubeconfig=opts.kubeconfig, metrics=process.metrics,
+                              health=health, namespaced=bool(opts.namespaces),
+                              operator_stop=process.operator_stop)
+    asyncio.set_event_loop(process.loop)
+    kopf.run(
+        loop=process.loop,
+        standalone=True,
+        clusterwide=not opts.namespaces,
+        namespaces=list(opts.namespaces),
+        memo=kopf.Memo(runtime=runtime),
+        stop_flag=process.operator_stop,
+        ready_flag=process.ready_flag,
+    )
+
+
+def _stop(process: _Process) -> None:
+    process.stop_flag.set()
+    if process.metrics is not None:
+        process.metrics.leader.set(0)
+    if process.elector is not None and not process.lost.is_set():
+        process.elector.release()
+    for stop in reversed(process.stoppers):
+        stop()
+    process.loop.close()
