@@ -37,10 +37,18 @@ test: venv tools ## Run the whole test suite
 demo: venv tools ## Run the operator against the local control plane and apply the examples
 	$(BIN)/python -m e2e.demo
 
+UNIT_TESTS := tests/core tests/health tests/test_fleet.py tests/test_analysis.py tests/test_apidocs.py
+
+.PHONY: unit
+unit: venv ## Run the unit tests of the pure core and the health bridge (seconds; no cluster)
+	$(BIN)/python -m pytest -q $(UNIT_TESTS)
+
 .PHONY: lint
-lint: venv ## Run ruff and mypy
+lint: venv ## Run ruff, mypy and the import-layer contracts (.importlinter)
 	$(BIN)/ruff check operator tests e2e
 	$(BIN)/mypy
+	$(BIN)/mypy tests/test_fleet.py  # the recording client against the KubeClient Protocol
+	cd operator && ../$(BIN)/lint-imports ../.importlinter
 
 .PHONY: manifests
 manifests: venv ## Regenerate crds/ and docs/api-reference.md from the typed API

@@ -1,3 +1,5 @@
-"""Shared pytest wiring: the local control plane fixtures are available to every test tree."""
+"""The repository root is on sys.path for every test tree (`e2e` and `tests` import as packages).
 
-pytest_plugins = ["e2e.localcluster.fixtures"]
+The local control plane's fixtures are loaded only where they are used: `e2e/tests/conftest.py`.
+Unit tests under `tests/` run without them.
+"""

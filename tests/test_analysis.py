@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from e2e.fakes.prometheus import FakePrometheus
+from tests.fakes.prometheus import FakePrometheus
 
 from tfleet.api.model import PrometheusAnalysis
 from tfleet.engine import analysis

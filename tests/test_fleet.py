@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tfleet.runtime.fleet import Fleet
-from tfleet.runtime.kube import KubeError
+from tfleet.runtime.kube import KubeClient, KubeError
 
 Manifest = dict[str, Any]
 
@@ -29,6 +29,7 @@ class RecordingKube:
         self.fail_next_apply: KubeError | None = None
         self.pods: list[Manifest] = []
         self.pod_lists = 0
+        self.isvc: Manifest = {}
 
     def list_pods(self, namespace: str, label_selector: str) -> list[Manifest]:
         self.pod_lists += 1
@@ -64,6 +65,10 @@ class RecordingKube:
 
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
+
+
+# The type checker holds the recorder to the client's interface (`make lint`).
+_RECORDER_IS_A_CLIENT: type[KubeClient] = RecordingKube
 
 
 def isvc(**spec: Any) -> Manifest:

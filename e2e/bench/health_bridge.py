@@ -33,7 +33,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from e2e.fake_tfserving import FakeTFServing
+from tests.fakes.tfserving import FakeTFServing
 
 MODEL = "half_plus_two"
 TARGETS = {"p99_1_caller_ms": 2.0, "checks_per_second": 2000.0, "rss_mb": 60.0}

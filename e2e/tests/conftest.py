@@ -14,6 +14,18 @@ from typing import IO
 import pytest
 
 from e2e import processes
+from e2e.localcluster.fixtures import (  # noqa: F401  (the local control plane's fixtures and hooks)
+    _core_api,
+    _localcluster_dir,
+    api_client,
+    kubeconfig,
+    kubectl,
+    local_cluster,
+    namespace,
+    pytest_collection_modifyitems,
+    pytest_configure,
+    widget_crd,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "inferenceservices.tfleet.dev.yaml"

@@ -243,7 +243,7 @@ def test_pause_resume_promote_and_abort_through_the_cli(kubectl, namespace, kube
 
 
 def test_a_failing_metric_gate_rolls_the_canary_back(kubectl, namespace):
-    from e2e.fakes.prometheus import FakePrometheus
+    from tests.fakes.prometheus import FakePrometheus
 
     steps = [{"weight": 25, "pause": "1s"}, {"weight": 50, "pause": "1s"}]
     with FakePrometheus() as prom:
@@ -331,7 +331,7 @@ def test_a_rollback_names_the_tf_serving_load_error(kubectl, namespace, api_clie
         {"at": 0, "version": 3, "state": "END", "errorCode": "NOT_FOUND", "error": error},
     ]}))
     tfs_port = free_port()
-    tfs = subprocess.Popen([sys.executable, "-m", "e2e.fake_tfserving", "--port", str(tfs_port), "--script", str(script)],
+    tfs = subprocess.Popen([sys.executable, "-m", "tests.fakes.tfserving", "--port", str(tfs_port), "--script", str(script)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bridge = subprocess.Popen([sys.executable, "-m", "tfleet.cli", "health-bridge", "--target", f"127.0.0.1:{tfs_port}",
                                "--model", "loaderr", "--version", "3", "--listen", "127.0.0.1",

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc.aio
 import pytest
-from e2e.fake_tfserving import FakeTFServing
+from tests.fakes.tfserving import FakeTFServing
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tfleet.health.bridge import BridgeConfig, HealthBridge

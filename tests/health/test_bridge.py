@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from e2e.fake_tfserving import FakeTFServing
+from tests.fakes.tfserving import FakeTFServing
 from grpc_health.v1 import health_pb2
 
 from tfleet.health.bridge import HealthBridge

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from e2e.fake_tfserving import FakeTFServing
+from tests.fakes.tfserving import FakeTFServing
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .conftest import MODEL

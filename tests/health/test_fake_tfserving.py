@@ -13,10 +13,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from e2e.fake_tfserving import EventError, FakeTFServing
-from e2e.fake_tfserving import protos as fp
-from e2e.fake_tfserving.script import load_script
-from e2e.fake_tfserving.server import check_event
+from tests.fakes.tfserving import EventError, FakeTFServing
+from tests.fakes.tfserving import protos as fp
+from tests.fakes.tfserving.script import load_script
+from tests.fakes.tfserving.server import check_event
 
 from tfleet.health.tfs import fetch_once
 
@@ -112,7 +112,7 @@ def test_bad_events_are_refused(fake: FakeTFServing, event: dict[str, object]) -
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, int]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "e2e.fake_tfserving", *args],
+        [sys.executable, "-m", "tests.fakes.tfserving", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -162,7 +162,7 @@ def test_a_bad_script_is_refused(tmp_path: Path) -> None:
     script = tmp_path / "script.yaml"
     script.write_text("- {at: 0, version: 1, state: READY}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "e2e.fake_tfserving", "--port", "0", "--script", str(script)],
+        [sys.executable, "-m", "tests.fakes.tfserving", "--port", "0", "--script", str(script)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -171,7 +171,7 @@ def test_a_bad_script_is_refused(tmp_path: Path) -> None:
     assert "unknown state 'READY'" in result.stderr
 
 
-SCRIPTS = sorted((Path(__file__).parents[2] / "e2e" / "fake_tfserving" / "scripts").glob("*.yaml"))
+SCRIPTS = sorted((Path(__file__).parents[2] / "tests" / "fakes" / "tfserving" / "scripts").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from e2e.fake_tfserving import FakeTFServing
+from tests.fakes.tfserving import FakeTFServing
 
 from tfleet.health.cli import main
 

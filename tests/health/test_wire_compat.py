@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.fake_tfserving import protos as fake_protos
+from tests.fakes.tfserving import protos as fake_protos
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 
 from tfleet.health import protos

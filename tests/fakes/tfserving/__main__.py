@@ -1,4 +1,4 @@
-"""`python -m e2e.fake_tfserving --port N [--script FILE] [--control-port M]`.
+"""`python -m tests.fakes.tfserving --port N [--script FILE] [--control-port M]`.
 
 The script is YAML or JSON: either a list of events or `{model: NAME, events: [...]}`.
 Without a script the model starts with version 1 AVAILABLE (`--versions` changes that).
@@ -14,13 +14,13 @@ import threading
 
 import yaml
 
-from e2e.fake_tfserving.control import serve_control
-from e2e.fake_tfserving.script import load_script, parse_versions
-from e2e.fake_tfserving.server import DEFAULT_MODEL, EventError, FakeTFServing
+from tests.fakes.tfserving.control import serve_control
+from tests.fakes.tfserving.script import load_script, parse_versions
+from tests.fakes.tfserving.server import DEFAULT_MODEL, EventError, FakeTFServing
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m e2e.fake_tfserving", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.tfserving", description=__doc__)
     parser.add_argument("--port", type=int, required=True, help="gRPC port (0 picks one)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--model", default=None, help=f"model name (default {DEFAULT_MODEL})")

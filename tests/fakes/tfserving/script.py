@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from e2e.fake_tfserving.server import EventError
+from tests.fakes.tfserving.server import EventError
 
 
 def load_script(path: str) -> tuple[str | None, list[dict[str, Any]]]:

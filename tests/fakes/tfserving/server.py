@@ -31,7 +31,7 @@ from typing import Any
 
 import grpc
 
-from e2e.fake_tfserving import protos
+from tests.fakes.tfserving import protos
 from tfleet.health.protos import ERROR_CODES, MODEL_SERVICE, STATES
 
 DEFAULT_MODEL = "half_plus_two"

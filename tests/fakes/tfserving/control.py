@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from e2e.fake_tfserving.server import EventError, FakeTFServing
+from tests.fakes.tfserving.server import EventError, FakeTFServing
 
 
 def serve_control(fake: FakeTFServing, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
