@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.fakes.prometheus import FakePrometheus
 
+from tests.fakes.prometheus import FakePrometheus
 from tfleet.api.model import PrometheusAnalysis
 from tfleet.engine import analysis
 from tfleet.runtime import prometheus

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from tests.fakes.tfserving import FakeTFServing
 
 MODEL = "half_plus_two"

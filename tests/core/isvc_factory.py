@@ -190,8 +190,10 @@ def as_stored(manifest: dict[str, Any], resource_version: int = 100) -> dict[str
         pod = spec["template"]["spec"]
         pod.update({"restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler"})
         for container in pod["containers"]:
-            container.update({"imagePullPolicy": "IfNotPresent", "terminationMessagePath": "/dev/termination-log",
-                              "terminationMessagePolicy": "File"})
+            # Defaults fill in only what the manifest left out, as the API server's do.
+            for field, default in (("imagePullPolicy", "IfNotPresent"), ("terminationMessagePath", "/dev/termination-log"),
+                                   ("terminationMessagePolicy", "File")):
+                container.setdefault(field, default)
         obj["status"] = {"observedGeneration": 1, "replicas": spec["replicas"], "readyReplicas": spec["replicas"],
                          "availableReplicas": spec["replicas"], "updatedReplicas": spec["replicas"]}
     elif kind == "Service":

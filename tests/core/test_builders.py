@@ -119,7 +119,7 @@ CASES = [
                 "--port=8500",
                 "--rest_api_port=8501",
                 "--model_config_file=/etc/tfleet/models.config",
-                "--model_config_file_poll_wait_seconds=60",
+                "--model_config_file_poll_wait_seconds=60", "--max_num_load_retries=0",
                 "--enable_batching=true",
                 "--batching_parameters_file=/etc/tfleet/batching.config",
                 "--monitoring_config_file=/etc/tfleet/monitoring.config",
@@ -140,7 +140,7 @@ CASES = [
                 "--port=8500",
                 "--rest_api_port=8501",
                 "--model_config_file=/etc/tfleet/models.config",
-                "--model_config_file_poll_wait_seconds=60",
+                "--model_config_file_poll_wait_seconds=60", "--max_num_load_retries=0",
             ],
             f"{CONFIG_MAP}:data": {"models.config": ABSENT},
             f"{DEPLOYMENT}:spec.template.metadata.annotations.prometheus.io/scrape": ABSENT,
@@ -693,3 +693,11 @@ def test_pod_template_names_its_revision_and_config_map() -> None:
     assert template["metadata"]["annotations"][builders.ANNOTATION_CONFIG_CHECKSUM] == rev.checksum
     volume = next(v for v in template["spec"]["volumes"] if v["name"] == "config")
     assert volume["configMap"]["name"] == builders.build_config_map(isvc, rev)["metadata"]["name"] == f"x-{rev.name}"
+
+
+def test_the_serving_container_ends_its_first_failed_load_with_a_readable_message() -> None:
+    dep = builders.build_deployment(make_isvc("a").isvc())
+    (serving,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "tensorflow-serving"]
+    # TF Serving prints its load error and exits: the kubelet keeps the end of the log.
+    assert serving["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert "--max_num_load_retries=0" in serving["args"]

@@ -502,3 +502,49 @@ def test_quantities_compare_by_value_under_resources(want: Any, have: Any, same:
 ])
 def test_only_resources_compare_as_quantities(want: Any, have: Any) -> None:
     assert reconcile.is_subset(want, have) is False
+
+
+# --------------------------------------------------------------------------- TF Serving's start-up error
+
+START_FAILURE = ("2026-12-01 10:00:03.120 E tensorflow_serving/model_servers/main.cc Failed to start server. "
+                 "Error: UNKNOWN: 1 model(s) did not become available: {{name: fraud version: 3} due to error: "
+                 "NOT_FOUND: Could not find SavedModel .pb or .pbtxt at supplied export directory path: "
+                 "/models/fraud/3}")
+
+
+@pytest.mark.parametrize(("message", "error"), [
+    pytest.param(START_FAILURE, "NOT_FOUND: Could not find SavedModel .pb or .pbtxt at supplied export "
+                 "directory path: /models/fraud/3", id="the error of the one model, without the closing brace"),
+    pytest.param("Loading servable...\nRetrying...\n" + START_FAILURE + "\n", "NOT_FOUND: Could not find SavedModel "
+                 ".pb or .pbtxt at supplied export directory path: /models/fraud/3", id="the last lines of a log"),
+    pytest.param("Segmentation fault (core dumped)", "", id="another crash is not a load error"),
+    pytest.param("", "", id="no message"),
+])
+def test_tf_servings_start_up_error_is_read_from_the_termination_message(message: str, error: str) -> None:
+    assert reconcile.startup_load_error(message) == error
+
+
+def _crashed_pod(message: str, exit_code: int = 1, container: str = "tensorflow-serving") -> Manifest:
+    return {
+        "metadata": {"name": "p", "labels": {"tfleet.dev/revision": REV}},
+        "status": {"containerStatuses": [{
+            "name": container, "restartCount": 2,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": exit_code, "reason": "Error", "message": message}},
+        }]},
+    }
+
+
+def test_a_crash_looping_serving_container_reports_tf_servings_load_error() -> None:
+    summary = reconcile.summarize_pod(_crashed_pod(START_FAILURE))
+    assert summary is not None and summary.crash_looping
+    assert summary.load_error.startswith("NOT_FOUND: Could not find SavedModel")
+
+
+@pytest.mark.parametrize(("pod", "why"), [
+    (_crashed_pod(START_FAILURE, exit_code=0), "a clean exit"),
+    (_crashed_pod(START_FAILURE, container="health-bridge"), "another container"),
+])
+def test_only_the_serving_containers_failed_exit_counts(pod: Manifest, why: str) -> None:
+    summary = reconcile.summarize_pod(pod)
+    assert summary is not None and summary.load_error == "", why

@@ -409,11 +409,6 @@ def test_rolling_back_by_spec_to_a_revision_in_the_history_takes_it_out_of_the_h
 
 
 FAILURE_CASES = [
-    pytest.param(N, 1, starting(1, load_error="Loading servable: {name: x version: 2} failed: Not found: "
-                                              "Could not find meta graph def"),
-                 "TF Serving failed to load the model: Loading servable: {name: x version: 2} failed: "
-                 "Not found: Could not find meta graph def",
-                 id="TF Serving's own load error comes first"),
     pytest.param(3, 3, starting(3, crash_looping=3, restarts=12), "3 of 3 canary pods crash-looping",
                  id="crash-looping canary pods"),
     pytest.param(N, 1, starting(1, image_pull_failing=1), "1 of 1 canary pods cannot pull their image",
@@ -426,6 +421,32 @@ FAILURE_CASES = [
     pytest.param(N, 1, ready(1, restarts=2), "canary containers restarted 2 times",
                  id="ready pods whose containers restart"),
 ]
+
+
+LOAD_ERROR = ("Loading servable: {name: x version: 2} failed: Not found: Could not find meta graph def")
+
+
+def test_a_load_error_rolls_back_at_once_with_tf_servings_own_words() -> None:
+    # TF Serving has said the version cannot load: the deadline is not waited for.
+    state = at_step(0, 10, started=100)
+    seen = starting(1, load_error=LOAD_ERROR, crash_looping=1, restarts=1)
+    made = decide(state, {STABLE: ready(N), CANARY: seen}, now=100 + 5, pol=policy())
+    reason = f"TF Serving failed to load the model: {LOAD_ERROR}"
+    assert rollout.failure_reason(seen, 1) == reason  # first, before the crash loop it causes
+    assert made.state.phase == ROLLED_BACK
+    assert made.state.message == f"Rolled back revision {CANARY}: {reason}"
+    assert made.replicas == {STABLE: N, CANARY: 0}
+    assert [(e.type, e.reason) for e in made.events] == [("Warning", "RolloutRolledBack")]
+
+
+def test_without_automatic_rollback_a_load_error_waits_for_a_person() -> None:
+    state = at_step(0, 10, started=100)
+    seen = starting(1, load_error=LOAD_ERROR)
+    made = decide(state, {STABLE: ready(N), CANARY: seen}, now=100 + 5, pol=policy(auto_rollback=False))
+    assert made.state.phase == PROGRESSING and not made.state.stalled
+    past = decide(state, {STABLE: ready(N), CANARY: seen}, now=100 + 600, pol=policy(auto_rollback=False))
+    assert past.state.stalled
+    assert past.state.message == f"Stalled past its deadline: TF Serving failed to load the model: {LOAD_ERROR}"
 
 
 @pytest.mark.parametrize(("replicas", "canary", "seen", "reason"), FAILURE_CASES)

@@ -177,12 +177,13 @@ def test_binary_encoding_uses_the_declared_field_numbers() -> None:
 SERVER_ARG_CASES = [
     pytest.param(make_isvc("a"), [
         "--port=8500", "--rest_api_port=8501", "--model_config_file=/etc/tfleet/models.config",
-        "--model_config_file_poll_wait_seconds=60", "--monitoring_config_file=/etc/tfleet/monitoring.config",
+        "--model_config_file_poll_wait_seconds=60", "--max_num_load_retries=0",
+        "--monitoring_config_file=/etc/tfleet/monitoring.config",
         "--grpc_channel_arguments=grpc.max_connection_age_ms=30000",
     ], id="defaults"),
     pytest.param(make_isvc("a").batching(4).monitoring(False).server(maxConnectionAgeSeconds=5, modelConfigPollSeconds=0), [
         "--port=8500", "--rest_api_port=8501", "--model_config_file=/etc/tfleet/models.config",
-        "--model_config_file_poll_wait_seconds=0", "--enable_batching=true",
+        "--model_config_file_poll_wait_seconds=0", "--max_num_load_retries=0", "--enable_batching=true",
         "--batching_parameters_file=/etc/tfleet/batching.config",
         "--grpc_channel_arguments=grpc.max_connection_age_ms=5000",
     ], id="batching on, monitoring off, short connection age, no polling"),

@@ -9,9 +9,9 @@ from typing import Any
 
 import grpc.aio
 import pytest
-from tests.fakes.tfserving import FakeTFServing
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.fakes.tfserving import FakeTFServing
 from tfleet.health.bridge import BridgeConfig, HealthBridge
 
 MODEL = "half_plus_two"

@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 import pytest
-from tests.fakes.tfserving import FakeTFServing
 from grpc_health.v1 import health_pb2
 
+from tests.fakes.tfserving import FakeTFServing
 from tfleet.health.bridge import HealthBridge
 from tfleet.health.podspec import DRAIN_TOKEN_HEADER
 from tfleet.health.verdicts import parse_bridge_status, parse_status_json

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from tests.fakes.tfserving import FakeTFServing
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.fakes.tfserving import FakeTFServing
 
 from .conftest import MODEL
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from tests.fakes.tfserving import EventError, FakeTFServing
 from tests.fakes.tfserving import protos as fp
 from tests.fakes.tfserving.script import load_script
 from tests.fakes.tfserving.server import check_event
-
 from tfleet.health.tfs import fetch_once
 
 from .conftest import MODEL

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tests.fakes.tfserving import FakeTFServing
 
+from tests.fakes.tfserving import FakeTFServing
 from tfleet.health.cli import main
 
 from .conftest import MODEL

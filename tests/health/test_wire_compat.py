@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fakes.tfserving import protos as fake_protos
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 
+from tests.fakes.tfserving import protos as fake_protos
 from tfleet.health import protos
 
 APIS = "tensorflow_serving/apis"

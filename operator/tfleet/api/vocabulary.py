@@ -19,6 +19,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # The field manager of every server-side apply, the source of Events, the user agent.
 MANAGER = "tfleet"
 
+# The TF Serving container of every serving pod.
+SERVING_CONTAINER = "tensorflow-serving"
+
 # Labels on every child and serving pod.
 LABEL_ISVC = "tfleet.dev/inferenceservice"
 LABEL_REVISION = "tfleet.dev/revision"

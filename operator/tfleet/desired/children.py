@@ -24,6 +24,7 @@ from tfleet.api.vocabulary import (
     LABEL_REVISION,
     LABEL_STRATEGY,
     MANAGER,
+    SERVING_CONTAINER,
 )
 from tfleet.desired import health_wiring as probes
 from tfleet.desired import tfconfig
@@ -33,7 +34,6 @@ Manifest = dict[str, Any]
 # The ConfigMap name inside the template while the revision (a hash of that template) is
 # being computed; it is replaced by the revision's own ConfigMap name afterwards.
 _CONFIG_PLACEHOLDER = "<config>"
-SERVING_CONTAINER = "tensorflow-serving"
 CONFIG_VOLUME = "config"
 STORAGE_SECRET_DIR = "/var/run/secrets/tfleet/storage"
 # The restricted Pod Security profile needs an explicit non-root identity: the
@@ -247,6 +247,9 @@ def _serving_container(isvc: InferenceService, mounts: list[Manifest]) -> Manife
     container["volumeMounts"] = mounts
     container.update(probes.serving_probes(isvc))
     container["lifecycle"] = probes.serving_lifecycle(isvc)
+    # A model that fails its first load makes TF Serving print why and exit: the end of its
+    # log becomes the container's termination message, which the operator reads.
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
     container["securityContext"] = restricted_container_security_context()
     return container
 

@@ -149,6 +149,11 @@ def server_args(isvc: InferenceService) -> list[str]:
         f"--rest_api_port={server.rest_port}",
         f"--model_config_file={CONFIG_DIR}/{MODELS_CONFIG}",
         f"--model_config_file_poll_wait_seconds={server.model_config_poll_seconds}",
+        # A failed first load ends the server at once, with TF Serving's error as the last
+        # line of its log (the default retries 5 times, a minute apart, with ports closed).
+        # The kubelet's restart back-off retries instead, visibly, and a canary pinned to a
+        # broken version is rolled back with that error in seconds.
+        "--max_num_load_retries=0",
     ]
     if isvc.spec.batching is not None:
         args += ["--enable_batching=true", f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_CONFIG}"]

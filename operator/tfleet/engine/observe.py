@@ -16,6 +16,7 @@ from tfleet.api.vocabulary import (
     ANNOTATION_PROMOTE,
     LABEL_MODEL_VERSION,
     LABEL_REVISION,
+    SERVING_CONTAINER,
 )
 from tfleet.engine import rollout
 
@@ -35,7 +36,33 @@ class PodSummary:
     crash_looping: bool = False
     image_pull_failing: bool = False
     unschedulable: str | None = None  # the scheduler's message
-    load_error: str = ""  # TF Serving's own error, as the pod's health bridge reported it
+    # TF Serving's own load error: from the serving container's termination message (a failed
+    # first load ends the server), or as the pod's health bridge reported it (a later load).
+    load_error: str = ""
+
+
+# tensorflow_serving/model_servers/main.cc prints this when Server::BuildAndStart fails, and
+# server_core.cc's initial-load error lists each model: "{name: m version: 3} due to error: ...".
+_START_FAILURE = "Failed to start server."
+_DUE_TO = " due to error: "
+
+
+def startup_load_error(termination_message: str) -> str:
+    """TF Serving's load error in a container's termination message; "" when it holds none."""
+    for line in reversed(termination_message.splitlines()):
+        if _START_FAILURE in line and _DUE_TO in line:
+            error = line.split(_DUE_TO, 1)[1].strip()
+            # The model list closes with "}" after the last error.
+            return error[:-1].rstrip() if error.endswith("}") else error
+    return ""
+
+
+def _termination_message(status: Manifest) -> str:
+    for state in (status.get("state") or {}, status.get("lastState") or {}):
+        terminated = state.get("terminated") or {}
+        if terminated.get("message") and terminated.get("exitCode") != 0:
+            return str(terminated["message"])
+    return ""
 
 
 def summarize_pod(pod: Manifest) -> PodSummary | None:
@@ -48,6 +75,8 @@ def summarize_pod(pod: Manifest) -> PodSummary | None:
     statuses = list(st.get("containerStatuses") or []) + list(st.get("initContainerStatuses") or [])
     waiting = [((c.get("state") or {}).get("waiting") or {}).get("reason", "") for c in statuses]
     scheduled = conditions.get("PodScheduled") or {}
+    serving = [c for c in st.get("containerStatuses") or [] if c.get("name") == SERVING_CONTAINER]
+    load_error = startup_load_error(_termination_message(serving[0])) if serving else ""
     return PodSummary(
         revision=revision,
         name=meta.get("name", ""),
@@ -58,6 +87,7 @@ def summarize_pod(pod: Manifest) -> PodSummary | None:
         image_pull_failing=any(r in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName") for r in waiting),
         unschedulable=(scheduled.get("message") or "unschedulable")
         if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable" else None,
+        load_error=load_error,
     )
 
 

@@ -33,6 +33,7 @@ from tfleet.engine.observe import (
     observe_revisions,
     owned_children,
     revision_of,
+    startup_load_error,
     summarize_pod,
 )
 from tfleet.engine.rollout import Event
@@ -42,7 +43,8 @@ Manifest = dict[str, Any]
 __all__ = [
     "ChildKey", "ChildPlan", "Event", "Parsed", "PodSummary", "StatusPlan", "applied_hash", "child_key",
     "controls", "is_subset", "needs_apply", "observe_revisions", "owned_children", "parse", "parse_once",
-    "plan_children", "plan_status", "quantity_value", "status_is_urgent", "summarize_pod", "with_ownership",
+    "plan_children", "plan_status", "quantity_value", "startup_load_error", "status_is_urgent", "summarize_pod",
+    "with_ownership",
 ]
 
 

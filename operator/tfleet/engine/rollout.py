@@ -443,6 +443,9 @@ def _waiting(step: _Pass, state: State) -> Decision:
     """The canary is not healthy yet: wait until the progress deadline, then roll back."""
     expected = step.replicas[step.canary]
     elapsed = _elapsed(state.step_started_at, step.now)
+    if step.seen.load_error and step.policy.auto_rollback:
+        # TF Serving said the version cannot load: waiting for the deadline changes nothing.
+        return _rolled_back(step, state, failure_reason(step.seen, expected), "RolloutRolledBack")
     if elapsed >= step.policy.deadline_seconds:
         reason = failure_reason(step.seen, expected)
         if step.policy.auto_rollback:

@@ -54,7 +54,8 @@ class BridgeReports:
         """`pods` with the load errors their bridges report. Only while someone waits for
         those pods (`waited_on`: during a rollout, or while the InferenceService is not Ready):
         a healthy fleet is never polled."""
-        waiting = [p for p in pods if not p.ready and p.ip and not p.crash_looping and not p.image_pull_failing]
+        waiting = [p for p in pods if not p.ready and p.ip and not p.crash_looping and not p.image_pull_failing
+                   and not p.load_error]
         if not waiting or not waited_on:
             return Observation(pods)
         now = self._monotonic()
