@@ -271,10 +271,18 @@ def name_rule(rt: ResourceType) -> str:
     return "subdomain"
 
 
-class IPAllocator:
-    """Hands out Service cluster IPs from 10.96.0.0/16, skipping .0 and .1 like a real range."""
+# Service cluster IPs come from a /16 of 127.0.0.0/8: on Linux the whole of 127/8 is local
+# (the `lo` route is 127.0.0.0/8), so the local kube-proxy can listen on every ClusterIP
+# without creating an interface, and no traffic to a Service leaves the machine.
+SERVICE_CIDR = "127.96.0.0/16"
 
-    def __init__(self, cidr: str = "10.96.0.0/16") -> None:
+
+class IPAllocator:
+    """Hands out Service cluster IPs from ``SERVICE_CIDR``, skipping the network address and
+    the first host (.1, which a real cluster gives to the ``kubernetes`` Service)."""
+
+    def __init__(self, cidr: str = SERVICE_CIDR) -> None:
+        self.cidr = cidr
         self._net = ipaddress.ip_network(cidr)
         self._next = 10
         self._used: set[str] = set()
@@ -286,6 +294,23 @@ class IPAllocator:
             if ip not in self._used:
                 self._used.add(ip)
                 return ip
+
+    def claim_problem(self, ip: str) -> str | None:
+        """Why ``ip`` cannot be given to a Service that asks for it, or None. The texts are
+        the apiserver's (pkg/registry/core/service/ipallocator: ErrNotInRange, ErrAllocated)."""
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return f"failed to parse IP {ip!r}"
+        if address not in self._net or address in (self._net[0], self._net[-1]):
+            return (f"the provided IP ({ip}) is not in the valid range. "
+                    f"The range of valid IPs is {self.cidr}")
+        if ip in self._used:
+            return "provided IP is already allocated"
+        return None
+
+    def claim(self, ip: str) -> None:
+        self._used.add(ip)
 
     def release(self, ip: str | None) -> None:
         if ip:

@@ -548,14 +548,31 @@ class Cluster:
             m["generation"] = 1
         if (rt.status and rt.kind not in ("Node", "Namespace", "Pod")) or rt.kind == "Pod":
             obj.pop("status", None)
+        requested_ip = (obj.get("spec") or {}).get("clusterIP") if rt.gvk == "v1/Service" else None
         obj, warnings = self._admit(rt, deep_copy(obj), None, None, field_validation)
         if not applied:
             obj = self._managed(rt, None, obj, manager or self.default_manager, None)
+        if requested_ip and requested_ip != "None":
+            self._claim_cluster_ip(name, requested_ip, dry_run)
         if dry_run:
             return obj, warnings
         stored = self._commit(rt, st, self._to_storage(rt, obj), None, ADDED)
         self._after_write(rt, stored, None)
         return _view(rt, stored), warnings
+
+    def _claim_cluster_ip(self, name: str, ip: str, dry_run: bool) -> None:
+        """A Service that names its cluster IP gets it only if it is free and in the range
+        (pkg/registry/core/service/storage/alloc.go: allocClusterIPs), so every ClusterIP
+        stays on loopback where the local kube-proxy listens."""
+        problem = self._ips.claim_problem(ip)
+        if problem:
+            raise errors.invalid("Service", "", name, [{
+                "reason": "FieldValueInvalid",
+                "message": f'Invalid value: []string{{"{ip}"}}: failed to allocate IP {ip}: {problem}',
+                "field": "spec.clusterIPs",
+            }])
+        if not dry_run:
+            self._ips.claim(ip)
 
     def _check_kind(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         av, kind = obj.get("apiVersion"), obj.get("kind")
