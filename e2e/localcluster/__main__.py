@@ -22,7 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--request-log", type=Path, default=None,
                         help="append one JSON line per API request to this file")
     parser.add_argument("--no-controllers", action="store_true",
-                        help="serve the API only (no simulated scheduler, kubelet, controllers)")
+                        help="serve the API only (no simulated scheduler, kubelet, controllers; "
+                             "with --data-plane: the data plane only)")
     parser.add_argument("--topology", type=Path, default=None,
                         help="YAML file describing the simulated nodes (handed to the controllers)")
     parser.add_argument("--data-plane", action="store_true",
@@ -38,11 +39,15 @@ async def serve(args: argparse.Namespace) -> None:
     options: dict[str, object] = {}
     if args.topology is not None:
         options["topology"] = yaml.safe_load(args.topology.read_text())
+    controllers = not args.no_controllers
     if args.data_plane:
         options["data_plane"] = True
+        if args.no_controllers:  # the data plane alone, no simulated controllers
+            options["controllers"] = []
+            controllers = True
     if args.dns_address is not None:
         options["dns_address"] = args.dns_address
-    lc = LocalCluster(port=args.port, kubeconfig=args.kubeconfig, controllers=not args.no_controllers,
+    lc = LocalCluster(port=args.port, kubeconfig=args.kubeconfig, controllers=controllers,
                       controller_options=options, request_log_path=args.request_log,
                       keep_request_log=False)
     stop = asyncio.Event()
