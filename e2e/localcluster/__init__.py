@@ -22,7 +22,7 @@ import asyncio  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import IO, Any  # noqa: E402
+from typing import IO, TYPE_CHECKING, Any  # noqa: E402
 
 import yaml  # noqa: E402
 from aiohttp import web  # noqa: E402
@@ -30,6 +30,10 @@ from aiohttp import web  # noqa: E402
 from .errors import ApiError  # noqa: E402
 from .server import ApiServer  # noqa: E402
 from .store import Cluster  # noqa: E402
+
+if TYPE_CHECKING:
+    from .controllers.dns import ClusterDNS
+    from .controllers.proxy import KubeProxy
 
 __all__ = ["ApiError", "Cluster", "LocalCluster", "write_kubeconfig"]
 
@@ -120,12 +124,12 @@ class LocalCluster:
                                       components=self.components))
 
     @property
-    def kube_proxy(self) -> Any:
+    def kube_proxy(self) -> KubeProxy | None:
         """The running ``KubeProxy`` (option ``data_plane``), or None."""
         return self.components.get("kube-proxy")
 
     @property
-    def cluster_dns(self) -> Any:
+    def cluster_dns(self) -> ClusterDNS | None:
         """The running ``ClusterDNS`` (option ``data_plane``), or None."""
         return self.components.get("cluster-dns")
 

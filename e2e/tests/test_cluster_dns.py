@@ -260,9 +260,10 @@ async def test_grpc_dns_resolver_round_robin_over_headless_service() -> None:
                     "spec": {"ports": [{"name": "grpc", "port": port}], **spec}})
                 await lc.cluster.create(SLICES, endpoint_slice(
                     name, NS, f"{name}-0", port, [endpoint(ip) for ip in ips], port_name="grpc"))
-            assert lc.dns_address is not None and lc.kube_proxy is not None
+            proxy = lc.kube_proxy
+            assert lc.dns_address is not None and proxy is not None
             dns = "{}:{}".format(*lc.dns_address)
-            await eventually(lambda: lc.kube_proxy.listening(NS, "model", "grpc"), "the listener")
+            await eventually(lambda: proxy.listening(NS, "model", "grpc"), "the listener")
             loop = asyncio.get_running_loop()
             # Headless: the resolver gets every pod's address, round_robin uses them all.
             seen = await loop.run_in_executor(None, call_many,
@@ -273,7 +274,7 @@ async def test_grpc_dns_resolver_round_robin_over_headless_service() -> None:
             seen = await loop.run_in_executor(None, call_many,
                                               f"dns://{dns}/model.{NS}.svc.cluster.local:{port}", 30, True)
             assert len(seen) == 1 and sum(seen.values()) == 30, seen
-            assert sum(lc.kube_proxy.connections_opened(NS, "model", "grpc").values()) == 1
+            assert sum(proxy.connections_opened(NS, "model", "grpc").values()) == 1
     finally:
         servers.stop()
 

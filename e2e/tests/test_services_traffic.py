@@ -287,3 +287,28 @@ def _unused_port(ip: str) -> int:
     with socket.socket() as s:
         s.bind((ip, 0))
         return int(s.getsockname()[1])
+
+
+async def test_a_busy_cluster_ip_port_is_retried_until_free(caplog: pytest.LogCaptureFixture) -> None:
+    backends = await start_backends(["127.20.8.1"])
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.96.0.201", 80))
+    squatter.listen(1)
+    try:
+        async with data_plane_cluster() as lc:
+            await make_service(lc, "busy", backends, spec={"clusterIP": "127.96.0.201"})
+            proxy = proxy_of(lc)
+            await eventually(lambda: "Failed to listen on 127.96.0.201:80" in caplog.text,
+                             "the failure to be logged")
+            assert not proxy.listening(NS, "busy")
+            squatter.close()
+            await eventually(lambda: proxy.listening(NS, "busy"), "the listener once the port is free",
+                             timeout=15)
+            who, _reader, writer = await connect_and_greet("127.96.0.201", 80)
+            assert who == backends[0].ip
+            writer.close()
+    finally:
+        squatter.close()
+        for b in backends:
+            b.stop()

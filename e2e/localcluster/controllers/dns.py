@@ -60,7 +60,7 @@ TCP_IDLE_SECONDS = 10.0
 MAX_CNAME_CHAIN = 10
 
 
-class NameError_(Exception):
+class NoSuchName(Exception):
     """The name does not exist (NXDOMAIN)."""
 
 
@@ -128,18 +128,18 @@ def _match(wanted: str, have: str) -> bool:
 
 def find_targets(labels: Sequence[str], data: ZoneData) -> list[Target]:
     """What a name inside the zone (labels left of ``cluster.local``, lower case) stands
-    for; raises NameError_ for a name that does not exist (parse.go parseRequest,
+    for; raises NoSuchName for a name that does not exist (parse.go parseRequest,
     kubernetes.go Records and findServices)."""
     if not labels or list(labels) in (["svc"], ["pod"]):
         return []
     kind = labels[-1]
     if kind not in ("svc", "pod"):
-        raise NameError_()
+        raise NoSuchName()
     namespace = labels[-2]
     if not data.namespace_exists(namespace):
-        raise NameError_()
+        raise NoSuchName()
     if kind == "pod":  # pods disabled, the plugin's default
-        raise NameError_()
+        raise NoSuchName()
     if len(labels) == 2:
         return []  # the namespace itself: NODATA
     service_name = labels[-3]
@@ -150,16 +150,16 @@ def find_targets(labels: Sequence[str], data: ZoneData) -> list[Target]:
     elif len(rest) == 2:
         port, protocol = rest[0].removeprefix("_"), rest[1].removeprefix("_")
     elif len(rest) > 2:
-        raise NameError_()
+        raise NoSuchName()
     svc = data.service(namespace, service_name)
     if svc is None:
-        raise NameError_()
+        raise NoSuchName()
     spec = svc.get("spec") or {}
     base = f"{service_name}.{namespace}.svc.{ZONE}"
     if spec.get("type") == "ExternalName":
         external = spec.get("externalName") or ""
         if endpoint or port or protocol or not external or _is_ip(external):
-            raise NameError_()
+            raise NoSuchName()
         return [Target(external.rstrip("."), -1, base)]
     targets: list[Target] = []
     found = False
@@ -180,7 +180,7 @@ def find_targets(labels: Sequence[str], data: ZoneData) -> list[Target]:
             found = True
             targets += [Target(ip, int(p.get("port") or 0), base) for ip in cluster_ips if ip]
     if not found:
-        raise NameError_()
+        raise NoSuchName()
     return targets
 
 
@@ -227,7 +227,7 @@ def answer(query: w.Message, data: ZoneData, server_ip: str) -> w.Message:
     reply = replace(reply, aa=True)
     try:
         records, extra = _records(q, inner, data, server_ip)
-    except NameError_:
+    except NoSuchName:
         rcode = w.NXDOMAIN if data.synced() else w.SERVFAIL
         return replace(reply, rcode=rcode, authority=(soa(zone_name, data.serial()),))
     if not records:
@@ -246,10 +246,10 @@ def _records(q: w.Question, inner: list[str], data: ZoneData,
         if inner == ["dns-version"]:
             return [w.txt_record(q.name, DNS_SCHEMA_VERSION, 28800)], []
         # Another type exists at this name: NOERROR without data; otherwise NXDOMAIN.
-        with contextlib.suppress(NameError_):
+        with contextlib.suppress(NoSuchName):
             if find_targets(inner, data):
                 return [], []
-        raise NameError_()
+        raise NoSuchName()
     if qtype == w.SRV:
         return _srv_records(q.name, find_targets(inner, data), data)
     if qtype == w.CNAME:
@@ -283,7 +283,7 @@ def _address_records(owner: str, inner: list[str], qtype: int, data: ZoneData,
             if target_labels[-len(zone_labels):] == zone_labels:
                 # A target inside the zone is followed; the chain is only answered when
                 # it ends in addresses (backend_lookup.go A).
-                with contextlib.suppress(NameError_):
+                with contextlib.suppress(NoSuchName):
                     more = _address_records(t.host, target_labels[:-len(zone_labels)], qtype,
                                             data, depth + 1)
                     if more:

@@ -301,9 +301,14 @@ class KubeProxy:
                 lambda r, w: self._accept(listener, r, w), host=ip, port=port, reuse_address=True
             )
         except OSError as exc:
-            log.error("Failed to listen on %s:%d for Service %s/%s, retrying: %s",
-                      ip, port, listener.port.namespace, listener.port.service, exc)
+            # Loud once per address and error, then quiet while it is retried every second.
+            what = ("listen", ip, str(port), str(exc.errno))
+            report = log.debug if what in self._warned else log.error
+            self._warned.add(what)
+            report("Failed to listen on %s:%d for Service %s/%s, retrying: %s",
+                   ip, port, listener.port.namespace, listener.port.service, exc)
             return False
+        self._warned = {w for w in self._warned if w[:3] != ("listen", ip, str(port))}
         log.debug("Listening on %s:%d for Service %s/%s", ip, port,
                   listener.port.namespace, listener.port.service)
         return True
