@@ -279,9 +279,18 @@ async def test_grpc_dns_resolver_round_robin_over_headless_service() -> None:
         servers.stop()
 
 
-def test_cluster_dns_address_must_be_loopback() -> None:
-    from e2e.localcluster.controllers import parse_options
+def test_data_plane_options() -> None:
+    from e2e.localcluster.controllers import ALL_CONTROLLERS, parse_options
 
+    assert parse_options({})["controllers"] == ALL_CONTROLLERS  # no data plane by default
+    assert parse_options({"data_plane": True})["controllers"] == (
+        *ALL_CONTROLLERS, "kube-proxy", "cluster-dns")
+    assert parse_options({"data_plane": True, "controllers": ["endpoints"]})["controllers"] == (
+        "endpoints", "kube-proxy", "cluster-dns")
+    assert parse_options({"controllers": ["kube-proxy"]})["controllers"] == ("kube-proxy",)
+    assert parse_options({})["dns_address"] == "127.0.0.10:53"
+    with pytest.raises(ValueError, match="data_plane"):
+        parse_options({"data_plane": "yes"})
     with pytest.raises(ValueError, match="loopback"):
         parse_options({"data_plane": True, "dns_address": "10.0.0.1:53"})
     with pytest.raises(ValueError, match="dns_address"):

@@ -260,6 +260,12 @@ class KubeProxy:
         wanted: dict[tuple[str, int], tuple[ServicePort, list[Endpoint]]] = {}
         if svc is not None:
             slices = self.slices.by_index("service", key)
+            for s in slices:
+                if any(p.get("name") is None for p in s.get("ports") or []):
+                    # endpointslicecache.go logs "Ignoring port with nil name" and so do we
+                    self._warn_once(("nil-port-name", *key_of(s)),
+                                    "Ignored ports without a name in EndpointSlice %s/%s "
+                                    "(an unnamed Service port is name \"\")", *key_of(s))
             for sp in proxied_ports(svc):
                 if not _is_loopback(sp.cluster_ip):
                     self._warn_once(("not-loopback", sp.cluster_ip),
