@@ -12,18 +12,28 @@ See ``e2e/README.md`` for what is emulated and what is not.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-from pathlib import Path
-from typing import IO, Any
+from . import _dependencies
 
-import yaml
-from aiohttp import web
+# Before anything imports them: a missing package stops the control plane here, with its
+# name and how to install it, rather than letting it serve a laxer API.
+_dependencies.require()
 
-from .errors import ApiError
-from .server import ApiServer
-from .store import Cluster
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import IO, TYPE_CHECKING, Any  # noqa: E402
+
+import yaml  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from .errors import ApiError  # noqa: E402
+from .server import ApiServer  # noqa: E402
+from .store import Cluster  # noqa: E402
+
+if TYPE_CHECKING:
+    from .controllers.dns import ClusterDNS
+    from .controllers.proxy import KubeProxy
 
 __all__ = ["ApiError", "Cluster", "LocalCluster", "write_kubeconfig"]
 
@@ -69,6 +79,8 @@ class LocalCluster:
                                  bookmark_interval=bookmark_interval)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        # data-plane objects started by the controllers ("kube-proxy", "cluster-dns")
+        self.components: dict[str, Any] = {}
         self._profile: tuple[Any, str] | None = None
         self.url = ""
 
@@ -98,16 +110,34 @@ class LocalCluster:
         if self.kubeconfig is not None:
             write_kubeconfig(self.kubeconfig, self.url)
         if self.controllers_enabled:
-            self._tasks = self._start_controllers()
+            try:
+                self._tasks = self._start_controllers()
+            except BaseException:
+                await self.stop()
+                raise
         return self
 
     def _start_controllers(self) -> list[asyncio.Task[Any]]:
-        try:
-            from . import controllers
-        except ImportError:
-            log.warning("Simulated controllers are unavailable; serving the API only")
-            return []
-        return list(controllers.start(self.cluster, self.controller_options or None))
+        from . import controllers
+
+        return list(controllers.start(self.cluster, self.controller_options or None,
+                                      components=self.components))
+
+    @property
+    def kube_proxy(self) -> KubeProxy | None:
+        """The running ``KubeProxy`` (option ``data_plane``), or None."""
+        return self.components.get("kube-proxy")
+
+    @property
+    def cluster_dns(self) -> ClusterDNS | None:
+        """The running ``ClusterDNS`` (option ``data_plane``), or None."""
+        return self.components.get("cluster-dns")
+
+    @property
+    def dns_address(self) -> tuple[str, int] | None:
+        """Where the cluster DNS answers, ``(ip, port)``, UDP and TCP; None without it."""
+        dns = self.cluster_dns
+        return dns.address if dns is not None else None
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -115,6 +145,7 @@ class LocalCluster:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self.components.clear()
         await self.cluster.stop()
         if self._runner is not None:
             await self._runner.cleanup()

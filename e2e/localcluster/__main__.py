@@ -22,18 +22,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--request-log", type=Path, default=None,
                         help="append one JSON line per API request to this file")
     parser.add_argument("--no-controllers", action="store_true",
-                        help="serve the API only (no simulated scheduler, kubelet, controllers)")
+                        help="serve the API only (no simulated scheduler, kubelet, controllers; "
+                             "with --data-plane: the data plane only)")
     parser.add_argument("--topology", type=Path, default=None,
                         help="YAML file describing the simulated nodes (handed to the controllers)")
+    parser.add_argument("--data-plane", action="store_true",
+                        help="also run kube-proxy (Service cluster IPs on 127.96.0.0/16 carry TCP) "
+                             "and the cluster DNS (zone cluster.local)")
+    parser.add_argument("--dns-address", default=None, metavar="IP:PORT",
+                        help="where the cluster DNS listens, UDP and TCP (default 127.0.0.10:53)")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    options = {}
+    options: dict[str, object] = {}
     if args.topology is not None:
         options["topology"] = yaml.safe_load(args.topology.read_text())
-    lc = LocalCluster(port=args.port, kubeconfig=args.kubeconfig, controllers=not args.no_controllers,
+    controllers = not args.no_controllers
+    if args.data_plane:
+        options["data_plane"] = True
+        if args.no_controllers:  # the data plane alone, no simulated controllers
+            options["controllers"] = []
+            controllers = True
+    if args.dns_address is not None:
+        options["dns_address"] = args.dns_address
+    lc = LocalCluster(port=args.port, kubeconfig=args.kubeconfig, controllers=controllers,
                       controller_options=options, request_log_path=args.request_log,
                       keep_request_log=False)
     stop = asyncio.Event()
@@ -43,6 +57,9 @@ async def serve(args: argparse.Namespace) -> None:
     async with lc:
         print(f"Serving the local control plane at {lc.url} (kubeconfig {args.kubeconfig})",
               file=sys.stderr, flush=True)
+        if lc.dns_address is not None:
+            print("Serving cluster DNS at {}:{} and Service cluster IPs on 127.96.0.0/16".format(
+                *lc.dns_address), file=sys.stderr, flush=True)
         print("ready", flush=True)
         await stop.wait()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import random
 from typing import Any
 
 from . import errors, validation
@@ -271,21 +272,62 @@ def name_rule(rt: ResourceType) -> str:
     return "subdomain"
 
 
-class IPAllocator:
-    """Hands out Service cluster IPs from 10.96.0.0/16, skipping .0 and .1 like a real range."""
+# Service cluster IPs come from a /16 of 127.0.0.0/8: on Linux the whole of 127/8 is local
+# (the `lo` route is 127.0.0.0/8), so the local kube-proxy can listen on every ClusterIP
+# without creating an interface, and no traffic to a Service leaves the machine.
+SERVICE_CIDR = "127.96.0.0/16"
 
-    def __init__(self, cidr: str = "10.96.0.0/16") -> None:
+
+class IPAllocator:
+    """Hands out Service cluster IPs from ``SERVICE_CIDR`` as the apiserver does
+    (pkg/registry/core/service/ipallocator and allocator/bitmap.go,
+    randomScanStrategyWithOffset): never the network or broadcast address; dynamic
+    allocations start at a random address of the upper part of the range and scan forward,
+    the lower 256 addresses (from .0.1, which a real cluster gives to the ``kubernetes``
+    Service) are left to Services that ask for an IP and used only when the rest is full.
+    Random placement also keeps two local clusters on one machine from handing out the
+    same ClusterIPs at once."""
+
+    def __init__(self, cidr: str = SERVICE_CIDR, rng: random.Random | None = None) -> None:
+        self.cidr = cidr
         self._net = ipaddress.ip_network(cidr)
-        self._next = 10
+        self._first = int(self._net.network_address) + 1
+        self._size = self._net.num_addresses - 2
+        # ipallocator.go calculateRangeOffset: range size / 16, clamped to [16, 256]
+        offset = 0 if self._net.num_addresses < 16 else min(max(self._net.num_addresses // 16, 16), 256)
+        self._offset = min(offset, self._size)
+        self._rng = rng or random.Random()
         self._used: set[str] = set()
 
     def allocate(self) -> str:
-        while True:
-            ip = str(self._net[self._next])
-            self._next = self._next + 1 if self._next + 2 < self._net.num_addresses else 10
-            if ip not in self._used:
-                self._used.add(ip)
-                return ip
+        upper = self._size - self._offset
+        for low, span in ((self._offset, upper), (0, self._offset)):
+            if span <= 0:
+                continue
+            start = self._rng.randrange(span)
+            for i in range(span):
+                ip = str(ipaddress.ip_address(self._first + low + (start + i) % span))
+                if ip not in self._used:
+                    self._used.add(ip)
+                    return ip
+        raise errors.internal(f"failed to allocate a serviceIP: range is full ({self.cidr})")
+
+    def claim_problem(self, ip: str) -> str | None:
+        """Why ``ip`` cannot be given to a Service that asks for it, or None. The texts are
+        the apiserver's (pkg/registry/core/service/ipallocator: ErrNotInRange, ErrAllocated)."""
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return f"failed to parse IP {ip!r}"
+        if address not in self._net or address in (self._net[0], self._net[-1]):
+            return (f"the provided IP ({ip}) is not in the valid range. "
+                    f"The range of valid IPs is {self.cidr}")
+        if ip in self._used:
+            return "provided IP is already allocated"
+        return None
+
+    def claim(self, ip: str) -> None:
+        self._used.add(ip)
 
     def release(self, ip: str | None) -> None:
         if ip:

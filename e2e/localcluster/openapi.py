@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
+from . import admission as _admission
 from . import schemas
 from .objects import deep_copy
 from .resources import Registry, ResourceType
 
-try:
-    from . import admission as _admission
-except ImportError:  # pragma: no cover
-    _admission = None  # type: ignore[assignment]
-
+log = logging.getLogger("localcluster.openapi")
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 _COMMON = [META + "ObjectMeta", META + "Status", META + "DeleteOptions", META + "Patch",
            META + "ListMeta", "io.k8s.api.autoscaling.v1.Scale"]
@@ -78,11 +76,11 @@ def crd_schema_name(rt: ResourceType) -> str:
 
 def _crd_schema(rt: ResourceType) -> dict[str, Any]:
     assert rt.crd is not None
-    if _admission is not None and hasattr(_admission, "openapi_v3_schema_for_crd"):
-        try:
-            return _admission.openapi_v3_schema_for_crd(rt.crd, rt.version)
-        except Exception:  # fall back to the plain conversion below
-            pass
+    try:
+        return _admission.openapi_v3_schema_for_crd(rt.crd, rt.version)
+    except Exception:
+        log.exception("Failed to convert the schema of CRD %s for OpenAPI, publishing it as stored",
+                      rt.crd.get("metadata", {}).get("name"))
     schema = deep_copy(rt.schema() or {"type": "object", "x-kubernetes-preserve-unknown-fields": True})
     props = schema.setdefault("properties", {})
     props["apiVersion"] = {"type": "string", "description": (

@@ -17,10 +17,8 @@ SCHEMA_VERSION = "v1.35.0-local"
 @functools.cache
 def definitions() -> dict[str, Any]:
     """All definitions keyed by their full name (``io.k8s.api.apps.v1.Deployment``)."""
-    try:
-        import kubernetes_validate
-    except ImportError:  # pragma: no cover - a dev dependency of the project
-        return {}
+    import kubernetes_validate
+
     base = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema")
     path = os.path.join(base, SCHEMA_VERSION, "_definitions.json")
     if not os.path.exists(path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 from collections import deque
@@ -27,25 +28,13 @@ from typing import Any
 
 import yaml
 
-from . import builtins, errors, validation
+from . import admission as _admission  # CRD admission: pruning, defaulting, schema, CEL
+from . import builtins, errors, schemas, validation
+from . import patching as _patching  # the patch and apply algorithms
 from .errors import ApiError
 from .objects import deep_copy, get_path, name_problems, new_uid, now, random_suffix, set_path
 from .resources import Registry, ResourceType, types_for_crd
 from .selectors import Predicate, parse_field_selector, parse_label_selector, selector_to_string
-
-try:  # the pure patch and apply algorithms
-    from . import patching as _patching
-except ImportError:  # pragma: no cover - only while that module does not exist yet
-    _patching = None  # type: ignore[assignment]
-
-try:  # CRD admission: pruning, defaulting, structural schema and CEL validation
-    from . import admission as _admission
-except ImportError:  # pragma: no cover
-    _admission = None  # type: ignore[assignment]
-
-import contextlib
-
-from . import schemas
 
 log = logging.getLogger("localcluster.store")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -450,23 +439,19 @@ class Cluster:
                     "no new finalizers can be added if the object is being deleted, found new finalizers "
                     "[]string{" + ", ".join(f'"{f}"' for f in added) + "}")])
         if rt.crd is not None:
-            unknown: list[str] = []
-            if _admission is not None:
-                before = obj
-                try:
-                    obj = _admission.admit_custom_resource(rt.crd, rt.version, deep_copy(obj), old, subresource)
-                except _admission.InvalidError as exc:
-                    message = None
-                    if hasattr(exc, "status_message"):
-                        message = exc.status_message(rt.kind, rt.group, name)
-                    raise errors.invalid(rt.kind, rt.group, name, list(exc.causes), message) from None
-                unknown = schemas.removed_fields(before, obj)
+            before = obj
+            try:
+                obj = _admission.admit_custom_resource(rt.crd, rt.version, deep_copy(obj), old, subresource)
+            except _admission.InvalidError as exc:
+                message = exc.status_message(rt.kind, rt.group, name)
+                raise errors.invalid(rt.kind, rt.group, name, list(exc.causes), message) from None
+            unknown = schemas.removed_fields(before, obj)
             self._field_validation(rt, unknown, field_validation, warnings)
             return obj, warnings
         if rt.gvk == "apiextensions.k8s.io/v1/CustomResourceDefinition":
             builtins.default_crd(obj)
             causes = builtins.validate_crd_basics(obj)
-            if not causes and _admission is not None and hasattr(_admission, "validate_crd"):
+            if not causes:
                 try:
                     _admission.validate_crd(obj)
                 except _admission.InvalidError as exc:
@@ -496,8 +481,6 @@ class Cluster:
 
     def _managed(self, rt: ResourceType, old: dict[str, Any] | None, new: dict[str, Any],
                  manager: str, subresource: str | None) -> dict[str, Any]:
-        if _patching is None or not hasattr(_patching, "record_update"):
-            return new
         return _patching.record_update(old, new, manager, "Update", rt.gvk, schema=rt.schema(),
                                        subresource=subresource, status_subresource=rt.status)
 
@@ -548,14 +531,31 @@ class Cluster:
             m["generation"] = 1
         if (rt.status and rt.kind not in ("Node", "Namespace", "Pod")) or rt.kind == "Pod":
             obj.pop("status", None)
+        requested_ip = (obj.get("spec") or {}).get("clusterIP") if rt.gvk == "v1/Service" else None
         obj, warnings = self._admit(rt, deep_copy(obj), None, None, field_validation)
         if not applied:
             obj = self._managed(rt, None, obj, manager or self.default_manager, None)
+        if requested_ip and requested_ip != "None":
+            self._claim_cluster_ip(name, requested_ip, dry_run)
         if dry_run:
             return obj, warnings
         stored = self._commit(rt, st, self._to_storage(rt, obj), None, ADDED)
         self._after_write(rt, stored, None)
         return _view(rt, stored), warnings
+
+    def _claim_cluster_ip(self, name: str, ip: str, dry_run: bool) -> None:
+        """A Service that names its cluster IP gets it only if it is free and in the range
+        (pkg/registry/core/service/storage/alloc.go: allocClusterIPs), so every ClusterIP
+        stays on loopback where the local kube-proxy listens."""
+        problem = self._ips.claim_problem(ip)
+        if problem:
+            raise errors.invalid("Service", "", name, [{
+                "reason": "FieldValueInvalid",
+                "message": f'Invalid value: []string{{"{ip}"}}: failed to allocate IP {ip}: {problem}',
+                "field": "spec.clusterIPs",
+            }])
+        if not dry_run:
+            self._ips.claim(ip)
 
     def _check_kind(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         av, kind = obj.get("apiVersion"), obj.get("kind")
@@ -757,8 +757,6 @@ class Cluster:
                 raise errors.bad_request("merge patch must be a JSON object")
             return _merge_patch(obj, patch)
         base = deep_copy(obj)
-        if _patching is None:
-            raise errors.unsupported_media_type(patch_type)
         try:
             if patch_type == "json":
                 if not isinstance(patch, list):
@@ -786,8 +784,6 @@ class Cluster:
         if not manager:
             raise errors.invalid("PatchOptions", "meta.k8s.io", "", [
                 errors.required("fieldManager", "is required for apply patch")])
-        if _patching is None or not hasattr(_patching, "server_side_apply"):
-            raise errors.unsupported_media_type("application/apply-patch+yaml")
         am = applied.get("metadata") or {}
         if am.get("name") and am["name"] != name:
             raise errors.bad_request(

@@ -31,7 +31,15 @@ Options (all optional):
     FailedScheduling and other warnings are recorded even when this is False.
 ``controllers`` (all)
     Names of the controllers to run: nodes, scheduler, kubelet, replicaset, deployment,
-    endpoints, disruption, hpa.
+    endpoints, disruption, hpa; also kube-proxy and cluster-dns (the data plane), which
+    are not started by default.
+``data_plane`` (False)
+    Also run the data plane: ``kube-proxy`` (Service cluster IPs that carry TCP traffic,
+    ``proxy.py``) and ``cluster-dns`` (the ``cluster.local`` zone, ``dns.py``). Off by
+    default: nothing listens, so fleet benchmarks can create thousands of Services.
+``dns_address`` ("127.0.0.10:53")
+    Where the cluster DNS listens, UDP and TCP, a loopback ``<IPv4>:<port>`` (port 0
+    picks a free one).
 """
 
 from __future__ import annotations
@@ -57,11 +65,14 @@ from .common import (
     uid_of,
 )
 from .deployment import DeploymentController
+from .dns import DEFAULT_ADDRESS as DEFAULT_DNS_ADDRESS
+from .dns import ClusterDNS, parse_address
 from .endpoints import EndpointsController, index_by_service
 from .hpa import HPAController
 from .kubelet import Kubelet, Timing
 from .nodes import NodeLifecycleController, ensure_nodes, expand_topology
 from .pdb import DisruptionController
+from .proxy import KubeProxy
 from .replicaset import ReplicaSetController
 from .scheduler import Scheduler
 
@@ -75,8 +86,12 @@ ALL_CONTROLLERS = (
     "disruption",
     "hpa",
 )
+# Started with the option data_plane (or when named in the option controllers).
+DATA_PLANE_CONTROLLERS = ("kube-proxy", "cluster-dns")
+KNOWN_CONTROLLERS = ALL_CONTROLLERS + DATA_PLANE_CONTROLLERS
 
-__all__ = ["ALL_CONTROLLERS", "parse_options", "start"]
+__all__ = ["ALL_CONTROLLERS", "DATA_PLANE_CONTROLLERS", "KNOWN_CONTROLLERS", "parse_options",
+           "start"]
 
 
 def _node_index(obj: dict[str, Any]) -> list[str]:
@@ -99,6 +114,8 @@ def parse_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
         "hpa_sync_seconds",
         "events",
         "controllers",
+        "data_plane",
+        "dns_address",
     }
     if unknown:
         raise ValueError(f"unknown simulated-cluster option(s): {sorted(unknown)}")
@@ -118,17 +135,32 @@ def parse_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
             raise ValueError(f"option {name} must be positive, got {value}")
         out[name] = value
     out["events"] = bool(opts.get("events", True))
-    controllers = opts.get("controllers", ALL_CONTROLLERS)
-    bad = set(controllers) - set(ALL_CONTROLLERS)
+    data_plane = opts.get("data_plane", False)
+    if not isinstance(data_plane, bool):
+        raise ValueError(f"option data_plane must be true or false, got {data_plane!r}")
+    out["data_plane"] = data_plane
+    dns_address = str(opts.get("dns_address", DEFAULT_DNS_ADDRESS))
+    parse_address(dns_address)  # raises ValueError naming the option
+    out["dns_address"] = dns_address
+    controllers = list(opts.get("controllers", ALL_CONTROLLERS))
+    bad = set(controllers) - set(KNOWN_CONTROLLERS)
     if bad:
-        raise ValueError(f"unknown controller(s) {sorted(bad)}; known: {list(ALL_CONTROLLERS)}")
+        raise ValueError(f"unknown controller(s) {sorted(bad)}; known: {list(KNOWN_CONTROLLERS)}")
+    if data_plane:
+        controllers += [c for c in DATA_PLANE_CONTROLLERS if c not in controllers]
     out["controllers"] = tuple(controllers)
     return out
 
 
-def start(cluster: Any, options: dict[str, Any] | None = None) -> list[asyncio.Task[Any]]:
+def start(
+    cluster: Any,
+    options: dict[str, Any] | None = None,
+    components: dict[str, Any] | None = None,
+) -> list[asyncio.Task[Any]]:
     """Start the simulated cluster against ``cluster``; cancel the returned tasks to stop
-    it. Must be called from within the running event loop."""
+    it. Must be called from within the running event loop. ``components``, if given,
+    receives the data-plane objects by name (``"kube-proxy"``: KubeProxy,
+    ``"cluster-dns"``: ClusterDNS) for tests and benchmarks to read."""
     opts = parse_options(options)
     enabled = set(opts["controllers"])
 
@@ -165,6 +197,13 @@ def start(cluster: Any, options: dict[str, Any] | None = None) -> list[asyncio.T
             if inf not in used:
                 used.append(inf)
 
+    dns: ClusterDNS | None = None
+    if "cluster-dns" in enabled:
+        namespaces = Informer(cluster, "v1/namespaces")
+        use(services, slices, namespaces)
+        dns = ClusterDNS(cluster, services, slices, namespaces, opts["dns_address"])
+        dns.bind()  # a busy address fails the start here, before any task exists
+
     if "nodes" in enabled:
         tasks.append(
             asyncio.create_task(_bootstrap(cluster, opts["topology"]), name="localcluster-nodes")
@@ -200,6 +239,17 @@ def start(cluster: Any, options: dict[str, Any] | None = None) -> list[asyncio.T
         tasks += disruption.tasks()
     if "hpa" in enabled:
         tasks += HPAController(cluster, opts["hpa_sync_seconds"]).tasks()
+    found: dict[str, Any] = {}
+    if dns is not None:
+        found["cluster-dns"] = dns
+        tasks += dns.tasks()
+    if "kube-proxy" in enabled:
+        use(services, slices)
+        proxy = KubeProxy(cluster, services, slices)
+        found["kube-proxy"] = proxy
+        tasks += proxy.tasks()
+    if components is not None:
+        components.update(found)
     # Informers first in the list so that they are cancelled first; the workers wait for
     # them to sync before doing anything.
     informer_tasks = [
@@ -207,7 +257,7 @@ def start(cluster: Any, options: dict[str, Any] | None = None) -> list[asyncio.T
         for inf in used
     ]
     log.info(
-        "Started the simulated cluster: %s", ", ".join(c for c in ALL_CONTROLLERS if c in enabled)
+        "Started the simulated cluster: %s", ", ".join(c for c in KNOWN_CONTROLLERS if c in enabled)
     )
     return informer_tasks + tasks
 

@@ -112,6 +112,13 @@ def port_dicts(ports: tuple[Port, ...]) -> list[dict[str, Any]]:
     return out
 
 
+def slice_port_dicts(ports: tuple[Port, ...]) -> list[dict[str, Any]]:
+    """EndpointSlice ports always carry a name, "" for an unnamed Service port
+    (staging/src/k8s.io/endpointslice/utils.go: getEndpointPorts takes the name's address);
+    kube-proxy ignores slice ports whose name is null (pkg/proxy/endpointslicecache.go)."""
+    return [{"name": name, "port": number, "protocol": protocol} for name, number, protocol in ports]
+
+
 def service_labels(svc: Mapping[str, Any]) -> dict[str, str]:
     labels = dict(labels_of(svc))
     if (svc.get("spec") or {}).get("clusterIP") == "None":
@@ -287,7 +294,7 @@ def slice_body(
         },
         "addressType": "IPv4",
         "endpoints": endpoints,
-        "ports": port_dicts(ports),
+        "ports": slice_port_dicts(ports),
     }
 
 
