@@ -99,9 +99,12 @@ def parse_text_proto(path: str, message: Any) -> None:
         text_format.Parse(data.decode("utf-8", errors="replace"), message)
     except text_format.ParseError as e:
         # libprotobuf's own report: "Error parsing text-format <type>: <line>:<col>: <msg>".
+        text = str(e)
+        if e.GetLine() is not None and " : " in text:
+            text = f"{e.GetLine()}:{e.GetColumn()}: {text.split(' : ', 1)[1]}"
         logs.error(
             f"{logs.TEXT_FORMAT}:337",
-            f"Error parsing text-format {message.DESCRIPTOR.full_name}: {e}",
+            f"Error parsing text-format {message.DESCRIPTOR.full_name}: {text}",
         )
         raise StatusError(invalid_argument(f"Invalid protobuf file: '{path}'")) from None
 
