@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
 from e2e.standin import protos
 
 ROOT = Path(__file__).resolve().parents[2]

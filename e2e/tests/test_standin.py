@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from e2e.standin import image, protos
 from e2e.standin.models import write_version
 
