@@ -328,7 +328,6 @@ def _model_management_file() -> descriptor_pb2.FileDescriptorProto:
         [
             _field("name", 1, F.TYPE_STRING),
             _field("int64_value_increase", 2, F.TYPE_INT64, oneof_index=0),
-            _field("float_value_increase", 3, F.TYPE_DOUBLE, oneof_index=0),
         ]
     )
     return f
