@@ -183,7 +183,6 @@ class Server:
         server_options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.max_receive_message_length", 2**31 - 1),
-            ("grpc.so_reuseport", 0),
             *grpc_channel_arguments(o.grpc_channel_arguments),
         ]
         server = grpc.server(

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -503,7 +504,7 @@ def _nspid(pid: int) -> int:
 def test_the_entrypoint_as_pid_1_ignores_sigterm_but_the_server_does_not(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    files = image.image_files(os.sys.executable, PYTHONPATH)  # type: ignore[attr-defined]
+    files = image.image_files(sys.executable, PYTHONPATH)
     for path, (content, mode) in files.items():
         target = bin_dir / Path(path).name
         target.write_text(content)
