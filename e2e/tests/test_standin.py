@@ -208,11 +208,15 @@ def test_new_versions_load_before_the_old_one_unloads_and_bad_ones_end(launch: L
     s = launch("--model_name=m", f"--model_base_path={base}", "--max_num_load_retries=0").wait_serving()
 
     seen: list[dict[int, tuple[str, int, str]]] = []
+    rest_while_loading: list[tuple[int, str]] = []
 
     def observe_until(done: Callable[[dict[int, tuple[str, int, str]]], bool]) -> None:
         def step() -> bool:
             states = s.status("m")
             seen.append(states)
+            if any(st == "LOADING" for st, _, _ in states.values()):
+                code, _, body = s.http("GET", "/v1/models/m")
+                rest_while_loading.append((code, body))
             assert any(st == "AVAILABLE" for st, _, _ in states.values()), f"no version available: {states}"
             return done(states)
 
@@ -223,6 +227,8 @@ def test_new_versions_load_before_the_old_one_unloads_and_bad_ones_end(launch: L
                                                                           "message": "Op type not registered 'Foo'"}})
     observe_until(lambda st: st.get(2, ("",))[0] == "END")
     assert any(st.get(2, ("",))[0] == "LOADING" for st in seen)
+    # The real REST status answers 200 while a version loads, and after it ended.
+    assert any(code == 200 and '"state": "LOADING"' in body for code, body in rest_while_loading)
     assert s.status("m")[2] == ("END", 3, "Op type not registered 'Foo'")
     assert s.predict("m", [2.0]).model_spec.version.value == 1
     code, _, body = s.http("GET", "/v1/models/m/versions/2")
@@ -414,7 +420,7 @@ def test_metrics_count_requests_by_status(linear: StandIn) -> None:
 def test_batching_merges_concurrent_requests(launch: Launch, tmp_path: Path) -> None:
     write_version(tmp_path / "m", 1, {**LINEAR, "latency_seconds": 0.05})
     params = tmp_path / "batching.config"
-    params.write_text("max_batch_size { value: 8 } batch_timeout_micros { value: 300000 } "
+    params.write_text("max_batch_size { value: 8 } batch_timeout_micros { value: 500000 } "
                       "num_batch_threads { value: 1 } max_enqueued_batches { value: 100 }")
     monitoring = tmp_path / "monitoring.config"
     monitoring.write_text("prometheus_config { enable: true }")
