@@ -40,8 +40,9 @@ ENV: dict[str, str] = {
     "MODEL_BASE_PATH": "/models",
     "MODEL_NAME": "model",
 }
-# Dockerfile.gpu on nvidia/cuda:12.5.1-base-ubuntu22.04, whose PATH and LD_LIBRARY_PATH
-# lead with the NVIDIA driver directories.
+# Dockerfile.gpu's own ENV lines (CUDNN_VERSION, TF_TENSORRT_VERSION, CUDA, LD_LIBRARY_PATH)
+# on nvidia/cuda:12.5.1-base-ubuntu22.04, of whose environment only the variables the
+# NVIDIA container runtime and the driver paths rely on are given here.
 GPU_ENV: dict[str, str] = {
     "PATH": f"/usr/local/nvidia/bin:/usr/local/cuda/bin:{BASE_PATH}",
     "NVIDIA_VISIBLE_DEVICES": "all",

@@ -474,13 +474,14 @@ class SavedModelLoader:
         )
         self.options.registry.increment(metrics.LOAD_ATTEMPT_COUNT, (self.path, "success"))
         self.options.registry.increment(metrics.LOAD_LATENCY, (self.path,), took)
-        session: Session | BatchingSession = Session(card, self.options.registry)
+        graph = Session(card, self.options.registry)
+        session: Session | BatchingSession = graph
         if self.options.batching is not None and self.options.scheduler is not None:
             logs.info(f"{logs.BUNDLE_FACTORY}:104", "Wrapping session to perform batch processing")
             invalid = validate_batching(self.options.batching)
             if invalid is not None:
                 return invalid, None
-            session = BatchingSession(session, self.options.scheduler, self.options.registry)
+            session = BatchingSession(graph, self.options.scheduler, self.options.registry)
         if self.options.enable_model_warmup:
             warmup = storage.join(self.path, "assets.extra/tf_serving_warmup_requests")
             if storage.file_exists(warmup).ok:
