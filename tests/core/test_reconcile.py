@@ -512,7 +512,16 @@ START_FAILURE = ("2026-12-01 10:00:03.120 E tensorflow_serving/model_servers/mai
                  "/models/fraud/3}")
 
 
+REAL_START_FAILURE = (
+    "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: {{{name: fraud version: 3} "
+    "due to error: NOT_FOUND: Could not find SavedModel .pb or .pbtxt at supplied export directory path: "
+    "/models/fraud/3. Check that the directory exists and that you have the right permissions for accessing it.}, }")
+
+
 @pytest.mark.parametrize(("message", "error"), [
+    pytest.param(REAL_START_FAILURE, "NOT_FOUND: Could not find SavedModel .pb or .pbtxt at supplied export "
+                 "directory path: /models/fraud/3. Check that the directory exists and that you have the right "
+                 "permissions for accessing it.", id="the server's own format, with the list's closing braces"),
     pytest.param(START_FAILURE, "NOT_FOUND: Could not find SavedModel .pb or .pbtxt at supplied export "
                  "directory path: /models/fraud/3", id="the error of the one model, without the closing brace"),
     pytest.param("Loading servable...\nRetrying...\n" + START_FAILURE + "\n", "NOT_FOUND: Could not find SavedModel "

@@ -6,6 +6,7 @@ owns, each revision's Deployment counts and pod troubles, the manual rollout con
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +42,12 @@ class PodSummary:
     load_error: str = ""
 
 
-# tensorflow_serving/model_servers/main.cc prints this when Server::BuildAndStart fails, and
-# server_core.cc's initial-load error lists each model: "{name: m version: 3} due to error: ...".
+# tensorflow_serving/model_servers/main.cc prints "Failed to start server. Error: <status>"
+# when Server::BuildAndStart fails; for a first load that failed, the status lists each
+# servable: "... did not become available: {{{name: m version: 3} due to error: <error>}, }".
 _START_FAILURE = "Failed to start server."
 _DUE_TO = " due to error: "
+_CLOSING = re.compile(r"^(?P<error>.*?)\}(?:, \})?\s*$", re.S)
 
 
 def startup_load_error(termination_message: str) -> str:
@@ -52,8 +55,8 @@ def startup_load_error(termination_message: str) -> str:
     for line in reversed(termination_message.splitlines()):
         if _START_FAILURE in line and _DUE_TO in line:
             error = line.split(_DUE_TO, 1)[1].strip()
-            # The model list closes with "}" after the last error.
-            return error[:-1].rstrip() if error.endswith("}") else error
+            closed = _CLOSING.match(error)
+            return closed.group("error").strip() if closed else error
     return ""
 
 
