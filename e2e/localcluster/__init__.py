@@ -98,7 +98,11 @@ class LocalCluster:
         if self.kubeconfig is not None:
             write_kubeconfig(self.kubeconfig, self.url)
         if self.controllers_enabled:
-            self._tasks = self._start_controllers()
+            try:
+                self._tasks = self._start_controllers()
+            except BaseException:
+                await self.stop()
+                raise
         return self
 
     def _start_controllers(self) -> list[asyncio.Task[Any]]:

@@ -25,6 +25,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="serve the API only (no simulated scheduler, kubelet, controllers)")
     parser.add_argument("--topology", type=Path, default=None,
                         help="YAML file describing the simulated nodes (handed to the controllers)")
+    parser.add_argument("--process-runtime", action="store_true",
+                        help="run the pods of every node as real processes (node label "
+                             "localcluster.tfleet.dev/runtime=process; needs root, ip, unshare)")
+    parser.add_argument("--storage-root", type=Path, default=None,
+                        help="the process runtime's storage: PVCs and the stand-in's object store")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -33,6 +38,10 @@ async def serve(args: argparse.Namespace) -> None:
     options = {}
     if args.topology is not None:
         options["topology"] = yaml.safe_load(args.topology.read_text())
+    if args.process_runtime:
+        options["process_runtime"] = True
+    if args.storage_root is not None:
+        options["storage_root"] = args.storage_root
     lc = LocalCluster(port=args.port, kubeconfig=args.kubeconfig, controllers=not args.no_controllers,
                       controller_options=options, request_log_path=args.request_log,
                       keep_request_log=False)
