@@ -6,9 +6,9 @@ PID 1 itself.
 
 This file is run by path with the standard library only. Its one argument is a JSON file:
 ``{"argv", "env", "working_dir", "hostname", "image_root", "image_files", "mounts":
-[{"source", "target", "read_only", "is_file"}], "read_only_root", "start_error"}``.
+[{"source", "target", "read_only", "is_file"}], "read_only_root", "error_fd"}``.
 
-When the command cannot be started, the reason goes to the ``start_error`` file and the
+When the command cannot be started, the reason goes to the ``error_fd`` pipe and the
 process exits with 128, which the runtime reports as the container's StartError, as
 containerd does.
 """
@@ -68,10 +68,11 @@ def _free_directory(path: str) -> bool:
         return False
 
 
-def mount_image(image_root: str, files: list[str]) -> None:
-    """Each image file appears at its path: under the highest directory the host lacks (or
-    has empty), that directory is bound whole; otherwise the file itself is bound."""
+def plan_image(image_root: str, files: list[str]) -> list[tuple[str, str, bool]]:
+    """(source, target, is_file) for the image's files: under the highest directory the
+    host lacks (or has empty), that directory is bound whole; otherwise the file itself."""
     covered: list[str] = []
+    plan: list[tuple[str, str, bool]] = []
     for path in sorted(files):
         if any(path == d or path.startswith(d + "/") for d in covered):
             continue
@@ -81,52 +82,62 @@ def mount_image(image_root: str, files: list[str]) -> None:
         for part in parts[:-1]:
             current += "/" + part
             if _free_directory(current):
-                ensure_mount_point(current, is_file=False)
-                bind(image_root + current, current, read_only=False)
+                plan.append((image_root + current, current, False))
                 covered.append(current)
                 placed = True
                 break
         if not placed:
-            ensure_mount_point(path, is_file=True)
-            bind(image_root + path, path, read_only=False)
+            plan.append((image_root + path, path, True))
+    return plan
 
 
 def main(spec_path: str) -> None:
     with open(spec_path) as f:
         spec = json.load(f)
-    start_error = spec["start_error"]
+    # Every source is opened before anything is mounted: a volume mounted at /tmp must not
+    # hide the sources of the mounts after it (the runtime keeps its files under /tmp).
+    # Start errors go to a pipe the runtime reads: a file open for writing would keep the
+    # root from being remounted read-only (EBUSY). The container's command does not inherit it.
+    error_fd = int(spec["error_fd"])
+    os.set_inheritable(error_fd, False)
     try:
         if spec.get("hostname"):
             socket.sethostname(spec["hostname"])
+        mounts: list[tuple[str, str, bool, bool]] = []
         if spec.get("image_root"):
-            mount_image(spec["image_root"], spec.get("image_files") or [])
+            for source, target, is_file in plan_image(spec["image_root"], spec.get("image_files") or []):
+                mounts.append((source, target, False, is_file))
         for m in sorted(spec.get("mounts") or [], key=lambda m: m["target"].count("/")):
-            ensure_mount_point(m["target"], m.get("is_file", False))
-            bind(m["source"], m["target"], m.get("read_only", False))
+            mounts.append((m["source"], m["target"], m.get("read_only", False), m.get("is_file", False)))
+        opened = [(os.open(source, os.O_PATH | os.O_CLOEXEC), target, ro, is_file)
+                  for source, target, ro, is_file in mounts]
+        for fd, target, ro, is_file in opened:
+            ensure_mount_point(target, is_file)
+            bind(f"/proc/self/fd/{fd}", target, ro)
+            os.close(fd)
         if spec.get("read_only_root"):
             _mount(None, "/", MS_REMOUNT | MS_BIND | MS_RDONLY)
         os.chdir(spec.get("working_dir") or "/")
     except OSError as exc:
-        _fail(start_error, f"failed to create containerd task: failed to create shim task: "
-                           f"OCI runtime create failed: error mounting: {exc}: unknown")
+        _fail(error_fd, f"failed to create containerd task: failed to create shim task: "
+                        f"OCI runtime create failed: error mounting: {exc}: unknown")
     argv = spec["argv"]
     env = spec["env"]
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError:
         where = "no such file or directory" if "/" in argv[0] else "executable file not found in $PATH"
-        _fail(start_error, f'failed to create containerd task: failed to create shim task: OCI '
-                           f'runtime create failed: runc create failed: unable to start container '
-                           f'process: exec: "{argv[0]}": {where}: unknown')
+        _fail(error_fd, f'failed to create containerd task: failed to create shim task: OCI '
+                        f'runtime create failed: runc create failed: unable to start container '
+                        f'process: exec: "{argv[0]}": {where}: unknown')
     except OSError as exc:
-        _fail(start_error, f'failed to create containerd task: failed to create shim task: OCI '
-                           f'runtime create failed: runc create failed: unable to start container '
-                           f'process: exec: "{argv[0]}": {exc.strerror.lower()}: unknown')
+        _fail(error_fd, f'failed to create containerd task: failed to create shim task: OCI '
+                        f'runtime create failed: runc create failed: unable to start container '
+                        f'process: exec: "{argv[0]}": {(exc.strerror or str(exc)).lower()}: unknown')
 
 
-def _fail(path: str, message: str) -> None:
-    with open(path, "w") as f:
-        f.write(message)
+def _fail(fd: int, message: str) -> None:
+    os.write(fd, message.encode())
     os._exit(128)
 
 

@@ -46,7 +46,6 @@ class Instance:
     container_id: str
     log_path: Path
     term_log: Path
-    start_error: Path
     env: dict[str, str]
     started_at: datetime
     started_mono: float
@@ -58,6 +57,7 @@ class Instance:
     reason: str = ""
     message: str = ""
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    error_pipe: int | None = None  # read end of the pipe enter.py reports start errors on
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @property
@@ -207,10 +207,15 @@ class PodWorker:
             self._wake_at = due
 
     def update(self, pod: dict[str, Any]) -> None:
+        """A newer copy of the pod from the API. Only its deletion (or, with readiness
+        gates, conditions others write) matters: the kubelet does not sync a pod again
+        because its status was written, its own writes included."""
         self.pod = pod
-        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        if (pod.get("metadata") or {}).get("deletionTimestamp") and not self.deleting:
             self.deleting = True
-        self.poke()
+            self.poke()
+        elif (pod.get("spec") or {}).get("readinessGates"):
+            self.poke()
 
     def pod_removed(self) -> None:
         """The pod is gone from the API (force-deleted): stop it all the same."""
@@ -235,6 +240,7 @@ class PodWorker:
             while True:
                 if self.deleting and self.termination is None:
                     self.termination = asyncio.create_task(self._terminate())
+                    self.termination.add_done_callback(lambda _task: self.poke())
                 if self.termination is None:
                     await self._sync()
                 await self._write_status()
@@ -544,12 +550,13 @@ class PodWorker:
             container_id=kubelet.container_id(self.uid, cs.name, number),
             log_path=self.rt.log_dir(self.namespace, self.name, self.uid) / cs.name / f"{number}.log",
             term_log=term_log,
-            start_error=cdir / f"{number}-start-error",
             env=ct.runtime_env(image.env, env),
             started_at=now_utc(),
             started_mono=time.monotonic(),
         )
-        inst.start_error.unlink(missing_ok=True)
+        error_read, error_write = os.pipe()
+        os.set_blocking(error_read, False)
+        inst.error_pipe = error_read
         spec_file = cdir / f"{number}-spec.json"
         spec_file.write_text(json.dumps({
             "argv": argv,
@@ -560,7 +567,7 @@ class PodWorker:
             "image_files": sorted(image.files),
             "mounts": [m.__dict__ for m in mounts],
             "read_only_root": bool(security.get("readOnlyRootFilesystem")),
-            "start_error": str(inst.start_error),
+            "error_fd": error_write,
         }))
         writer = LogWriter(inst.log_path)
         proc = await asyncio.create_subprocess_exec(
@@ -571,7 +578,9 @@ class PodWorker:
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=1 << 20,
             env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+            pass_fds=(error_write,),
         )
+        os.close(error_write)
         inst.proc = proc
         assert proc.stdout is not None and proc.stderr is not None
         copiers = [asyncio.create_task(writer.copy(proc.stdout, "stdout")),
@@ -718,7 +727,12 @@ class PodWorker:
         inst.finished_at = now_utc()
         inst.finished_mono = time.monotonic()
         code = ct.exit_code_of(returncode)
-        start_error = inst.start_error.read_text() if inst.start_error.exists() else ""
+        start_error = ""
+        if inst.error_pipe is not None:
+            with contextlib.suppress(BlockingIOError):
+                start_error = os.read(inst.error_pipe, 1 << 16).decode(errors="replace")
+            os.close(inst.error_pipe)
+            inst.error_pipe = None
         if start_error:
             inst.exit_code = 128
             inst.reason = "StartError"
