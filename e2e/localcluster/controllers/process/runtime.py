@@ -86,13 +86,12 @@ def _kill_processes_mentioning(text: str) -> int:
     return killed
 
 
-def remove_dead_runs(base: Path = STATE_BASE) -> list[str]:
-    """Remove what runs whose owner process is gone left behind: their containers, network
-    namespaces, veths and directories. Returns their ids."""
+def _runs(base: Path) -> tuple[set[str], list[str]]:
+    """The run ids under ``base``: (those whose owner lives, those whose owner is gone)."""
     live: set[str] = set()
     dead: list[str] = []
     if base.is_dir():
-        for run_dir in base.iterdir():
+        for run_dir in sorted(base.iterdir()):
             try:
                 owner = json.loads((run_dir / "owner.json").read_text())
                 alive = _start_time(int(owner["pid"])) == owner.get("start")
@@ -102,6 +101,14 @@ def remove_dead_runs(base: Path = STATE_BASE) -> list[str]:
                 live.add(run_dir.name)
             else:
                 dead.append(run_dir.name)
+    return live, dead
+
+
+def remove_dead_runs(base: Path = STATE_BASE) -> list[str]:
+    """Remove what runs whose owner process is gone left behind: their containers, network
+    namespaces, veths and directories. Returns their ids."""
+    live, dead = _runs(base)
+    live |= _runs(STATE_BASE)[0]  # never touch a live run, wherever it keeps its state
     for cid in dead:
         _kill_processes_mentioning(str(base / cid) + "/")
     # Namespaces and links of any run that is not live, with or without a directory.
