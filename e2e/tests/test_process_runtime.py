@@ -59,7 +59,7 @@ class H(http.server.BaseHTTPRequestHandler):
 if os.environ.get("ON_SIGTERM"):
     def bye(*args):
         with open(os.environ["ON_SIGTERM"], "a") as f:
-            f.write("sigterm\n")
+            f.write(os.environ.get("WHO", "sigterm") + "\n")
         sys.exit(0)
     signal.signal(signal.SIGTERM, bye)
 print("listening on", os.environ.get("PORT", "8080"), flush=True)
@@ -638,3 +638,47 @@ def test_tfleet_image_runs_the_cli_from_this_checkout(env: Env) -> None:
                    in ("Succeeded", "Failed") and p, timeout=30)
     assert pod["status"]["phase"] == "Succeeded", env.kubectl("logs", "tfleet").stdout
     assert "--target" in env.kubectl("logs", "tfleet").stdout
+
+
+def test_sidecars_stop_after_the_main_containers_in_reverse_order(env: Env) -> None:
+    env.create({"kind": "PersistentVolumeClaim", "metadata": {"name": "order"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    mount = [{"name": "order", "mountPath": "/order"}]
+
+    def member(name: str, port: int, **extra: Any) -> dict[str, Any]:
+        return web(name, ports=[{"containerPort": port}], volumeMounts=mount, env=[
+            {"name": "PORT", "value": str(port)}, {"name": "WHO", "value": name},
+            {"name": "ON_SIGTERM", "value": "/order/log"}], **extra)
+
+    env.create(pod_manifest("layered", [
+        member("main", 8080, lifecycle={"preStop": {"sleep": {"seconds": 1}}})],
+        initContainers=[member("side-1", 8081, restartPolicy="Always"),
+                        member("side-2", 8082, restartPolicy="Always")],
+        terminationGracePeriodSeconds=30,
+        volumes=[{"name": "order", "persistentVolumeClaim": {"claimName": "order"}}]))
+    def serving() -> bool:
+        ip = ((env.pod("layered") or {}).get("status") or {}).get("podIP")
+        return bool(ip) and all(http(f"http://{ip}:{port}/")[0] == 200 for port in (8080, 8081, 8082))
+
+    wait_for("every container serving", serving)
+    env.delete("layered")
+    wait_for("the layered pod gone", lambda: env.pod("layered") is None,
+             detail=lambda: env.describe("layered"))
+    log = env.storage / "volumes" / env.ns / "order" / "log"
+    assert log.read_text().split() == ["main", "side-2", "side-1"]
+
+
+def test_a_pod_that_completes_stops_its_sidecar_and_follows_its_log(env: Env) -> None:
+    env.create(pod_manifest("job", [{
+        "name": "work", "image": "localcluster.test/python:1",
+        "args": ["import time\nfor i in range(5):\n    print('step', i, flush=True); time.sleep(0.2)"]}],
+        restartPolicy="Never",
+        initContainers=[{"name": "helper", "image": "localcluster.test/python:1", "restartPolicy": "Always"}]))
+    wait_for("work running", lambda: "running" in (status_of(env.pod("job"), "work").get("state") or {}))
+    followed = env.kubectl("logs", "-f", "job", "-c", "work")  # returns when the container exits
+    assert followed.stdout == "".join(f"step {i}\n" for i in range(5))
+    pod = wait_for("Succeeded", lambda: (p := env.pod("job")) and p["status"]["phase"] == "Succeeded" and p,
+                   detail=lambda: env.describe("job"))
+    helper = status_of(pod, "helper")
+    assert "terminated" in helper["state"], helper
+    assert condition(pod, "Ready") == "False"

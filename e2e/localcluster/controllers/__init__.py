@@ -5,7 +5,9 @@ controllers a real cluster would run, all against the in-process API:
 
 - scheduler: binds pending pods to nodes (nodeSelector, node affinity, taints and
   tolerations, resource fit), or explains why not;
-- kubelet: runs bound pods by their declared behaviour (docs/local-cluster-behaviours.md);
+- kubelet: runs bound pods by their declared behaviour (docs/local-cluster-behaviours.md),
+  or, on nodes labelled ``localcluster.tfleet.dev/runtime: process``, as real processes
+  (``process/``);
 - ReplicaSet and Deployment controllers (RollingUpdate, Recreate, status, conditions);
 - Endpoints and EndpointSlice controllers for Services with selectors;
 - a disruption controller that gives PodDisruptionBudgets their status;
