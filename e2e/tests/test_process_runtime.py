@@ -91,6 +91,13 @@ IMAGES = {
                                "files": {"/opt/localcluster-test/health_server.py": [GRPC, 0o644]}},
 }
 
+# TF Serving's place taken by the fake that speaks its gRPC API (e2e/fake_tfserving).
+REPO = Path(__file__).resolve().parents[2]
+IMAGES["localcluster.test/fake-tfserving"] = {
+    "entrypoint": [PY, "-u", "-m", "e2e.fake_tfserving", "--host", "0.0.0.0", "--port", "8500"],
+    "env": {"PYTHONPATH": f"{REPO}:{REPO / 'operator'}"},
+}
+
 BACKOFF_SCALE = 0.05  # back-off 0.5 s doubling to 15 s
 
 
@@ -198,7 +205,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "backoff_scale": BACKOFF_SCALE,
         "storage_root": str(storage),
         "images": IMAGES,
-        "topology": {"nodes": [{"name": "node", "count": 2}]},
+        "topology": {"nodes": [{"name": "node", "count": 2,
+                                "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"}}]},
     }).start()
     runtime = rc.cluster.pod_log_source
     prefix, state_dir = runtime.prefix, runtime.state_dir
@@ -682,3 +690,27 @@ def test_a_pod_that_completes_stops_its_sidecar_and_follows_its_log(env: Env) ->
     helper = status_of(pod, "helper")
     assert "terminated" in helper["state"], helper
     assert condition(pod, "Ready") == "False"
+
+
+def test_the_real_health_bridge_runs_as_a_native_sidecar(env: Env) -> None:
+    from tfleet.health import podspec
+
+    bridge = podspec.bridge_container(image="ghcr.io/tfleet/tfleet:0.1.0", model_name="m",
+                                      version=1, grpc_port=8500, drain_seconds=1)
+    serving = {"name": "tensorflow-serving", "image": "localcluster.test/fake-tfserving:1",
+               "args": ["--model", "m"],
+               **podspec.serving_probes(model_load_timeout_seconds=60),
+               "lifecycle": podspec.serving_lifecycle(drain_seconds=1),
+               "securityContext": {"readOnlyRootFilesystem": True}}
+    env.create(pod_manifest("served", [serving], initContainers=[bridge],
+                            terminationGracePeriodSeconds=podspec.termination_grace_seconds(1)))
+    pod = wait_for("the serving pod Ready through the bridge's gRPC probes",
+                   lambda: (p := env.pod("served")) and condition(p, "Ready") == "True" and p,
+                   timeout=30, detail=lambda: env.describe("served"))
+    assert status_of(pod, "health-bridge")["ready"]
+    assert status_of(pod, "tensorflow-serving")["started"]
+    env.delete("served")
+    wait_for("the serving pod gone after its drain", lambda: env.pod("served") is None,
+             timeout=30, detail=lambda: env.describe("served"))
+    failed_hooks = [e for e in env.events("served") if e["reason"] == "FailedPreStopHook"]
+    assert failed_hooks == []

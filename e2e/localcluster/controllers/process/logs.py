@@ -79,7 +79,6 @@ class LogWriter:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[str] = path.open("a", buffering=1)
-        self.lines: list[str] = []  # the content lines, kept for the termination message
         self._open = 0
 
     async def copy(self, stream: asyncio.StreamReader, name: str) -> None:
@@ -99,9 +98,6 @@ class LogWriter:
                 self._file.write(
                     f"{rfc3339_nano(datetime.now(UTC))} {name} {'F' if complete else 'P'} {content}\n"
                 )
-                self.lines.append(text)
-                if len(self.lines) > 200:
-                    del self.lines[:100]
         finally:
             self._open -= 1
             if self._open == 0:

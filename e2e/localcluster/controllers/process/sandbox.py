@@ -114,13 +114,6 @@ async def remove(netns: str, veth: str) -> None:
     await _run(["ip", "netns", "del", netns])
 
 
-def remove_sync(netns: str, veth: str) -> None:
-    """The same, for interpreter exit (atexit), when no event loop runs any more."""
-    for args in (["ip", "link", "del", veth], ["ip", "netns", "del", netns]):
-        with contextlib.suppress(OSError):
-            subprocess.run(args, capture_output=True, check=False, timeout=10)
-
-
 def list_netns(prefix: str) -> list[str]:
     try:
         names = os.listdir(NETNS_DIR)
