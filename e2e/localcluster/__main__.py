@@ -34,14 +34,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def serve(args: argparse.Namespace) -> None:
-    options = {}
+def controller_options(args: argparse.Namespace) -> dict[str, object]:
+    """The simulated cluster's options the command line asks for."""
+    options: dict[str, object] = {}
     if args.topology is not None:
         options["topology"] = yaml.safe_load(args.topology.read_text())
     if args.process_runtime:
         options["process_runtime"] = True
     if args.storage_root is not None:
         options["storage_root"] = args.storage_root
+    return options
+
+
+async def serve(args: argparse.Namespace) -> None:
+    options = controller_options(args)
     lc = LocalCluster(port=args.port, kubeconfig=args.kubeconfig, controllers=not args.no_controllers,
                       controller_options=options, request_log_path=args.request_log,
                       keep_request_log=False)

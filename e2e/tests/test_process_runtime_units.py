@@ -286,3 +286,12 @@ def test_leftovers_of_a_dead_run_are_removed(tmp_path: Path) -> None:
     finally:
         sleeper.kill()
         subprocess.run(["ip", "netns", "del", "lcpzzzz-1"], capture_output=True, check=False)
+
+
+def test_the_command_line_asks_for_the_process_runtime() -> None:
+    from e2e.localcluster.__main__ import controller_options, parse_args
+
+    args = parse_args(["--kubeconfig", "kc", "--process-runtime", "--storage-root", "/srv/models"])
+    assert controller_options(args) == {"process_runtime": True, "storage_root": Path("/srv/models")}
+    assert controller_options(parse_args(["--kubeconfig", "kc"])) == {}
+    parse_options(controller_options(args))  # valid as it is

@@ -597,6 +597,11 @@ class Kubelet:
 
         if key in self._uids and self._uids[key] != uid_of(pod):
             self._forget(key)
+        if is_terminating(pod) and key not in self.process.workers:
+            # Deleted before anything of it ran here: nothing to stop, only the final delete.
+            await self._remove(key, pod, "Removed Pod %s/%s that never ran on Node %s",
+                               node["metadata"]["name"])
+            return
         if not self.process.started:
             try:
                 self.process.start()
