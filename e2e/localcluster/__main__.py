@@ -31,22 +31,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "and the cluster DNS (zone cluster.local)")
     parser.add_argument("--dns-address", default=None, metavar="IP:PORT",
                         help="where the cluster DNS listens, UDP and TCP (default 127.0.0.10:53)")
+    parser.add_argument("--process-runtime", action="store_true",
+                        help="run the pods of every node as real processes (node label "
+                             "localcluster.tfleet.dev/runtime=process; needs root, ip, unshare)")
+    parser.add_argument("--storage-root", type=Path, default=None,
+                        help="the process runtime's storage: PVCs and the stand-in's object store")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
 
-async def serve(args: argparse.Namespace) -> None:
+def controller_options(args: argparse.Namespace) -> dict[str, object]:
+    """The simulated cluster's options the command line asks for."""
     options: dict[str, object] = {}
     if args.topology is not None:
         options["topology"] = yaml.safe_load(args.topology.read_text())
-    controllers = not args.no_controllers
     if args.data_plane:
         options["data_plane"] = True
         if args.no_controllers:  # the data plane alone, no simulated controllers
             options["controllers"] = []
-            controllers = True
     if args.dns_address is not None:
         options["dns_address"] = args.dns_address
+    if args.process_runtime:
+        options["process_runtime"] = True
+    if args.storage_root is not None:
+        options["storage_root"] = args.storage_root
+    return options
+
+
+async def serve(args: argparse.Namespace) -> None:
+    options = controller_options(args)
+    # --data-plane with --no-controllers runs the data plane alone (options["controllers"] = []).
+    controllers = not args.no_controllers or args.data_plane
     lc = LocalCluster(port=args.port, kubeconfig=args.kubeconfig, controllers=controllers,
                       controller_options=options, request_log_path=args.request_log,
                       keep_request_log=False)

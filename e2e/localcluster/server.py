@@ -296,9 +296,8 @@ class ApiServer:
             if sub == "scale":
                 return _json_response(c.do_get_scale(rt, route.namespace, route.name or ""))
             if sub == "log":
-                # The simulated containers write nothing; the pod must exist all the same.
-                c.do_get(rt, route.namespace, route.name or "")
-                return web.Response(text="", content_type="text/plain")
+                pod = c.do_get(rt, route.namespace, route.name or "")
+                return await self._pod_log(request, pod)
             if sub not in (None, "status"):
                 raise errors.method_not_allowed()
             obj = c.do_get(rt, route.namespace, route.name or "")
@@ -433,6 +432,64 @@ class ApiServer:
             )
             return self._object_response(request, rt, obj, 200 if gone else 202)
         raise errors.method_not_allowed()
+
+    async def _pod_log(self, request: web.Request, pod: dict[str, Any]) -> web.StreamResponse:
+        """GET .../pods/<name>/log: the container is chosen as the apiserver's LogLocation
+        does (pkg/registry/core/pod/strategy.go); the process runtime serves the logs of
+        its pods; simulated containers write nothing."""
+        q = request.query
+        meta = pod.get("metadata") or {}
+        spec = pod.get("spec") or {}
+        name = meta.get("name", "")
+        container = q.get("container") or ""
+        mains = [c.get("name", "") for c in spec.get("containers") or []]
+        inits = [c.get("name", "") for c in spec.get("initContainers") or []]
+        ephemeral = [c.get("name", "") for c in spec.get("ephemeralContainers") or []]
+        if not container:
+            if len(mains) == 1:
+                container = mains[0]
+            elif not mains:
+                raise errors.bad_request(f"a container name must be specified for pod {name}")
+            else:
+                names = " ".join([*inits, *mains, *ephemeral])
+                raise errors.bad_request(
+                    f"a container name must be specified for pod {name}, choose one of: [{names}]")
+        elif container not in (*mains, *inits, *ephemeral):
+            raise errors.bad_request(f"container {container} is not valid for pod {name}")
+        tail = _int(q.get("tailLines"), "tailLines")
+        limit = _int(q.get("limitBytes"), "limitBytes")
+        since_seconds = _int(q.get("sinceSeconds"), "sinceSeconds")
+        since = q.get("sinceTime")
+        if since_seconds is not None:
+            from datetime import UTC, datetime, timedelta
+
+            since = (datetime.now(UTC) - timedelta(seconds=since_seconds)).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ")
+        source = self.cluster.pod_log_source
+        if not spec.get("nodeName") or source is None or not source.handles(
+                meta.get("namespace", ""), name, meta.get("uid", "")):
+            return web.Response(text="", content_type="text/plain")
+        timestamps = _bool(q.get("timestamps"))
+        ok, text, inst = source.read_log(
+            meta.get("namespace", ""), name, container, previous=_bool(q.get("previous")),
+            tail_lines=tail, timestamps=timestamps, limit_bytes=limit, since=since)
+        if not ok:
+            raise errors.bad_request(text)
+        if not _bool(q.get("follow")) or limit is not None:
+            return web.Response(text=text, content_type="text/plain")
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(text.encode())
+        already = len(source.read_log(meta.get("namespace", ""), name, container,
+                                      previous=_bool(q.get("previous")))[1].splitlines(True))
+        try:
+            async for chunk in source.follow_log(inst, already, timestamps):
+                await response.write(chunk.encode())
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
 
     def _object_response(
         self,

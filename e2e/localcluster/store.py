@@ -227,6 +227,8 @@ class Cluster:
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self.default_manager = "localcluster"
+        # The process runtime, when one runs: it serves the logs of its pods (pods/log).
+        self.pod_log_source: Any = None
         for ns in SYSTEM_NAMESPACES:
             self.do_create(self.registry.by_key("v1/namespaces"), None,
                            {"metadata": {"name": ns}}, manager="kube-apiserver")

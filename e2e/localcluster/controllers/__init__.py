@@ -5,7 +5,9 @@ controllers a real cluster would run, all against the in-process API:
 
 - scheduler: binds pending pods to nodes (nodeSelector, node affinity, taints and
   tolerations, resource fit), or explains why not;
-- kubelet: runs bound pods by their declared behaviour (docs/local-cluster-behaviours.md);
+- kubelet: runs bound pods by their declared behaviour (docs/local-cluster-behaviours.md),
+  or, on nodes labelled ``localcluster.tfleet.dev/runtime: process``, as real processes
+  (``process/``);
 - ReplicaSet and Deployment controllers (RollingUpdate, Recreate, status, conditions);
 - Endpoints and EndpointSlice controllers for Services with selectors;
 - a disruption controller that gives PodDisruptionBudgets their status;
@@ -40,6 +42,21 @@ Options (all optional):
 ``dns_address`` ("127.0.0.10:53")
     Where the cluster DNS listens, UDP and TCP, a loopback ``<IPv4>:<port>`` (port 0
     picks a free one).
+``process_runtime`` (False)
+    Label every node of the topology ``localcluster.tfleet.dev/runtime: process`` (unless
+    its entry sets that label itself), so that their pods run as real processes
+    (``process/``). Start-up fails if the machine cannot run them.
+``storage_root`` (a directory of the run)
+    The process runtime's storage: PersistentVolumeClaim ``<ns>/<claim>`` is the directory
+    ``<storage_root>/volumes/<ns>/<claim>``; the TF Serving stand-in's object store is
+    ``<storage_root>/objects``. Given, it is kept when the cluster stops.
+``backoff_scale`` (1.0)
+    Multiplies the process runtime's back-off times (crash loops and image pulls: 10 s
+    doubling to 5 min, reset after 10 min); tests use e.g. 0.05.
+``images`` (none)
+    Extra images for the process runtime, for tests: ``{name: {entrypoint, cmd, env,
+    files, workingDir}}`` (``name`` is a repository, any tag, or an exact reference;
+    ``files`` maps absolute paths to content or [content, mode]).
 """
 
 from __future__ import annotations
@@ -72,6 +89,8 @@ from .hpa import HPAController
 from .kubelet import Kubelet, Timing
 from .nodes import NodeLifecycleController, ensure_nodes, expand_topology
 from .pdb import DisruptionController
+from .process import PROCESS, RUNTIME_LABEL, check_host
+from .process.images import validate_images_option
 from .proxy import KubeProxy
 from .replicaset import ReplicaSetController
 from .scheduler import Scheduler
@@ -116,6 +135,10 @@ def parse_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
         "controllers",
         "data_plane",
         "dns_address",
+        "process_runtime",
+        "storage_root",
+        "backoff_scale",
+        "images",
     }
     if unknown:
         raise ValueError(f"unknown simulated-cluster option(s): {sorted(unknown)}")
@@ -149,7 +172,37 @@ def parse_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     if data_plane:
         controllers += [c for c in DATA_PLANE_CONTROLLERS if c not in controllers]
     out["controllers"] = tuple(controllers)
+    process_runtime = opts.get("process_runtime", False)
+    if not isinstance(process_runtime, bool):
+        raise ValueError(f"option process_runtime must be true or false, got {process_runtime!r}")
+    out["process_runtime"] = process_runtime
+    storage_root = opts.get("storage_root")
+    if storage_root is not None and not isinstance(storage_root, str | Path):
+        raise ValueError(f"option storage_root must be a path, got {storage_root!r}")
+    out["storage_root"] = Path(storage_root) if storage_root is not None else None
+    try:
+        scale = float(opts.get("backoff_scale", 1.0))
+    except (TypeError, ValueError):
+        raise ValueError(f"option backoff_scale must be a number, got {opts.get('backoff_scale')!r}") from None
+    if not scale > 0:
+        raise ValueError(f"option backoff_scale must be positive, got {scale}")
+    out["backoff_scale"] = scale
+    out["images"] = validate_images_option(opts.get("images"))
     return out
+
+
+def node_default_labels(opts: Mapping[str, Any]) -> dict[str, str]:
+    """Labels every node of the topology gets unless its entry sets them."""
+    return {RUNTIME_LABEL: PROCESS} if opts.get("process_runtime") else {}
+
+
+def uses_process_runtime(opts: Mapping[str, Any]) -> bool:
+    if opts.get("process_runtime"):
+        return True
+    return any(
+        str((entry.get("labels") or {}).get(RUNTIME_LABEL)) == PROCESS
+        for entry in expand_topology(opts.get("topology"))
+    )
 
 
 def start(
@@ -163,6 +216,9 @@ def start(
     ``"cluster-dns"``: ClusterDNS) for tests and benchmarks to read."""
     opts = parse_options(options)
     enabled = set(opts["controllers"])
+    if "kubelet" in enabled and uses_process_runtime(opts):
+        # Fail here, loudly, rather than leave process nodes whose pods never start.
+        check_host()
 
     def recorder(component: str) -> _Either:
         return _Either(
@@ -206,7 +262,10 @@ def start(
 
     if "nodes" in enabled:
         tasks.append(
-            asyncio.create_task(_bootstrap(cluster, opts["topology"]), name="localcluster-nodes")
+            asyncio.create_task(
+                _bootstrap(cluster, opts["topology"], node_default_labels(opts)),
+                name="localcluster-nodes",
+            )
         )
         use(nodes)
         tasks += NodeLifecycleController(cluster, nodes).tasks()
@@ -216,9 +275,13 @@ def start(
     if "kubelet" in enabled:
         use(pods, nodes)
         timing = Timing(opts["ready_delay_seconds"], opts["crash_loop_interval_seconds"])
-        tasks += Kubelet(
-            cluster, pods, nodes, recorder("kubelet"), timing, opts["deletion_grace_seconds"]
-        ).tasks()
+        kubelet = Kubelet(
+            cluster, pods, nodes, recorder("kubelet"), timing, opts["deletion_grace_seconds"],
+            process_options={k: opts[k] for k in ("storage_root", "backoff_scale", "images")},
+        )
+        if uses_process_runtime(opts):
+            kubelet.process.start()
+        tasks += kubelet.tasks()
     if "replicaset" in enabled:
         use(replicasets, pods)
         tasks += ReplicaSetController(
@@ -274,10 +337,10 @@ async def _run_informer(informer: Informer) -> None:
             await asyncio.sleep(0.5)
 
 
-async def _bootstrap(cluster: Any, topology: Any) -> None:
+async def _bootstrap(cluster: Any, topology: Any, default_labels: dict[str, str]) -> None:
     for attempt in range(50):
         try:
-            await ensure_nodes(cluster, topology, now_utc())
+            await ensure_nodes(cluster, topology, now_utc(), default_labels)
             with contextlib.suppress(Exception):
                 await cluster.create(
                     "v1/namespaces",

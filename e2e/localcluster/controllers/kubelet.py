@@ -7,6 +7,9 @@ a polling loop), and writes it only when it differs from what is stored.
 
 Graceful deletion: once the API server has set ``deletionTimestamp``, the kubelet waits
 ``min(deletionGracePeriodSeconds, deletion_grace_seconds)`` and removes the pod.
+
+Pods of nodes labelled ``localcluster.tfleet.dev/runtime: process`` are not simulated: the
+process runtime (``process/``) runs their containers as real processes.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .common import (
     uid_of,
 )
 from .nodes import node_internal_ip, node_is_ready
+from .process.runtime import is_process_node
 from .replicaset import refresh
 from .scheduler import tolerates, with_condition
 
@@ -375,7 +379,10 @@ class Kubelet:
         events: Recorder,
         timing: Timing,
         deletion_grace: float = 0.2,
+        process_options: Mapping[str, Any] | None = None,
     ):
+        from .process import ProcessRuntime
+
         self.cluster = cluster
         self.pods = pods
         self.nodes = nodes
@@ -393,6 +400,15 @@ class Kubelet:
         self._terminating_seen: dict[Key, datetime] = {}
         # names of every node ever seen: a pod bound to one that disappeared is orphaned
         self._known_nodes: set[str] = set()
+        popts = dict(process_options or {})
+        self.process = ProcessRuntime(
+            cluster, pods, events, self.ips,
+            storage_root=popts.get("storage_root"),
+            backoff_scale=float(popts.get("backoff_scale", 1.0)),
+            images=popts.get("images"),
+        )
+        self.process.requeue = self.queue.add
+        self._process_unavailable_reported: set[str] = set()
         pods.add_handler(self._on_pod)
         nodes.add_handler(self._on_node)
 
@@ -403,12 +419,16 @@ class Kubelet:
         ]
 
     async def _run(self) -> None:
-        await self.rules_synced.wait()
-        await run_worker("kubelet", self.queue, self.reconcile, [self.pods, self.nodes])
+        try:
+            await self.rules_synced.wait()
+            await run_worker("kubelet", self.queue, self.reconcile, [self.pods, self.nodes])
+        finally:
+            await self.process.shutdown()
 
     def _on_pod(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
         obj = new or old or {}
-        if (obj.get("spec") or {}).get("nodeName") or key_of(obj) in self.runtimes:
+        key = key_of(obj)
+        if (obj.get("spec") or {}).get("nodeName") or key in self.runtimes or key in self.process.workers:
             self.queue.add(key_of(obj))
 
     def _on_node(self, event_type: str, old: Obj | None, new: Obj | None) -> None:
@@ -476,6 +496,7 @@ class Kubelet:
     # -- reconcile
 
     def _forget(self, key: Key) -> None:
+        self.process.forget(key)
         rt = self.runtimes.pop(key, None)
         node = self._runtime_node.pop(key, None)
         self._uids.pop(key, None)
@@ -515,6 +536,9 @@ class Kubelet:
                         subresource="status",
                     )
                     self.pods.observe(updated)
+            return
+        if is_process_node(node) or key in self.process.workers:
+            await self._reconcile_process(key, pod, node, now)
             return
         if is_terminating(pod):
             await self._finish_deletion(key, pod, now)
@@ -566,6 +590,32 @@ class Kubelet:
         if next_change is not None:
             # a few ms late, so that the recomputation lands after the threshold
             self.queue.add_after(key, next_change + 0.005)
+
+    async def _reconcile_process(self, key: Key, pod: Obj, node: Obj, now: datetime) -> None:
+        """A pod of a process node: its pod worker runs it (process/worker.py)."""
+        from .process import ProcessRuntimeUnavailable
+
+        if key in self._uids and self._uids[key] != uid_of(pod):
+            self._forget(key)
+        if is_terminating(pod) and key not in self.process.workers:
+            # Deleted before anything of it ran here: nothing to stop, only the final delete.
+            await self._remove(key, pod, "Removed Pod %s/%s that never ran on Node %s",
+                               node["metadata"]["name"])
+            return
+        if not self.process.started:
+            try:
+                self.process.start()
+            except ProcessRuntimeUnavailable as exc:
+                if uid_of(pod) not in self._process_unavailable_reported:
+                    self._process_unavailable_reported.add(uid_of(pod))
+                    log.error("Cannot run Pod %s/%s: %s", key[0], key[1], exc)
+                    await self.events.record(pod, "Pod", "v1", "Warning",
+                                             "FailedCreatePodSandBox", str(exc), now)
+                return
+        if not is_terminating(pod) and await self._evict_if_due(key, pod, node, now):
+            return
+        self._uids[key] = uid_of(pod)
+        self.process.ensure(key, pod, node)
 
     async def _behaviour(self, pod: Obj) -> bh.Behaviour:
         try:

@@ -98,9 +98,15 @@ def expand_topology(topology: Mapping[str, Any] | list[Any] | None) -> list[dict
     return out
 
 
-def build_node(entry: Mapping[str, Any], index: int, now: datetime) -> dict[str, Any]:
+def build_node(
+    entry: Mapping[str, Any],
+    index: int,
+    now: datetime,
+    default_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """A Node object (with status) for one topology entry; ``index`` picks its pod CIDR
-    10.244.<index>.0/24 and its address."""
+    10.244.<index>.0/24 and its address. ``default_labels`` apply unless the entry sets
+    the same label."""
     name = entry["name"]
     allocatable = {str(k): str(v) for k, v in (entry.get("allocatable") or {}).items()}
     allocatable.setdefault("pods", "110")
@@ -110,6 +116,7 @@ def build_node(entry: Mapping[str, Any], index: int, now: datetime) -> dict[str,
         "kubernetes.io/arch": "amd64",
         "beta.kubernetes.io/os": "linux",
         "beta.kubernetes.io/arch": "amd64",
+        **dict(default_labels or {}),
         **{str(k): str(v) for k, v in (entry.get("labels") or {}).items()},
     }
     ts = fmt_time(now)
@@ -198,13 +205,16 @@ def node_internal_ip(node: Mapping[str, Any]) -> str | None:
 
 
 async def ensure_nodes(
-    cluster: Any, topology: Mapping[str, Any] | list[Any] | None, now: datetime
+    cluster: Any,
+    topology: Mapping[str, Any] | list[Any] | None,
+    now: datetime,
+    default_labels: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Create the topology's nodes that do not exist yet (an existing node is left as it
     is, so a restarted control plane keeps what tests changed). Returns their names."""
     names = []
     for index, entry in enumerate(expand_topology(topology), start=1):
-        node = build_node(entry, index, now)
+        node = build_node(entry, index, now, default_labels)
         names.append(node["metadata"]["name"])
         try:
             created = await cluster.create("v1/nodes", copy.deepcopy(node))
