@@ -91,10 +91,10 @@ IMAGES = {
                                "files": {"/opt/localcluster-test/health_server.py": [GRPC, 0o644]}},
 }
 
-# TF Serving's place taken by the fake that speaks its gRPC API (e2e/fake_tfserving).
+# TF Serving's place taken by the fake that speaks its gRPC API (tests/fakes/tfserving).
 REPO = Path(__file__).resolve().parents[2]
 IMAGES["localcluster.test/fake-tfserving"] = {
-    "entrypoint": [PY, "-u", "-m", "e2e.fake_tfserving", "--host", "0.0.0.0", "--port", "8500"],
+    "entrypoint": [PY, "-u", "-m", "tests.fakes.tfserving", "--host", "0.0.0.0", "--port", "8500"],
     "env": {"PYTHONPATH": f"{REPO}:{REPO / 'operator'}"},
 }
 
