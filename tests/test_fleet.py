@@ -385,3 +385,30 @@ def test_a_burst_of_events_collapses_into_few_reconciles():
         threading.Event().wait(0.01)
     threading.Event().wait(0.1)
     assert runs == [("ml", "a"), ("ml", "a")]  # once, then once more for everything that came meanwhile
+
+
+def test_crash_looping_pods_are_looked_at_again_and_their_termination_message_read():
+    # A serving container whose first load failed exits with TF Serving's error and
+    # crash-loops: no Deployment status changes, so the fleet must look again by itself.
+    kube = RecordingKube()
+    scheduled: list[float] = []
+    now = [datetime(2026, 1, 1)]
+    fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: scheduled.append(d),  # type: ignore[arg-type]
+                  status_coalesce_seconds=0)
+    key = start(fleet, kube, isvc())
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    add_pods(fleet, kube, ready=False)
+    failure = ("Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: "
+               "{{{name: resnet version: 3} due to error: NOT_FOUND: Could not find SavedModel .pb or .pbtxt}, }")
+    for pod in kube.pods:
+        pod["status"]["containerStatuses"] = [{
+            "name": "tensorflow-serving", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 255, "reason": "Error", "message": failure}}}]
+    now[0] += timedelta(seconds=11)
+    scheduled.clear()
+    fleet.reconcile(key)
+    assert kube.pod_lists == 1
+    assert scheduled and min(scheduled) <= 5.1  # looked at again within the recheck interval
+    conditions = {c["type"]: c for c in kube.isvc["status"]["conditions"]}
+    assert ("TF Serving failed to load the model: NOT_FOUND: Could not find SavedModel .pb or .pbtxt"
+            in conditions["Ready"]["message"])

@@ -193,3 +193,13 @@ SERVER_ARG_CASES = [
 @pytest.mark.parametrize(("manifest", "args"), SERVER_ARG_CASES)
 def test_server_args(manifest: IsvcBuilder, args: list[str]) -> None:
     assert tfconfig.server_args(manifest.isvc()) == args
+
+
+def test_a_pinned_version_lets_its_label_name_a_version_still_loading() -> None:
+    # TF Serving assigns version labels before it loads the first config's models: without
+    # this flag, a config whose "stable" label names the pinned version fails start-up.
+    pinned = tfconfig.server_args(make_isvc("a").version(3).isvc())
+    assert "--allow_version_labels_for_unavailable_models=true" in pinned
+    assert 'version_labels' in tfconfig.models_config(make_isvc("a").version(3).isvc())
+    latest = tfconfig.server_args(make_isvc("a").isvc())
+    assert not any(a.startswith("--allow_version_labels") for a in latest)

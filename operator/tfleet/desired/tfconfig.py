@@ -155,6 +155,12 @@ def server_args(isvc: InferenceService) -> list[str]:
         # broken version is rolled back with that error in seconds.
         "--max_num_load_retries=0",
     ]
+    if isvc.spec.model.version is not None:
+        # The config's "stable" label points at the pinned version. ServerCore::ReloadConfig
+        # assigns labels before it loads the models (server_core.cc), so on the first config
+        # the label names a version that is not available yet and the server refuses to
+        # start, unless labels may point at versions still loading.
+        args.append("--allow_version_labels_for_unavailable_models=true")
     if isvc.spec.batching is not None:
         args += ["--enable_batching=true", f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_CONFIG}"]
     if server.monitoring:

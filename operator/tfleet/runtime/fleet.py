@@ -30,7 +30,12 @@ from tfleet.runtime import logs
 from tfleet.runtime.cache import FleetCache, Key
 from tfleet.runtime.executor import STATUS_COALESCE_SECONDS, Executor, StatusHold
 from tfleet.runtime.kube import KubeClient, KubeError
-from tfleet.runtime.observers import BridgeReports, MetricChecks, rollout_active
+from tfleet.runtime.observers import (
+    BRIDGE_POLL_SECONDS,
+    BridgeReports,
+    MetricChecks,
+    rollout_active,
+)
 from tfleet.runtime.workqueue import Schedule, WorkQueue, timer
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,8 @@ Manifest = dict[str, Any]
 
 # How long an InferenceService may stay not Ready before its pods are looked at for a reason.
 PODS_LOOKED_AT_AFTER_SECONDS = 10.0
+# How often pods that are not ready are listed again while someone waits for them.
+POD_RECHECK_SECONDS = BRIDGE_POLL_SECONDS
 
 
 def _ignore(*_: Any) -> None:
@@ -207,6 +214,11 @@ class Fleet:
         seen = self.bridges.with_load_errors(key[0], pods, waited_on)
         if seen.look_again_after is not None:
             self.queue.wake_up(key, seen.look_again_after)
+        elif any(not p.ready for p in pods):
+            # Pods are not watched: a container that crashes or reports a load error changes
+            # no Deployment status, so while someone waits for these pods they are looked at
+            # again, as the bridges are.
+            self.queue.wake_up(key, POD_RECHECK_SECONDS)
         return seen.pods
 
     def _pods_matter(self, body: Manifest) -> bool:

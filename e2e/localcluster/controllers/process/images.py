@@ -45,6 +45,10 @@ class Image:
     # absolute path in the container -> (content, mode)
     files: Mapping[str, tuple[str | bytes, int]] = field(default_factory=dict)
     working_dir: str = ""
+    # Host directories the container reaches as it would reach a remote service, mounted
+    # at their own host path after the volumes (so a volume at /tmp hides none of them):
+    # (host path, read only).
+    reaches: tuple[tuple[str, bool], ...] = ()
 
     @property
     def digest(self) -> str:
@@ -114,7 +118,9 @@ def tf_serving_image(reference: str, ctx: ImageContext) -> Image:
     pythonpath = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "operator")])
     env = dict(getattr(standin, "ENV", {}) or {})
     env.setdefault("PATH", DEFAULT_PATH)
-    env[STORAGE_ROOT_ENV] = str(ctx.storage_root / "objects")
+    objects = ctx.storage_root / "objects"
+    objects.mkdir(parents=True, exist_ok=True)
+    env[STORAGE_ROOT_ENV] = str(objects)
     return Image(
         reference,
         entrypoint=tuple(standin.ENTRYPOINT),
@@ -122,6 +128,8 @@ def tf_serving_image(reference: str, ctx: ImageContext) -> Image:
         env=env,
         files=dict(standin.image_files(ctx.python, pythonpath)),
         working_dir=str(getattr(standin, "WORKDIR", "") or ""),
+        # The object store stands for gs://, s3:// and hdfs://: reachable from any pod.
+        reaches=((str(objects), True),),
     )
 
 

@@ -565,7 +565,8 @@ class PodWorker:
             "hostname": hostname,
             "image_root": str(image_root) if image.files else "",
             "image_files": sorted(image.files),
-            "mounts": [m.__dict__ for m in mounts],
+            "mounts": [m.__dict__ for m in mounts]
+                      + [ct.Mount(source, source, read_only).__dict__ for source, read_only in image.reaches],
             "read_only_root": bool(security.get("readOnlyRootFilesystem")),
             "error_fd": error_write,
         }))
