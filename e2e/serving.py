@@ -66,6 +66,7 @@ class ServingCluster:
         self._cluster: subprocess.Popen[str] | None = None
         self._operator: subprocess.Popen[str] | None = None
         self._logs: list[IO[str]] = []
+        self._server: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,11 +162,38 @@ class ServingCluster:
     def cluster_ip(self, service: str, namespace: str) -> str:
         return str(self.get("service", service, namespace)["spec"]["clusterIP"])
 
+    # ------------------------------------------------------------------ fast reads (polling)
+
+    @property
+    def server(self) -> str:
+        if self._server is None:
+            import yaml
+
+            self._server = str(yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"])
+        return self._server
+
+    def read(self, path: str, query: dict[str, str] | None = None) -> dict[str, Any]:
+        """GET an API path as JSON (a plain HTTP client: cheaper than kubectl in a loop)."""
+        from urllib.parse import urlencode
+
+        url = self.server + path + ("?" + urlencode(query) if query else "")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return dict(json.loads(response.read()))
+
+    def isvc(self, name: str, namespace: str) -> dict[str, Any]:
+        return self.read(f"/apis/tfleet.dev/v1alpha1/namespaces/{namespace}/inferenceservices/{name}")
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return list(self.read(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector})["items"])
+
     # ------------------------------------------------------------------ serving pods
 
+    def all_serving_pods(self, name: str, namespace: str) -> list[dict[str, Any]]:
+        """Every pod of the InferenceService, terminating ones included."""
+        return self.pods(namespace, f"tfleet.dev/inferenceservice={name}")
+
     def serving_pods(self, name: str, namespace: str) -> list[dict[str, Any]]:
-        return [p for p in self.items("pods", namespace, f"tfleet.dev/inferenceservice={name}")
-                if not p["metadata"].get("deletionTimestamp")]
+        return [p for p in self.all_serving_pods(name, namespace) if not p["metadata"].get("deletionTimestamp")]
 
     def ready_pods(self, name: str, namespace: str) -> list[dict[str, Any]]:
         return [p for p in self.serving_pods(name, namespace) if is_ready(p)]
