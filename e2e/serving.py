@@ -186,6 +186,13 @@ class ServingCluster:
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return list(self.read(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector})["items"])
 
+    def ready_endpoints(self, service: str, namespace: str) -> set[str]:
+        """The addresses the Service's EndpointSlices mark ready."""
+        slices = self.read(f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+                           {"labelSelector": f"kubernetes.io/service-name={service}"})["items"]
+        return {address for s in slices for e in s.get("endpoints") or []
+                if (e.get("conditions") or {}).get("ready") for address in e.get("addresses") or []}
+
     # ------------------------------------------------------------------ serving pods
 
     def all_serving_pods(self, name: str, namespace: str) -> list[dict[str, Any]]:

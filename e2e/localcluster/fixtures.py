@@ -98,7 +98,7 @@ class RunningCluster:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "simulated: needs the local control plane's simulated behaviour "
+        "markers", "simulated: needs the local control plane (its simulated behaviour, or its process runtime and model store) "
         "(skipped on a real cluster)")
 
 

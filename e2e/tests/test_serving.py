@@ -69,9 +69,16 @@ def rollout_of(serving: ServingCluster, name: str, namespace: str) -> dict[str, 
 
 def serve(serving: ServingCluster, name: str, namespace: str, version: int, replicas: int = 2,
           **spec: Any) -> None:
+    """Apply the InferenceService and wait until both its Services route to every pod."""
     serving.apply(isvc(name, namespace, version, replicas, **spec))
     wait_for(lambda: len(serving.ready_pods(name, namespace)) == replicas, 120, f"{replicas} ready pods of {name}")
     serving.kubectl("wait", "--for=condition=Ready", f"tfis/{name}", "-n", namespace, "--timeout=60s")
+    ips = {p["status"]["podIP"] for p in serving.ready_pods(name, namespace)}
+    for service in (name, f"{name}-grpc"):
+        wait_for(lambda s=service: serving.ready_endpoints(s, namespace) == ips, 30, f"the endpoints of {service}")
+    # kube-proxy follows the EndpointSlices: the first call waits until it forwards.
+    with grpc.insecure_channel(serving.target(name, namespace)) as channel:
+        predict_stub(channel)(predict_request(name, [1.0]), timeout=30, wait_for_ready=True)
 
 
 def model_available(pod_ip: str, model: str, version: int) -> bool:
@@ -120,9 +127,11 @@ def test_a_pod_is_ready_only_once_its_model_version_is_available_and_serves_thro
     # TF Serving loads before it opens its ports: the pod was seen not Ready while it loaded.
     assert (False, False) in samples
 
-    # gRPC Predict through the ClusterIP Service, found by name in the cluster DNS.
+    # gRPC Predict through the ClusterIP Service, found by name in the cluster DNS. The
+    # Service's endpoints follow the pod's readiness a moment later (EndpointSlice, then
+    # kube-proxy): the call waits for the channel to connect, as clients are told to.
     with grpc.insecure_channel(serving.target("m", ns)) as channel:
-        answer = predict_stub(channel)(predict_request("m", [1.0, 4.0]), timeout=10)
+        answer = predict_stub(channel)(predict_request("m", [1.0, 4.0]), timeout=30, wait_for_ready=True)
     assert list(answer.outputs["y"].float_val) == [2.0, 5.0]
     assert answer.model_spec.version.value == 1
 
