@@ -6,6 +6,8 @@
    shows what kubectl shows: the InferenceServices with their columns, and their children.
 4. Bumps a model version (a canary rollout, followed with `tfleet rollout status`) and a
    batching setting (a new revision), scales (not a new revision), and breaks a spec.
+5. Serves a model on pods that really run, under a live Predict load: a canary, then the
+   rollback of a version that cannot load (`e2e/demo_serving.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from e2e import processes
+from e2e import demo_serving, processes
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
@@ -129,11 +131,12 @@ def main() -> int:
         run(*kubectl, "get", "tfis", "fraud", "-n", NAMESPACE,
             "-o", "jsonpath={range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{'\\n'}{end}")
         run(*kubectl, "describe", "tfis", "fraud", "-n", NAMESPACE)
-        banner("Done")
-        return 0
     finally:
         for proc in (operator, cluster):
             processes.stop(proc, timeout=10)
+    demo_serving.run()
+    banner("Done")
+    return 0
 
 
 if __name__ == "__main__":

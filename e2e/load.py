@@ -84,7 +84,9 @@ class PredictLoad:
                  timeout: float = 5.0, options: Iterable[tuple[str, Any]] = (), x: Sequence[float] = (1.0, 2.0, 5.0)):
         self.target, self.model, self.functions = target, model, functions
         self.interval, self.timeout, self.x = interval, timeout, tuple(x)
-        self.channel = grpc.insecure_channel(target, options=list(options))
+        # A subchannel pool of its own: gRPC shares one connection among the channels of a
+        # process that have the same target and options, and each load stands for a client.
+        self.channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1), *options])
         self._stub = predict_stub(self.channel)
         self._request = predict_request(model, self.x)
         self._lock = threading.Lock()

@@ -187,7 +187,11 @@ def test_a_canary_under_load_loses_no_request(serving, ns):
     during: Counter[int | None] = Counter()
     for load in loads:
         during.update(load.by_version(start, promoting))
-    assert during[2] > 0 and during[1] > 0, during
+    per_second: dict[int, Counter[int | None]] = {}
+    for load in loads:
+        for o in load.outcomes():
+            per_second.setdefault(int(o.sent - start), Counter())[o.version] += 1
+    assert during[2] > 0 and during[1] > 0, (during, steps, sorted(per_second.items()))
 
 
 def test_a_version_that_cannot_load_is_rolled_back_under_load_with_tf_servings_words(serving, ns):
