@@ -53,6 +53,16 @@ def _ignore(*_: Any) -> None:
 
 
 @dataclass(frozen=True)
+class _Seen:
+    """One InferenceService as the pass observed it."""
+
+    body: Manifest
+    children: dict[ChildKey, Manifest]
+    pods: list[PodSummary]
+    now: datetime
+
+
+@dataclass(frozen=True)
 class FleetHooks:
     """What the fleet reports as it works (the metrics listen). Each must be quick and must
     not raise: it runs on the reconciling thread."""
@@ -153,37 +163,38 @@ class Fleet:
                 self.hooks.reconciled(key, result, time.perf_counter() - start)
 
     def _reconcile(self, key: Key) -> None:
+        seen = self._observe(key)
+        if seen is None:
+            return
+        parsed = plan.parse_once(seen.body)
+        gate = self.checks.check(key, parsed.isvc, State.from_status((seen.body.get("status") or {}).get("rollout")))
+        child_plan = plan.plan_children(seen.body, seen.children, seen.pods, seen.now, gate.result, parsed=parsed)
+        rejected = self.executor.carry_out_children(seen.body, child_plan)
+        after = self._observe_writes(key, seen)
+        if after is None:
+            return
+        if after.body["metadata"].get("generation") != seen.body["metadata"].get("generation"):
+            parsed = plan.parse_once(after.body)  # a new spec arrived while the children were written
+        status_plan = plan.plan_status(after.body, after.children, seen.pods, format_time(seen.now),
+                                       child_plan.rollout, rejected=rejected, parsed=parsed)
+        self._record(key, after.body, status_plan, child_plan, rejected, gate.look_again_after)
+
+    def _observe(self, key: Key) -> _Seen | None:
+        """The cache's view of the InferenceService and its children, and its pods when they
+        matter; None when there is nothing to reconcile."""
         body, children = self.cache.snapshot(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        now = self.clock()
-        parsed = plan.parse_once(body)
-        pods = self._observe_pods(key, body)
-        gate = self.checks.check(key, parsed.isvc, State.from_status((body.get("status") or {}).get("rollout")))
-        if gate.look_again_after is not None:
-            self.queue.wake_up(key, gate.look_again_after)
+            return None
+        return _Seen(body, children, self._observe_pods(key, body), self.clock())
 
-        child_plan = plan.plan_children(body, children, pods, now, gate.result, parsed=parsed)
-        rejected = self.executor.carry_out_children(body, child_plan)
-
-        before = body
+    def _observe_writes(self, key: Key, seen: _Seen) -> _Seen | None:
+        """The view after the children were written: their responses are in the cache."""
         body, children = self.cache.snapshot(key)
-        if body is None:
-            return
-        if body["metadata"].get("generation") != before["metadata"].get("generation"):
-            parsed = plan.parse_once(body)  # a new spec arrived while the children were written
-        status_plan = plan.plan_status(body, children, pods, format_time(now), child_plan.rollout,
-                                       rejected=rejected, parsed=parsed)
-        self._record(key, body, status_plan)
-        if child_plan.requeue_after is not None and rejected is None:
-            self.queue.wake_up(key, child_plan.requeue_after)
-        latest, _ = self.cache.snapshot(key)
-        waited = self._not_ready_for(latest or {})
-        if 0 <= waited < PODS_LOOKED_AT_AFTER_SECONDS:
-            # Nothing may change on its own while pods fail to come up: look again then.
-            self.queue.wake_up(key, PODS_LOOKED_AT_AFTER_SECONDS - waited)
+        return None if body is None else _Seen(body, children, seen.pods, seen.now)
 
-    def _record(self, key: Key, body: Manifest, status_plan: plan.StatusPlan) -> None:
+    def _record(self, key: Key, body: Manifest, status_plan: plan.StatusPlan, child_plan: plan.ChildPlan,
+                rejected: str | None, gate_again: float | None) -> None:
+        """The status write (or its hold), the Events, and when to look again."""
         if status_plan.status is None:
             self.status_hold.clear(key)
         else:
@@ -195,6 +206,15 @@ class Fleet:
             elif hold > 0:
                 self.queue.wake_up(key, hold)
         self.executor.post(body, status_plan.events)
+        if gate_again is not None:
+            self.queue.wake_up(key, gate_again)
+        if child_plan.requeue_after is not None and rejected is None:
+            self.queue.wake_up(key, child_plan.requeue_after)
+        latest, _ = self.cache.snapshot(key)
+        waited = self._not_ready_for(latest or {})
+        if 0 <= waited < PODS_LOOKED_AT_AFTER_SECONDS:
+            # Nothing may change on its own while pods fail to come up: look again then.
+            self.queue.wake_up(key, PODS_LOOKED_AT_AFTER_SECONDS - waited)
 
     # ------------------------------------------------------------------ observing pods
 
