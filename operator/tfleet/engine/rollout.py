@@ -194,7 +194,7 @@ def _elapsed(since: str | None, now: datetime) -> float:
 def _healthy(observed: Observed, expected: int, baseline: int) -> bool:
     return (
         observed.current
-        and observed.replicas == expected
+        and observed.replicas >= expected
         and observed.updated >= expected
         and observed.ready >= expected
         and observed.restarts <= baseline
@@ -298,7 +298,7 @@ def decide(
         return _paused(step, state)
     if state.phase == PAUSED:
         state = _resumed(step, state)
-    step.replicas[desired] = _canary_target(state, n)
+    _keep_canary(step, _canary_target(state, n))
     if policy.analysis and step.seen.analysis_ok is False:
         return _gate_failed(step, state)
     if state.phase == PROMOTING:
@@ -367,7 +367,7 @@ def _paused(step: _Pass, state: State) -> Decision:
     if state.phase != PAUSED:
         step.events.append(Event(EventType.NORMAL, "RolloutPaused", f"Paused the rollout of revision {step.canary}"))
     state = replace(state, phase=PAUSED, message=f"Paused at weight {state.weight}%")
-    step.replicas[step.canary] = _canary_target(state, step.policy.replicas)
+    _keep_canary(step, _canary_target(state, step.policy.replicas))
     return step.decision(state)
 
 
@@ -387,7 +387,7 @@ def _gate_failed(step: _Pass, state: State) -> Decision:
 
 
 def _healthy_canary(step: _Pass, state: State) -> bool:
-    expected = step.replicas[step.canary]
+    expected = _canary_target(state, step.policy.replicas)
     return _healthy(step.seen, expected, state.canary_restarts) and (
         not step.policy.analysis or step.seen.analysis_ok is True)
 
@@ -435,13 +435,13 @@ def _progressing(step: _Pass, state: State) -> Decision:
                     canary_restarts=step.seen.restarts,
                     message=f"Step {index + 2} of {len(steps)}: weight {nxt.weight}%")
     step.events.append(Event(EventType.NORMAL, "RolloutStepAdvanced", state.message))
-    step.replicas[step.canary] = _canary_target(state, step.policy.replicas)
+    _keep_canary(step, _canary_target(state, step.policy.replicas))
     return step.decision(state, requeue_after=0.0)
 
 
 def _waiting(step: _Pass, state: State) -> Decision:
     """The canary is not healthy yet: wait until the progress deadline, then roll back."""
-    expected = step.replicas[step.canary]
+    expected = _canary_target(state, step.policy.replicas)
     elapsed = _elapsed(state.step_started_at, step.now)
     if step.seen.load_error and step.policy.auto_rollback:
         # TF Serving said the version cannot load: waiting for the deadline changes nothing.
@@ -497,6 +497,14 @@ def decide_rolling(
     # Coming from Canary, the stable revision has a Deployment of its own: it keeps its pods
     # until the rolled Deployment is complete.
     return Decision({desired: n, **({state.stable: n} if state.stable else {})}, state, events)
+
+
+def _keep_canary(step: _Pass, target: int) -> None:
+    """The canary's replicas while its rollout goes on: the step's target, and never fewer than
+    the canary already has (up to the promotion's count). A canary larger than its step is the
+    next step's, scaled before a status write that was lost or a crash: shrinking it would
+    delete pods that are loading or serving, only to create them again."""
+    step.replicas[step.canary] = max(target, min(step.seen.replicas, step.policy.replicas))
 
 
 def _canary_target(state: State, replicas: int) -> int:
