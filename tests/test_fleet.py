@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +28,7 @@ class RecordingKube:
         self.calls: list[tuple[str, str, str]] = []
         self.events: list[tuple[str, str, str]] = []
         self.fail_next_apply: KubeError | None = None
+        self.fail_next_status: KubeError | None = None
         self.pods: list[Manifest] = []
         self.pod_lists = 0
         self.isvc: Manifest = {}
@@ -55,13 +57,25 @@ class RecordingKube:
     def delete(self, manifest: Manifest) -> None:
         self.calls.append(("delete", manifest["kind"], manifest["metadata"]["name"]))
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Manifest:
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                     resource_version: str | None = None) -> Manifest:
+        if self.fail_next_status is not None:
+            exc, self.fail_next_status = self.fail_next_status, None
+            raise exc
+        if resource_version is not None and resource_version != self.isvc["metadata"]["resourceVersion"]:
+            raise KubeError(409, "Conflict", "the object has been modified; please apply your changes to the latest version")
         self.calls.append(("status", "InferenceService", name))
         body = copy.deepcopy(self.isvc)
         body["status"] = copy.deepcopy(status)
         body["metadata"]["resourceVersion"] = str(next(self.rv))
         self.isvc = body
         return body
+
+    def get_isvc(self, namespace: str, name: str) -> Manifest:
+        self.calls.append(("get", "InferenceService", name))
+        if not self.isvc:
+            raise KubeError(404, "NotFound", f'inferenceservices.tfleet.dev "{name}" not found')
+        return copy.deepcopy(self.isvc)
 
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
@@ -412,3 +426,53 @@ def test_crash_looping_pods_are_looked_at_again_and_their_termination_message_re
     conditions = {c["type"]: c for c in kube.isvc["status"]["conditions"]}
     assert ("TF Serving failed to load the model: NOT_FOUND: Could not find SavedModel .pb or .pbtxt"
             in conditions["Ready"]["message"])
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def scheduling_fleet(kube: RecordingKube) -> tuple[Fleet, list[float]]:
+    delays: list[float] = []
+    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: delays.append(d),  # type: ignore[arg-type]
+                  status_coalesce_seconds=0)
+    return fleet, delays
+
+
+def test_a_status_planned_from_a_stale_view_is_never_written():
+    kube = RecordingKube()
+    fleet, _ = scheduling_fleet(kube)
+    key = start(fleet, kube, isvc())
+    stale = copy.deepcopy(kube.isvc)
+    # Someone else wrote the object since this operator last saw it (its cache lags).
+    kube.isvc = bump(copy.deepcopy(kube.isvc), kube)
+    kube.isvc["status"]["rollout"]["message"] = "written by another operator"
+    fleet.observe_isvc("MODIFIED", {**stale, "metadata": {**stale["metadata"], "generation": 2}})
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert ("status", "InferenceService", "resnet") not in kube.calls  # the 409 stopped it
+    assert ("get", "InferenceService", "resnet") in kube.calls  # and the object was read again
+    body, _ = fleet.snapshot(key)
+    assert body is not None and body["metadata"]["resourceVersion"] == kube.isvc["metadata"]["resourceVersion"]
+
+
+def test_retry_after_is_honoured():
+    kube = RecordingKube()
+    fleet, delays = scheduling_fleet(kube)
+    kube.isvc = isvc()
+    key = fleet.observe_isvc("ADDED", kube.isvc)
+    kube.fail_next_status = KubeError(429, "TooManyRequests", "slow down", retry_after=2.0)
+    fleet.reconcile(key)
+    assert delays == [2.0]  # not the 0.5 s of the first back-off
+
+
+def test_an_object_deleted_during_its_reconcile_is_not_an_error(caplog):
+    kube = RecordingKube()
+    fleet, delays = scheduling_fleet(kube)
+    kube.isvc = isvc()
+    key = fleet.observe_isvc("ADDED", kube.isvc)
+    kube.fail_next_status = KubeError(404, "NotFound", 'inferenceservices.tfleet.dev "resnet" not found')
+    with caplog.at_level(logging.INFO, logger="tfleet"):
+        fleet.reconcile(key)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "it is gone" in caplog.text
+    assert delays == []  # no retry: the watch brings the deletion

@@ -82,10 +82,11 @@ class Executor:
         self.post(body, plan.events)
         return None
 
-    def write_status(self, key: Key, plan: StatusPlan) -> None:
+    def write_status(self, key: Key, plan: StatusPlan, resource_version: str | None) -> None:
+        """The status patch, conditional on `resource_version`, the version it was planned from."""
         assert plan.status is not None
         namespace, name = key
-        self.cache.observe_isvc("PATCHED", self.kube.patch_status(namespace, name, plan.status))
+        self.cache.observe_isvc("PATCHED", self.kube.patch_status(namespace, name, plan.status, resource_version))
         log.debug("Updated status of InferenceService %s/%s", namespace, name)
 
     def post(self, body: Manifest, events: list[Event]) -> None:

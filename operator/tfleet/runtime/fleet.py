@@ -201,7 +201,7 @@ class Fleet:
             first = not (body.get("status") or {}).get("conditions")
             hold = self.status_hold.may_wait(key, status_plan.status_urgent, first)
             if hold is None:
-                self.executor.write_status(key, status_plan)
+                self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
                 self.hooks.observed_isvc("PATCHED", self.cache.snapshot(key)[0] or body)
             elif hold > 0:
                 self.queue.wake_up(key, hold)
@@ -257,9 +257,26 @@ class Fleet:
     # ------------------------------------------------------------------ failures
 
     def _on_failure(self, key: Key, exc: KubeError) -> None:
-        delay = self.queue.failed(key)
+        if exc.code == 404:
+            # Deleted while it was reconciled: the watch brings the deletion.
+            log.info("Stopped reconciling InferenceService %s/%s: it is gone", *key)
+            return
+        if exc.code == 409:
+            # The status was planned from a view the API server has moved past: read the
+            # object again, so that the retry plans from what is there now.
+            self._refresh(key)
+        delay = max(self.queue.failed(key), exc.retry_after or 0.0)
         if exc.retryable:
             log.warning("Failed to reconcile InferenceService %s/%s, retrying in %.1fs: %s", *key, delay, exc)
             self.queue.retry_later(key, delay)
         else:
             log.error("Failed to reconcile InferenceService %s/%s: %s", *key, exc)
+
+    def _refresh(self, key: Key) -> None:
+        try:
+            self.observe_isvc("FETCHED", self.kube.get_isvc(*key))
+        except KubeError as exc:
+            if exc.code == 404:
+                self.observe_isvc("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
+            else:
+                log.warning("Failed to read InferenceService %s/%s again: %s", *key, exc)

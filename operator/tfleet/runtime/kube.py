@@ -54,7 +54,10 @@ class KubeClient(Protocol):
 
     def delete(self, manifest: Manifest) -> None: ...
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Manifest: ...
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                     resource_version: str | None = None) -> Manifest: ...
+
+    def get_isvc(self, namespace: str, name: str) -> Manifest: ...
 
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None: ...
 
@@ -62,8 +65,9 @@ class KubeClient(Protocol):
 class KubeError(Exception):
     """An API request failed. `code` is the HTTP status (0 when the server was unreachable)."""
 
-    def __init__(self, code: int, reason: str, message: str):
+    def __init__(self, code: int, reason: str, message: str, retry_after: float | None = None):
         self.code, self.reason, self.message = code, reason, message
+        self.retry_after = retry_after  # seconds the server asked for (429, 503), if it did
         super().__init__(f"{code} {reason}: {message}")
 
     @property
@@ -74,6 +78,15 @@ class KubeError(Exception):
 
 
 CONNECTION_POOL_SIZE = 32
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """A `Retry-After` header in seconds (the API server sends whole seconds), or None."""
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def load_config(kubeconfig: str | None = None) -> client.ApiClient:
@@ -120,13 +133,15 @@ class Kube:
                                          body=body,
                                          _request_timeout=30)
         except ApiException as exc:
-            raise KubeError(exc.status or 0, exc.reason or "", str(exc.body or exc)) from exc
+            raise KubeError(exc.status or 0, exc.reason or "", str(exc.body or exc),
+                            retry_after_seconds(exc.headers or {})) from exc
         except Exception as exc:  # urllib3 connection errors
             raise KubeError(0, "Unreachable", str(exc)) from exc
         data = response.read()
         payload = json.loads(data) if data else {}
         if response.status >= 400:
-            raise KubeError(response.status, payload.get("reason", ""), payload.get("message", data.decode(errors="replace")))
+            raise KubeError(response.status, payload.get("reason", ""), payload.get("message", data.decode(errors="replace")),
+                            retry_after_seconds(response.headers or {}))
         return payload  # type: ignore[no-any-return]
 
     def _count(self, verb: str, kind: str) -> None:
@@ -162,17 +177,23 @@ class Kube:
         return self._request("PATCH", path, {"spec": {"replicas": replicas}}, "application/merge-patch+json",
                              {"fieldManager": MANAGER})
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Manifest:
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                     resource_version: str | None = None) -> Manifest:
         """Replace the InferenceService's status in one patch on the status subresource.
 
         A JSON patch `add` replaces the whole status: a merge patch would keep every field the
         new status leaves out (a finished rollout's canaryRevision, say), and the next
-        reconcile would act on it again.
+        reconcile would act on it again. With `resource_version`, the patch sets it too, which
+        makes it a precondition: the API server answers 409 when the object changed since
+        that version, so a status computed from a stale view is never written.
         """
         path = resource_path(API_VERSION, KIND, namespace, name) + "/status"
         self._count("patch", f"{KIND}/status")
-        return self._request("PATCH", path, [{"op": "add", "path": "/status", "value": status}],
-                             "application/json-patch+json")
+        ops: list[dict[str, Any]] = []
+        if resource_version:
+            ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
+        ops.append({"op": "add", "path": "/status", "value": status})
+        return self._request("PATCH", path, ops, "application/json-patch+json")
 
     def get_isvc(self, namespace: str, name: str) -> Manifest:
         return self._request("GET", resource_path(API_VERSION, KIND, namespace, name))
