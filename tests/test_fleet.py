@@ -471,8 +471,47 @@ def test_an_object_deleted_during_its_reconcile_is_not_an_error(caplog):
     kube.isvc = isvc()
     key = fleet.observe_isvc("ADDED", kube.isvc)
     kube.fail_next_status = KubeError(404, "NotFound", 'inferenceservices.tfleet.dev "resnet" not found')
+    kube.isvc = {}  # deleted on the server meanwhile
     with caplog.at_level(logging.INFO, logger="tfleet"):
         fleet.reconcile(key)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert "it is gone" in caplog.text
     assert delays == []  # no retry: the watch brings the deletion
+
+
+def test_a_404_about_a_child_is_retried():
+    kube = RecordingKube()
+    fleet, delays = scheduling_fleet(kube)
+    kube.isvc = isvc()
+    key = fleet.observe_isvc("ADDED", kube.isvc)
+    kube.fail_next_status = KubeError(404, "NotFound", 'deployments.apps "resnet-abc" not found')
+    fleet.reconcile(key)  # the InferenceService itself is still there
+    assert delays == [0.5]
+
+
+def test_pods_that_stay_broken_are_looked_at_less_and_less_often():
+    kube = RecordingKube()
+    scheduled: list[float] = []
+    now = [datetime(2026, 1, 1)]
+    mono = [0.0]
+    fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: scheduled.append(d),  # type: ignore[arg-type]
+                  status_coalesce_seconds=0, monotonic=lambda: mono[0])
+    key = start(fleet, kube, isvc())
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    add_pods(fleet, kube, ready=False)
+    for pod in kube.pods:
+        pod["status"]["containerStatuses"] = [{"name": "tensorflow-serving", "restartCount": 1,
+                                               "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]
+    now[0] += timedelta(seconds=11)
+    rechecks = []
+    for _ in range(6):
+        mono[0] += 1000  # the wake-up asked for last time has fired
+        scheduled.clear()
+        fleet.reconcile(key)
+        rechecks.append(min(scheduled))
+    assert rechecks == [5.05, 10.05, 20.05, 40.05, 60.05, 60.05]
+    kube.pods[0]["status"]["containerStatuses"][0]["restartCount"] = 2  # something changed
+    mono[0] += 1000
+    scheduled.clear()
+    fleet.reconcile(key)
+    assert min(scheduled) == 5.05

@@ -9,11 +9,13 @@ plane, and the operator), then for each client mode:
 - `clusterip`: clients on the ClusterIP Service, no maximum connection age;
 - `clusterip-age10`: the same with `server.maxConnectionAgeSeconds: 10`;
 - `headless`: clients resolve the headless Service and balance with `round_robin`;
+- `headless-age10`: the same with a maximum connection age of 10 s;
 
 serves a model on 4 pods, sends `--clients` channels of Predict calls (one every 20 ms each)
 for `--seconds`, and counts each pod's answers from its own TF Serving metrics. It then rolls
 version 2 out in three steps under the same load and reports, per step, the share version 2
-answered next to the step's weight and its replica share. Last, it deletes a pod of an
+answered, over the second half of each step (its canary pods ready), next to the step's
+weight and its replica share. Last, it deletes a pod of an
 InferenceService with the default pod settings and times each phase of its termination.
 """
 
@@ -33,7 +35,8 @@ from e2e.serving import ServingCluster, ok_requests, wait_for
 
 V1, V2 = Linear(1.0, 1.0), Linear(2.0, 0.0)
 REPLICAS = 4
-STEPS = [{"weight": 20, "pause": "20s"}, {"weight": 33, "pause": "20s"}, {"weight": 50, "pause": "20s"}]
+PAUSE_SECONDS = 20
+STEPS = [{"weight": w, "pause": f"{PAUSE_SECONDS}s"} for w in (20, 33, 50)]
 ROUND_ROBIN = [("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}')]
 BEGIN, END = "<!-- serving-benchmark:begin -->", "<!-- serving-benchmark:end -->"
 
@@ -51,7 +54,8 @@ class Mode:
         return ROUND_ROBIN if self.headless else []
 
 
-MODES = (Mode("clusterip", 0, False), Mode("clusterip-age10", 10, False), Mode("headless", 0, True))
+MODES = (Mode("clusterip", 0, False), Mode("clusterip-age10", 10, False), Mode("headless", 0, True),
+         Mode("headless-age10", 10, True))
 
 
 def manifest(name: str, namespace: str, version: int, mode: Mode | None, replicas: int = REPLICAS) -> dict[str, Any]:
@@ -98,16 +102,12 @@ def distribution(cluster: ServingCluster, mode: Mode, seconds: float, clients: i
     counts = {ip: ok_requests(ip, name) - before[ip] for ip in ips}
     # The canary, under the same load.
     cluster.apply(manifest(name, namespace, 2, mode))
-    windows: dict[int, list[float]] = {}  # step -> [holding since, next step at]
+    starts: dict[Any, float] = {}  # step (or phase) -> when the status first showed it
 
     def done() -> bool:
         ro = (cluster.isvc(name, namespace).get("status") or {}).get("rollout") or {}
-        now = time.monotonic()
-        for step, window in windows.items():
-            if len(window) == 1 and (ro.get("step") != step or ro.get("phase") != "Progressing"):
-                window.append(now)
-        if ro.get("phase") == "Progressing" and "holding for the pause" in (ro.get("message") or ""):
-            windows.setdefault(int(ro["step"]), [now])
+        key = ro.get("step") if ro.get("phase") == "Progressing" else ro.get("phase")
+        starts.setdefault(key, time.monotonic())
         return ro.get("phase") == "Succeeded"
 
     wait_for(done, 600, "the rollout to succeed", interval=0.2)
@@ -117,8 +117,15 @@ def distribution(cluster: ServingCluster, mode: Mode, seconds: float, clients: i
     steady = [o for o in outcomes if o.sent < steady_end]
     rollout = [o for o in outcomes if o.sent >= steady_end]
     shares = []
-    for step, window in sorted(windows.items()):
-        inside = [o for o in rollout if o.ok and window[0] <= o.sent < (window[1] if len(window) > 1 else float("inf"))]
+    ends = sorted(v for v in starts.values())
+    for step in range(len(STEPS)):
+        if step not in starts:
+            continue
+        end = min((v for v in ends if v > starts[step]), default=time.monotonic())
+        # The second half of the step: its canary pods are ready (they take a few seconds
+        # to load) and the step holds for its pause.
+        since = max(starts[step], end - PAUSE_SECONDS / 2)
+        inside = [o for o in rollout if o.ok and since <= o.sent < end]
         v2 = sum(1 for o in inside if o.version == 2)
         weight = STEPS[step]["weight"]
         canary = canary_pods(REPLICAS, int(weight))

@@ -523,9 +523,12 @@ REAL_START_FAILURE = (
                  "directory path: /models/fraud/3. Check that the directory exists and that you have the right "
                  "permissions for accessing it.", id="the server's own format, with the list's closing braces"),
     pytest.param(START_FAILURE, "NOT_FOUND: Could not find SavedModel .pb or .pbtxt at supplied export "
-                 "directory path: /models/fraud/3", id="the error of the one model, without the closing brace"),
+                 "directory path: /models/fraud/3", id="tolerated: a list closed by one brace only"),
     pytest.param("Loading servable...\nRetrying...\n" + START_FAILURE + "\n", "NOT_FOUND: Could not find SavedModel "
                  ".pb or .pbtxt at supplied export directory path: /models/fraud/3", id="the last lines of a log"),
+    pytest.param("Failed to start server. Error: UNKNOWN: 2 servable(s) did not become available: {{{name: a version: 1} "
+                 "due to error: NOT_FOUND: x}, {{name: a version: 2} due to error: NOT_FOUND: y}, }", "NOT_FOUND: x",
+                 id="several servables: the first one's error"),
     pytest.param("Segmentation fault (core dumped)", "", id="another crash is not a load error"),
     pytest.param("", "", id="no message"),
 ])
@@ -550,8 +553,15 @@ def test_a_crash_looping_serving_container_reports_tf_servings_load_error() -> N
     assert summary.load_error.startswith("NOT_FOUND: Could not find SavedModel")
 
 
+def _restarted_pod(message: str) -> Manifest:
+    pod = _crashed_pod(message)
+    pod["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2026-12-01T10:00:00Z"}}
+    return pod
+
+
 @pytest.mark.parametrize(("pod", "why"), [
     (_crashed_pod(START_FAILURE, exit_code=0), "a clean exit"),
+    (_restarted_pod(START_FAILURE), "the container runs again: its load may have worked this time"),
     (_crashed_pod(START_FAILURE, container="health-bridge"), "another container"),
 ])
 def test_only_the_serving_containers_failed_exit_counts(pod: Manifest, why: str) -> None:

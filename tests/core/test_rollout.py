@@ -886,7 +886,26 @@ def test_a_paused_canary_keeps_the_pods_it_has() -> None:
     assert made.state.phase == PAUSED and made.replicas[CANARY] == N
 
 
-def test_a_canary_never_grows_past_the_replica_count() -> None:
-    state = at_step(0, 10, started=0)
-    made = decide(state, {STABLE: ready(N), CANARY: starting(N + 3, 1)}, now=5)
-    assert made.replicas[CANARY] == N
+@pytest.mark.parametrize(("replicas", "canary", "why"), [
+    (4, 3, "spec.replicas went from 10 down to 4 (an autoscaler): 3 pods were step 0's share of 10"),
+    (4, 7, "more pods than any step asks for"),
+])
+def test_a_canary_larger_than_any_step_of_its_rollout_gives_way(replicas: int, canary: int, why: str) -> None:
+    state = at_step(0, 20, started=0)
+    made = decide(state, {STABLE: ready(replicas), CANARY: starting(canary, canary)}, now=5,
+                  pol=policy(replicas=replicas, steps=(Step(20, 60), Step(50, 120))))
+    assert made.replicas[CANARY] == rollout.canary_replicas(replicas, 20) == 1, why
+
+
+@pytest.mark.parametrize("strategy", ["Canary", "RollingUpdate"])
+def test_a_stalled_rollout_is_over_when_the_spec_returns_to_the_stable_revision(strategy: str) -> None:
+    stalled = State(phase=PROGRESSING if strategy == "RollingUpdate" else SUCCEEDED, stable=STABLE,
+                    target_version=1, stalled=True, message="Stalled past its deadline: 1 of 4 pods crash-looping")
+    if strategy == "RollingUpdate":
+        made = rollout.decide_rolling(desired=STABLE, target_version=1, policy=policy(), state=stalled,
+                                      observed={STABLE: ready(N)}, now=at(10))
+    else:
+        made = rollout.decide(desired=STABLE, target_version=1, policy=policy(), state=stalled,
+                              observed={STABLE: ready(N)}, controls=NO_CONTROLS, now=at(10))
+    assert not made.state.stalled
+    assert made.state.message == f"Revision {STABLE} is stable"

@@ -1,4 +1,4 @@
-"""The InferenceService CustomResourceDefinition, generated from the typed API in `tfleet.api`.
+"""The InferenceService CustomResourceDefinition, generated from the typed API in `tfleet.api.model`.
 
 `make manifests` writes it to crds/; a test regenerates it and fails on drift.
 """
@@ -12,10 +12,10 @@ import yaml
 
 from tfleet.api.model import InferenceServiceSpec
 from tfleet.api.schema import ApiObject, field, openapi_schema
-from tfleet.api.vocabulary import GROUP, KIND, PLURAL, VERSION
+from tfleet.api.vocabulary import GROUP, KIND, PLURAL, VERSION, Phase
 
-CONDITION_TYPES = ("Ready", "ModelAvailable", "Progressing", "Degraded")
-ROLLOUT_PHASES = ("Idle", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack")
+# Plain strings: the CRD is written with yaml.safe_dump, which does not know StrEnums.
+ROLLOUT_PHASES = tuple(p.value for p in Phase)
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,6 @@ def build_crd() -> dict[str, Any]:
 
 
 def crd_yaml() -> str:
-    return "# Generated from operator/tfleet/api.py by `make manifests`; do not edit.\n" + yaml.safe_dump(
+    return "# Generated from operator/tfleet/api/model.py by `make manifests`; do not edit.\n" + yaml.safe_dump(
         build_crd(), sort_keys=False, width=100
     )

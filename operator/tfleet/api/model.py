@@ -1,6 +1,6 @@
 """The InferenceService API (tfleet.dev/v1alpha1): typed, frozen, defaulted, validated.
 
-These dataclasses are the single source of truth for the API. `tfleet.crd` generates the
+These dataclasses are the single source of truth for the API. `tfleet.api.crd` generates the
 CRD from them, and `parse_spec` turns a manifest's `spec` into them. Rules the schema can
 express live in field declarations; cross-field rules are both published as CEL (for the API
 server) and checked in `check` methods (for offline rendering); semantic rules that CEL

@@ -87,6 +87,24 @@ class Reason(StrEnum):
     AS_EXPECTED = "AsExpected"
 
 
+class EventReason(StrEnum):
+    """Reasons of the Events tfleet posts about an InferenceService (users filter on them)."""
+
+    ROLLOUT_STARTED = "RolloutStarted"
+    ROLLOUT_SUPERSEDED = "RolloutSuperseded"
+    ROLLOUT_CANCELLED = "RolloutCancelled"
+    ROLLOUT_STEP_ADVANCED = "RolloutStepAdvanced"
+    ROLLOUT_PROMOTING = "RolloutPromoting"
+    ROLLOUT_PROMOTED = "RolloutPromoted"
+    ROLLOUT_PAUSED = "RolloutPaused"
+    ROLLOUT_RESUMED = "RolloutResumed"
+    ROLLOUT_SUCCEEDED = "RolloutSucceeded"
+    ROLLOUT_ROLLED_BACK = "RolloutRolledBack"
+    ROLLOUT_ABORTED = "RolloutAborted"
+    CHILDREN_CHANGED = "ChildrenChanged"
+    INVALID_SPEC = "InvalidSpec"
+
+
 class EventType(StrEnum):
     NORMAL = "Normal"
     WARNING = "Warning"

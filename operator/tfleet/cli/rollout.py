@@ -84,12 +84,14 @@ def outcome(body: dict[str, Any]) -> int | None:
     conditions = {c["type"]: c for c in status.get("conditions") or []}
     if (conditions.get(ConditionType.READY) or {}).get("reason") == Reason.INVALID_SPEC:
         return EXIT_FAILED
-    phase = (status.get("rollout") or {}).get("phase")
-    if phase == Phase.ROLLED_BACK:
+    rollout = status.get("rollout") or {}
+    phase = rollout.get("phase")
+    # A stalled rollout waits for a person: as failed as a rolled-back one, to a script.
+    if phase == Phase.ROLLED_BACK or rollout.get("stalled"):
         return EXIT_FAILED
     if phase in ACTIVE_PHASES:
         return None
-    if (conditions.get("Progressing") or {}).get("status") == "False":
+    if (conditions.get(ConditionType.PROGRESSING) or {}).get("status") == "False":
         return EXIT_FAILED
     return EXIT_OK if (conditions.get(ConditionType.READY) or {}).get("status") == "True" else None
 

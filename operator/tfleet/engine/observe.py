@@ -48,19 +48,25 @@ class PodSummary:
 _START_FAILURE = "Failed to start server."
 _DUE_TO = " due to error: "
 _CLOSING = re.compile(r"^(?P<error>.*?)\}(?:, \})?\s*$", re.S)
+# The next servable of the list, when there are several (tfleet configures one).
+_NEXT_SERVABLE = "}, {{"
 
 
 def startup_load_error(termination_message: str) -> str:
     """TF Serving's load error in a container's termination message; "" when it holds none."""
     for line in reversed(termination_message.splitlines()):
         if _START_FAILURE in line and _DUE_TO in line:
-            error = line.split(_DUE_TO, 1)[1].strip()
+            error = line.split(_DUE_TO, 1)[1].strip().split(_NEXT_SERVABLE, 1)[0]
             closed = _CLOSING.match(error)
             return closed.group("error").strip() if closed else error
     return ""
 
 
 def _termination_message(status: Manifest) -> str:
+    """The message of the serving container's failed exit, while it has not started again: a
+    container that runs now may well have loaded its model this time."""
+    if (status.get("state") or {}).get("running") is not None:
+        return ""
     for state in (status.get("state") or {}, status.get("lastState") or {}):
         terminated = state.get("terminated") or {}
         if terminated.get("message") and terminated.get("exitCode") != 0:

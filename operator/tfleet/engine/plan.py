@@ -15,7 +15,7 @@ from typing import Any
 
 from tfleet.api.model import InferenceService, parse_object
 from tfleet.api.schema import ValidationError
-from tfleet.api.vocabulary import ConditionType, EventType, Reason
+from tfleet.api.vocabulary import ConditionType, EventReason, EventType
 from tfleet.desired import children as builders
 from tfleet.engine import analysis, rollout, status
 from tfleet.engine.compare import (
@@ -176,8 +176,9 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list
         changes.append(("Deleted", obj))
     if changes:
         # One Event per reconcile keeps the API writes per change constant.
-        reason = "ChildrenChanged" if len(changes) > 1 else changes[0][0]
-        result.events.append(Event(EventType.NORMAL, reason, _describe(changes)))
+        # One Event per reconcile: ChildrenChanged, or the one change's verb (Created, ...).
+        reason = EventReason.CHILDREN_CHANGED if len(changes) > 1 else changes[0][0]
+        result.events.append(Event(EventType.NORMAL, str(reason), _describe(changes)))
     return result
 
 
@@ -210,7 +211,7 @@ def plan_status(body: Manifest, children: dict[ChildKey, Manifest], pods: list[P
     result.status_urgent = invalid is not None or status_is_urgent(previous, new_status)
     old_ready = status.condition(previous, ConditionType.READY) or {}
     if invalid is not None and old_ready.get("message") != invalid:
-        result.events.append(Event(EventType.WARNING, Reason.INVALID_SPEC, invalid))
+        result.events.append(Event(EventType.WARNING, EventReason.INVALID_SPEC, invalid))
     return result
 
 
@@ -220,7 +221,7 @@ _ROLLOUT_KEYS = ("phase", "step", "canaryRevision", "stableRevision", "failedRev
 def status_is_urgent(previous: dict[str, Any], new: dict[str, Any]) -> bool:
     """A status change that someone may be waiting for: the spec acknowledged, a condition
     flipped, a rollout moved. Counts and messages alone can wait a moment. The very first
-    status waits for Ready (or a longer hold, see `tfleet.fleet`), so a new
+    status waits for Ready (or a longer hold, see `tfleet.runtime.executor.StatusHold`), so a new
     InferenceService is written once."""
     after = {c["type"]: c.get("status") for c in new.get("conditions") or []}
     if not previous:

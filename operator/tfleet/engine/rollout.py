@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 from tfleet.api.schema import duration_seconds
 from tfleet.api.times import format_millis, format_time, parse_time, utc_now
-from tfleet.api.vocabulary import ACTIVE_PHASES, EventType, Phase
+from tfleet.api.vocabulary import ACTIVE_PHASES, EventReason, EventType, Phase
 
 # The phases by their short names, as the rest of the engine reads them.
 IDLE, PROGRESSING, PAUSED = Phase.IDLE, Phase.PROGRESSING, Phase.PAUSED
@@ -292,13 +292,13 @@ def decide(
                  {**history, state.stable: n})
     state = _started(step, state, target_version)
     if controls.abort == desired:
-        return _rolled_back(step, state, "aborted by request", "RolloutAborted")
+        return _rolled_back(step, state, "aborted by request", EventReason.ROLLOUT_ABORTED)
     state = _promoted_on_request(step, state, controls)
     if controls.paused:
         return _paused(step, state)
     if state.phase == PAUSED:
         state = _resumed(step, state)
-    _keep_canary(step, _canary_target(state, n))
+    _keep_canary(step, state)
     if policy.analysis and step.seen.analysis_ok is False:
         return _gate_failed(step, state)
     if state.phase == PROMOTING:
@@ -313,13 +313,18 @@ def _at_stable(desired: str, target_version: int | None, state: State, replicas:
         new = replace(state, phase=IDLE, canary=None, step=None, weight=None, canary_restarts=0, stalled=False,
                       message=f"Rollout of {state.canary} cancelled: the spec returned to revision {desired}",
                       target_version=target_version)
-        return Decision(replicas, new, [Event(EventType.NORMAL, "RolloutCancelled", new.message)])
+        return Decision(replicas, new, [Event(EventType.NORMAL, EventReason.ROLLOUT_CANCELLED, new.message)])
     if state.phase == ROLLED_BACK:
         # The failed revision is dropped and the InferenceService is no longer Degraded.
         new = replace(state, phase=IDLE, failed=None, target_version=target_version, stalled=False,
                       message=f"Revision {desired} is stable; the spec no longer asks for {state.failed}")
         return Decision(replicas, new)
-    return Decision(replicas, replace(state, target_version=target_version))
+    return Decision(replicas, replace(state, target_version=target_version, **_unstalled(state, desired)))
+
+
+def _unstalled(state: State, stable: str) -> dict[str, Any]:
+    """A stalled rollout is over once the spec asks for the stable revision again."""
+    return {"stalled": False, "message": f"Revision {stable} is stable"} if state.stalled else {}
 
 
 def _started(step: _Pass, state: State, target_version: int | None) -> State:
@@ -328,7 +333,7 @@ def _started(step: _Pass, state: State, target_version: int | None) -> State:
     if state.canary == step.canary:
         return replace(state, stalled=False)
     if state.canary is not None:
-        step.events.append(Event(EventType.NORMAL, "RolloutSuperseded",
+        step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_SUPERSEDED,
                                  f"Rollout of {state.canary} superseded by revision {step.canary}"))
     first = step.policy.steps[0] if step.policy.steps else None
     state = replace(
@@ -337,7 +342,7 @@ def _started(step: _Pass, state: State, target_version: int | None) -> State:
         step_started_at=step.stamp, canary_restarts=step.seen.restarts, failed=None, stalled=False,
         message=f"Rolling out revision {step.canary}",
     )
-    step.events.append(Event(EventType.NORMAL, "RolloutStarted",
+    step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_STARTED,
                              f"Started rolling out revision {step.canary}" +
                              (f" (model version {target_version})" if target_version else "") +
                              f" over stable revision {state.stable}"))
@@ -359,15 +364,15 @@ def _promoted_on_request(step: _Pass, state: State, controls: Controls) -> State
         return state
     state = replace(state, phase=PROMOTING, step=None, weight=100, step_started_at=step.stamp,
                     canary_restarts=step.seen.restarts, message=f"Promoting revision {step.canary} on request")
-    step.events.append(Event(EventType.NORMAL, "RolloutPromoted", state.message))
+    step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_PROMOTED, state.message))
     return state
 
 
 def _paused(step: _Pass, state: State) -> Decision:
     if state.phase != PAUSED:
-        step.events.append(Event(EventType.NORMAL, "RolloutPaused", f"Paused the rollout of revision {step.canary}"))
+        step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_PAUSED, f"Paused the rollout of revision {step.canary}"))
     state = replace(state, phase=PAUSED, message=f"Paused at weight {state.weight}%")
-    _keep_canary(step, _canary_target(state, step.policy.replicas))
+    _keep_canary(step, state)
     return step.decision(state)
 
 
@@ -376,13 +381,13 @@ def _resumed(step: _Pass, state: State) -> State:
     state = replace(state, phase=PROMOTING if state.step is None else PROGRESSING,
                     step_started_at=step.stamp, canary_restarts=step.seen.restarts,
                     message=f"Resumed the rollout of revision {step.canary}")
-    step.events.append(Event(EventType.NORMAL, "RolloutResumed", state.message))
+    step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_RESUMED, state.message))
     return state
 
 
 def _gate_failed(step: _Pass, state: State) -> Decision:
     if step.policy.auto_rollback:
-        return _rolled_back(step, state, step.seen.analysis_message, "RolloutRolledBack")
+        return _rolled_back(step, state, step.seen.analysis_message, EventReason.ROLLOUT_ROLLED_BACK)
     return step.decision(replace(state, stalled=True, message=f"Stalled: {step.seen.analysis_message}"))
 
 
@@ -401,7 +406,7 @@ def _promoting(step: _Pass, state: State) -> Decision:
     new = replace(state, phase=SUCCEEDED, stable=step.canary, canary=None, step=None, weight=None,
                   canary_restarts=0, history=_keep_history(state, retired, step.canary, step.policy.history_limit - 1),
                   message=f"Revision {step.canary} is stable")
-    step.events.append(Event(EventType.NORMAL, "RolloutSucceeded",
+    step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_SUCCEEDED,
                              f"Promoted revision {step.canary}; revision {retired} scaled to zero"))
     return Decision({**{r: 0 for r in new.history}, step.canary: n}, new, step.events)
 
@@ -409,7 +414,7 @@ def _promoting(step: _Pass, state: State) -> Decision:
 def _start_promotion(step: _Pass, state: State) -> State:
     state = replace(state, phase=PROMOTING, step=None, weight=100, step_started_at=step.stamp,
                     canary_restarts=step.seen.restarts, message=f"Promoting revision {step.canary}")
-    step.events.append(Event(EventType.NORMAL, "RolloutPromoting", state.message))
+    step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_PROMOTING, state.message))
     step.replicas[step.canary] = step.policy.replicas
     return state
 
@@ -434,8 +439,8 @@ def _progressing(step: _Pass, state: State) -> Decision:
     state = replace(state, step=index + 1, weight=nxt.weight, step_started_at=step.stamp,
                     canary_restarts=step.seen.restarts,
                     message=f"Step {index + 2} of {len(steps)}: weight {nxt.weight}%")
-    step.events.append(Event(EventType.NORMAL, "RolloutStepAdvanced", state.message))
-    _keep_canary(step, _canary_target(state, step.policy.replicas))
+    step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_STEP_ADVANCED, state.message))
+    _keep_canary(step, state)
     return step.decision(state, requeue_after=0.0)
 
 
@@ -445,11 +450,11 @@ def _waiting(step: _Pass, state: State) -> Decision:
     elapsed = _elapsed(state.step_started_at, step.now)
     if step.seen.load_error and step.policy.auto_rollback:
         # TF Serving said the version cannot load: waiting for the deadline changes nothing.
-        return _rolled_back(step, state, failure_reason(step.seen, expected), "RolloutRolledBack")
+        return _rolled_back(step, state, failure_reason(step.seen, expected), EventReason.ROLLOUT_ROLLED_BACK)
     if elapsed >= step.policy.deadline_seconds:
         reason = failure_reason(step.seen, expected)
         if step.policy.auto_rollback:
-            return _rolled_back(step, state, reason, "RolloutRolledBack")
+            return _rolled_back(step, state, reason, EventReason.ROLLOUT_ROLLED_BACK)
         return step.decision(replace(state, stalled=True, message=f"Stalled past its deadline: {reason}"))
     state = replace(state, message=_progress_message(state, step.seen, expected, len(step.policy.steps)))
     return step.decision(state, requeue_after=max(0.0, step.policy.deadline_seconds - elapsed))
@@ -473,21 +478,22 @@ def decide_rolling(
     if desired == state.stable:
         return Decision({desired: n}, replace(state, canary=None, step=None, weight=None,
                                               target_version=target_version,
-                                              phase=SUCCEEDED if state.phase in ACTIVE_PHASES else state.phase))
+                                              phase=SUCCEEDED if state.phase in ACTIVE_PHASES else state.phase,
+                                              **_unstalled(state, desired)))
     events: list[Event] = []
     if state.canary != desired:
         state = replace(state, phase=PROGRESSING, canary=desired, target_version=target_version,
                         started_at=format_precise_time(now), step_started_at=format_precise_time(now),
                         step=None, weight=None,
                         failed=None)
-        events.append(Event(EventType.NORMAL, "RolloutStarted", f"Started a rolling update to revision {desired}"))
+        events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_STARTED, f"Started a rolling update to revision {desired}"))
     complete = seen.current and seen.updated >= n and seen.ready >= n and seen.pods <= n
     if complete:
         retired = state.stable
         new = replace(state, phase=SUCCEEDED, stable=desired, canary=None, stalled=False,
                       history=_keep_history(state, retired, desired, policy.history_limit - 1),
                       message=f"Revision {desired} is stable")
-        return Decision({desired: n}, new, [*events, Event(EventType.NORMAL, "RolloutSucceeded",
+        return Decision({desired: n}, new, [*events, Event(EventType.NORMAL, EventReason.ROLLOUT_SUCCEEDED,
                                                            f"Rolled revision {desired} out to {n} pods")])
     if seen.deadline_exceeded:
         state = replace(state, stalled=True, message=f"Stalled past its deadline: {failure_reason(seen, n)}")
@@ -499,12 +505,18 @@ def decide_rolling(
     return Decision({desired: n, **({state.stable: n} if state.stable else {})}, state, events)
 
 
-def _keep_canary(step: _Pass, target: int) -> None:
-    """The canary's replicas while its rollout goes on: the step's target, and never fewer than
-    the canary already has (up to the promotion's count). A canary larger than its step is the
-    next step's, scaled before a status write that was lost or a crash: shrinking it would
-    delete pods that are loading or serving, only to create them again."""
-    step.replicas[step.canary] = max(target, min(step.seen.replicas, step.policy.replicas))
+def _keep_canary(step: _Pass, state: State) -> None:
+    """The canary's replicas while its rollout goes on: the step's target, unless the canary
+    already has exactly the next step's. That is what a step leaves behind when the status
+    write recording it was lost or the operator died right after scaling: shrinking the canary
+    then would delete pods that are loading or serving, only to create them again. Any other
+    count (the replica count or a step's weight changed) gives way to the step's target."""
+    n = step.policy.replicas
+    target = _canary_target(state, n)
+    index = state.step if state.step is not None else len(step.policy.steps)
+    following = step.policy.steps[index + 1] if index + 1 < len(step.policy.steps) else None
+    next_target = canary_replicas(n, following.weight) if following is not None else n
+    step.replicas[step.canary] = next_target if step.seen.replicas == next_target > target else target
 
 
 def _canary_target(state: State, replicas: int) -> int:

@@ -44,12 +44,20 @@ Manifest = dict[str, Any]
 
 # How long an InferenceService may stay not Ready before its pods are looked at for a reason.
 PODS_LOOKED_AT_AFTER_SECONDS = 10.0
-# How often pods that are not ready are listed again while someone waits for them.
+# How often pods that are not ready are listed again while someone waits for them: at first,
+# and at most (the interval doubles while nothing about them changes).
 POD_RECHECK_SECONDS = BRIDGE_POLL_SECONDS
+MAX_POD_RECHECK_SECONDS = 60.0
 
 
 def _ignore(*_: Any) -> None:
     return None
+
+
+def _spec_of(body: Manifest) -> tuple[Any, Any]:
+    """Which object and which spec version a body is: a parse is reused only for the same."""
+    meta = body.get("metadata") or {}
+    return meta.get("uid"), meta.get("generation")
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,7 @@ class Fleet:
         self.bridges = BridgeReports(monotonic)
         self.checks = MetricChecks(monotonic)
         self._locks: dict[Key, threading.Lock] = {}
+        self._rechecks: dict[Key, tuple[tuple[Any, ...], float]] = {}  # how the pods looked, the delay
         self._locks_guard = threading.Lock()
 
     # ------------------------------------------------------------------ seams kept stable
@@ -116,7 +125,7 @@ class Fleet:
     def observe_isvc(self, event_type: str | None, body: Manifest) -> Key:
         key = self.cache.observe_isvc(event_type, body)
         if event_type == "DELETED":
-            self.queue.forget(key)
+            self._forget(key)
         self.hooks.observed_isvc(event_type, body)
         return key
 
@@ -168,16 +177,19 @@ class Fleet:
             return
         parsed = plan.parse_once(seen.body)
         gate = self.checks.check(key, parsed.isvc, State.from_status((seen.body.get("status") or {}).get("rollout")))
+        if gate.look_again_after is not None:
+            # Scheduled now, so that a pass that fails below still runs the next check.
+            self.queue.wake_up(key, gate.look_again_after)
         child_plan = plan.plan_children(seen.body, seen.children, seen.pods, seen.now, gate.result, parsed=parsed)
         rejected = self.executor.carry_out_children(seen.body, child_plan)
         after = self._observe_writes(key, seen)
         if after is None:
             return
-        if after.body["metadata"].get("generation") != seen.body["metadata"].get("generation"):
+        if _spec_of(after.body) != _spec_of(seen.body):
             parsed = plan.parse_once(after.body)  # a new spec arrived while the children were written
         status_plan = plan.plan_status(after.body, after.children, seen.pods, format_time(seen.now),
                                        child_plan.rollout, rejected=rejected, parsed=parsed)
-        self._record(key, after.body, status_plan, child_plan, rejected, gate.look_again_after)
+        self._record(key, after.body, status_plan, child_plan, rejected)
 
     def _observe(self, key: Key) -> _Seen | None:
         """The cache's view of the InferenceService and its children, and its pods when they
@@ -185,7 +197,8 @@ class Fleet:
         body, children = self.cache.snapshot(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        return _Seen(body, children, self._observe_pods(key, body), self.clock())
+        now = self.clock()
+        return _Seen(body, children, self._observe_pods(key, body), now)
 
     def _observe_writes(self, key: Key, seen: _Seen) -> _Seen | None:
         """The view after the children were written: their responses are in the cache."""
@@ -193,7 +206,7 @@ class Fleet:
         return None if body is None else _Seen(body, children, seen.pods, seen.now)
 
     def _record(self, key: Key, body: Manifest, status_plan: plan.StatusPlan, child_plan: plan.ChildPlan,
-                rejected: str | None, gate_again: float | None) -> None:
+                rejected: str | None) -> None:
         """The status write (or its hold), the Events, and when to look again."""
         if status_plan.status is None:
             self.status_hold.clear(key)
@@ -206,8 +219,6 @@ class Fleet:
             elif hold > 0:
                 self.queue.wake_up(key, hold)
         self.executor.post(body, status_plan.events)
-        if gate_again is not None:
-            self.queue.wake_up(key, gate_again)
         if child_plan.requeue_after is not None and rejected is None:
             self.queue.wake_up(key, child_plan.requeue_after)
         latest, _ = self.cache.snapshot(key)
@@ -237,9 +248,20 @@ class Fleet:
         elif any(not p.ready for p in pods):
             # Pods are not watched: a container that crashes or reports a load error changes
             # no Deployment status, so while someone waits for these pods they are looked at
-            # again, as the bridges are.
-            self.queue.wake_up(key, POD_RECHECK_SECONDS)
+            # again, less often while nothing about them changes.
+            self.queue.wake_up(key, self._recheck_delay(key, pods))
+        else:
+            self._rechecks.pop(key, None)
         return seen.pods
+
+    def _recheck_delay(self, key: Key, pods: list[PodSummary]) -> float:
+        """POD_RECHECK_SECONDS, doubling up to MAX_POD_RECHECK_SECONDS while the pods look the same."""
+        looks = tuple(sorted((p.name, p.ready, p.restarts, p.crash_looping, p.image_pull_failing,
+                              p.unschedulable, p.load_error) for p in pods))
+        last = self._rechecks.get(key)
+        delay = POD_RECHECK_SECONDS if last is None or last[0] != looks else min(MAX_POD_RECHECK_SECONDS, last[1] * 2)
+        self._rechecks[key] = (looks, delay)
+        return delay
 
     def _pods_matter(self, body: Manifest) -> bool:
         """During a rollout (restarts and failures gate the steps), and once the
@@ -254,10 +276,20 @@ class Fleet:
             return -1.0
         return (self.clock() - since).total_seconds()
 
+    def _forget(self, key: Key) -> None:
+        """Drop what the fleet keeps about a deleted InferenceService."""
+        self.queue.forget(key)
+        self.status_hold.clear(key)
+        self.checks.forget(key)
+        self.bridges.forget(key[0], key[1])
+        self._rechecks.pop(key, None)
+        with self._locks_guard:
+            self._locks.pop(key, None)
+
     # ------------------------------------------------------------------ failures
 
     def _on_failure(self, key: Key, exc: KubeError) -> None:
-        if exc.code == 404:
+        if exc.code == 404 and self._is_gone(key):
             # Deleted while it was reconciled: the watch brings the deletion.
             log.info("Stopped reconciling InferenceService %s/%s: it is gone", *key)
             return
@@ -266,11 +298,20 @@ class Fleet:
             # object again, so that the retry plans from what is there now.
             self._refresh(key)
         delay = max(self.queue.failed(key), exc.retry_after or 0.0)
-        if exc.retryable:
+        # A 404 about a child (deleted by someone meanwhile) passes: the next pass re-creates it.
+        if exc.retryable or exc.code == 404:
             log.warning("Failed to reconcile InferenceService %s/%s, retrying in %.1fs: %s", *key, delay, exc)
             self.queue.retry_later(key, delay)
         else:
             log.error("Failed to reconcile InferenceService %s/%s: %s", *key, exc)
+
+    def _is_gone(self, key: Key) -> bool:
+        """Whether the InferenceService itself is gone (a 404 may be about a child)."""
+        try:
+            self.kube.get_isvc(*key)
+        except KubeError as exc:
+            return exc.code == 404
+        return False
 
     def _refresh(self, key: Key) -> None:
         try:

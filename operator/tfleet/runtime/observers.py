@@ -74,6 +74,12 @@ class BridgeReports:
         pods = [replace(p, load_error=answers[p.name]) if answers.get(p.name) else p for p in pods]
         return Observation(pods, look_again_after=BRIDGE_POLL_SECONDS)
 
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the answers of an InferenceService's pods (their names start with its own)."""
+        with self._guard:
+            for pod in [k for k in self._answers if k[0] == namespace and k[1].startswith(f"{name}-")]:
+                del self._answers[pod]
+
 
 @dataclass(frozen=True)
 class GateCheck:
@@ -109,6 +115,10 @@ class MetricChecks:
             self._checks[key] = (state.canary, self._monotonic(), result)
         log.info("Ran the metric check of InferenceService %s/%s: %s", *key, result.message)
         return GateCheck(result, look_again_after=interval)
+
+    def forget(self, key: Key) -> None:
+        with self._guard:
+            self._checks.pop(key, None)
 
 
 def rollout_active(body: Manifest) -> bool:

@@ -116,7 +116,8 @@ def _wait_for_the_lease(process: _Process, health: Health) -> bool:
     from tfleet.runtime.leader import LeaderElector, Timing, default_namespace
     opts = process.opts
     timing = Timing(opts.lease_duration, opts.renew_deadline, opts.retry_period)
-    elector = LeaderElector(Kube(load_config(opts.kubeconfig)), opts.lease_namespace or default_namespace(),
+    on_write = process.metrics.record_write if process.metrics is not None else None
+    elector = LeaderElector(Kube(load_config(opts.kubeconfig), on_write=on_write), opts.lease_namespace or default_namespace(),
                             opts.lease_name, timing=timing)
     process.elector = elector
     health.update(phase=Phase.STANDBY)

@@ -133,3 +133,4 @@ class WorkQueue:
     def forget(self, key: Key) -> None:
         with self._guard:
             self._failures.pop(key, None)
+            self._wakeups.pop(key, None)
