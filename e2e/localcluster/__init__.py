@@ -28,6 +28,7 @@ import yaml  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from .errors import ApiError  # noqa: E402
+from .faults import FaultInjector  # noqa: E402
 from .server import ApiServer  # noqa: E402
 from .store import Cluster  # noqa: E402
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .controllers.dns import ClusterDNS
     from .controllers.proxy import KubeProxy
 
-__all__ = ["ApiError", "Cluster", "LocalCluster", "write_kubeconfig"]
+__all__ = ["ApiError", "Cluster", "FaultInjector", "LocalCluster", "write_kubeconfig"]
 
 log = logging.getLogger("localcluster")
 
@@ -75,8 +76,12 @@ class LocalCluster:
         self.request_log: list[dict[str, Any]] = []
         self.cluster = Cluster(history_size=history_size)
         self._log_file: IO[str] | None = None
+        # Fault rules for chaos tests (faults.py); they outlive restart_apiserver.
+        self.faults = FaultInjector()
         self._server = ApiServer(self.cluster, request_log=self.request_log if keep_request_log else None,
-                                 bookmark_interval=bookmark_interval)
+                                 bookmark_interval=bookmark_interval, fault_injector=self.faults,
+                                 restart=self.restart_apiserver)
+        self._restarting = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         # data-plane objects started by the controllers ("kube-proxy", "cluster-dns")
@@ -97,6 +102,18 @@ class LocalCluster:
             self._log_file = self.request_log_path.open("a")
             self._server.request_log_file = self._log_file
         self.cluster.start()
+        await self._serve()
+        if self.kubeconfig is not None:
+            write_kubeconfig(self.kubeconfig, self.url)
+        if self.controllers_enabled:
+            try:
+                self._tasks = self._start_controllers()
+            except BaseException:
+                await self.stop()
+                raise
+        return self
+
+    async def _serve(self) -> None:
         self._runner = web.AppRunner(self._server.app(), access_log=None, handle_signals=False,
                                      shutdown_timeout=0.5)
         await self._runner.setup()
@@ -107,15 +124,30 @@ class LocalCluster:
             self.port = sockets[0].getsockname()[1]
         self.url = f"http://{self.host}:{self.port}"
         self._server.address = f"{self.host}:{self.port}"
-        if self.kubeconfig is not None:
-            write_kubeconfig(self.kubeconfig, self.url)
-        if self.controllers_enabled:
-            try:
-                self._tasks = self._start_controllers()
-            except BaseException:
-                await self.stop()
-                raise
-        return self
+
+    async def restart_apiserver(self, down_seconds: float = 0.5) -> None:
+        """An API server restart that keeps the store, as when kube-apiserver is restarted
+        in front of the same etcd: the port closes, every connection (so every watch) is
+        dropped without a final chunk, and after ``down_seconds`` the same port serves the
+        same objects and resourceVersions again. Watches resuming from a version in the
+        history go on; the in-process controllers use the store directly and see nothing."""
+        async with self._restarting:
+            runner = self._runner
+            if runner is None:
+                raise RuntimeError("the API server is not running")
+            self._runner = None
+            for site in list(runner.sites):
+                await site.stop()  # the listening socket first: new connects are refused
+            server = runner.server
+            for handler in list(server.connections if server is not None else []):
+                if handler.transport is not None:
+                    handler.transport.abort()
+            await runner.cleanup()
+            self.faults.record("restart")
+            log.info("Stopped the API server for a restart (%.2fs down)", down_seconds)
+            await asyncio.sleep(down_seconds)
+            await self._serve()
+            log.info("Restarted the API server on %s", self.url)
 
     def _start_controllers(self) -> list[asyncio.Task[Any]]:
         from . import controllers
@@ -147,9 +179,10 @@ class LocalCluster:
         self._tasks = []
         self.components.clear()
         await self.cluster.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        async with self._restarting:  # not in the middle of a restart
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -95,6 +95,15 @@ class RunningCluster:
     def request_log(self) -> list[dict[str, Any]]:
         return self._lc.request_log
 
+    @property
+    def faults(self) -> Any:
+        """The ``FaultInjector`` (thread-safe: usable from the test's thread)."""
+        return self._lc.faults
+
+    def restart_apiserver(self, down_seconds: float = 0.5) -> None:
+        """Restart the API server keeping the store; returns once it serves again."""
+        self.call(self._lc.restart_apiserver(down_seconds), timeout=30 + down_seconds)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(

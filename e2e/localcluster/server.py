@@ -11,12 +11,14 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from . import discovery, errors, openapi, protobuf, tables
+from . import discovery, errors, faults, openapi, protobuf, tables
 from .errors import ApiError
+from .faults import Fault, FaultInjector
 from .objects import now_micro, program_name
 from .resources import ResourceType
 from .store import PATCH_TYPES, Cluster, Watcher
@@ -80,6 +82,7 @@ class _Route:
 
 
 _ROUTE = web.RequestKey("route", _Route)
+_FAULT = web.RequestKey("fault", Fault)
 
 
 class ApiServer:
@@ -93,8 +96,14 @@ class ApiServer:
         request_log_file: Any = None,
         bookmark_interval: float = 5.0,
         default_watch_timeout: float = 1800.0,
+        fault_injector: FaultInjector | None = None,
+        restart: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.faults = fault_injector or FaultInjector()
+        # Restarts the HTTP server keeping the store (LocalCluster.restart_apiserver).
+        self.restart = restart
+        self._restart_task: asyncio.Task[None] | None = None  # referenced until done
         self.request_log = request_log
         self.request_log_file = request_log_file
         self.bookmark_interval = bookmark_interval
@@ -125,6 +134,9 @@ class ApiServer:
             log.exception("Request %s %s failed", request.method, request.path_qs)
             err = errors.internal(str(exc))
             response = _json_response(err.status(), err.code)
+        fault = request.get(_FAULT)
+        if fault is not None and fault.kind == "internal_error_after_apply":
+            response = self._lose_response(request, route, fault, response)
         if self.request_log is not None or self.request_log_file is not None:
             self._log(request, route, response.status, time.perf_counter() - started)
         return response
@@ -145,6 +157,9 @@ class ApiServer:
             "code": status,
             "duration_ms": round(duration * 1000, 3),
         }
+        fault = request.get(_FAULT)
+        if fault is not None:
+            entry["fault"] = fault.kind
         if self.request_log is not None:
             self.request_log.append(entry)
         if self.request_log_file is not None:
@@ -178,6 +193,8 @@ class ApiServer:
             return web.Response(text="ok")
         if head == "openapi":
             return self._openapi(request, parts[1:])
+        if head == "localcluster":
+            return await self._admin(request, parts[1:])
         if head == "api":
             if len(parts) == 1:
                 return self._discovery(request, discovery.core_versions(self.address), core=True)
@@ -220,10 +237,117 @@ class ApiServer:
             raise errors.no_such_path()
         if route.subresource is not None and route.subresource not in rt.subresources:
             raise errors.no_such_path()
-        if watch or (request.method == "GET" and _bool(request.query.get("watch"))):
+        watch = watch or (request.method == "GET" and _bool(request.query.get("watch")))
+        faulted = await self._inject(request, route, watch)
+        if faulted is not None:
+            return faulted
+        if watch:
             route.verb = "watch"
             return await self._watch(request, route, rt)
         return await self._resource(request, route, rt)
+
+    # --- fault injection (faults.py) ---------------------------------------------------------
+
+    def _request_info(self, request: web.Request, route: _Route, watch: bool) -> faults.RequestInfo:
+        return faults.RequestInfo(
+            user_agent=request.headers.get("User-Agent", ""),
+            verb=faults.verb_of(request.method, route.name is not None, watch),
+            group=route.group,
+            plural=route.plural,
+            subresource=route.subresource,
+            namespace=route.namespace,
+            name=route.name,
+            resource_version=request.query.get("resourceVersion") if watch else None,
+        )
+
+    async def _inject(
+        self, request: web.Request, route: _Route, watch: bool
+    ) -> web.StreamResponse | None:
+        """Apply the fault rules to a resource request: added latency, then an error
+        answered in place of the request; watch and after-apply faults are only marked."""
+        if not self.faults.active:
+            return None
+        info = self._request_info(request, route, watch)
+        decision = self.faults.decide(info)
+        if decision.latency:
+            await asyncio.sleep(decision.latency)
+        fault = decision.fault
+        if fault is None:
+            return None
+        request[_FAULT] = fault
+        route.verb = info.verb
+        if fault.kind in ("internal_error_after_apply", "watch_cut", "watch_expired"):
+            return None
+        if fault.kind == "too_many_requests" and fault.rule.source == "priority_and_fairness":
+            return web.Response(
+                status=429,
+                text=faults.PRIORITY_AND_FAIRNESS_BODY,
+                headers={
+                    **faults.PRIORITY_AND_FAIRNESS_HEADERS,
+                    "Retry-After": str(fault.rule.retry_after_seconds),
+                },
+            )
+        err, headers = faults.error_for(fault, info)
+        return _json_response(err.status(), err.code, headers)
+
+    def _lose_response(
+        self, request: web.Request, route: _Route, fault: Fault, response: web.StreamResponse
+    ) -> web.StreamResponse:
+        """The write was applied; the client sees a 500 instead of its answer. A write that
+        failed on its own keeps its own error (nothing was lost)."""
+        if response.status >= 400:
+            self.faults.withdraw(fault)
+            return response
+        info = self._request_info(request, route, False)
+        err, headers = faults.error_for(fault, info)
+        return _json_response(err.status(), err.code, headers)
+
+    @staticmethod
+    async def _restart_soon(restart: Callable[[float], Awaitable[None]], down: float) -> None:
+        try:
+            await restart(down)
+        except RuntimeError as exc:  # stopped meanwhile
+            log.warning("Skipped the API server restart: %s", exc)
+
+    async def _admin(self, request: web.Request, rest: list[str]) -> web.StreamResponse:
+        """``/localcluster/faults`` (GET, POST, DELETE; DELETE ``/<id>``) and
+        ``POST /localcluster/restart``: the test-facing switches, never faulted."""
+        method = request.method
+        if rest == ["faults"]:
+            if method == "GET":
+                return _json_response(self.faults.state())
+            if method == "DELETE":
+                return _json_response(self.faults.clear())
+            if method == "POST":
+                body = await self._body(request)
+                try:
+                    added = self.faults.apply_json(body if body is not None else {})
+                except ValueError as exc:
+                    raise errors.bad_request(str(exc)) from None
+                return _json_response({**self.faults.state(), "added": added}, 201)
+            raise errors.method_not_allowed()
+        if len(rest) == 2 and rest[0] == "faults" and method == "DELETE":
+            rule_id = _int(rest[1], "rule id")
+            if rule_id is None or not self.faults.remove(rule_id):
+                raise ApiError(404, "NotFound", f"fault rule {rest[1]} not found", {})
+            return _json_response(self.faults.state())
+        if rest == ["restart"]:
+            if method != "POST":
+                raise errors.method_not_allowed()
+            if self.restart is None:
+                raise errors.ApiError(501, "NotImplemented", "this server cannot restart", {})
+            body = await self._body(request) or {}
+            down = body.get("downSeconds", 0.5) if isinstance(body, dict) else None
+            if not isinstance(down, int | float) or isinstance(down, bool) or down < 0:
+                raise errors.bad_request("downSeconds must be a non-negative number")
+            # The answer is on the wire before the restart drops every connection.
+            response = _json_response({"downSeconds": down}, 202)
+            await response.prepare(request)
+            await response.write_eof()
+            self._restart_task = asyncio.get_running_loop().create_task(
+                self._restart_soon(self.restart, float(down)))
+            return response
+        raise errors.no_such_path()
 
     def _discovery(self, request: web.Request, legacy: dict[str, Any], core: bool) -> web.Response:
         accept = request.headers.get("Accept", "")
@@ -589,7 +713,17 @@ class ApiServer:
         shape = tables.wanted_shape(request.headers.get("Accept", ""))
         watcher: Watcher | None = None
         error: ApiError | None = None
+        fault = request.get(_FAULT)
+        if fault is not None and fault.kind == "watch_expired":
+            # The cacher answers a too-old version with an error watcher
+            # (storage/cacher/cacher.go newErrWatcher): a 200 stream with one ERROR event.
+            error = errors.gone(faults.expired_message(
+                q.get("resourceVersion") or "", self.cluster.resource_version))
+        cut_after = fault.rule.after_seconds if fault and fault.kind == "watch_cut" else None
+        truncate = bool(fault and fault.kind == "watch_cut" and fault.rule.truncate)
         try:
+            if error is not None:
+                raise error
             watcher = self.cluster.do_watch(
                 rt,
                 route.namespace,
@@ -616,10 +750,23 @@ class ApiServer:
             watcher.queue.put_nowait(("INITIAL_END", {}, None))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout is not None else self.default_watch_timeout)
+        cut_at = loop.time() + cut_after if cut_after is not None else None
+        cutting = False  # a truncating cut waits for the next line to break
         timed_out = False
         try:
             while True:
+                if cut_at is not None and not cutting and loop.time() >= cut_at:
+                    if not truncate:
+                        # A clean end of stream (the final chunk), without the bookmark a
+                        # timeout sends: what a proxy or a server-side close looks like.
+                        await response.write_eof()
+                        return response
+                    cutting = True
                 remaining = deadline - loop.time()
+                if cut_at is not None and not cutting:
+                    remaining = min(remaining, cut_at - loop.time())
+                    if remaining <= 0:
+                        continue
                 if remaining <= 0:
                     timed_out = True
                     break
@@ -632,7 +779,10 @@ class ApiServer:
                     if request.transport is None or request.transport.is_closing():
                         break
                     if bookmarks and deadline - loop.time() > 0:
-                        await response.write(self._bookmark(rt))
+                        line = self._bookmark(rt)
+                        if cutting:
+                            return await self._break_stream(request, response, line)
+                        await response.write(line)
                     continue
                 chunks = []
                 closed = False
@@ -643,6 +793,8 @@ class ApiServer:
                     item = watcher.queue.get_nowait()
                 if item is None:
                     closed = True
+                if chunks and cutting:
+                    return await self._break_stream(request, response, chunks[0])
                 if chunks:
                     await response.write(b"".join(chunks))
                 if closed:
@@ -654,6 +806,17 @@ class ApiServer:
             pass
         finally:
             self.cluster.stop_watch(watcher)
+        return response
+
+    async def _break_stream(
+        self, request: web.Request, response: web.StreamResponse, line: bytes
+    ) -> web.StreamResponse:
+        """Send the first half of an event line, then close the connection without the
+        final chunk: the client reads a truncated JSON line and an unterminated chunked body,
+        as when the server process or the network goes away mid-write."""
+        await response.write(line[: max(1, len(line) // 2)])
+        if request.transport is not None:
+            request.transport.close()
         return response
 
     def _bookmark(self, rt: ResourceType, initial_end: bool = False) -> bytes:
