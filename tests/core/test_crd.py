@@ -165,7 +165,9 @@ def _python_errors(spec: Any) -> list[str]:
 SCHEMA_CASES = [
     pytest.param(make_isvc(), [], id="a minimal spec"),
     pytest.param(make_isvc().gpu(1).batching(8, [4, 8]).autoscaling(2, 4).canary(5, 50).credentials("c")
-                 .pod(affinity={"nodeAffinity": {"anything": ["goes"]}}), [], id="every feature"),
+                 .pod(affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                     "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}),
+                 [], id="every feature"),
     pytest.param(make_isvc().set("spec.model.bogus", 1), ["spec.model: additionalProperties"], id="unknown field"),
     pytest.param(make_isvc().set("spec.pod.tolerations", [{"key": "a", "unknown": 1}]),
                  ["spec.pod.tolerations[0]: additionalProperties"], id="unknown field inside a list item"),

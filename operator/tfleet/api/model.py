@@ -523,8 +523,8 @@ class PodSettings(ApiObject):
     node_selector: dict[str, str] = field("Node labels the pods require.", default_factory=dict)
     tolerations: tuple[Toleration, ...] = field("Tolerations of the pods.", default=())
     affinity: Passthrough | None = field(
-        "Pod affinity rules, exactly as in a Pod spec (passed through unchanged; validated by "
-        "the API server when the Deployment is written).",
+        "Pod affinity rules, exactly as in a Pod spec (passed through unchanged: tfleet checks "
+        "the fields and their types, the API server the rest when the Deployment is written).",
         default=None,
     )
     service_account_name: str | None = field(
@@ -562,6 +562,10 @@ class PodSettings(ApiObject):
             *label_problems(self.labels, f"{path}.labels"),
             *annotation_problems(self.annotations, f"{path}.annotations"),
         ]
+        if self.affinity is not None:
+            from tfleet.api.kubetypes import shape_problems
+
+            problems.extend(shape_problems(self.affinity, "V1Affinity", f"{path}.affinity"))
         errors = [FieldError(p, m) for p, m in problems]
         if self.drain_seconds >= self.termination_grace_period_seconds:
             errors.append(
