@@ -56,7 +56,7 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_document(self) -> Any:
         self._aliases = 0
         node = super().compose_document()
-        if self._aliases and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+        if node is not None and self._aliases and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
             raise yaml.composer.ComposerError(
                 None, None,
                 f"YAML aliases expand to more than {MAX_EXPANDED_NODES} nodes; refusing the document",
