@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import decimal
+import functools
 import ipaddress
 import json
 import re
@@ -385,7 +386,8 @@ def _json_type(value: Any) -> str:
     if isinstance(value, int):
         return "integer"
     if isinstance(value, float):
-        return "integer" if value.is_integer() else "number"
+        # go-openapi/swag IsFloat64AJSONInteger: integral and within +-(2**53 - 1).
+        return "integer" if value.is_integer() and abs(value) <= 2**53 - 1 else "number"
     if isinstance(value, str):
         return "string"
     if isinstance(value, list):
@@ -623,7 +625,7 @@ def _validate_string(
             _invalid(path, value, detail(f"should be at least {schema['minLength']} chars long"))
         )
     pattern = schema.get("pattern")
-    if pattern and re.search(_go_regex(pattern), value) is None:
+    if pattern and _go_regex(pattern).search(value) is None:
         errs.append(_invalid(path, value, detail(f"should match '{pattern}'")))
     fmt = schema.get("format")
     check = _FORMATS.get(fmt or "")
@@ -635,9 +637,38 @@ def _validate_string(
         )
 
 
-def _go_regex(pattern: str) -> str:
-    # RE2 and Python agree on the subset CRDs use; \z is RE2's end of text.
-    return pattern.replace(r"\z", r"\Z")
+@functools.cache
+def _go_regex(pattern: str) -> re.Pattern[str]:
+    """A CRD pattern as RE2 (Go's regexp/syntax, which kube-openapi's pattern check uses)
+    reads it. Two differences matter: RE2's `\\d`, `\\w`, `\\s` are ASCII only (Python's match
+    any Unicode digit, so "\uff16\uff10s" would pass `^\\d+s$`), and without the m flag RE2's
+    `$` matches only at the end of the text (Python's also before a final newline, so
+    "resnet\\n" would pass `^[a-z]+$`). `\\z` is RE2's end of text. Modelled on
+    go/src/regexp/syntax/parse.go (perl classes are ASCII; OneLine makes `$` \\z)."""
+    out: list[str] = []
+    escaped = in_class = False
+    class_start = 0
+    for i, char in enumerate(pattern):
+        if escaped:
+            out.append("Z" if char == "z" and not in_class else char)
+            escaped = False
+        elif char == "\\":
+            out.append(char)
+            escaped = True
+        elif in_class:
+            out.append(char)
+            # A "]" first in a class ("[]a]", "[^]a]") is a literal, in RE2 as in Python.
+            opening = pattern[class_start:i] in ("[", "[^")
+            in_class = char != "]" or opening
+        elif char == "[":
+            out.append(char)
+            in_class = True
+            class_start = i
+        elif char == "$":
+            out.append(r"\Z")
+        else:
+            out.append(char)
+    return re.compile("".join(out), re.ASCII)
 
 
 def _validate_array(

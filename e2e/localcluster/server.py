@@ -65,6 +65,17 @@ def _int(value: str | None, name: str) -> int | None:
         raise errors.bad_request(f"invalid value for {name}: {value!r}") from None
 
 
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _go_json_int(text: str) -> int | float:
+    """A JSON integer as the API server decodes it into an unstructured object: an int64 when
+    it fits, else a float64 (k8s.io/apimachinery/pkg/util/json/json.go, convertNumber), which
+    schema validation then refuses as a "number" where an integer is wanted."""
+    value = int(text)
+    return value if _INT64_MIN <= value <= _INT64_MAX else float(value)
+
 class _Route:
     """What a request addresses, parsed from its path and query."""
 
@@ -395,7 +406,7 @@ class ApiServer:
                 import yaml
 
                 return yaml.safe_load(raw)
-            return json.loads(raw)
+            return json.loads(raw, parse_int=_go_json_int)
         except ValueError as exc:
             raise errors.bad_request(f"error decoding request body: {exc}") from None
 

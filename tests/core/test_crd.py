@@ -165,7 +165,9 @@ def _python_errors(spec: Any) -> list[str]:
 SCHEMA_CASES = [
     pytest.param(make_isvc(), [], id="a minimal spec"),
     pytest.param(make_isvc().gpu(1).batching(8, [4, 8]).autoscaling(2, 4).canary(5, 50).credentials("c")
-                 .pod(affinity={"nodeAffinity": {"anything": ["goes"]}}), [], id="every feature"),
+                 .pod(affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                     "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}),
+                 [], id="every feature"),
     pytest.param(make_isvc().set("spec.model.bogus", 1), ["spec.model: additionalProperties"], id="unknown field"),
     pytest.param(make_isvc().set("spec.pod.tolerations", [{"key": "a", "unknown": 1}]),
                  ["spec.pod.tolerations[0]: additionalProperties"], id="unknown field inside a list item"),
@@ -266,7 +268,7 @@ def spec_cel_failures(spec: Any, old_spec: Any = None) -> list[tuple[str, str]]:
 
 
 RULE_PATHS = ("spec.autoscaling.minReplicas", "spec.batching.allowedBatchSizes", "spec.server.restPort",
-              "spec.rollout.steps", "spec.model.name")
+              "spec.rollout.steps", "spec.model.name", "spec.model.basePath", "spec.pod.drainSeconds")
 
 
 def python_rule_paths(spec: Any) -> set[str]:
@@ -329,6 +331,24 @@ CEL_CASES = [
     pytest.param(make_isvc().canary(*range(10, 91, 10), 90),
                  [("spec.rollout.steps", "rollout step weights must be strictly increasing")],
                  id="a repeat at the very end of the longest list"),
+    # model.basePath
+    pytest.param(make_isvc().base_path("gs://models/resnet..v2/x"), [], id="dots inside a path segment"),
+    pytest.param(make_isvc().base_path("pvc://models/resnet/../../etc"),
+                 [("spec.model.basePath", 'basePath must not contain a ".." path segment')], id="a .. segment"),
+    pytest.param(make_isvc().base_path("/models/.."),
+                 [("spec.model.basePath", 'basePath must not contain a ".." path segment')], id="a .. at the end"),
+    pytest.param(make_isvc().base_path("gs://models/resnet\nmodel_platform: x"),
+                 [("spec.model.basePath", "basePath must not contain control characters")], id="a newline"),
+    pytest.param(make_isvc().base_path("gs://models/res\tnet"),
+                 [("spec.model.basePath", "basePath must not contain control characters")], id="a tab"),
+    # pod
+    pytest.param(make_isvc().pod(drainSeconds=10, terminationGracePeriodSeconds=11), [], id="drain below the grace"),
+    pytest.param(make_isvc().pod(drainSeconds=45),
+                 [("spec.pod.drainSeconds", "drainSeconds must be less than terminationGracePeriodSeconds")],
+                 id="drain equal to the defaulted grace period"),
+    pytest.param(make_isvc().pod(drainSeconds=5, terminationGracePeriodSeconds=2),
+                 [("spec.pod.drainSeconds", "drainSeconds must be less than terminationGracePeriodSeconds")],
+                 id="drain above the grace period"),
 ]
 
 
@@ -345,7 +365,7 @@ def test_every_cel_rule_is_exercised() -> None:
     exercised = {message for param in CEL_CASES for _, message in param.values[1]} | {"model.name is immutable"}
     assert {message for _, message in rules} == exercised
     assert {path for path, _ in rules} == {".spec.model", ".spec.autoscaling", ".spec.batching", ".spec.server",
-                                           ".spec.rollout"}
+                                           ".spec.rollout", ".spec.pod"}
 
 
 def test_step_weight_range_is_in_the_schema() -> None:

@@ -197,6 +197,15 @@ SCHEMA_CASES = [
      'spec.x: Invalid value: "": spec.x in body should be at least 1 chars long'),
     ("pattern", {"type": "string", "pattern": "^[a-z]+$"}, "Abc",
      "spec.x: Invalid value: \"Abc\": spec.x in body should match '^[a-z]+$'"),
+    # RE2's $ is the end of the text; Python's re would also match before a final newline.
+    ("pattern $ before a final newline", {"type": "string", "pattern": "^[a-z]+$"}, "abc\n",
+     "spec.x: Invalid value: \"abc\\n\": spec.x in body should match '^[a-z]+$'"),
+    # RE2's \d is ASCII; Python's re would take fullwidth digits.
+    ("pattern \\d is ASCII", {"type": "string", "pattern": "^\\d+s$"}, "\uff16\uff10s",
+     "spec.x: Invalid value: \"\uff16\uff10s\": spec.x in body should match '^\\d+s$'"),
+    # Beyond 2**53 a float64 is no longer "a JSON integer" (what an int beyond int64 decodes to).
+    ("a float beyond 2**53 is a number", {"type": "integer"}, 2.0**63,
+     'spec.x: Invalid value: "number": spec.x in body must be of type integer: "number"'),
     ("format date-time", {"type": "string", "format": "date-time"}, "yesterday",
      'spec.x: Invalid value: "yesterday": spec.x in body must be of type date-time: "yesterday"'),
     ("maxItems", {"type": "array", "items": {"type": "integer"}, "maxItems": 2}, [1, 2, 3],

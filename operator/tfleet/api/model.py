@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tfleet.api.kubemeta import annotation_problems, label_problems
 from tfleet.api.schema import (
     ApiObject,
     Duration,
@@ -23,6 +24,7 @@ from tfleet.api.schema import (
     Rule,
     ValidationError,
     field,
+    go_regex,
     parse,
 )
 
@@ -69,6 +71,18 @@ class ModelSpec(ApiObject):
             message="model.name is immutable",
             field_path=".name",
         ),
+        # The path reaches TF Serving's config file and, for pvc://, a mount: a ".." segment
+        # would leave the claim's directory, a newline would add a line to the config.
+        Rule(
+            rule="!self.basePath.matches('(^|/)[.][.](/|$)')",
+            message='basePath must not contain a ".." path segment',
+            field_path=".basePath",
+        ),
+        Rule(
+            rule="!self.basePath.matches('[\\x00-\\x1f\\x7f]')",
+            message="basePath must not contain control characters",
+            field_path=".basePath",
+        ),
     )
 
     base_path: str = field(
@@ -76,6 +90,8 @@ class ModelSpec(ApiObject):
         "hdfs://host/path, pvc://<claim>/<path> (a PersistentVolumeClaim in the same namespace, "
         "mounted read-only), or an absolute path inside the image.",
         min_length=1,
+        # Bounds the cost the API server estimates for the basePath CEL rules.
+        max_length=4096,
     )
     name: str | None = field(
         "TF Serving model name, used in gRPC ModelSpec.name and REST /v1/models/<name>. "
@@ -101,6 +117,10 @@ class ModelSpec(ApiObject):
     )
 
     def check(self, path: str) -> list[FieldError]:
+        if re.search(r"(^|/)\.\.(/|$)", self.base_path):
+            return [FieldError(f"{path}.basePath", 'must not contain a ".." path segment')]
+        if re.search(r"[\x00-\x1f\x7f]", self.base_path):
+            return [FieldError(f"{path}.basePath", "must not contain control characters (newline, tab, NUL)")]
         if not self.base_path.startswith(STORAGE_SCHEMES):
             scheme = self.base_path.split("://", 1)[0] + "://" if "://" in self.base_path else self.base_path
             return [
@@ -112,7 +132,7 @@ class ModelSpec(ApiObject):
             ]
         if self.base_path.startswith("pvc://"):
             claim, _, rest = self.base_path[len("pvc://") :].partition("/")
-            if not re.match(OBJECT_NAME_PATTERN, claim) or len(claim) > 253 or not rest:
+            if not go_regex(OBJECT_NAME_PATTERN).match(claim) or len(claim) > 253 or not rest:
                 return [
                     FieldError(
                         f"{path}.basePath",
@@ -223,6 +243,9 @@ class Gpu(ApiObject):
         "always added.",
         default=(),
     )
+
+    def check(self, path: str) -> list[FieldError]:
+        return [FieldError(p, m) for p, m in label_problems(self.node_selector, f"{path}.nodeSelector")]
 
 
 @dataclass(frozen=True)
@@ -368,6 +391,9 @@ class ServiceSpec(ApiObject):
         default_factory=dict,
     )
 
+    def check(self, path: str) -> list[FieldError]:
+        return [FieldError(p, m) for p, m in annotation_problems(self.annotations, f"{path}.annotations")]
+
 
 @dataclass(frozen=True)
 class RolloutStep(ApiObject):
@@ -485,11 +511,20 @@ class Rollout(ApiObject):
 class PodSettings(ApiObject):
     """Settings passed through to the serving pods."""
 
+    __rules__ = (
+        Rule(
+            rule="!has(self.drainSeconds) || !has(self.terminationGracePeriodSeconds) || "
+            "self.drainSeconds < self.terminationGracePeriodSeconds",
+            message="drainSeconds must be less than terminationGracePeriodSeconds",
+            field_path=".drainSeconds",
+        ),
+    )
+
     node_selector: dict[str, str] = field("Node labels the pods require.", default_factory=dict)
     tolerations: tuple[Toleration, ...] = field("Tolerations of the pods.", default=())
     affinity: Passthrough | None = field(
-        "Pod affinity rules, exactly as in a Pod spec (passed through unchanged; validated by "
-        "the API server when the Deployment is written).",
+        "Pod affinity rules, exactly as in a Pod spec (passed through unchanged: tfleet checks "
+        "the fields and their types, the API server the rest when the Deployment is written).",
         default=None,
     )
     service_account_name: str | None = field(
@@ -500,7 +535,9 @@ class PodSettings(ApiObject):
     labels: dict[str, str] = field(
         "Labels added to the pods. tfleet's own labels take precedence.", default_factory=dict
     )
-    priority_class_name: str | None = field("PriorityClass of the pods.", default=None)
+    priority_class_name: str | None = field(
+        "PriorityClass of the pods.", default=None, pattern=OBJECT_NAME_PATTERN, max_length=253
+    )
     image_pull_secrets: tuple[str, ...] = field(
         "Names of Secrets used to pull the image.", default=()
     )
@@ -518,15 +555,27 @@ class PodSettings(ApiObject):
     )
 
     def check(self, path: str) -> list[FieldError]:
+        # Labels, selectors and annotations are copied onto the pods: the API server's rules
+        # for them apply (a nodeSelector is validated as labels).
+        problems = [
+            *label_problems(self.node_selector, f"{path}.nodeSelector"),
+            *label_problems(self.labels, f"{path}.labels"),
+            *annotation_problems(self.annotations, f"{path}.annotations"),
+        ]
+        if self.affinity is not None:
+            from tfleet.api.kubetypes import shape_problems
+
+            problems.extend(shape_problems(self.affinity, "V1Affinity", f"{path}.affinity"))
+        errors = [FieldError(p, m) for p, m in problems]
         if self.drain_seconds >= self.termination_grace_period_seconds:
-            return [
+            errors.append(
                 FieldError(
                     f"{path}.drainSeconds",
                     f"drainSeconds ({self.drain_seconds}) must be less than "
                     f"terminationGracePeriodSeconds ({self.termination_grace_period_seconds})",
                 )
-            ]
-        return []
+            )
+        return errors
 
 
 @dataclass(frozen=True)
@@ -654,7 +703,7 @@ def parse_object(obj: dict[str, Any]) -> InferenceService:
     name = meta.get("name")
     if not isinstance(name, str) or not name:
         errors.append(FieldError("metadata.name", "required field is missing"))
-    elif not re.match(SERVICE_NAME_PATTERN, name) or len(name) > 52:
+    elif not go_regex(SERVICE_NAME_PATTERN).match(name) or len(name) > 52:
         # Children are named <name>, <name>-grpc, <name>-config: the name must stay a valid
         # Service name (a DNS-1035 label) with room for the suffixes.
         errors.append(
@@ -663,6 +712,14 @@ def parse_object(obj: dict[str, Any]) -> InferenceService:
                 f'"{name}" must be a DNS label of at most 52 characters (a-z, 0-9, -) that starts with a letter',
             )
         )
+    # The API server checks these on admission; a manifest rendered offline has not been there.
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
+        if value is not None and not isinstance(value, dict):
+            errors.append(FieldError(f"metadata.{key}", "must be an object"))
+        elif value:
+            check = label_problems if key == "labels" else annotation_problems
+            errors.extend(FieldError(p, m) for p, m in check(value, f"metadata.{key}"))
     try:
         if obj.get("spec") is None:
             raise ValidationError([FieldError("spec", "required field is missing")])

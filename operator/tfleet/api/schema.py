@@ -39,8 +39,35 @@ class Duration(str):
 Passthrough = dict[str, Any]
 
 # Binary suffixes always carry the "i" (1Ki); "1K" is not a quantity, as the API server says.
-_QUANTITY_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[munkMGTPE])?$")
-_DURATION_RE = re.compile(r"^(\d+(ms|s|m|h))+$")
+_QUANTITY_PATTERN = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[munkMGTPE])?$"
+_DURATION_PATTERN = r"^(\d+(ms|s|m|h))+$"
+# Integers are published as format int32; the API server refuses what does not fit.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# Pass-through objects (pod affinity) are copied into children as they are; a real affinity
+# nests about eight levels, so anything far deeper is a mistake or an attack.
+PASSTHROUGH_MAX_DEPTH = 32
+
+
+@functools.cache
+def go_regex(pattern: str) -> re.Pattern[str]:
+    """`pattern` as Go's regexp (RE2, which the API server uses) reads it: ASCII classes such
+    as \\d, and `$` only at the very end of the text (Python's `$` also matches before a final
+    newline)."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern, re.ASCII)
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether a JSON value nests more than `limit` levels, without recursing into Python's stack."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -199,10 +226,10 @@ def _type_schema(tp: Any) -> dict[str, Any]:
     if tp in (Quantity, IntOrString):
         out: dict[str, Any] = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
         if tp is Quantity:
-            out["pattern"] = _QUANTITY_RE.pattern
+            out["pattern"] = _QUANTITY_PATTERN
         return out
     if tp is Duration:
-        return {"type": "string", "pattern": _DURATION_RE.pattern}
+        return {"type": "string", "pattern": _DURATION_PATTERN}
     if tp is str:
         return {"type": "string"}
     origin = get_origin(tp)
@@ -336,6 +363,8 @@ def _parse_value(tp: Any, value: Any, path: str, errors: list[FieldError]) -> An
     if tp is Passthrough or (get_origin(tp) is dict and get_args(tp)[1] is Any):
         if not isinstance(value, dict):
             errors.append(FieldError(path, f"must be an object, got {_type_name(value)}"))
+        elif _depth_exceeds(value, PASSTHROUGH_MAX_DEPTH):
+            errors.append(FieldError(path, f"nested more than {PASSTHROUGH_MAX_DEPTH} levels deep"))
         return value
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _parse_object(tp, value, path, errors)
@@ -346,6 +375,9 @@ def _parse_value(tp: Any, value: Any, path: str, errors: list[FieldError]) -> An
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             errors.append(FieldError(path, f"must be an integer, got {_type_name(value)} {_describe(value)}"))
+        elif not INT32_MIN <= value <= INT32_MAX:
+            bound = f"less than or equal to {INT32_MAX}" if value > 0 else f"greater than or equal to {INT32_MIN}"
+            errors.append(FieldError(path, f"must be {bound} (an int32), got {value}"))
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -356,11 +388,11 @@ def _parse_value(tp: Any, value: Any, path: str, errors: list[FieldError]) -> An
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             errors.append(FieldError(path, f"must be an integer or a string, got {_type_name(value)}"))
             return value
-        if tp is Quantity and not _QUANTITY_RE.match(str(value)):
+        if tp is Quantity and not go_regex(_QUANTITY_PATTERN).match(str(value)):
             errors.append(FieldError(path, f'"{value}" is not a valid quantity (for example 500m, 2, 4Gi)'))
         return value
     if tp is Duration:
-        if not isinstance(value, str) or not _DURATION_RE.match(value):
+        if not isinstance(value, str) or not go_regex(_DURATION_PATTERN).match(value):
             errors.append(FieldError(path, f"must be a duration such as 30s, 2m or 1h30m, got {_describe(value)}"))
             return value
         return value
@@ -386,7 +418,7 @@ def _parse_value(tp: Any, value: Any, path: str, errors: list[FieldError]) -> An
 
 def _check_constraints(value: Any, f: dataclasses.Field[Any], path: str, errors: list[FieldError]) -> None:
     meta = f.metadata
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and INT32_MIN <= value <= INT32_MAX:
         if meta.get("minimum") is not None and value < meta["minimum"]:
             errors.append(FieldError(path, f"must be greater than or equal to {meta['minimum']}, got {value}"))
         if meta.get("maximum") is not None and value > meta["maximum"]:
@@ -394,7 +426,7 @@ def _check_constraints(value: Any, f: dataclasses.Field[Any], path: str, errors:
     if isinstance(value, str):
         if meta.get("enum") and value not in meta["enum"]:
             errors.append(FieldError(path, f"must be one of {', '.join(meta['enum'])}, got \"{value}\""))
-        if meta.get("pattern") and not re.search(meta["pattern"], value):
+        if meta.get("pattern") and not go_regex(meta["pattern"]).search(value):
             errors.append(FieldError(path, f'"{value}" does not match the pattern {meta["pattern"]}'))
         if meta.get("min_length") is not None and len(value) < meta["min_length"]:
             errors.append(FieldError(path, f"must be at least {meta['min_length']} characters long"))

@@ -34,10 +34,70 @@ class RenderError:
         return f"{self.source}: document {self.index}: {self.message}"
 
 
+# A manifest nests a dozen levels; PyYAML's composer recurses once per level, so a deeper
+# document would end in a RecursionError instead of an error message.
+MAX_YAML_DEPTH = 100
+# Aliases let a small file stand for an exponentially large document ("billion laughs").
+# PyYAML shares aliased nodes, but every consumer that walks or writes the document (a child
+# built from pod.affinity, the YAML written out) expands them. go-yaml v3 (decode.go) refuses
+# such documents as "excessive aliasing"; here a document whose aliases expand it beyond this
+# many nodes is refused. Documents without aliases are never limited by size.
+MAX_EXPANDED_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses documents nested too deeply or expanding too far through aliases."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_document(self) -> Any:
+        self._aliases = 0
+        node = super().compose_document()
+        if node is not None and self._aliases and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise yaml.composer.ComposerError(
+                None, None,
+                f"YAML aliases expand to more than {MAX_EXPANDED_NODES} nodes; refusing the document",
+                node.start_mark,
+            )
+        return node
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"YAML nests more than {MAX_YAML_DEPTH} levels deep", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes in the document once every alias is written out (shared nodes counted each time)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
+
+
 def _documents(source: str, stream: TextIO) -> Iterator[tuple[int, Any, str | None]]:
     """(index, document, parse error) for every YAML document of a stream."""
     try:
-        for index, doc in enumerate(yaml.safe_load_all(stream)):
+        for index, doc in enumerate(yaml.load_all(stream, Loader=_BoundedLoader)):
             yield index, doc, None
     except yaml.YAMLError as exc:
         # A syntax error ends the stream: the parser cannot resynchronise after it.

@@ -1,0 +1,78 @@
+"""The API server's rules for labels, annotations and names, checked offline.
+
+Fields such as pod.labels and service.annotations are copied onto children; checking them
+here lets `tfleet render` and the operator report the field instead of the API server
+refusing the child. Modelled on k8s.io/apimachinery: pkg/util/validation/validation.go
+(IsQualifiedName, IsValidLabelValue) and pkg/api/validation/objectmeta.go
+(ValidateAnnotations, TotalAnnotationSizeLimitB).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Go's regexp: ASCII classes, and `$` only at the very end (Python's also before a final "\n").
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z", re.ASCII)
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z", re.ASCII)
+LABEL_VALUE_MAX = 63
+QUALIFIED_NAME_MAX = 63
+TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024
+
+
+def qualified_name_problem(key: str) -> str | None:
+    """Why `key` is not a valid label or annotation key (`[prefix/]name`), or None."""
+    prefix, slash, name = key.rpartition("/")
+    if "/" in prefix:
+        return "has more than one /"
+    if not name:
+        return "has an empty name part"
+    if len(name) > QUALIFIED_NAME_MAX:
+        return f"name part must be no more than {QUALIFIED_NAME_MAX} characters"
+    if not _QUALIFIED_NAME.match(name):
+        return "name part must consist of ASCII letters, digits, '-', '_' or '.', and start and end with a letter or digit"
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        return "prefix must be a DNS subdomain (lower case letters, digits, '-' and '.')"
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    if len(value) > LABEL_VALUE_MAX:
+        return f"must be no more than {LABEL_VALUE_MAX} characters"
+    if value and not _QUALIFIED_NAME.match(value):
+        return "must be empty or consist of ASCII letters, digits, '-', '_' or '.', and start and end with a letter or digit"
+    return None
+
+
+def label_problems(labels: dict[str, Any], path: str) -> list[tuple[str, str]]:
+    """(field path, message) for every invalid label of a map (non-strings are the parser's)."""
+    problems = []
+    for key, value in labels.items():
+        if not isinstance(key, str):
+            problems.append((path, f"label keys must be strings, got {key!r}"))
+            continue
+        key_problem = qualified_name_problem(key)
+        if key_problem:
+            problems.append((f"{path}.{key}", f'"{key}" is not a valid label key: {key_problem}'))
+        if isinstance(value, str):
+            value_problem = label_value_problem(value)
+            if value_problem:
+                problems.append((f"{path}.{key}", f'"{value}" is not a valid label value: {value_problem}'))
+    return problems
+
+
+def annotation_problems(annotations: dict[str, Any], path: str) -> list[tuple[str, str]]:
+    problems = []
+    total = 0
+    for key, value in annotations.items():
+        if not isinstance(key, str):
+            problems.append((path, f"annotation keys must be strings, got {key!r}"))
+            continue
+        key_problem = qualified_name_problem(key.lower())
+        if key_problem:
+            problems.append((path, f'"{key}" is not a valid annotation key: {key_problem}'))
+        # The limit is on bytes, as Go's len() counts them.
+        total += len(key.encode()) + len(str(value).encode())
+    if total > TOTAL_ANNOTATION_SIZE_LIMIT:
+        problems.append((path, f"annotations may not be larger than {TOTAL_ANNOTATION_SIZE_LIMIT} bytes, got {total}"))
+    return problems
