@@ -57,7 +57,8 @@ server-side apply that creates an object is authorized as a create as well.
 {{- define "tfleet.operatorRules" -}}
 - apiGroups: ["tfleet.dev"]
   resources: ["inferenceservices"]
-  verbs: ["list", "watch"]
+  # get: a status write refused with 409 (planned from a stale view) reads the object again
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["tfleet.dev"]
   resources: ["inferenceservices/status"]
   verbs: ["patch"]
