@@ -432,3 +432,37 @@ def test_the_health_endpoint_answers_200_or_503():
         assert status("/nope") == 404
     finally:
         stop()
+
+
+def test_a_plain_text_refusal_is_a_kube_error_with_its_retry_after():
+    # The API server's priority-and-fairness filter answers 429 with a line of text, not a
+    # Status object.
+    import http.server
+
+    from kubernetes import client as k8s
+
+    class TooMany(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = b"Too many requests, please try again later.\n"
+            self.send_response(429)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Retry-After", "3")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TooMany)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        configuration = k8s.Configuration(host=f"http://127.0.0.1:{server.server_port}")
+        api = kube.Kube(k8s.ApiClient(configuration))
+        with pytest.raises(kube.KubeError) as caught:
+            api.create_lease({"metadata": {"namespace": "ml", "name": "x"}})
+    finally:
+        server.shutdown()
+    assert caught.value.code == 429 and caught.value.retryable
+    assert caught.value.retry_after == 3.0
+    assert caught.value.message == "Too many requests, please try again later."

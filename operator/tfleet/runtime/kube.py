@@ -138,10 +138,22 @@ class Kube:
         except Exception as exc:  # urllib3 connection errors
             raise KubeError(0, "Unreachable", str(exc)) from exc
         data = response.read()
-        payload = json.loads(data) if data else {}
         if response.status >= 400:
-            raise KubeError(response.status, payload.get("reason", ""), payload.get("message", data.decode(errors="replace")),
+            # Not every refusal is a Status object: the API server's priority-and-fairness
+            # filter answers 429 with a line of plain text.
+            try:
+                payload = json.loads(data) if data else {}
+            except ValueError:
+                payload = {}
+            if not isinstance(payload, dict):
+                payload = {}
+            raise KubeError(response.status, payload.get("reason", ""),
+                            payload.get("message") or data.decode(errors="replace").strip(),
                             retry_after_seconds(response.headers or {}))
+        try:
+            payload = json.loads(data) if data else {}
+        except ValueError as exc:
+            raise KubeError(response.status, "InvalidResponse", f"the API server sent no JSON: {exc}") from exc
         return payload  # type: ignore[no-any-return]
 
     def _count(self, verb: str, kind: str) -> None:
