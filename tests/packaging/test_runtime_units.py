@@ -466,3 +466,48 @@ def test_a_plain_text_refusal_is_a_kube_error_with_its_retry_after():
     assert caught.value.code == 429 and caught.value.retryable
     assert caught.value.retry_after == 3.0
     assert caught.value.message == "Too many requests, please try again later."
+
+
+def _event_server(failures: list[int]) -> Any:
+    """An API server that refuses the first Event posts with the given codes, then accepts."""
+    import http.server
+
+    posts: list[int] = []
+
+    class Events(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            code = failures[len(posts)] if len(posts) < len(failures) else 201
+            posts.append(code)
+            body = json.dumps({"kind": "Status", "code": code, "reason": "x", "message": "m"} if code >= 400
+                              else {"kind": "Event"}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Events)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, posts
+
+
+@pytest.mark.parametrize(("failures", "posts"), [
+    ([500, 503], 3),  # retried until it lands
+    ([500, 500, 500, 500], 3),  # bounded: given up after 3 attempts
+    ([422], 1),  # refused for good: not retried
+])
+def test_a_failed_event_post_is_retried_a_bounded_number_of_times(failures, posts):
+    from kubernetes import client as k8s
+
+    server, seen = _event_server(failures)
+    try:
+        api = kube.Kube(k8s.ApiClient(k8s.Configuration(host=f"http://127.0.0.1:{server.server_port}")))
+        isvc_body = {"metadata": {"name": "a", "namespace": "ml", "uid": "u"}}
+        api.post_event(isvc_body, "Normal", "RolloutStarted", "Started rolling out revision r")
+    finally:
+        server.shutdown()
+    assert len(seen) == posts

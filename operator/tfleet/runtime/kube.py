@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -78,6 +79,9 @@ class KubeError(Exception):
 
 
 CONNECTION_POOL_SIZE = 32
+# A failed Event post is tried again this many times in all, waiting at most this long between.
+EVENT_ATTEMPTS = 3
+EVENT_RETRY_CAP_SECONDS = 1.0
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -251,12 +255,20 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        self._count("create", "Event")
-        try:
-            self._request("POST", resource_path("v1", "Event", meta["namespace"]), event)
-        except KubeError as exc:
-            # An Event is best effort: losing one must not fail a reconcile.
-            log.warning("Failed to post Event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
+        path = resource_path("v1", "Event", meta["namespace"])
+        for attempt in range(1, EVENT_ATTEMPTS + 1):
+            self._count("create", "Event")
+            try:
+                self._request("POST", path, event)
+                return
+            except KubeError as exc:
+                if not exc.retryable or attempt == EVENT_ATTEMPTS:
+                    # An Event is best effort: losing one must not fail a reconcile.
+                    log.warning("Failed to post Event %s for %s/%s after %d attempt(s): %s", reason,
+                                meta["namespace"], meta["name"], attempt, exc)
+                    return
+                # A short, bounded wait: it holds this reconcile's thread.
+                time.sleep(min(EVENT_RETRY_CAP_SECONDS, exc.retry_after or 0.1 * 2 ** attempt))
 
     # ------------------------------------------------------------------ leader election
 
