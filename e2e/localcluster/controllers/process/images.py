@@ -90,6 +90,19 @@ class ImageContext:
 Recipe = Callable[[str, ImageContext], Image]
 
 
+def program_paths(ctx: ImageContext) -> tuple[tuple[str, bool], ...]:
+    """What the images' programs are made of on this host: the interpreter's installation and
+    this checkout (the stand-in and tfleet run from it). Reached read-only at their own paths,
+    after the volumes: a checkout under /tmp must not vanish behind a pod's /tmp emptyDir."""
+    interpreter = Path(ctx.python)
+    paths = {str(REPO_ROOT), sys.prefix, sys.base_prefix, str(interpreter.resolve().parent.parent)}
+    if not interpreter.is_relative_to(REPO_ROOT):
+        paths.add(str(interpreter.parent.parent))
+    # A path inside another one is reached with it.
+    kept = sorted(p for p in paths if not any(p != q and Path(p).is_relative_to(q) for q in paths))
+    return tuple((p, True) for p in kept)
+
+
 def tfleet_image(reference: str, ctx: ImageContext) -> Image:
     operator = REPO_ROOT / "operator"
     wrapper = (
@@ -103,6 +116,7 @@ def tfleet_image(reference: str, ctx: ImageContext) -> Image:
         reference,
         entrypoint=(TFLEET_ENTRYPOINT,),
         cmd=("run", "--all-namespaces"),
+        reaches=program_paths(ctx),
         env={"PATH": TFLEET_PATH, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
         files={TFLEET_ENTRYPOINT: (wrapper, 0o755)},
     )
@@ -129,12 +143,13 @@ def tf_serving_image(reference: str, ctx: ImageContext) -> Image:
         files=dict(standin.image_files(ctx.python, pythonpath)),
         working_dir=str(getattr(standin, "WORKDIR", "") or ""),
         # The object store stands for gs://, s3:// and hdfs://: reachable from any pod.
-        reaches=((str(objects), True),),
+        reaches=((str(objects), True), *program_paths(ctx)),
     )
 
 
-def image_from_option(reference: str, spec: Mapping[str, Any]) -> Image:
-    """An image a test defines through the ``images`` cluster option."""
+def image_from_option(reference: str, spec: Mapping[str, Any], ctx: ImageContext | None = None) -> Image:
+    """An image a test defines through the ``images`` cluster option (its programs run from
+    this host's interpreter, which it reaches as the built-in images do)."""
     files = {}
     for path, value in (spec.get("files") or {}).items():
         if isinstance(value, str | bytes):
@@ -150,6 +165,7 @@ def image_from_option(reference: str, spec: Mapping[str, Any]) -> Image:
         env=env,
         files=files,
         working_dir=str(spec.get("workingDir") or ""),
+        reaches=program_paths(ctx) if ctx is not None else (),
     )
 
 
@@ -186,7 +202,7 @@ class ImageRegistry:
         repo = repository(reference)
         for name, spec in self.extra.items():
             if name == reference or repository(name) == repo:
-                return lambda ref, _ctx, spec=spec: image_from_option(ref, spec)
+                return lambda ref, ctx, spec=spec: image_from_option(ref, spec, ctx)
         if fnmatch.fnmatchcase(repo, "docker.io/tensorflow/serving*"):
             return tf_serving_image
         bridge = os.environ.get("TFLEET_BRIDGE_IMAGE")
