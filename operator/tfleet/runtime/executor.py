@@ -82,12 +82,15 @@ class Executor:
         self.post(body, plan.events)
         return None
 
-    def write_status(self, key: Key, plan: StatusPlan, resource_version: str | None) -> None:
-        """The status patch, conditional on `resource_version`, the version it was planned from."""
+    def write_status(self, key: Key, plan: StatusPlan, resource_version: str | None) -> Manifest:
+        """The status patch, conditional on `resource_version`, the version it was planned from;
+        the InferenceService as the API server returned it."""
         assert plan.status is not None
         namespace, name = key
-        self.cache.observe_isvc("PATCHED", self.kube.patch_status(namespace, name, plan.status, resource_version))
+        written = self.kube.patch_status(namespace, name, plan.status, resource_version)
+        self.cache.observe_isvc("PATCHED", written)
         log.debug("Updated status of InferenceService %s/%s", namespace, name)
+        return written
 
     def post(self, body: Manifest, events: list[Event]) -> None:
         meta = body["metadata"]

@@ -214,8 +214,8 @@ class Fleet:
             first = not (body.get("status") or {}).get("conditions")
             hold = self.status_hold.may_wait(key, status_plan.status_urgent, first)
             if hold is None:
-                self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
-                self.hooks.observed_isvc("PATCHED", self.cache.snapshot(key)[0] or body)
+                written = self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
+                self.hooks.observed_isvc("PATCHED", written)
             elif hold > 0:
                 self.queue.wake_up(key, hold)
         self.executor.post(body, status_plan.events)
@@ -240,9 +240,7 @@ class Fleet:
             return []
         items = self.kube.list_pods(key[0], isvc_selector(key[1]))
         pods = [s for s in (summarize_pod(p) for p in items) if s is not None]
-        ready = status.condition(body.get("status") or {}, ConditionType.READY) or {}
-        waited_on = ready.get("status") == "False" or rollout_active(body)
-        seen = self.bridges.with_load_errors(key[0], pods, waited_on)
+        seen = self.bridges.with_load_errors(key, pods)
         if seen.look_again_after is not None:
             self.queue.wake_up(key, seen.look_again_after)
         elif any(not p.ready for p in pods):
@@ -281,7 +279,7 @@ class Fleet:
         self.queue.forget(key)
         self.status_hold.clear(key)
         self.checks.forget(key)
-        self.bridges.forget(key[0], key[1])
+        self.bridges.forget(key)
         self._rechecks.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
@@ -289,14 +287,12 @@ class Fleet:
     # ------------------------------------------------------------------ failures
 
     def _on_failure(self, key: Key, exc: KubeError) -> None:
-        if exc.code == 404 and self._is_gone(key):
-            # Deleted while it was reconciled: the watch brings the deletion.
+        # 409: the status was planned from a view the API server has moved past; 404: the
+        # InferenceService, or only a child, is gone. Either way, read the object again, so
+        # that a retry plans from what is there now.
+        if exc.code in (404, 409) and self._refresh(key) and exc.code == 404:
             log.info("Stopped reconciling InferenceService %s/%s: it is gone", *key)
             return
-        if exc.code == 409:
-            # The status was planned from a view the API server has moved past: read the
-            # object again, so that the retry plans from what is there now.
-            self._refresh(key)
         delay = max(self.queue.failed(key), exc.retry_after or 0.0)
         # A 404 about a child (deleted by someone meanwhile) passes: the next pass re-creates it.
         if exc.retryable or exc.code == 404:
@@ -305,19 +301,13 @@ class Fleet:
         else:
             log.error("Failed to reconcile InferenceService %s/%s: %s", *key, exc)
 
-    def _is_gone(self, key: Key) -> bool:
-        """Whether the InferenceService itself is gone (a 404 may be about a child)."""
-        try:
-            self.kube.get_isvc(*key)
-        except KubeError as exc:
-            return exc.code == 404
-        return False
-
-    def _refresh(self, key: Key) -> None:
+    def _refresh(self, key: Key) -> bool:
+        """Read the InferenceService again into the cache; whether it is gone."""
         try:
             self.observe_isvc("FETCHED", self.kube.get_isvc(*key))
         except KubeError as exc:
             if exc.code == 404:
                 self.observe_isvc("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
-            else:
-                log.warning("Failed to read InferenceService %s/%s again: %s", *key, exc)
+                return True
+            log.warning("Failed to read InferenceService %s/%s again: %s", *key, exc)
+        return False

@@ -48,37 +48,37 @@ class BridgeReports:
         self._monotonic = monotonic
         self._fetch = fetch
         self._guard = threading.Lock()
-        self._answers: dict[tuple[str, str], tuple[float, str]] = {}  # (ns, pod) -> (when, load error)
+        self._answers: dict[tuple[Key, str], tuple[float, str]] = {}  # (isvc, pod) -> (when, load error)
 
-    def with_load_errors(self, namespace: str, pods: list[PodSummary], waited_on: bool) -> Observation:
-        """`pods` with the load errors their bridges report. Only while someone waits for
-        those pods (`waited_on`: during a rollout, or while the InferenceService is not Ready):
-        a healthy fleet is never polled."""
+    def with_load_errors(self, key: Key, pods: list[PodSummary]) -> Observation:
+        """`pods` with the load errors their bridges report. The caller asks only while someone
+        waits for those pods (during a rollout, or while the InferenceService is not Ready): a
+        healthy fleet is never polled."""
         waiting = [p for p in pods if not p.ready and p.ip and not p.crash_looping and not p.image_pull_failing
                    and not p.load_error]
-        if not waiting or not waited_on:
+        if not waiting:
             return Observation(pods)
         now = self._monotonic()
         answers: dict[str, str] = {}
         for pod in waiting:
             with self._guard:
-                cached = self._answers.get((namespace, pod.name))
+                cached = self._answers.get((key, pod.name))
             if cached is None or now - cached[0] >= BRIDGE_POLL_SECONDS:
                 error = self._fetch(pod.ip) or ""
                 cached = (now, error)
                 with self._guard:
-                    self._answers[(namespace, pod.name)] = cached
+                    self._answers[(key, pod.name)] = cached
                 if error:
-                    log.info("Pod %s/%s reports a model load failure: %s", namespace, pod.name, error)
+                    log.info("Pod %s/%s reports a model load failure: %s", key[0], pod.name, error)
             answers[pod.name] = cached[1]
         pods = [replace(p, load_error=answers[p.name]) if answers.get(p.name) else p for p in pods]
         return Observation(pods, look_again_after=BRIDGE_POLL_SECONDS)
 
-    def forget(self, namespace: str, name: str) -> None:
-        """Drop the answers of an InferenceService's pods (their names start with its own)."""
+    def forget(self, key: Key) -> None:
+        """Drop the answers of an InferenceService's pods."""
         with self._guard:
-            for pod in [k for k in self._answers if k[0] == namespace and k[1].startswith(f"{name}-")]:
-                del self._answers[pod]
+            for answer in [k for k in self._answers if k[0] == key]:
+                del self._answers[answer]
 
 
 @dataclass(frozen=True)
