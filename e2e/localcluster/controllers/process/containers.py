@@ -107,6 +107,25 @@ def field_ref_value(path: str, ctx: PodContext) -> str:
     raise ContainerConfigError(f"unsupported fieldPath: {path}")
 
 
+def _key_ref(ref: Mapping[str, Any], objects: Mapping[str, Any], kind: str,
+             namespace: str) -> tuple[Mapping[str, Any], str] | None:
+    """The `data` holding a configMapKeyRef's or secretKeyRef's key, and the key; None when the
+    reference is optional and unresolved. kubelet_pods.go makeEnvironmentVariables words the
+    errors: '<kind lower-case> "<name>" not found', "couldn't find key <key> in <Kind> <ns>/<name>"."""
+    obj_name, key = ref.get("name", ""), ref.get("key", "")
+    obj = objects.get(obj_name)
+    if obj is None:
+        if ref.get("optional"):
+            return None
+        raise ContainerConfigError(f'{kind.lower()} "{obj_name}" not found')
+    data = obj.get("data") or {}
+    if key not in data:
+        if ref.get("optional"):
+            return None
+        raise ContainerConfigError(f"couldn't find key {key} in {kind} {namespace}/{obj_name}")
+    return data, key
+
+
 def _secret_text(data: Mapping[str, str], key: str) -> str:
     return base64.b64decode(data[key]).decode("utf-8", errors="replace")
 
@@ -157,37 +176,13 @@ def container_env(
         if "fieldRef" in source:
             out[name] = field_ref_value((source["fieldRef"] or {}).get("fieldPath", ""), ctx)
         elif "configMapKeyRef" in source:
-            ref = source["configMapKeyRef"] or {}
-            cm_name, key = ref.get("name", ""), ref.get("key", "")
-            cm = configmaps.get(cm_name)
-            if cm is None:
-                if ref.get("optional"):
-                    continue
-                raise ContainerConfigError(f'configmap "{cm_name}" not found')
-            data = cm.get("data") or {}
-            if key not in data:
-                if ref.get("optional"):
-                    continue
-                raise ContainerConfigError(
-                    f"couldn't find key {key} in ConfigMap {ctx.namespace}/{cm_name}"
-                )
-            out[name] = str(data[key])
+            found = _key_ref(source["configMapKeyRef"] or {}, configmaps, "ConfigMap", ctx.namespace)
+            if found is not None:
+                out[name] = str(found[0][found[1]])
         elif "secretKeyRef" in source:
-            ref = source["secretKeyRef"] or {}
-            secret_name, key = ref.get("name", ""), ref.get("key", "")
-            secret = secrets.get(secret_name)
-            if secret is None:
-                if ref.get("optional"):
-                    continue
-                raise ContainerConfigError(f'secret "{secret_name}" not found')
-            data = secret.get("data") or {}
-            if key not in data:
-                if ref.get("optional"):
-                    continue
-                raise ContainerConfigError(
-                    f"couldn't find key {key} in Secret {ctx.namespace}/{secret_name}"
-                )
-            out[name] = _secret_text(data, key)
+            found = _key_ref(source["secretKeyRef"] or {}, secrets, "Secret", ctx.namespace)
+            if found is not None:
+                out[name] = _secret_text(*found)
         else:
             raise ContainerConfigError(
                 f"env {name}: resourceFieldRef and fileKeyRef are not supported by the local "

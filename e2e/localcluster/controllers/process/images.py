@@ -92,8 +92,10 @@ Recipe = Callable[[str, ImageContext], Image]
 
 def program_paths(ctx: ImageContext) -> tuple[tuple[str, bool], ...]:
     """What the images' programs are made of on this host: the interpreter's installation and
-    this checkout (the stand-in and tfleet run from it). Reached read-only at their own paths,
-    after the volumes: a checkout under /tmp must not vanish behind a pod's /tmp emptyDir."""
+    this checkout (the stand-in and tfleet run from it). In a real runtime they would be the
+    image's own files (/usr/bin, /opt/...), where a pod's volumes do not go. Here they are
+    reached read-only at their own paths, after the volumes: a checkout under /tmp must not
+    vanish behind a pod's /tmp emptyDir."""
     interpreter = Path(ctx.python)
     paths = {str(REPO_ROOT), sys.prefix, sys.base_prefix, str(interpreter.resolve().parent.parent)}
     if not interpreter.is_relative_to(REPO_ROOT):
