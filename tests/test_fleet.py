@@ -515,3 +515,51 @@ def test_pods_that_stay_broken_are_looked_at_less_and_less_often():
     scheduled.clear()
     fleet.reconcile(key)
     assert min(scheduled) == 5.05
+
+
+def test_a_lost_status_write_after_a_canary_step_does_not_undo_the_step():
+    # The step's scale-up of the canary is written, then the status write that records the
+    # step fails. The next reconcile plans from the old step and must not shrink the canary.
+    kube = RecordingKube()
+    fleet, _ = scheduling_fleet(kube)
+    steps = {"steps": [{"weight": 10, "pause": "0s"}, {"weight": 50, "pause": "60s"}]}
+    key = start(fleet, kube, isvc(replicas=4, rollout=steps))
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube, replicas=4)
+    fleet.reconcile(key)
+    body = isvc(replicas=4, rollout=steps)
+    body["spec"]["model"]["version"] = 4
+    body["metadata"]["generation"] = 2
+    body["status"] = kube.isvc["status"]
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    fleet.reconcile(key)  # the rollout starts: a canary of 1 pod
+
+    def canary() -> Manifest:
+        stable = kube.isvc["status"]["rollout"]["stableRevision"]
+        _, children = fleet.snapshot(key)
+        (dep,) = [v for (kind, _), v in children.items()
+                  if kind == "Deployment" and v["metadata"]["labels"]["tfleet.dev/revision"] != stable]
+        return dep
+
+    assert canary()["spec"]["replicas"] == 1
+    dep = copy.deepcopy(canary())
+    dep["metadata"]["generation"] = 1
+    dep["status"] = {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                     "updatedReplicas": 1}
+    fleet.observe_child("MODIFIED", bump(dep, kube))
+    kube.fail_next_status = KubeError(500, "InternalError", "the write was lost")
+    fleet.reconcile(key)  # step 1 (weight 50): the canary goes to 4, the status write fails
+    assert canary()["spec"]["replicas"] == 4
+    assert kube.isvc["status"]["rollout"]["step"] == 0  # the server still says step 0
+    # The watch brings the canary's Deployment: 4 pods wanted, the first one still ready.
+    dep = copy.deepcopy(canary())
+    dep["metadata"]["generation"] = 2
+    dep["status"] = {"observedGeneration": 2, "replicas": 4, "readyReplicas": 1, "availableReplicas": 1,
+                     "updatedReplicas": 4}
+    fleet.observe_child("MODIFIED", bump(dep, kube))
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert canary()["spec"]["replicas"] == 4  # not scaled back to step 0's one pod
+    assert not [c for c in kube.calls if c[0] in ("apply", "scale") and c[1] == "Deployment"]
+    assert kube.isvc["status"]["rollout"]["step"] == 1  # and the step is recorded now
