@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+from datetime import datetime
 from typing import Any, TextIO
 
 from tfleet.api.times import parse_time, utc_now
@@ -122,7 +123,7 @@ class GenerationWatch:
         return None
 
 
-def pause_left(body: dict[str, Any]) -> float | None:
+def pause_left(body: dict[str, Any], now: datetime | None = None) -> float | None:
     """Seconds left in the current step's pause, while a canary step pauses."""
     ro = (body.get("status") or {}).get("rollout") or {}
     steps = (((body.get("spec") or {}).get("rollout") or {}).get("steps")) or []
@@ -132,7 +133,7 @@ def pause_left(body: dict[str, Any]) -> float | None:
         return None
     from tfleet.api.schema import duration_seconds
 
-    left = duration_seconds(steps[step].get("pause", "60s")) - (utc_now() - started).total_seconds()
+    left = duration_seconds(steps[step].get("pause", "60s")) - ((now or utc_now()) - started).total_seconds()
     return max(0.0, left)
 
 

@@ -266,7 +266,7 @@ def _summary_fields(body: Manifest, ro: dict[str, Any], now: datetime) -> list[t
         fields.append(("  Step", f"{ro['step'] + 1}/{len(steps)}"))
     if ro.get("weight") is not None:
         fields.append(("  Weight", f"{ro['weight']}%"))
-    left = pause_left(body)
+    left = pause_left(body, now)
     if left is not None:
         fields.append(("  Pause left", format_duration(round(left))))
     started = parse_time(ro.get("startedAt"))
