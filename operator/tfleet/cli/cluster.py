@@ -191,7 +191,7 @@ def connection_reason(exc: BaseException) -> str:
             continue
         seen.add(id(current))
         if isinstance(current, socket.gaierror):
-            return f"cannot resolve the host name ({current.strerror or current})"
+            return "cannot resolve the host name"
         if isinstance(current, ConnectionRefusedError):
             return "connection refused"
         if isinstance(current, TimeoutError | socket.timeout):

@@ -42,14 +42,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if getattr(args, "root_context", None):
         raise CliError(EXIT_USAGE, "tfleet run uses the kubeconfig's current context; --context is not supported",
                        hint="select the context with `kubectl config use-context` or a kubeconfig of its own")
-    _check_run_configuration(args)
-    if args.kubeconfig:
-        # Before the kubernetes client is imported: it reads $KUBECONFIG once, at import.
-        os.environ["KUBECONFIG"] = args.kubeconfig
-    from tfleet.runtime import logs
-    from tfleet.runtime.operator import RunOptions, run
-
-    logs.configure(args.log_format, args.log_level)
     if args.leader_election:
         from tfleet.runtime.leader import Timing
 
@@ -58,6 +50,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                    args.leader_election_retry_period)
         except ValueError as exc:
             raise CliError(EXIT_USAGE, str(exc)) from None
+    if args.kubeconfig:
+        # Before the kubernetes client is imported: it reads $KUBECONFIG once, at import.
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    _check_run_configuration(args)
+    from tfleet.runtime import logs
+    from tfleet.runtime.operator import RunOptions, run
+
+    logs.configure(args.log_format, args.log_level)
     return run(RunOptions(
         namespaces=tuple(args.namespace or ()),
         kubeconfig=args.kubeconfig,

@@ -261,7 +261,8 @@ class RestClient:
 
 
 _UNREACHABLE_DETAILS = ("failed to connect", "dns resolution failed", "name resolution", "connection refused",
-                        "no address", "unavailable", "connect failed", "socket closed", "domain name not found")
+                        "no address", "connect failed", "domain name not found", "errors resolving",
+                        "lookup error", "could not contact dns")
 
 
 def grpc_reason(details: str) -> str:
@@ -269,7 +270,8 @@ def grpc_reason(details: str) -> str:
     lowered = details.lower()
     if "connection refused" in lowered:
         return "connection refused"
-    if "dns resolution failed" in lowered or "name resolution" in lowered or "domain name not found" in lowered:
+    if any(d in lowered for d in ("dns resolution failed", "name resolution", "domain name not found",
+                                  "errors resolving", "lookup error", "could not contact dns")):
         return "cannot resolve the host name"
     if "timed out" in lowered or "timeout" in lowered:
         return "timed out"
