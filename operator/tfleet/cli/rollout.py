@@ -46,8 +46,8 @@ from tfleet.durations import format_duration
 OBSERVE_GRACE_SECONDS = 5.0
 
 
-def describe(body: dict[str, Any], canary_ready: str = "") -> str:
-    """One line about the rollout, for logs and for the live view."""
+def describe(body: dict[str, Any], canary_ready: str = "", pause: str = "") -> str:
+    """One line about the rollout, for logs and for the live view (`pause`: the pause left)."""
     meta, status = body.get("metadata") or {}, body.get("status") or {}
     ro = status.get("rollout") or {}
     phase = ro.get("phase", "Unknown")
@@ -67,6 +67,8 @@ def describe(body: dict[str, Any], canary_ready: str = "") -> str:
     if ro.get("targetVersion") is not None:
         parts.append(f"target-version={ro['targetVersion']}")
     parts.append(f"ready={status.get('ready', '?')}")
+    if pause:
+        parts.append(f"pause-left={pause}")
     if ro.get("message"):
         parts.append(f"- {ro['message']}")
     return " ".join(parts)
@@ -147,12 +149,13 @@ def _canary_ready(kube: Any, namespace: str, body: dict[str, Any]) -> str:
     return ""
 
 
-def terminal_columns(out: TextIO) -> int:
-    """The width of the terminal `out` writes to (80 when it cannot be asked)."""
+def terminal_columns(out: TextIO) -> int | None:
+    """The width of the terminal `out` writes to; None when it does not say (a pseudo-terminal
+    whose size was never set reports 0 columns)."""
     try:
-        return os.get_terminal_size(out.fileno()).columns or 80
+        return os.get_terminal_size(out.fileno()).columns or None
     except (OSError, ValueError, AttributeError):
-        return 80
+        return None
 
 
 def _connect(args: argparse.Namespace) -> clusters.Cluster:
@@ -179,7 +182,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     while True:
         try:
             body = cl.kube.get_isvc(cl.namespace, args.name)
-            line = describe(body, _canary_ready(cl.kube, cl.namespace, body))
+            canary_ready = _canary_ready(cl.kube, cl.namespace, body)
+            line = describe(body, canary_ready)
         except KubeError as exc:
             if live:
                 out.write("\n")
@@ -192,9 +196,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         if live:
             left = pause_left(body)
-            shown = line + (f" pause-left={format_duration(round(left))}" if left is not None else "")
-            # One column short of the width: a line that fills it would wrap on some terminals.
-            out.write("\r\033[K" + truncate(shown, terminal_columns(out) - 1))
+            shown = describe(body, canary_ready, format_duration(round(left)) if left is not None else "")
+            columns = terminal_columns(out)
+            # One column short of the width: a line that fills it wraps on some terminals.
+            out.write("\r\033[K" + (truncate(shown, columns - 1) if columns else shown))
             out.flush()
         elif line != last:
             out.write(line + "\n")

@@ -401,8 +401,9 @@ def cmd_get(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 text = print_objects([body, *deployments, *pods], args.output)
             else:
                 summary, root = build_tree(body, deployments, pods, utc_now(), _bridges(pods, args.bridge_timeout))
+                columns = terminal_columns(out) if tty else None
                 text = render_tree(summary, root, colour=colour, wide=args.output == "wide",
-                                   columns=terminal_columns(out) - 1 if tty else None)
+                                   columns=columns - 1 if columns else None)
             if not args.watch:
                 out.write(text)
                 return EXIT_OK
