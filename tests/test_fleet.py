@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tfleet.api.kubemeta import event_name
 from tfleet.runtime.fleet import Fleet
 from tfleet.runtime.kube import KubeClient, KubeError
 
@@ -27,6 +28,7 @@ class RecordingKube:
         self.rv = itertools.count(100)
         self.calls: list[tuple[str, str, str]] = []
         self.events: list[tuple[str, str, str]] = []
+        self.event_names: list[str] = []  # as the real client names them: one per transition
         self.fail_next_apply: KubeError | None = None
         self.fail_next_status: KubeError | None = None
         self.pods: list[Manifest] = []
@@ -79,6 +81,7 @@ class RecordingKube:
 
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
+        self.event_names.append(event_name(regarding, type_, reason, message))
 
 
 # The type checker holds the recorder to the client's interface (`make lint`).
@@ -549,7 +552,10 @@ def test_a_lost_status_write_after_a_canary_step_does_not_undo_the_step():
                      "updatedReplicas": 1}
     fleet.observe_child("MODIFIED", bump(dep, kube))
     kube.fail_next_status = KubeError(500, "InternalError", "the write was lost")
+    kube.events.clear()
+    kube.event_names.clear()
     fleet.reconcile(key)  # step 1 (weight 50): the canary goes to 4, the status write fails
+    assert "RolloutStepAdvanced" in [reason for _, reason, _ in kube.events]
     assert canary()["spec"]["replicas"] == 4
     assert kube.isvc["status"]["rollout"]["step"] == 0  # the server still says step 0
     # The watch brings the canary's Deployment: 4 pods wanted, the first one still ready.
@@ -563,3 +569,6 @@ def test_a_lost_status_write_after_a_canary_step_does_not_undo_the_step():
     assert canary()["spec"]["replicas"] == 4  # not scaled back to step 0's one pod
     assert not [c for c in kube.calls if c[0] in ("apply", "scale") and c[1] == "Deployment"]
     assert kube.isvc["status"]["rollout"]["step"] == 1  # and the step is recorded now
+    # The step was reported twice, as one transition: the client counts both on one Event.
+    advanced = [name for (_, reason, _), name in zip(kube.events, kube.event_names, strict=True) if reason == "RolloutStepAdvanced"]
+    assert len(advanced) == 2 and len(set(advanced)) == 1, advanced

@@ -79,5 +79,6 @@ server-side apply that creates an object is authorized as a create as well.
   verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  # get, patch: a transition reported again counts on its existing Event
+  verbs: ["create", "get", "patch"]
 {{- end -}}

@@ -32,6 +32,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 # Annotations tfleet writes.
 ANNOTATION_CONFIG_CHECKSUM = "tfleet.dev/config-checksum"
 ANNOTATION_APPLIED = "tfleet.dev/applied-hash"
+# On an Event: which report last counted it, so a retried write whose response was lost is
+# recognised as its own and not counted twice.
+ANNOTATION_EVENT_REPORT = "tfleet.dev/event-report"
 # Manual rollout control (see `tfleet rollout`): promote and abort name the canary revision,
 # so a stale annotation never acts on a later rollout.
 ANNOTATION_PAUSED = "tfleet.dev/rollout-paused"
