@@ -40,6 +40,15 @@ PLURALS = {
     (API_VERSION, KIND): PLURAL,
 }
 
+# The children tfleet watches (and writes): kopf's watches and the start-up listing use this list.
+CHILD_KINDS = (
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
+
 # Called with (verb, kind) for every write (the metrics count them). It must be quick and
 # must not raise: it runs on the writing thread.
 WriteObserver = Callable[[str, str], None]
@@ -226,6 +235,14 @@ class Kube:
     def list_pods(self, namespace: str, label_selector: str) -> list[Manifest]:
         path = f"/api/v1/namespaces/{namespace}/pods"
         return list(self._request("GET", path, query={"labelSelector": label_selector}).get("items") or [])
+
+    def list_objects(self, api_version: str, kind: str, namespace: str | None,
+                     label_selector: str | None = None) -> list[Manifest]:
+        """Every object of a kind, in one namespace or (None) all; each with its kind set, as
+        a watch would deliver it (a LIST leaves it out of the items)."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        items = self._request("GET", resource_path(api_version, kind, namespace), query=query).get("items") or []
+        return [{**item, "apiVersion": api_version, "kind": kind} for item in items]
 
     def list_deployments(self, namespace: str, label_selector: str) -> list[Manifest]:
         path = resource_path("apps/v1", "Deployment", namespace)
