@@ -31,6 +31,7 @@ class RecordingKube:
         self.event_names: list[str] = []  # as the real client names them: one per transition
         self.fail_next_apply: KubeError | None = None
         self.fail_next_status: KubeError | None = None
+        self.lose_next_status_response = False  # the next status write is applied, its answer lost
         self.pods: list[Manifest] = []
         self.pod_lists = 0
         self.isvc: Manifest = {}
@@ -71,6 +72,9 @@ class RecordingKube:
         body["status"] = copy.deepcopy(status)
         body["metadata"]["resourceVersion"] = str(next(self.rv))
         self.isvc = body
+        if self.lose_next_status_response:
+            self.lose_next_status_response = False
+            raise KubeError(500, "InternalError", "the connection dropped after the write")
         return body
 
     def get_isvc(self, namespace: str, name: str) -> Manifest:
@@ -572,3 +576,32 @@ def test_a_lost_status_write_after_a_canary_step_does_not_undo_the_step():
     # The step was reported twice, as one transition: the client counts both on one Event.
     advanced = [name for (_, reason, _), name in zip(kube.events, kube.event_names, strict=True) if reason == "RolloutStepAdvanced"]
     assert len(advanced) == 2 and len(set(advanced)) == 1, advanced
+
+
+def test_a_start_whose_status_response_was_lost_keeps_its_start_time():
+    # The status write that records the start is applied, but its answer is lost; the retry
+    # plans from the cache, which still shows the rollout not started. It must not start the
+    # rollout again with a later startedAt and stepStartedAt (a reset pause).
+    kube = RecordingKube()
+    now = [datetime(2026, 1, 1)]
+    fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=0)
+    steps = {"steps": [{"weight": 50, "pause": "60s"}]}
+    key = start(fleet, kube, isvc(rollout=steps))
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube)
+    fleet.reconcile(key)
+    body = isvc(rollout=steps)
+    body["spec"]["model"]["version"] = 4
+    body["metadata"]["generation"] = 2
+    body["status"] = kube.isvc["status"]
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    kube.lose_next_status_response = True
+    fleet.reconcile(key)  # the rollout starts; the server has the status, the operator does not know
+    written = copy.deepcopy(kube.isvc["status"]["rollout"])
+    assert written["phase"] == "Progressing" and written["startedAt"]
+    now[0] += timedelta(seconds=20)
+    fleet.reconcile(key)  # the retry
+    rollout = kube.isvc["status"]["rollout"]
+    assert (rollout["startedAt"], rollout["stepStartedAt"]) == (written["startedAt"], written["stepStartedAt"])
