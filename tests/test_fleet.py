@@ -272,34 +272,25 @@ def test_a_transient_failure_is_retried_with_backoff(setup):
     assert scheduled == [0.5, 1.0]
 
 
-def test_a_new_inference_service_whose_pods_come_up_quickly_gets_one_status_write():
-    kube = RecordingKube()
-    now = [100.0]
-    wakeups: list[float] = []
-    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: wakeups.append(d),  # type: ignore[arg-type]
-                  status_coalesce_seconds=1.0, monotonic=lambda: now[0])
-    start(fleet, kube, isvc())
-    assert [c for c in kube.calls if c[0] == "status"] == []  # held back: not ready yet
-    assert wakeups and wakeups[-1] >= 10.0  # a first status waits up to 10 s for Ready
-    now[0] += 3.0
-    fleet.reconcile(("ml", "resnet"))
-    assert [c for c in kube.calls if c[0] == "status"] == []  # still waiting
-    mark_deployment_ready(fleet, kube)
-    fleet.reconcile(("ml", "resnet"))
-    assert [c for c in kube.calls if c[0] == "status"] == [("status", "InferenceService", "resnet")]
-    ready = next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "True"
-
-
-def test_a_first_status_that_never_gets_ready_goes_out_after_the_hold():
+def test_a_new_inference_service_gets_its_first_status_at_once_and_ready_when_its_pods_are():
+    # An object without a status reads as Current to kstatus (Flux): the first status, with
+    # observedGeneration and Reconciling=True, is never held back.
     kube = RecordingKube()
     now = [100.0]
     fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: None,  # type: ignore[arg-type]
                   status_coalesce_seconds=1.0, monotonic=lambda: now[0])
     start(fleet, kube, isvc())
-    now[0] += 10.5
-    fleet.reconcile(("ml", "resnet"))
     assert [c for c in kube.calls if c[0] == "status"] == [("status", "InferenceService", "resnet")]
+    conditions = {c["type"]: c["status"] for c in kube.isvc["status"]["conditions"]}
+    assert (conditions["Ready"], conditions["Reconciling"], conditions["RolledOut"]) == ("False", "True", "False")
+    assert kube.isvc["status"]["observedGeneration"] == 1
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube)
+    now[0] += 3.0
+    fleet.reconcile(("ml", "resnet"))
+    assert [c for c in kube.calls if c[0] == "status"] == [("status", "InferenceService", "resnet")] * 2
+    conditions = {c["type"]: c["status"] for c in kube.isvc["status"]["conditions"]}
+    assert (conditions["Ready"], conditions["Reconciling"], conditions["RolledOut"]) == ("True", "False", "True")
 
 
 def test_an_acknowledged_spec_change_is_written_at_once(setup):

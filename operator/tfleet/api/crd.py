@@ -22,7 +22,8 @@ ROLLOUT_PHASES = tuple(p.value for p in Phase)
 class Condition(ApiObject):
     """An observation of one aspect of the InferenceService, in the Kubernetes condition convention."""
 
-    type: str = field("Ready, ModelAvailable, Progressing or Degraded.", max_length=316)
+    type: str = field("Ready, ModelAvailable, Progressing, Degraded, Reconciling, Stalled or RolledOut "
+                      "(docs/conditions.md).", max_length=316)
     status: str = field("True, False or Unknown.", enum=("True", "False", "Unknown"))
     reason: str = field("Why the condition is in this state, in PascalCase.", max_length=1024)
     message: str = field("A human-readable explanation.", max_length=32768)
@@ -81,7 +82,7 @@ class InferenceServiceStatus(ApiObject):
 
     observed_generation: int | None = field("The metadata.generation tfleet last acted on.", default=None)
     conditions: tuple[Condition, ...] = field(
-        "Ready, ModelAvailable, Progressing and Degraded.",
+        "Ready, ModelAvailable, Progressing, Degraded, Reconciling, Stalled and RolledOut (docs/conditions.md).",
         default=(),
         list_type="map",
         list_map_keys=("type",),

@@ -70,6 +70,13 @@ class ConditionType(StrEnum):
     MODEL_AVAILABLE = "ModelAvailable"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
+    # kstatus's two "abnormal-true" conditions (sigs.k8s.io/cli-utils/pkg/kstatus), which Flux
+    # and kpt read: work toward the current generation goes on / it cannot go on by itself.
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+    # The one a CI gate or `kubectl wait` waits for: the current generation's revision serves
+    # every replica, with no rollout left.
+    ROLLED_OUT = "RolledOut"
 
 
 class Reason(StrEnum):
@@ -88,6 +95,9 @@ class Reason(StrEnum):
     ROLLED_BACK = "RolledBack"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     AS_EXPECTED = "AsExpected"
+    RECONCILED = "Reconciled"
+    REPLICAS_NOT_READY = "ReplicasNotReady"
+    REVISION_ROLLED_OUT = "RevisionRolledOut"
 
 
 class EventReason(StrEnum):

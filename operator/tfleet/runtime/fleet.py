@@ -211,8 +211,10 @@ class Fleet:
         if status_plan.status is None:
             self.status_hold.clear(key)
         else:
+            # A first status goes out at once: an object without one reads as Current to
+            # kstatus (Flux), and its observedGeneration and Reconciling say "not yet".
             first = not (body.get("status") or {}).get("conditions")
-            hold = self.status_hold.may_wait(key, status_plan.status_urgent, first)
+            hold = self.status_hold.may_wait(key, status_plan.status_urgent or first)
             if hold is None:
                 written = self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
                 self.hooks.observed_isvc("PATCHED", written)
