@@ -87,6 +87,13 @@ def sampling(api_client: Any, namespace: str, name: str) -> Iterator[KstatusSamp
         sampler._thread.join(timeout=5)
 
 
+def columns(kubectl: Any, namespace: str) -> list[str]:
+    """The row `kubectl get tfis` prints (NAME MODEL VERSION TARGET READY STATUS ROLLOUT AGE)."""
+    table = kubectl("get", "tfis", "flux", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "MODEL", "VERSION", "TARGET", "READY", "STATUS", "ROLLOUT", "AGE"], table
+    return table[1].split()
+
+
 @pytest.mark.simulated
 def test_kstatus_reads_every_transition_right(kubectl, namespace, api_client):
     core = client.CoreV1Api(api_client)
@@ -120,6 +127,8 @@ def test_kstatus_reads_every_transition_right(kubectl, namespace, api_client):
             waited = kubectl("wait", "--for=condition=RolledOut", "tfis/flux", "-n", namespace, "--timeout=1s",
                              check=False)
             assert waited.returncode != 0  # a rollback never satisfies the CI gate
+            assert columns(kubectl, namespace)[:5] == ["flux", "flux", "2", "3", "2/2"]
+            assert columns(kubectl, namespace)[5:7] == ["RolledBack", "RolledBack"]  # STATUS, ROLLOUT
 
             # An invalid spec: Failed, with the field named, until it is fixed.
             bad = yaml.safe_load(manifest("flux", namespace, 3))
@@ -127,6 +136,7 @@ def test_kstatus_reads_every_transition_right(kubectl, namespace, api_client):
             kubectl("apply", "-f", "-", input=yaml.safe_dump(bad))
             invalid = sampler.wait_for("Failed on the invalid spec", lambda r: r[0] == 4 and r[1] == "Failed")
             assert "spec.model.basePath" in invalid[4], invalid
+            assert columns(kubectl, namespace)[5] == "InvalidSpec"
 
             # Aborted: Failed with the abort as the reason.
             kubectl("apply", "-f", "-", input=manifest("flux", namespace, 4, rollout={"steps": [

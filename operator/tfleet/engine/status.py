@@ -193,6 +193,7 @@ def compute_status(
         conds = _conditions(isvc, revisions, state)
         desired = str(isvc.replicas)
         status = {
+            "model": isvc.model_name,
             "selector": builders.selector_string(isvc),
             "endpoints": endpoints(isvc),
             "rollout": state.to_status(),
@@ -210,10 +211,20 @@ def compute_status(
             "replicas": replicas,
             "readyReplicas": ready,
             "ready": _ready_text(revisions, state, ready, desired),
+            "reason": _headline(conds),
             "conditions": _merge_conditions(conds, previous.get("conditions") or [], generation, now),
         }
     )
     return status
+
+
+def _headline(conds: list[_Cond]) -> str:
+    """The reason `kubectl get` shows: what stops the service, else what is under way, else Ready's."""
+    by_type = {c.type: c for c in conds}
+    for type_ in (STALLED, RECONCILING):
+        if by_type[type_].status:
+            return str(by_type[type_].reason)
+    return str(by_type[READY].reason)
 
 
 def _ready_text(revisions: dict[str, rollout.Observed], state: rollout.State, ready: int, desired: str) -> str:
