@@ -83,6 +83,22 @@ class RecordingKube:
             raise KubeError(404, "NotFound", f'inferenceservices.tfleet.dev "{name}" not found')
         return copy.deepcopy(self.isvc)
 
+    def annotate_isvc(self, namespace: str, name: str, annotations: dict[str, str | None],
+                      resource_version: str | None = None) -> Manifest:
+        if resource_version is not None and resource_version != self.isvc["metadata"]["resourceVersion"]:
+            raise KubeError(409, "Conflict", "the object has been modified; please apply your changes to the latest version")
+        self.calls.append(("annotate", "InferenceService", name))
+        body = copy.deepcopy(self.isvc)
+        current = body["metadata"].setdefault("annotations", {})
+        for k, v in annotations.items():
+            if v is None:
+                current.pop(k, None)
+            else:
+                current[k] = v
+        body["metadata"]["resourceVersion"] = str(next(self.rv))
+        self.isvc = body
+        return body
+
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
         self.event_names.append(event_name(regarding, type_, reason, message))
@@ -596,3 +612,62 @@ def test_a_start_whose_status_response_was_lost_keeps_its_start_time():
     fleet.reconcile(key)  # the retry
     rollout = kube.isvc["status"]["rollout"]
     assert (rollout["startedAt"], rollout["stepStartedAt"]) == (written["startedAt"], written["stepStartedAt"])
+
+
+def test_a_promote_request_is_removed_once_the_status_records_the_promotion():
+    kube = RecordingKube()
+    fleet, _ = scheduling_fleet(kube)
+    steps = {"steps": [{"weight": 50, "pause": "60s"}]}
+    key = start(fleet, kube, isvc(rollout=steps))
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube)
+    fleet.reconcile(key)
+    body = isvc(rollout=steps)
+    body["spec"]["model"]["version"] = 4
+    body["metadata"]["generation"] = 2
+    body["status"] = kube.isvc["status"]
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    fleet.reconcile(key)
+    canary = kube.isvc["status"]["rollout"]["canaryRevision"]
+    # The request arrives; the status write that records it fails once.
+    body = copy.deepcopy(kube.isvc)
+    body["metadata"]["annotations"] = {"tfleet.dev/rollout-promote": canary}
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    kube.fail_next_status = KubeError(500, "InternalError", "lost")
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert ("annotate", "InferenceService", "resnet") not in kube.calls  # not before the status says so
+    assert kube.isvc["metadata"]["annotations"] == {"tfleet.dev/rollout-promote": canary}
+    fleet.reconcile(key)
+    assert kube.isvc["status"]["rollout"]["phase"] == "Promoting"
+    assert "canaryRevision" in kube.isvc["status"]["rollout"]  # still promoting: the request stays
+    assert kube.isvc["metadata"]["annotations"] == {"tfleet.dev/rollout-promote": canary}
+    _, children = fleet.snapshot(key)
+    dep = copy.deepcopy(next(v for (kind, _), v in children.items()
+                             if kind == "Deployment" and v["metadata"]["labels"]["tfleet.dev/revision"] == canary))
+    dep["metadata"]["generation"] = 2
+    dep["status"] = {"observedGeneration": 2, "replicas": 2, "readyReplicas": 2, "availableReplicas": 2,
+                     "updatedReplicas": 2}
+    fleet.observe_child("MODIFIED", bump(dep, kube))
+    fleet.reconcile(key)
+    assert kube.isvc["status"]["rollout"]["phase"] == "Succeeded"
+    assert kube.isvc["metadata"].get("annotations") == {}  # spent, and removed
+
+
+def test_a_spent_request_is_not_removed_over_a_newer_write():
+    kube = RecordingKube()
+    fleet, _ = scheduling_fleet(kube)
+    key = start(fleet, kube, isvc())
+    body = copy.deepcopy(kube.isvc)
+    body["metadata"]["annotations"] = {"tfleet.dev/rollout-abort": "0123456789"}
+    fleet.observe_isvc("MODIFIED", bump(body, kube))
+    # Someone wrote the object again after the operator's view: the removal is refused (409).
+    kube.isvc = bump(copy.deepcopy(body), kube)
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert ("annotate", "InferenceService", "resnet") not in kube.calls
+    assert kube.isvc["metadata"]["annotations"] == {"tfleet.dev/rollout-abort": "0123456789"}
+    fleet.reconcile(key)  # from the fresh view it goes
+    assert kube.isvc["metadata"]["annotations"] == {}

@@ -73,6 +73,9 @@ class KubeClient(Protocol):
 
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None: ...
 
+    def annotate_isvc(self, namespace: str, name: str, annotations: dict[str, str | None],
+                      resource_version: str | None = None) -> Manifest: ...
+
 
 class KubeError(Exception):
     """An API request failed. `code` is the HTTP status (0 when the server was unreachable)."""
@@ -225,12 +228,16 @@ class Kube:
     def get_isvc(self, namespace: str, name: str) -> Manifest:
         return self._request("GET", resource_path(API_VERSION, KIND, namespace, name))
 
-    def annotate_isvc(self, namespace: str, name: str, annotations: dict[str, str | None]) -> Manifest:
-        """Set (or, with None, remove) annotations on an InferenceService."""
+    def annotate_isvc(self, namespace: str, name: str, annotations: dict[str, str | None],
+                      resource_version: str | None = None) -> Manifest:
+        """Set (or, with None, remove) annotations on an InferenceService; with
+        `resource_version`, only if nobody wrote the object since (409 otherwise)."""
         path = resource_path(API_VERSION, KIND, namespace, name)
         self._count("patch", KIND)
-        return self._request("PATCH", path, {"metadata": {"annotations": annotations}},
-                             "application/merge-patch+json")
+        metadata: dict[str, Any] = {"annotations": annotations}
+        if resource_version:
+            metadata["resourceVersion"] = resource_version
+        return self._request("PATCH", path, {"metadata": metadata}, "application/merge-patch+json")
 
     def list_pods(self, namespace: str, label_selector: str) -> list[Manifest]:
         path = f"/api/v1/namespaces/{namespace}/pods"
