@@ -361,7 +361,7 @@ def fetch_bridge(pod_ip: str, timeout: float) -> BridgeView:
 
 
 def _bridges(pods: list[Manifest], timeout: float) -> dict[str, BridgeView]:
-    targets = {p["metadata"]["name"]: (p.get("status") or {}).get("podIP") for p in pods
+    targets = {p["metadata"]["name"]: str((p.get("status") or {}).get("podIP")) for p in pods
                if (p.get("status") or {}).get("podIP") and any(
                    c.get("name") == SERVING_CONTAINER for c in (p.get("spec") or {}).get("containers") or [])}
     if timeout <= 0 or not targets:
