@@ -40,6 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         lease_duration=args.leader_election_lease_duration,
         renew_deadline=args.leader_election_renew_deadline,
         retry_period=args.leader_election_retry_period,
+        max_concurrent_rollouts=args.max_concurrent_rollouts or None,
     ))
 
 
@@ -47,6 +48,19 @@ def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
+
+
+DEFAULT_MAX_ROLLOUTS = 10
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must not be negative")
     return value
 
 
@@ -70,6 +84,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--log-format", default="text", choices=["text", "json"],
                      help="text for people, json for log pipelines (one object per line)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--max-concurrent-rollouts", type=_count, default=DEFAULT_MAX_ROLLOUTS, metavar="K",
+                     help="run at most K rollouts at once; others wait, queued in order, with phase Queued "
+                     f"(0: no bound; default: {DEFAULT_MAX_ROLLOUTS}). Promote and abort skip the queue")
     election = run.add_argument_group("leader election (run several replicas, one active)")
     election.add_argument("--leader-election", action="store_true",
                           help="reconcile only while holding a coordination.k8s.io/v1 Lease")

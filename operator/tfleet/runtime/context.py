@@ -25,5 +25,6 @@ class OperatorRuntime:
     namespaced: bool = False
     # Set to stop kopf (from its own loop).
     operator_stop: asyncio.Event | None = None
+    max_rollouts: int | None = None  # rollouts running at once; None: no bound
     fleet: Fleet | None = None  # made at kopf's startup, once per process
     heartbeat: asyncio.Task[None] | None = None

@@ -38,6 +38,7 @@ class RunOptions:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    max_concurrent_rollouts: int | None = None  # None: no bound
 
 
 @contextmanager
@@ -149,6 +150,7 @@ def _run_kopf(process: _Process, health: Health) -> None:
     opts = process.opts
     runtime = OperatorRuntime(kubeconfig=opts.kubeconfig, metrics=process.metrics,
                               health=health, namespaced=bool(opts.namespaces),
+                              max_rollouts=opts.max_concurrent_rollouts,
                               operator_stop=process.operator_stop)
 
     def mark_ready() -> None:
