@@ -27,3 +27,5 @@ class OperatorRuntime:
     operator_stop: asyncio.Event | None = None
     fleet: Fleet | None = None  # made at kopf's startup, once per process
     heartbeat: asyncio.Task[None] | None = None
+    # The key new revisions' drain tokens derive from (tfleet.runtime.drain_key); None: no tokens.
+    drain_key: bytes | None = None

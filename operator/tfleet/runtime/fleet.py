@@ -86,8 +86,11 @@ class Fleet:
                  schedule: Schedule | None = None,
                  status_coalesce_seconds: float = STATUS_COALESCE_SECONDS,
                  monotonic: Callable[[], float] = time.monotonic,
-                 hooks: FleetHooks | None = None):
+                 hooks: FleetHooks | None = None, drain_key: bytes | None = None):
         self.kube = kube
+        # The key new revisions' drain tokens derive from (see `tfleet.runtime.drain_key`);
+        # None: new revisions get no token.
+        self.drain_key = drain_key
         self.clock = clock
         self.monotonic = monotonic
         self.hooks = hooks or FleetHooks()
@@ -180,7 +183,8 @@ class Fleet:
         if gate.look_again_after is not None:
             # Scheduled now, so that a pass that fails below still runs the next check.
             self.queue.wake_up(key, gate.look_again_after)
-        child_plan = plan.plan_children(seen.body, seen.children, seen.pods, seen.now, gate.result, parsed=parsed)
+        child_plan = plan.plan_children(seen.body, seen.children, seen.pods, seen.now, gate.result, parsed=parsed,
+                                        drain_key=self.drain_key)
         rejected = self.executor.carry_out_children(seen.body, child_plan)
         after = self._observe_writes(key, seen)
         if after is None:
