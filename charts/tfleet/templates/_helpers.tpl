@@ -62,8 +62,9 @@ server-side apply that creates an object is authorized as a create as well.
 {{- define "tfleet.operatorRules" -}}
 - apiGroups: ["tfleet.dev"]
   resources: ["inferenceservices"]
-  # get: a status write refused with 409 (planned from a stale view) reads the object again
-  verbs: ["get", "list", "watch"]
+  # get: a status write refused with 409 (planned from a stale view) reads the object again;
+  # patch: a promote or abort request is removed once the status records it done
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["tfleet.dev"]
   resources: ["inferenceservices/status"]
   verbs: ["patch"]
@@ -84,5 +85,6 @@ server-side apply that creates an object is authorized as a create as well.
   verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  # get, patch: a transition reported again counts on its existing Event
+  verbs: ["create", "get", "patch"]
 {{- end -}}

@@ -32,6 +32,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 # Annotations tfleet writes.
 ANNOTATION_CONFIG_CHECKSUM = "tfleet.dev/config-checksum"
 ANNOTATION_APPLIED = "tfleet.dev/applied-hash"
+# On an Event: which report last counted it, so a retried write whose response was lost is
+# recognised as its own and not counted twice.
+ANNOTATION_EVENT_REPORT = "tfleet.dev/event-report"
 # Manual rollout control (see `tfleet rollout`): promote and abort name the canary revision,
 # so a stale annotation never acts on a later rollout.
 ANNOTATION_PAUSED = "tfleet.dev/rollout-paused"
@@ -67,6 +70,13 @@ class ConditionType(StrEnum):
     MODEL_AVAILABLE = "ModelAvailable"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
+    # kstatus's two "abnormal-true" conditions (sigs.k8s.io/cli-utils/pkg/kstatus), which Flux
+    # and kpt read: work toward the current generation goes on / it cannot go on by itself.
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+    # The one a CI gate or `kubectl wait` waits for: the current generation's revision serves
+    # every replica, with no rollout left.
+    ROLLED_OUT = "RolledOut"
 
 
 class Reason(StrEnum):
@@ -85,6 +95,9 @@ class Reason(StrEnum):
     ROLLED_BACK = "RolledBack"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     AS_EXPECTED = "AsExpected"
+    RECONCILED = "Reconciled"
+    REPLICAS_NOT_READY = "ReplicasNotReady"
+    REVISION_ROLLED_OUT = "RevisionRolledOut"
 
 
 class EventReason(StrEnum):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from tfleet.api.vocabulary import LABEL_ISVC
+from tfleet.api.vocabulary import KIND, LABEL_ISVC
 from tfleet.engine.observe import ChildKey, child_key
 
 Manifest = dict[str, Any]
@@ -103,6 +103,22 @@ class FleetCache:
     def knows(self, key: Key) -> bool:
         with self._guard:
             return key in self._isvcs
+
+    def holds(self, obj: Manifest) -> bool:
+        """Whether the cache has `obj` (an InferenceService, or a child filed under its parent),
+        in this version or a later one. A child without the parent label is never filed, so it
+        counts as held."""
+        meta = obj["metadata"]
+        with self._guard:
+            if obj.get("kind") == KIND:
+                current = self._isvcs.get((meta["namespace"], meta["name"]))
+            else:
+                parent = (meta.get("labels") or {}).get(LABEL_ISVC)
+                if not parent:
+                    return True
+                current = self._children.get((meta["namespace"], parent), {}).get(child_key(obj))
+        return current is not None and current["metadata"].get("uid") == meta.get("uid") and \
+            resource_version(current) >= resource_version(obj)
 
     def snapshot(self, key: Key) -> tuple[Manifest | None, dict[ChildKey, Manifest]]:
         with self._guard:

@@ -24,7 +24,7 @@ from typing import Any
 from tfleet.api.times import format_time, parse_time, utc_now
 from tfleet.api.vocabulary import ConditionType, Reason, isvc_selector
 from tfleet.engine import plan, status
-from tfleet.engine.observe import ChildKey, PodSummary, summarize_pod
+from tfleet.engine.observe import ChildKey, PodSummary, spent_controls, summarize_pod
 from tfleet.engine.rollout import State
 from tfleet.runtime import logs
 from tfleet.runtime.cache import FleetCache, Key
@@ -215,8 +215,10 @@ class Fleet:
         if status_plan.status is None:
             self.status_hold.clear(key)
         else:
+            # A first status goes out at once: an object without one reads as Current to
+            # kstatus (Flux), and its observedGeneration and Reconciling say "not yet".
             first = not (body.get("status") or {}).get("conditions")
-            hold = self.status_hold.may_wait(key, status_plan.status_urgent, first)
+            hold = self.status_hold.may_wait(key, status_plan.status_urgent or first)
             if hold is None:
                 written = self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
                 self.hooks.observed_isvc("PATCHED", written)
@@ -226,10 +228,22 @@ class Fleet:
         if child_plan.requeue_after is not None and rejected is None:
             self.queue.wake_up(key, child_plan.requeue_after)
         latest, _ = self.cache.snapshot(key)
+        self._remove_spent_controls(key, latest)
         waited = self._not_ready_for(latest or {})
         if 0 <= waited < PODS_LOOKED_AT_AFTER_SECONDS:
             # Nothing may change on its own while pods fail to come up: look again then.
             self.queue.wake_up(key, PODS_LOOKED_AT_AFTER_SECONDS - waited)
+
+    def _remove_spent_controls(self, key: Key, body: Manifest | None) -> None:
+        """Once the server's status records a promote or abort as done, its annotation goes.
+        Only then: removed earlier, a crash before the status write would lose the request.
+        Conditional on the version read, so a request set meanwhile is never removed unread."""
+        spent = spent_controls(body) if body is not None else []
+        if not spent or body is None:
+            return
+        written = self.kube.annotate_isvc(*key, dict.fromkeys(spent), body["metadata"].get("resourceVersion"))
+        self.cache.observe_isvc("PATCHED", written)
+        log.info("Removed the spent rollout request(s) %s of InferenceService %s/%s", ", ".join(spent), *key)
 
     # ------------------------------------------------------------------ observing pods
 

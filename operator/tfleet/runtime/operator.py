@@ -181,18 +181,29 @@ def _run_kopf(process: _Process, health: Health) -> None:
 
     from tfleet.runtime import handlers  # noqa: F401  (registers the handlers)
     from tfleet.runtime.context import OperatorRuntime
+    from tfleet.runtime.kube import Kube, load_config
+    from tfleet.runtime.startup_sync import wait_until_seen
 
-    def mark_ready() -> None:
-        if process.ready_flag.wait():
-            health.update(operator_ready=True)
-            # Scripts and tests wait for this line (or for /readyz).
-            log.info("Started the operator")
-
-    threading.Thread(target=mark_ready, name="tfleet-ready", daemon=True).start()
     opts = process.opts
     runtime = OperatorRuntime(kubeconfig=opts.kubeconfig, metrics=process.metrics,
                               health=health, namespaced=bool(opts.namespaces),
                               operator_stop=process.operator_stop, drain_key=process.drain_key)
+
+    def mark_ready() -> None:
+        # kopf's flag rises after the start-up handlers, before its watches have listed
+        # anything: ready means the fleet's cache holds what the API server lists.
+        process.ready_flag.wait()
+        fleet = runtime.fleet
+        assert fleet is not None, "the start-up handler makes the fleet"
+        listed = wait_until_seen(Kube(load_config(opts.kubeconfig)), fleet.cache.holds, opts.namespaces,
+                                 process.stop_flag)
+        if listed is None:
+            return
+        health.update(operator_ready=True)
+        # Scripts and tests wait for this line (or for /readyz).
+        log.info("Started the operator: the initial listings of %d objects are in its view", listed)
+
+    threading.Thread(target=mark_ready, name="tfleet-ready", daemon=True).start()
     asyncio.set_event_loop(process.loop)
     kopf.run(
         loop=process.loop,
