@@ -16,8 +16,9 @@ from typing import Any
 
 from tfleet.api.model import InferenceService, parse_object
 from tfleet.api.schema import ValidationError
-from tfleet.api.vocabulary import ConditionType, EventReason, EventType
+from tfleet.api.vocabulary import LABEL_REVISION, ConditionType, EventReason, EventType
 from tfleet.desired import children as builders
+from tfleet.desired import health_wiring
 from tfleet.engine import analysis, rollout, status
 from tfleet.engine.compare import (
     applied_hash,
@@ -51,6 +52,7 @@ __all__ = [
     "applied_hash",
     "child_key",
     "controls",
+    "drain_token_of",
     "is_subset",
     "needs_apply",
     "observe_revisions",
@@ -165,10 +167,36 @@ def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.O
     return rev, decision
 
 
+def drain_token_of(isvc: InferenceService, rev: builders.Revision, owned: dict[ChildKey, Manifest],
+                   drain_key: bytes | None) -> str | None:
+    """The drain token of the current revision's pods.
+
+    A revision keeps the token its Deployment was created with: a lost or replaced key, or
+    tokens turned on or off, change only the revisions made afterwards, and never roll the
+    pods of one that runs (which would roll every fleet at once). A new revision's token
+    comes from the key; without a key it has none.
+    """
+    observed = owned.get(("Deployment", builders.deployment_name(isvc, rev.name)))
+    if observed is not None:
+        labels = ((((observed.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {})
+        # Under RollingUpdate the Deployment keeps its name across revisions: only the same
+        # revision keeps its token.
+        if labels.get(LABEL_REVISION) == rev.name:
+            kept = health_wiring.kept_drain_token(observed)
+            if kept is not None:
+                return kept or None
+    if drain_key is None:
+        return None
+    return health_wiring.drain_token(drain_key, isvc.namespace, isvc.name, rev.name)
+
+
 def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list[PodSummary],
                   now: datetime, check: analysis.Result | None = None, *, parsed: Parsed | None = None,
-                  pacing: rollout.Pacing = rollout.UNPACED) -> ChildPlan:
-    """Children to apply, scale and delete; the rollout state they lead to; the Events."""
+                  pacing: rollout.Pacing = rollout.UNPACED, drain_key: bytes | None = None) -> ChildPlan:
+    """Children to apply, scale and delete; the rollout state they lead to; the Events.
+
+    `drain_key` is the key new revisions' drain tokens are derived from (see `drain_token_of`).
+    """
     parsed = parsed or parse_once(body)
     result = ChildPlan(invalid=parsed.invalid)
     isvc = parsed.isvc
@@ -182,7 +210,9 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list
     result.requeue_after = decision.requeue_after
     result.events.extend(decision.events)
 
-    desired = [with_ownership(m, isvc) for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev)
+    token = drain_token_of(isvc, rev, owned, drain_key)
+    desired = [with_ownership(m, isvc)
+               for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev, token)
                # A queued revision's own objects wait for its slot.
                if decision.build_desired or m["kind"] not in ("Deployment", "ConfigMap")]
     desired_keys = {child_key(m) for m in desired}

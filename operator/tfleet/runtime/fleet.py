@@ -88,8 +88,11 @@ class Fleet:
                  status_coalesce_seconds: float = STATUS_COALESCE_SECONDS,
                  monotonic: Callable[[], float] = time.monotonic,
                  hooks: FleetHooks | None = None,
-                 max_rollouts: int | None = None):
+                 max_rollouts: int | None = None, drain_key: bytes | None = None):
         self.kube = kube
+        # The key new revisions' drain tokens derive from (see `tfleet.runtime.drain_key`);
+        # None: new revisions get no token.
+        self.drain_key = drain_key
         self.clock = clock
         self.monotonic = monotonic
         self.hooks = hooks or FleetHooks()
@@ -187,7 +190,7 @@ class Fleet:
             self.queue.wake_up(key, gate.look_again_after)
         pacing = self.slots.pacing(key) if plan.would_start_rollout(parsed, state) else UNPACED
         child_plan = plan.plan_children(seen.body, seen.children, seen.pods, seen.now, gate.result, parsed=parsed,
-                                        pacing=pacing)
+                                        pacing=pacing, drain_key=self.drain_key)
         rejected = self.executor.carry_out_children(seen.body, child_plan)
         after = self._observe_writes(key, seen)
         if after is None:
