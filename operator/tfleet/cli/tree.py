@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from tfleet.api.times import parse_time, utc_now
 from tfleet.api.vocabulary import (
+    ACTIVE_PHASES,
     LABEL_MODEL_VERSION,
     LABEL_REVISION,
     SERVING_CONTAINER,
@@ -225,7 +226,7 @@ def build_tree(body: Manifest, deployments: list[Manifest], pods: list[Manifest]
     ready_condition = conditions.get(ConditionType.READY) or {}
     if ro.get("stalled") or phase == Phase.ROLLED_BACK or ready_condition.get("reason") == "InvalidSpec":
         health = DEGRADED
-    elif phase in (Phase.PROGRESSING, Phase.PROMOTING, Phase.PAUSED) or unobserved_generation(body) is not None:
+    elif phase in ACTIVE_PHASES or unobserved_generation(body) is not None:
         health = PROGRESSING
     elif ready_condition.get("status") == "True":
         health = HEALTHY
@@ -270,7 +271,7 @@ def _summary_fields(body: Manifest, ro: dict[str, Any], now: datetime) -> list[t
     if left is not None:
         fields.append(("  Pause left", format_duration(round(left))))
     started = parse_time(ro.get("startedAt"))
-    if started is not None and ro.get("phase") in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING):
+    if started is not None and ro.get("phase") in ACTIVE_PHASES:
         fields.append(("  Running for", human_age((now - started).total_seconds())))
     target, serving = (spec.get("model") or {}).get("version"), status.get("servingVersion")
     fields.append(("Model", f"{(spec.get('model') or {}).get('name') or meta.get('name', '')}: serving version "
