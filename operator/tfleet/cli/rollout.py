@@ -245,7 +245,10 @@ def _annotate(args: argparse.Namespace, build: Any) -> int:
 
 
 def _canary(body: dict[str, Any]) -> str | None:
-    return ((body.get("status") or {}).get("rollout") or {}).get("canaryRevision")
+    """The revision a promote or abort targets: the canary, or the revision queued for a slot
+    (both requests skip the queue)."""
+    ro = (body.get("status") or {}).get("rollout") or {}
+    return ro.get("canaryRevision") or ro.get("queuedRevision")
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
