@@ -32,6 +32,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 # Annotations tfleet writes.
 ANNOTATION_CONFIG_CHECKSUM = "tfleet.dev/config-checksum"
 ANNOTATION_APPLIED = "tfleet.dev/applied-hash"
+# On a revision's Deployment: the parts of the InferenceService spec that made it (all but
+# replicas, autoscaling, service and rollout), so `tfleet rollout undo` can put them back.
+ANNOTATION_REVISION_SPEC = "tfleet.dev/revision-spec"
 # On an Event: which report last counted it, so a retried write whose response was lost is
 # recognised as its own and not counted twice.
 ANNOTATION_EVENT_REPORT = "tfleet.dev/event-report"

@@ -10,13 +10,20 @@ Neither performs I/O; `tfleet.runtime.executor` carries the plans out.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from tfleet.api.model import InferenceService, parse_object
 from tfleet.api.schema import ValidationError
-from tfleet.api.vocabulary import LABEL_REVISION, ConditionType, EventReason, EventType
+from tfleet.api.vocabulary import (
+    ANNOTATION_REVISION_SPEC,
+    LABEL_REVISION,
+    ConditionType,
+    EventReason,
+    EventType,
+)
 from tfleet.desired import children as builders
 from tfleet.desired import health_wiring
 from tfleet.engine import analysis, rollout, status
@@ -209,6 +216,28 @@ def drain_token_of(isvc: InferenceService, rev: builders.Revision, owned: dict[C
     return health_wiring.drain_token(drain_key, isvc.namespace, isvc.name, rev.name)
 
 
+# A spec larger than this is not recorded on its Deployment (annotations share 256 KiB).
+MAX_RECORDED_SPEC_BYTES = 64 * 1024
+# Not part of a revision (see `builders.compute_revision`): undo keeps the current ones.
+UNRECORDED_SPEC_FIELDS = ("replicas", "autoscaling", "service", "rollout")
+
+
+def revision_spec(body: Manifest) -> str | None:
+    """The spec as recorded on a revision's Deployment, or None when it is too large."""
+    spec = {k: v for k, v in (body.get("spec") or {}).items() if k not in UNRECORDED_SPEC_FIELDS}
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return text if len(text.encode()) <= MAX_RECORDED_SPEC_BYTES else None
+
+
+def _with_revision_spec(manifest: Manifest, body: Manifest) -> Manifest:
+    if manifest["kind"] != "Deployment":
+        return manifest
+    recorded = revision_spec(body)
+    if recorded is not None:
+        manifest["metadata"].setdefault("annotations", {})[ANNOTATION_REVISION_SPEC] = recorded
+    return manifest
+
+
 def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list[PodSummary],
                   now: datetime, check: analysis.Result | None = None, *, parsed: Parsed | None = None,
                   pacing: rollout.Pacing = rollout.UNPACED, drain_key: bytes | None = None) -> ChildPlan:
@@ -230,7 +259,7 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list
     result.events.extend(decision.events)
 
     extras = pod_extras_of(isvc, rev, owned, drain_key)
-    desired = [with_ownership(m, isvc)
+    desired = [with_ownership(_with_revision_spec(m, body), isvc)
                for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev, extras)
                # A queued revision's own objects wait for its slot.
                if decision.build_desired or m["kind"] not in ("Deployment", "ConfigMap")]
