@@ -11,9 +11,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from e2e.localcluster import _cel
 from e2e.localcluster.admission import STATIC_ESTIMATED_COST_LIMIT
+
 from tfleet.api.crd import build_crd, crd_yaml
 from tfleet.api.model import METADATA_NAME_MESSAGE, check_update, parse_object, parse_spec
 from tfleet.api.schema import ValidationError
