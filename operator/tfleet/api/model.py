@@ -682,8 +682,9 @@ class PodSettings(ApiObject):
     )
     tolerations: tuple[Toleration, ...] = field("Tolerations of the pods.", default=(), max_items=MAX_TOLERATIONS)
     affinity: Passthrough | None = field(
-        "Pod affinity rules, exactly as in a Pod spec (passed through unchanged: tfleet checks "
-        "the fields and their types, the API server the rest when the Deployment is written).",
+        "Pod affinity rules, exactly as in a Pod spec (passed through unchanged: the operator, "
+        "not admission, checks the fields and their types, reporting InvalidSpec; the API server "
+        "checks the rest when the Deployment is written).",
         default=None,
     )
     service_account_name: str | None = field(
