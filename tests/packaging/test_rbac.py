@@ -22,6 +22,9 @@ Permission = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 
 RELEASE_NAMESPACE = "tfleet-system"
 LEASE = "tfleet-operator"
+DRAIN_KEY = "tfleet-drain-key"
+# Calls the release namespace's own Roles grant, not the ClusterRole.
+RELEASE_RESOURCES = ("leases", "secrets")
 
 # Granted but not sent by the scenario, each with its reason. The scenario exercises every
 # grant today; an entry belongs here only for a call a test cannot provoke.
@@ -71,7 +74,9 @@ def scenario(private_cluster: PrivateCluster) -> Iterator[list[dict[str, Any]]]:
     op = Operator(cluster, "rbac", "--all-namespaces", "--leader-election",
                   "--leader-election-namespace", RELEASE_NAMESPACE, "--leader-election-id", LEASE,
                   "--leader-election-retry-period", "0.5", "--leader-election-renew-deadline", "5",
-                  "--leader-election-lease-duration", "8")
+                  "--leader-election-lease-duration", "8",
+                  # As the chart runs it: the drain key Secret in the release namespace.
+                  "--drain-key-secret", DRAIN_KEY, "--drain-key-namespace", RELEASE_NAMESPACE)
     try:
         op.identity()
         ns = cluster.namespace("rbac-scenario")
@@ -153,7 +158,7 @@ def test_the_cluster_role_grants_exactly_what_the_operator_uses(scenario):
     objects = template()
     (cluster_role,) = find(objects, "ClusterRole")
     granted = permissions_granted(cluster_role["rules"])
-    used = {p for p in permissions_used(scenario) if p[1] != "leases"}
+    used = {p for p in permissions_used(scenario) if p[1] not in RELEASE_RESOURCES}
 
     missing = used - granted
     assert not missing, f"the operator used permissions the chart does not grant: {sorted(missing)}"
@@ -172,6 +177,19 @@ def test_the_leader_election_role_grants_exactly_the_lease_calls(scenario):
     assert permissions_used(lease_calls) == permissions_granted(role["rules"])
     named = [rule for rule in role["rules"] if rule.get("resourceNames")]
     assert named and all(rule["resourceNames"] == [LEASE] for rule in named)
+
+
+def test_the_drain_key_role_grants_exactly_the_secret_calls(scenario):
+    (role,) = find(template(), "Role", name="tfleet-drain-key")
+    assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    secret_calls = [r for r in scenario if r.get("resource") == "secrets"]
+    # A fresh cluster: the operator looked for its key, found none and created it.
+    assert [(r["verb"], r["code"]) for r in secret_calls] == [("get", 404), ("create", 201)]
+    assert {r["namespace"] for r in secret_calls} == {RELEASE_NAMESPACE}
+    assert {r["name"] for r in secret_calls if r["verb"] == "get"} == {DRAIN_KEY}
+    assert permissions_used(secret_calls) == permissions_granted(role["rules"])
+    named = [rule for rule in role["rules"] if rule.get("resourceNames")]
+    assert named and all(rule["resourceNames"] == [DRAIN_KEY] for rule in named)
 
 
 def test_the_operator_sends_only_namespaced_calls_besides_discovery_and_crd_watching(scenario):

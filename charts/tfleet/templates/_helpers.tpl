@@ -39,6 +39,11 @@ app.kubernetes.io/part-of: tfleet
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret holding the drain key (release namespace). */}}
+{{- define "tfleet.drainKeySecret" -}}
+{{- default (printf "%s-drain-key" (include "tfleet.fullname" .)) .Values.drainToken.secretName -}}
+{{- end -}}
+
 {{/* The operator's image; the same reference is handed to serving pods for the health bridge. */}}
 {{- define "tfleet.image" -}}
 {{- if .Values.image.digest -}}

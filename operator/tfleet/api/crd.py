@@ -37,7 +37,7 @@ class Condition(ApiObject):
 class RolloutStatus(ApiObject):
     """Progress of the current or last rollout."""
 
-    phase: str | None = field("Idle, Progressing, Paused, Promoting, Succeeded or RolledBack.",
+    phase: str | None = field("Idle, Queued, Progressing, Paused, Promoting, Succeeded or RolledBack.",
                               default=None, enum=ROLLOUT_PHASES)
     stable_revision: str | None = field("The revision that serves all traffic when no rollout runs.", default=None)
     canary_revision: str | None = field("The revision being rolled out, if any.", default=None)
@@ -46,6 +46,11 @@ class RolloutStatus(ApiObject):
     weight: int | None = field("Current percentage of replicas on the canary revision.", default=None)
     started_at: str | None = field("When the rollout started (RFC 3339).", default=None)
     step_started_at: str | None = field("When the current step started (RFC 3339).", default=None)
+    queued_revision: str | None = field(
+        "A revision waiting for a free rollout slot (the operator runs a bounded number of rollouts "
+        "at once); the rollout starts when one frees, in the order they were queued.", default=None
+    )
+    queued_at: str | None = field("When the queued revision was queued (RFC 3339).", default=None)
     failed_revision: str | None = field(
         "A revision that was rolled back; it is not tried again until the spec changes.", default=None
     )

@@ -60,6 +60,8 @@ class Phase(StrEnum):
     PROMOTING = "Promoting"
     SUCCEEDED = "Succeeded"
     ROLLED_BACK = "RolledBack"
+    # A new revision waits for a free rollout slot (the operator's --max-concurrent-rollouts).
+    QUEUED = "Queued"
 
 
 ACTIVE_PHASES = (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING)
@@ -96,6 +98,7 @@ class Reason(StrEnum):
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     AS_EXPECTED = "AsExpected"
     RECONCILED = "Reconciled"
+    ROLLOUT_QUEUED = "RolloutQueued"
     REPLICAS_NOT_READY = "ReplicasNotReady"
     REVISION_ROLLED_OUT = "RevisionRolledOut"
 
@@ -114,6 +117,7 @@ class EventReason(StrEnum):
     ROLLOUT_SUCCEEDED = "RolloutSucceeded"
     ROLLOUT_ROLLED_BACK = "RolloutRolledBack"
     ROLLOUT_ABORTED = "RolloutAborted"
+    ROLLOUT_QUEUED = "RolloutQueued"
     CHILDREN_CHANGED = "ChildrenChanged"
     INVALID_SPEC = "InvalidSpec"
 

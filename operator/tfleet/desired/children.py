@@ -70,12 +70,37 @@ class Revision:
     checksum: str
 
 
+@dataclass(frozen=True)
+class PodExtras:
+    """What a revision's pods get from the operator rather than from the spec. Neither is part
+    of the revision, and a running revision keeps the ones its Deployment was made with (see
+    `tfleet.engine.plan.pod_extras_of`), so an operator upgrade or a new drain key rolls nothing.
+
+    `drain_token` (see `health_wiring.drain_token`) goes to the health bridge and the preStop
+    hook; without one, the bridge drains for anyone who asks. `bridge_image` is the health
+    bridge's image; None: the operator's own (`health_wiring.bridge_image`).
+    """
+
+    drain_token: str | None = None
+    bridge_image: str | None = None
+
+
+NO_EXTRAS = PodExtras()
+# The bridge image a revision's name is computed with, whatever image its pods get. Frozen at
+# the default of the release that took the image out of the revision, so that revisions made
+# before keep their names (an upgrade renames, and so rolls, nothing).
+REVISION_BRIDGE_IMAGE = "ghcr.io/tfleet/tfleet:0.1.0"
+
+
 def compute_revision(isvc: InferenceService) -> Revision:
     """Replicas, Services, autoscaling and rollout settings are not part of a revision, so
-    changing them rolls nothing."""
+    changing them rolls nothing. Neither are the pod extras: the drain token is derived from
+    the revision (and a key the revision must not depend on), and the bridge image changes
+    with every operator release."""
     data = tfconfig.config_files(isvc)
     digest = checksum(data)
-    template = _pod_template(isvc, digest, _CONFIG_PLACEHOLDER, revision_label=None)
+    template = _pod_template(isvc, digest, _CONFIG_PLACEHOLDER, revision_label=None,
+                             extras=PodExtras(bridge_image=REVISION_BRIDGE_IMAGE))
     name = hashlib.sha256(json.dumps([data, template], sort_keys=True).encode()).hexdigest()[:10]
     return Revision(name=name, config=data, checksum=digest)
 
@@ -225,7 +250,7 @@ def restricted_container_security_context() -> Manifest:
     }
 
 
-def _serving_container(isvc: InferenceService, mounts: list[Manifest]) -> Manifest:
+def _serving_container(isvc: InferenceService, mounts: list[Manifest], drain_token: str | None) -> Manifest:
     server = isvc.spec.server
     env, env_from = _env(isvc)
     container: Manifest = {
@@ -246,7 +271,7 @@ def _serving_container(isvc: InferenceService, mounts: list[Manifest]) -> Manife
         container["resources"] = resources
     container["volumeMounts"] = mounts
     container.update(probes.serving_probes(isvc))
-    container["lifecycle"] = probes.serving_lifecycle(isvc)
+    container["lifecycle"] = probes.serving_lifecycle(isvc, drain_token)
     # A model that fails its first load makes TF Serving print why and exit: the end of its
     # log becomes the container's termination message, which the operator reads.
     container["terminationMessagePolicy"] = "FallbackToLogsOnError"
@@ -254,13 +279,15 @@ def _serving_container(isvc: InferenceService, mounts: list[Manifest]) -> Manife
     return container
 
 
-def build_pod_template(isvc: InferenceService, rev: Revision | None = None) -> Manifest:
+def build_pod_template(isvc: InferenceService, rev: Revision | None = None, extras: PodExtras = NO_EXTRAS) -> Manifest:
     """The pod template of the InferenceService's current revision."""
     rev = rev or compute_revision(isvc)
-    return _pod_template(isvc, rev.checksum, revision_object_name(isvc, rev.name), revision_label=rev.name)
+    return _pod_template(isvc, rev.checksum, revision_object_name(isvc, rev.name), revision_label=rev.name,
+                         extras=extras)
 
 
-def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str, revision_label: str | None) -> Manifest:
+def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str, revision_label: str | None,
+                  extras: PodExtras) -> Manifest:
     spec = isvc.spec
     volumes, mounts = _volumes_and_mounts(isvc, config_map)
     annotations = dict(spec.pod.annotations)
@@ -270,7 +297,7 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
         annotations.setdefault("prometheus.io/port", str(spec.server.rest_port))
         annotations.setdefault("prometheus.io/path", tfconfig.METRICS_PATH)
     pod_spec: Manifest = {
-        "containers": [_serving_container(isvc, mounts)],
+        "containers": [_serving_container(isvc, mounts, extras.drain_token)],
         "volumes": volumes,
         "terminationGracePeriodSeconds": spec.pod.termination_grace_period_seconds,
         "securityContext": {
@@ -284,7 +311,7 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
     }
-    sidecars = probes.sidecars(isvc)
+    sidecars = probes.sidecars(isvc, image=extras.bridge_image, drain_token=extras.drain_token)
     if sidecars:
         pod_spec["initContainers"] = sidecars
     if node_selector := _node_selector(isvc):
@@ -307,7 +334,8 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
     return {"metadata": {"labels": pod_labels, "annotations": annotations}, "spec": pod_spec}
 
 
-def build_deployment(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None) -> Manifest:
+def build_deployment(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None,
+                     extras: PodExtras = NO_EXTRAS) -> Manifest:
     """The Deployment of the current revision, at `replicas` (default: all of them)."""
     rollout = isvc.spec.rollout
     rev = rev or compute_revision(isvc)
@@ -335,7 +363,7 @@ def build_deployment(isvc: InferenceService, replicas: int | None = None, rev: R
             "minReadySeconds": rollout.min_ready_seconds,
             "progressDeadlineSeconds": rollout.progress_deadline_seconds,
             "revisionHistoryLimit": 3,
-            "template": build_pod_template(isvc, rev),
+            "template": build_pod_template(isvc, rev, extras),
         },
     }
 
@@ -436,14 +464,16 @@ def build_pdb(isvc: InferenceService) -> Manifest | None:
 # --------------------------------------------------------------------------- all children
 
 
-def build_children(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None) -> list[Manifest]:
+def build_children(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None,
+                   extras: PodExtras = NO_EXTRAS) -> list[Manifest]:
     """Every child of the current revision and the InferenceService, in creation order.
 
     `replicas` is the current revision's Deployment size (the rollout engine decides it
-    during a rollout); older revisions' Deployments are scaled, not rebuilt.
+    during a rollout); older revisions' Deployments are scaled, not rebuilt. `extras` are
+    what the current revision's pods get from the operator (see `PodExtras`).
     """
     rev = rev or compute_revision(isvc)
-    children = [build_config_map(isvc, rev), build_deployment(isvc, replicas, rev), build_service(isvc)]
+    children = [build_config_map(isvc, rev), build_deployment(isvc, replicas, rev, extras), build_service(isvc)]
     if isvc.spec.service.headless:
         children.append(build_headless_service(isvc))
     for optional in (build_hpa(isvc), build_pdb(isvc)):

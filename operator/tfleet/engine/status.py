@@ -93,6 +93,8 @@ def _conditions(
     else:
         if state.phase == rollout.PAUSED:
             progressing = _Cond(PROGRESSING, True, Reason.ROLLOUT_PAUSED, state.message)
+        elif state.phase == rollout.QUEUED:
+            progressing = _Cond(PROGRESSING, True, Reason.ROLLOUT_QUEUED, state.message)
         elif state.phase in rollout.ACTIVE_PHASES:
             progressing = _Cond(PROGRESSING, True, Reason.ROLLOUT_IN_PROGRESS, state.message)
         elif stable_complete or desired == 0:
@@ -118,7 +120,7 @@ def _gitops_conditions(state: rollout.State, stable_complete: bool, progressing:
                 _Cond(STALLED, True, degraded.reason, degraded.message),
                 _Cond(ROLLED_OUT, False, degraded.reason, degraded.message)]
     stalled = _Cond(STALLED, False, Reason.AS_EXPECTED, "No problems observed")
-    if state.phase in (*rollout.ACTIVE_PHASES, rollout.PAUSED):
+    if state.phase in (*rollout.ACTIVE_PHASES, rollout.QUEUED):
         return [_Cond(RECONCILING, True, progressing.reason, progressing.message), stalled,
                 _Cond(ROLLED_OUT, False, progressing.reason, progressing.message)]
     if not stable_complete:

@@ -104,7 +104,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if runtime.fleet is None:
         metrics = runtime.metrics
         kube = Kube(load_config(runtime.kubeconfig), on_write=metrics.record_write if metrics else None)
-        runtime.fleet = Fleet(kube, hooks=metrics.fleet_hooks() if metrics else None)
+        runtime.fleet = Fleet(kube, hooks=metrics.fleet_hooks() if metrics else None,
+                              max_rollouts=runtime.max_rollouts, drain_key=runtime.drain_key)
         # Reconciles of different InferenceServices overlap while one waits on the API; the
         # GIL, not the thread count, bounds the CPU they use.
         runtime.fleet.start_workers(RECONCILE_WORKERS)

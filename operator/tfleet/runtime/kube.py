@@ -33,6 +33,7 @@ PLURALS = {
     ("v1", "ConfigMap"): "configmaps",
     ("v1", "Service"): "services",
     ("v1", "Event"): "events",
+    ("v1", "Secret"): "secrets",
     ("apps/v1", "Deployment"): "deployments",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
@@ -350,3 +351,19 @@ class Kube:
         meta = lease["metadata"]
         self._count("update", "Lease")
         return self._request("PUT", resource_path("coordination.k8s.io/v1", "Lease", meta["namespace"], meta["name"]), lease)
+
+    # ------------------------------------------------------------------ the drain key
+
+    def get_secret(self, namespace: str, name: str) -> Manifest | None:
+        """A Secret, or None when there is none."""
+        try:
+            return self._request("GET", resource_path("v1", "Secret", namespace, name))
+        except KubeError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def create_secret(self, secret: Manifest) -> Manifest:
+        """Create a Secret; 409 (AlreadyExists) when it exists already. Never replaces one."""
+        self._count("create", "Secret")
+        return self._request("POST", resource_path("v1", "Secret", secret["metadata"]["namespace"]), secret)
