@@ -124,9 +124,13 @@ def main() -> int:
             "--timeout=60s")
         run(*kubectl, "get", "deployments", "-n", NAMESPACE, "-l", "tfleet.dev/inferenceservice=bert-batched")
 
-        banner("An invalid change is reported, and the running pods keep serving")
+        banner("An invalid change is refused by the API server")
         run(*kubectl, "patch", "tfis", "fraud", "-n", NAMESPACE, "--type=merge",
-            "-p", '{"spec":{"model":{"basePath":"ftp://models/fraud"}}}')
+            "-p", '{"spec":{"model":{"basePath":"ftp://models/fraud"}}}', check=False)
+
+        banner("An invalid change only the operator can see is reported, and the running pods keep serving")
+        run(*kubectl, "patch", "tfis", "fraud", "-n", NAMESPACE, "--type=merge",
+            "-p", '{"spec":{"pod":{"affinity":{"nodeAfinity":{}}}}}')
         run(*kubectl, "wait", "--for=condition=Degraded", "tfis/fraud", "-n", NAMESPACE, "--timeout=30s")
         run(*kubectl, "get", "tfis", "fraud", "-n", NAMESPACE,
             "-o", "jsonpath={range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{'\\n'}{end}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tfleet.api.model import InferenceServiceSpec
+from tfleet.api.model import METADATA_NAME_RULE, InferenceServiceSpec
 from tfleet.api.schema import ApiObject, field, openapi_schema
 from tfleet.api.vocabulary import GROUP, KIND, PLURAL, VERSION, Phase
 
@@ -126,6 +126,9 @@ def openapi_v3_schema() -> dict[str, Any]:
             "status": status,
         },
         "required": ["spec"],
+        # The name becomes the name of the Service and other children (parse_object checks the
+        # same rule).
+        "x-kubernetes-validations": [METADATA_NAME_RULE.to_openapi()],
     }
 
 
