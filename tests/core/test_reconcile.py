@@ -299,7 +299,7 @@ def test_status_names_the_trouble_of_the_pods() -> None:
     result = plan_status(body, children, [p for p in pods if p], text(LATER), None)
     assert result.status is not None
     ready = next(c for c in result.status["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["message"]) == ("False", "2 of 3 pods are ready; 1 pods crash-looping")
+    assert (ready["status"], ready["message"]) == ("False", "2 of 3 pods are ready; 1 pod crash-looping")
 
 
 def test_unowned_deployment_does_not_count_for_status() -> None:

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from tfleet.api.times import format_time, parse_time, utc_now
-from tfleet.api.vocabulary import ConditionType, Reason, isvc_selector
+from tfleet.api.vocabulary import ConditionType, EventType, Reason, isvc_selector
 from tfleet.engine import plan, status
 from tfleet.engine.observe import ChildKey, PodSummary, summarize_pod
 from tfleet.engine.rollout import State
@@ -188,7 +188,7 @@ class Fleet:
         if _spec_of(after.body) != _spec_of(seen.body):
             parsed = plan.parse_once(after.body)  # a new spec arrived while the children were written
         status_plan = plan.plan_status(after.body, after.children, seen.pods, format_time(seen.now),
-                                       child_plan.rollout, rejected=rejected, parsed=parsed)
+                                       child_plan.rollout, rejected=rejected, parsed=parsed, check=gate.result)
         self._record(key, after.body, status_plan, child_plan, rejected)
 
     def _observe(self, key: Key) -> _Seen | None:
@@ -212,7 +212,10 @@ class Fleet:
             self.status_hold.clear(key)
         else:
             first = not (body.get("status") or {}).get("conditions")
-            hold = self.status_hold.may_wait(key, status_plan.status_urgent, first)
+            # A warning is posted once because the next look finds it in the status (the
+            # metric check that cannot run is named in the rollout message): no waiting then.
+            warned = any(e.type == EventType.WARNING for e in child_plan.events)
+            hold = self.status_hold.may_wait(key, status_plan.status_urgent or warned, first)
             if hold is None:
                 written = self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
                 self.hooks.observed_isvc("PATCHED", written)
