@@ -363,8 +363,10 @@ URGENCY_CASES = [
                  id="a rollout moved to its next step"),
     pytest.param(_status(phase="Progressing", step=1), _status(phase="RolledBack"), True, id="a rollout rolled back"),
     pytest.param(_status(ready_replicas=4), _status(ready_replicas=5), False, id="counts alone can wait"),
-    pytest.param(_status(phase="Progressing", step=0, message="Waiting for canary pods (step 1 of 2): 0 of 1 ready"),
-                 _status(phase="Progressing", step=0, message="Step 1 of 2: weight 10%, holding for the pause"),
+    pytest.param(_status(phase="Progressing", step=0,
+                         message="Step 1 of 2 (steps[0]), weight 10%: waiting for canary pods, 0 of 1 ready"),
+                 _status(phase="Progressing", step=0,
+                         message="Step 1 of 2 (steps[0]), weight 10%: 1 of 1 canary pods ready, holding for the pause"),
                  False, id="a rollout message alone can wait"),
 ]
 

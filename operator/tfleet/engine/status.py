@@ -107,7 +107,7 @@ def _conditions(
         ready_cond = _Cond(READY, False, Reason.MINIMUM_REPLICAS_UNAVAILABLE, f"{ready} of {desired} pods are ready{problems}")
 
     if ready > 0:
-        available = _Cond(MODEL_AVAILABLE, True, Reason.MODEL_LOADED, f"{_pods(ready)} serve {_served(model, revisions)}")
+        available = _Cond(MODEL_AVAILABLE, True, Reason.MODEL_LOADED, f"{_pods(ready)} {'serves' if ready == 1 else 'serve'} {_served(model, revisions)}")
     elif desired == 0:
         available = _Cond(MODEL_AVAILABLE, False, Reason.SCALED_TO_ZERO, "Scaled to zero replicas")
     else:
