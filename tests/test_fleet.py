@@ -634,7 +634,7 @@ def test_a_metric_source_that_fails_is_named_at_once_and_warned_about_once(caplo
     queries: list[str] = []
     fleet.checks = MetricChecks(lambda: 1000.0, query=lambda check, query: queries.append(query) or down)
     analysis = {"prometheus": {"address": "http://prometheus:9090", "query": "errors", "threshold": 0.01}}
-    key, canary = start_canary(fleet, kube, analysis=analysis, **STEPS)
+    key, _ = start_canary(fleet, kube, analysis=analysis, **STEPS)
     kube.events.clear()
     with caplog.at_level(logging.INFO, logger="tfleet"):
         fleet.reconcile(key)

@@ -10,7 +10,16 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.packaging.helm import CHART, HELM, SERVICE_MONITOR_API, find, helm, render, set_args, template
+from tests.packaging.helm import (
+    CHART,
+    HELM,
+    SERVICE_MONITOR_API,
+    find,
+    helm,
+    render,
+    set_args,
+    template,
+)
 
 K8S = "1.35.0"
 
