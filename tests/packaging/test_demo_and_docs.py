@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-
 from e2e import demo, demo_serving
 from e2e.render import render, revisions_of
+
 from tests.packaging.cluster import Operator, PrivateCluster, wait_for
 
 
