@@ -39,7 +39,7 @@ test: venv tools ## Run the whole test suite
 demo: venv tools ## Run the operator against the local control plane and apply the examples (KEEP=1: leave it running)
 	$(BIN)/python -m e2e.demo $(if $(filter-out 0 no false,$(KEEP)),--keep)
 
-UNIT_TESTS := tests/core tests/health tests/test_fleet.py tests/test_analysis.py tests/test_apidocs.py
+UNIT_TESTS := tests/core tests/health tests/test_fleet.py tests/test_startup_sync.py tests/test_analysis.py tests/test_apidocs.py
 
 .PHONY: unit
 unit: venv ## Run the unit tests of the pure core and the health bridge (seconds; no cluster)

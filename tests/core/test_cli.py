@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from tfleet.api.crd import build_crd, crd_yaml
 from tfleet.api.model import parse_object
 from tfleet.cli import main as cli
 from tfleet.desired import children as builders
+from tfleet.engine.plan import plan_children
 
 from .isvc_factory import EXAMPLE_FILES, REPO, IsvcBuilder, make_isvc
 
@@ -228,4 +230,57 @@ def test_render_needs_a_file() -> None:
     result = tfleet("render")
     assert result.returncode == 2
     assert "-f/--filename" in result.stderr
+    assert result.stdout == ""
+
+
+# --------------------------------------------------------------------------- drain tokens
+
+
+def _drain_tokens(objects: list[dict[str, Any]]) -> list[tuple[str | None, str | None]]:
+    """(bridge env, preStop header) of every rendered Deployment."""
+    out = []
+    for obj in objects:
+        if obj["kind"] != "Deployment":
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        env = {e["name"]: e["value"] for e in pod["initContainers"][0].get("env") or []}
+        headers = {h["name"]: h["value"] for h in pod["containers"][0]["lifecycle"]["preStop"]["httpGet"].get(
+            "httpHeaders") or []}
+        out.append((env.get("TFLEET_DRAIN_TOKEN"), headers.get("X-Tfleet-Drain-Token")))
+    return out
+
+
+def test_render_without_a_drain_key_renders_no_token() -> None:
+    result = tfleet("render", "-f", "examples/canary.yaml")
+    assert result.returncode == 0, result.stderr
+    assert _drain_tokens(list(yaml.safe_load_all(result.stdout))) == [(None, None)]
+
+
+def test_render_with_the_drain_key_renders_the_operators_token(tmp_path: Path) -> None:
+    key = bytes(range(7, 39))
+    (tmp_path / "key").write_bytes(key)
+    result = tfleet("render", "-f", "examples/canary.yaml", "--drain-key-file", str(tmp_path / "key"))
+    assert result.returncode == 0, result.stderr
+    rendered = list(yaml.safe_load_all(result.stdout))
+    ((token, header),) = _drain_tokens(rendered)
+    assert token is not None and token == header
+    # What the operator applies for the same manifest and key, on its first reconcile.
+    doc = yaml.safe_load((REPO / "examples/canary.yaml").read_text())
+    doc["metadata"].setdefault("uid", "u")
+    applied = plan_children(doc, {}, [], datetime(2026, 1, 1), drain_key=key).apply
+    assert _drain_tokens(applied) == [(token, token)]
+    assert [o["metadata"]["name"] for o in rendered] == [o["metadata"]["name"] for o in applied]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"short", "--drain-key-file: {path}: a drain key needs at least 16 bytes, this one has 5"),
+    (None, "--drain-key-file: cannot read {path}: No such file or directory"),
+], ids=["too-short", "missing"])
+def test_a_bad_drain_key_file_is_refused_naming_the_flag(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "key"
+    if content is not None:
+        path.write_bytes(content)
+    result = tfleet("render", "-f", "examples/canary.yaml", "--drain-key-file", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: {message.format(path=path)}"]
     assert result.stdout == ""

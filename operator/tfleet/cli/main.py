@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +41,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         lease_duration=args.leader_election_lease_duration,
         renew_deadline=args.leader_election_renew_deadline,
         retry_period=args.leader_election_retry_period,
+        max_concurrent_rollouts=args.max_concurrent_rollouts or None,
+        drain_key_secret=None if args.no_drain_token else args.drain_key_secret,
+        drain_key_namespace=args.drain_key_namespace,
     ))
 
 
@@ -48,6 +52,35 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
     return value
+
+
+DEFAULT_MAX_ROLLOUTS = 10
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must not be negative")
+    return value
+
+
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _secret_name(text: str) -> str:
+    if len(text) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Secret name (a lowercase RFC 1123 subdomain)")
+    return text
+
+
+def _namespace_name(text: str) -> str:
+    if len(text) > 63 or not _DNS1123_LABEL.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a namespace name (a lowercase RFC 1123 label)")
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -70,6 +103,19 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--log-format", default="text", choices=["text", "json"],
                      help="text for people, json for log pipelines (one object per line)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--max-concurrent-rollouts", type=_count, default=DEFAULT_MAX_ROLLOUTS, metavar="K",
+                     help="run at most K rollouts at once; others wait, queued in order, with phase Queued "
+                     f"(0: no bound; default: {DEFAULT_MAX_ROLLOUTS}). Promote and abort skip the queue")
+    drain = run.add_argument_group("drain tokens (only the preStop hook may drain a serving pod)")
+    drain.add_argument("--drain-key-secret", metavar="NAME", default="tfleet-drain-key", type=_secret_name,
+                       help="Secret holding the key that serving pods' drain tokens derive from; created when "
+                       "missing (default: tfleet-drain-key)")
+    drain.add_argument("--drain-key-namespace", metavar="NS", default=None, type=_namespace_name,
+                       help="namespace of that Secret (default: $POD_NAMESPACE, then the service account's "
+                       "namespace, then default)")
+    drain.add_argument("--no-drain-token", action="store_true",
+                       help="give new revisions no drain token: anyone who reaches a pod's health bridge can "
+                       "drain it")
     election = run.add_argument_group("leader election (run several replicas, one active)")
     election.add_argument("--leader-election", action="store_true",
                           help="reconcile only while holding a coordination.k8s.io/v1 Lease")
@@ -111,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
                         help="manifest file with one or more documents; - reads stdin (repeatable)")
     render.add_argument("--namespace", "-n", help="namespace for documents that set none (default: default)")
+    render.add_argument("--drain-key-file", metavar="FILE", default=None,
+                        help="the drain key (the raw bytes of data.key of the operator's drain key Secret), so "
+                        "the pods carry the drain tokens the operator gives a new revision; without it they "
+                        "carry none")
     render.set_defaults(func=cmd_render)
 
     crd = sub.add_parser("crd", help="print the InferenceService CustomResourceDefinition")

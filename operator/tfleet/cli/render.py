@@ -107,11 +107,17 @@ def _documents(source: str, stream: TextIO) -> Iterator[tuple[int, Any, str | No
         yield -1, None, f"YAML does not parse{where}: {problem}"
 
 
-def render_documents(source: str, stream: TextIO, namespace: str | None) -> tuple[list[dict[str, Any]], list[RenderError]]:
-    """Children of every InferenceService in `stream`; errors name the document and field."""
+def render_documents(source: str, stream: TextIO, namespace: str | None,
+                     drain_key: bytes | None = None) -> tuple[list[dict[str, Any]], list[RenderError]]:
+    """Children of every InferenceService in `stream`; errors name the document and field.
+
+    With `drain_key`, each revision's pods carry the drain token the operator gives a new
+    revision (a revision already running keeps the one it was created with).
+    """
     from tfleet.api.model import parse_object
     from tfleet.api.schema import ValidationError
     from tfleet.desired import children as builders
+    from tfleet.desired import health_wiring
 
     children: list[dict[str, Any]] = []
     errors: list[RenderError] = []
@@ -143,20 +149,43 @@ def render_documents(source: str, stream: TextIO, namespace: str | None) -> tupl
         except ValidationError as exc:
             errors.extend(RenderError(source, index, str(e)) for e in exc.errors)
             continue
-        children.extend(builders.build_children(isvc))
+        rev = builders.compute_revision(isvc)
+        token = None if drain_key is None else health_wiring.drain_token(drain_key, isvc.namespace, isvc.name, rev.name)
+        children.extend(builders.build_children(isvc, rev=rev, drain_token=token))
     return children, errors
+
+
+def read_drain_key(path: str) -> tuple[bytes | None, str | None]:
+    """The key in `path`, or the reason it cannot be one (naming the flag)."""
+    from tfleet.desired.health_wiring import drain_key_problem
+
+    try:
+        with open(path, "rb") as stream:
+            key = stream.read()
+    except OSError as exc:
+        return None, f"--drain-key-file: cannot read {path}: {exc.strerror}"
+    problem = drain_key_problem(key)
+    if problem is not None:
+        return None, f"--drain-key-file: {path}: {problem}"
+    return key, None
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     all_children: list[dict[str, Any]] = []
     failed = False
+    drain_key = None
+    if args.drain_key_file is not None:
+        drain_key, problem = read_drain_key(args.drain_key_file)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     for path in args.filename:
         try:
             if path == "-":
-                children, errors = render_documents("<stdin>", sys.stdin, args.namespace)
+                children, errors = render_documents("<stdin>", sys.stdin, args.namespace, drain_key)
             else:
                 with open(path, encoding="utf-8") as stream:
-                    children, errors = render_documents(path, stream, args.namespace)
+                    children, errors = render_documents(path, stream, args.namespace, drain_key)
         except OSError as exc:
             print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
             failed = True

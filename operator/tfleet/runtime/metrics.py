@@ -11,10 +11,11 @@
 | `tfleet_leader` | gauge | 1 while this process holds the leader Lease (or runs without election) |
 | `tfleet_build_info` | gauge | `version` |
 
-The two gauges about InferenceServices have one series per object: `tfleet_inferenceservices`
-one per condition type it reports (4), with the condition's current status and the value 1;
+The two gauges about InferenceServices have series per object: `tfleet_inferenceservices`
+one per condition type it reports (7: Ready, ModelAvailable, Progressing, Degraded,
+Reconciling, Stalled, RolledOut), with the condition's current status and the value 1;
 `tfleet_rollouts` one with its rollout phase and the value 1 (none before its first status).
-So an InferenceService is at most 5 series, an alert can name the object, and `sum` still
+So an InferenceService is at most 8 series, an alert can name the object, and `sum` still
 counts objects (`sum(tfleet_inferenceservices{condition="Degraded",status="True"})`). A
 series goes away when its status changes or the object is deleted. Every other metric has
 labels of a fixed, small set of values, whatever the size of the fleet.
