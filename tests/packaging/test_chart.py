@@ -226,7 +226,7 @@ def test_tfleet_run_refuses_the_same_timings():
     result = subprocess.run([sys.executable, "-m", "tfleet.cli", "run", "--leader-election",
                              "--leader-election-lease-duration", "10", "--leader-election-renew-deadline", "10"],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
+    assert result.returncode == 3  # a usage error
     assert "retry period < renew deadline < lease duration" in result.stderr
 
 

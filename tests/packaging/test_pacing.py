@@ -5,6 +5,8 @@ the order they were queued, and every one of them rolls out in the end."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -68,6 +70,27 @@ def test_twelve_services_changed_at_once_roll_three_at_a_time(private_cluster: P
         assert len(events) >= COUNT - LIMIT - 1
         assert all("at most 3 rollouts run at once" in e["message"] for e in events)
         assert "Traceback" not in op.log(), op.log()
+
+        # Promote skips the queue: with the slots full, a queued service promoted by hand rolls out.
+        slow = {"steps": [{"weight": 50, "pause": "60s"}]}
+        again = []
+        for n in names:
+            obj = isvc(n, ns, replicas=1, rollout=slow)
+            obj["spec"]["model"]["version"] = 3
+            again.append(obj)
+        cluster.apply(*again)
+
+        def phases() -> dict[str, str]:
+            return {i["metadata"]["name"]: ((i.get("status") or {}).get("rollout") or {}).get("phase", "")
+                    for i in listing(cluster, ns) if i["status"]["observedGeneration"] == i["metadata"]["generation"]}
+
+        wait_for(lambda: list(phases().values()).count("Queued") == COUNT - LIMIT, what="the queue to fill")
+        queued = sorted(n for n, p in phases().items() if p == "Queued")[0]
+        promote = subprocess.run([sys.executable, "-m", "tfleet.cli", "rollout", "promote", queued, "-n", ns,
+                                  "--kubeconfig", str(cluster.kubeconfig)], capture_output=True, text=True, timeout=60)
+        assert promote.returncode == 0, promote.stderr
+        wait_for(lambda: phases().get(queued) == "Succeeded", timeout=60, what="the promoted service to roll out")
+        assert list(phases().values()).count("Progressing") == LIMIT  # the others kept their slots
         time.sleep(0.5)
     finally:
         op.stop()

@@ -61,6 +61,7 @@ __all__ = [
     "parse_once",
     "plan_children",
     "plan_status",
+    "pod_extras_of",
     "quantity_value",
     "startup_load_error",
     "status_is_urgent",
@@ -158,6 +159,28 @@ def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.O
     return rev, decision
 
 
+def _running_deployment(isvc: InferenceService, rev: builders.Revision,
+                        owned: dict[ChildKey, Manifest]) -> Manifest | None:
+    """The current revision's Deployment, when it exists already."""
+    observed = owned.get(("Deployment", builders.deployment_name(isvc, rev.name)))
+    if observed is None:
+        return None
+    labels = ((((observed.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {})
+    # Under RollingUpdate the Deployment keeps its name across revisions: only the same
+    # revision keeps what it was made with.
+    return observed if labels.get(LABEL_REVISION) == rev.name else None
+
+
+def pod_extras_of(isvc: InferenceService, rev: builders.Revision, owned: dict[ChildKey, Manifest],
+                  drain_key: bytes | None) -> builders.PodExtras:
+    """The drain token and bridge image of the current revision's pods: those its Deployment
+    was made with, when it exists (an operator upgrade or a new key rolls nothing), else the
+    operator's current ones."""
+    running = _running_deployment(isvc, rev, owned)
+    kept_image = health_wiring.kept_bridge_image(running) if running is not None else None
+    return builders.PodExtras(drain_token=drain_token_of(isvc, rev, owned, drain_key), bridge_image=kept_image)
+
+
 def drain_token_of(isvc: InferenceService, rev: builders.Revision, owned: dict[ChildKey, Manifest],
                    drain_key: bytes | None) -> str | None:
     """The drain token of the current revision's pods.
@@ -167,15 +190,11 @@ def drain_token_of(isvc: InferenceService, rev: builders.Revision, owned: dict[C
     pods of one that runs (which would roll every fleet at once). A new revision's token
     comes from the key; without a key it has none.
     """
-    observed = owned.get(("Deployment", builders.deployment_name(isvc, rev.name)))
-    if observed is not None:
-        labels = ((((observed.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {})
-        # Under RollingUpdate the Deployment keeps its name across revisions: only the same
-        # revision keeps its token.
-        if labels.get(LABEL_REVISION) == rev.name:
-            kept = health_wiring.kept_drain_token(observed)
-            if kept is not None:
-                return kept or None
+    running = _running_deployment(isvc, rev, owned)
+    if running is not None:
+        kept = health_wiring.kept_drain_token(running)
+        if kept is not None:
+            return kept or None
     if drain_key is None:
         return None
     return health_wiring.drain_token(drain_key, isvc.namespace, isvc.name, rev.name)
@@ -201,9 +220,9 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list
     result.requeue_after = decision.requeue_after
     result.events.extend(decision.events)
 
-    token = drain_token_of(isvc, rev, owned, drain_key)
+    extras = pod_extras_of(isvc, rev, owned, drain_key)
     desired = [with_ownership(m, isvc)
-               for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev, token)
+               for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev, extras)
                # A queued revision's own objects wait for its slot.
                if decision.build_desired or m["kind"] not in ("Deployment", "ConfigMap")]
     desired_keys = {child_key(m) for m in desired}
