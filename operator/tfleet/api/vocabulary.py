@@ -98,12 +98,22 @@ class Reason(StrEnum):
     ROLLOUT_IN_PROGRESS = "RolloutInProgress"
     ROLLOUT_PAUSED = "RolloutPaused"
     ROLLED_BACK = "RolledBack"
+    # Why a rollout stopped (Progressing=False): the deadline passed, TF Serving could not load
+    # the version, the metric check failed, or someone aborted it.
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    MODEL_LOAD_FAILED = "ModelLoadFailed"
+    METRIC_CHECK_FAILED = "MetricCheckFailed"
+    ROLLOUT_ABORTED = "RolloutAborted"
     AS_EXPECTED = "AsExpected"
     RECONCILED = "Reconciled"
     ROLLOUT_QUEUED = "RolloutQueued"
     REPLICAS_NOT_READY = "ReplicasNotReady"
     REVISION_ROLLED_OUT = "RevisionRolledOut"
+
+
+# The reasons a rollout stops for, as status.rollout.reason records them.
+ROLLOUT_STOP_REASONS = (Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.MODEL_LOAD_FAILED, Reason.METRIC_CHECK_FAILED,
+                        Reason.ROLLOUT_ABORTED)
 
 
 class EventReason(StrEnum):
@@ -121,6 +131,9 @@ class EventReason(StrEnum):
     ROLLOUT_ROLLED_BACK = "RolloutRolledBack"
     ROLLOUT_ABORTED = "RolloutAborted"
     ROLLOUT_QUEUED = "RolloutQueued"
+    # The metric check could not ask its source (unreachable, or an unusable answer): the step
+    # holds until it can, or until the progress deadline.
+    METRIC_CHECK_INCONCLUSIVE = "MetricCheckInconclusive"
     CHILDREN_CHANGED = "ChildrenChanged"
     INVALID_SPEC = "InvalidSpec"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -153,19 +153,10 @@ def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.O
            revision: builders.Revision | None = None) -> tuple[builders.Revision, rollout.Decision]:
     spec = isvc.spec
     rev = revision or builders.compute_revision(isvc)
-    gated = spec.rollout.analysis is not None and spec.rollout.analysis.prometheus is not None
-    policy = rollout.Policy(
-        replicas=isvc.replicas,
-        steps=rollout.steps_from_spec(spec.rollout.steps),
-        deadline_seconds=spec.rollout.progress_deadline_seconds,
-        auto_rollback=spec.rollout.auto_rollback,
-        history_limit=spec.rollout.revision_history_limit + 1,
-        analysis=gated,
-    )
+    policy = rollout.policy_of(isvc)
     state = rollout.State.from_status((body.get("status") or {}).get("rollout"))
-    if gated and check is not None and state.canary in observed:
-        observed = {**observed, state.canary: replace(observed[state.canary], analysis_ok=check.ok,
-                                                      analysis_message=check.message)}
+    if policy.analysis:
+        observed = rollout.with_check(observed, state.canary, check)
     if spec.rollout.strategy == "RollingUpdate":
         decision = rollout.decide_rolling(desired=rev.name, target_version=spec.model.version, policy=policy,
                                           state=state, observed=observed, now=now, pacing=pacing)
@@ -298,11 +289,12 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list
 
 def plan_status(body: Manifest, children: dict[ChildKey, Manifest], pods: list[PodSummary], now: str,
                 state: rollout.State | None, rejected: str | None = None, *,
-                parsed: Parsed | None = None) -> StatusPlan:
+                parsed: Parsed | None = None, check: analysis.Result | None = None) -> StatusPlan:
     """The new status, only if it differs from the current one, and the Events it calls for.
 
-    `state` is the rollout state `plan_children` decided. `rejected` is the API server's
-    refusal of a child, which makes the spec as invalid as a rule the schema could check.
+    `state` is the rollout state `plan_children` decided, `check` the metric check it was
+    decided with. `rejected` is the API server's refusal of a child, which makes the spec as
+    invalid as a rule the schema could check.
     """
     meta = body.get("metadata") or {}
     previous = body.get("status") or {}
@@ -318,6 +310,7 @@ def plan_status(body: Manifest, children: dict[ChildKey, Manifest], pods: list[P
         state=state or rollout.State.from_status(previous.get("rollout")),
         previous=previous,
         now=now,
+        check=check,
     )
     if new_status == previous:
         return result
