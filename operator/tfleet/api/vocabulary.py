@@ -43,6 +43,7 @@ ANNOTATION_EVENT_REPORT = "tfleet.dev/event-report"
 ANNOTATION_PAUSED = "tfleet.dev/rollout-paused"
 ANNOTATION_PROMOTE = "tfleet.dev/rollout-promote"
 ANNOTATION_ABORT = "tfleet.dev/rollout-abort"
+ANNOTATION_RETRY = "tfleet.dev/rollout-retry"  # names a rolled-back revision to try again
 
 
 def isvc_selector(name: str) -> str:

@@ -1,6 +1,6 @@
 """`tfleet rollout`: watch and steer rollouts from a terminal or a CI pipeline.
 
-promote, abort, pause and resume set annotations on the InferenceService; the operator acts
+promote, abort, retry, pause and resume set annotations on the InferenceService; the operator acts
 on them at its next reconcile, exactly as it would for `kubectl annotate`. promote and abort
 name the canary revision they target, so a late or repeated command never acts on a later
 rollout. `rollout get` (in `tfleet.cli.tree`) draws the revisions, Deployments and pods.
@@ -21,6 +21,7 @@ from tfleet.api.vocabulary import (
     ANNOTATION_ABORT,
     ANNOTATION_PAUSED,
     ANNOTATION_PROMOTE,
+    ANNOTATION_RETRY,
     LABEL_MODEL_VERSION,
     LABEL_REVISION,
     ConditionType,
@@ -273,6 +274,16 @@ def cmd_abort(args: argparse.Namespace) -> int:
     return _annotate(args, build)
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    def build(body: dict[str, Any]) -> tuple[dict[str, str | None] | None, str]:
+        failed = ((body.get("status") or {}).get("rollout") or {}).get("failedRevision")
+        if failed is None:
+            return None, f'inferenceservice "{args.name}" has no rolled-back revision to retry'
+        return {ANNOTATION_RETRY: failed}, f"retrying the rollout of revision {failed}"
+
+    return _annotate(args, build)
+
+
 def cmd_pause(args: argparse.Namespace) -> int:
     return _annotate(args, lambda body: ({ANNOTATION_PAUSED: "true"}, f'paused rollouts of "{args.name}"'))
 
@@ -478,6 +489,7 @@ def add_subcommands(sub: Any) -> None:
     for name, func, help_text in (
         ("promote", cmd_promote, "skip the remaining canary steps and promote the canary"),
         ("abort", cmd_abort, "roll the canary back now"),
+        ("retry", cmd_retry, "try a rolled-back revision again, without a spec change"),
         ("pause", cmd_pause, "hold the rollout at its current step"),
         ("resume", cmd_resume, "continue a paused rollout"),
     ):

@@ -15,6 +15,7 @@ from tfleet.api.vocabulary import (
     ANNOTATION_ABORT,
     ANNOTATION_PAUSED,
     ANNOTATION_PROMOTE,
+    ANNOTATION_RETRY,
     LABEL_MODEL_VERSION,
     LABEL_REVISION,
     SERVING_CONTAINER,
@@ -181,16 +182,20 @@ def controls(body: Manifest) -> rollout.Controls:
         paused=annotations.get(ANNOTATION_PAUSED, "").lower() == "true",
         promote=annotations.get(ANNOTATION_PROMOTE) or None,
         abort=annotations.get(ANNOTATION_ABORT) or None,
+        retry=annotations.get(ANNOTATION_RETRY) or None,
     )
 
 
 
 
 def spent_controls(body: Manifest) -> list[str]:
-    """Promote and abort annotations whose act the recorded status shows done: each names a
-    revision that is no longer the canary (promoted to stable, or rolled back). Left in place,
-    an abort would abort that revision again the next time the spec asks for it."""
+    """Promote, abort and retry annotations whose act the recorded status shows done: a promote
+    or abort names a revision that is no longer the canary (promoted to stable, or rolled
+    back), a retry one that is no longer the rolled-back revision. Left in place, an abort
+    would abort that revision again the next time the spec asks for it."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
-    canary = ((body.get("status") or {}).get("rollout") or {}).get("canaryRevision")
-    return [key for key in (ANNOTATION_PROMOTE, ANNOTATION_ABORT)
-            if annotations.get(key) and annotations[key] != canary]
+    rollout = (body.get("status") or {}).get("rollout") or {}
+    targets = {ANNOTATION_PROMOTE: rollout.get("canaryRevision") or rollout.get("queuedRevision"),
+               ANNOTATION_ABORT: rollout.get("canaryRevision") or rollout.get("queuedRevision"),
+               ANNOTATION_RETRY: rollout.get("failedRevision")}
+    return [key for key, target in targets.items() if annotations.get(key) and annotations[key] != target]

@@ -102,6 +102,7 @@ class Controls:
     paused: bool = False
     promote: str | None = None
     abort: str | None = None
+    retry: str | None = None  # a rolled-back revision to try again without a spec change
 
 
 @dataclass(frozen=True)
@@ -342,13 +343,17 @@ def decide(
     if desired == state.stable:
         return _at_stable(desired, target_version, state, {**history, desired: n})
     if desired == state.failed:
-        # Not retried until the spec changes again.
-        return Decision({**history, desired: 0, state.stable: n}, state)
+        if controls.retry != desired:
+            # Not retried until the spec changes again, or a person asks.
+            return Decision({**history, desired: 0, state.stable: n}, state)
+        state = replace(state, failed=None)
+    stable = state.stable
+    assert stable is not None  # checked above; `replace` loses the narrowing
     if _waits_in_queue(desired, state, observed, controls, pacing):
-        return _queued(desired, target_version, state, {**history, state.stable: n}, pacing, now)
+        return _queued(desired, target_version, state, {**history, stable: n}, pacing, now)
 
     step = _Pass(policy, now, format_millis(now), desired, observed.get(desired, Observed()),
-                 {**history, state.stable: n})
+                 {**history, stable: n})
     state = _started(step, state, target_version)
     if controls.abort == desired:
         return _rolled_back(step, state, "aborted by request", EventReason.ROLLOUT_ABORTED, Reason.ROLLOUT_ABORTED)
@@ -420,17 +425,23 @@ def _started(step: _Pass, state: State, target_version: int | None) -> State:
     if state.canary is not None:
         step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_SUPERSEDED,
                                  f"Rollout of {state.canary} superseded by revision {step.canary}"))
-    first = step.policy.steps[0] if step.policy.steps else None
+    # Going back to a revision that is still kept (it served before, and its Deployment is
+    # there at zero) skips the canary steps: scaled up, then the other scaled down.
+    fast = step.canary in state.history
+    first = step.policy.steps[0] if step.policy.steps and not fast else None
     state = replace(
         state, phase=PROGRESSING if first else PROMOTING, canary=step.canary, target_version=target_version,
         step=0 if first else None, weight=first.weight if first else 100, started_at=step.stamp,
         step_started_at=step.stamp, canary_restarts=step.seen.restarts, failed=None, stalled=False,
-        queued=None, queued_at=None, message=f"Rolling out revision {step.canary}",
+        queued=None, queued_at=None,
+        message=f"Returning to revision {step.canary} from history, without canary steps" if fast
+        else f"Rolling out revision {step.canary}",
     )
+    version = f" (model version {target_version})" if target_version else ""
     step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_STARTED,
-                             f"Started rolling out revision {step.canary}" +
-                             (f" (model version {target_version})" if target_version else "") +
-                             f" over stable revision {state.stable}"))
+                             f"Returning to revision {step.canary}{version} from history, without canary steps, "
+                             f"from stable revision {state.stable}" if fast else
+                             f"Started rolling out revision {step.canary}{version} over stable revision {state.stable}"))
     return state
 
 
