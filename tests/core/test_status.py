@@ -385,3 +385,14 @@ def test_invalid_spec_without_any_pods() -> None:
     assert summary(result)["ModelAvailable"] == ("False", "NoReadyReplicas")
     assert summary(result)["Ready"] == ("False", "InvalidSpec")
     assert (result["replicas"], result["readyReplicas"], result["ready"]) == (0, 0, "0/0")
+
+
+def test_serving_versions_count_pods_per_version_while_several_are_served() -> None:
+    manifest = make_isvc("x").version(4).replicas(4)
+    during = compute(manifest, {STABLE: seen(4, version=3), CANARY: seen(1, version=4)}, rolling_out())
+    assert during["servingVersions"] == [{"version": 3, "pods": 4}, {"version": 4, "pods": 1}]
+    assert during["servingVersion"] == 3  # the stable revision's, until the promotion
+    after = compute(manifest, {STABLE: seen(4, version=4)}, IDLE)
+    assert "servingVersions" not in after and after["servingVersion"] == 4
+    unpinned = compute(make_isvc("x").replicas(2), {STABLE: seen(2)}, IDLE)
+    assert "servingVersions" not in unpinned and "servingVersion" not in unpinned

@@ -81,6 +81,14 @@ class RolloutStatus(ApiObject):
 
 
 @dataclass(frozen=True)
+class ServedVersion(ApiObject):
+    """One model version and the ready pods that serve it."""
+
+    version: int = field("The model version.")
+    pods: int = field("Ready pods serving it.")
+
+
+@dataclass(frozen=True)
 class Endpoints(ApiObject):
     """Addresses clients use to reach the model."""
 
@@ -117,6 +125,9 @@ class InferenceServiceStatus(ApiObject):
     serving_version: int | None = field(
         "The model version all ready pods serve, when it is known.", default=None
     )
+    serving_versions: tuple[ServedVersion, ...] = field(
+        "While more than one pinned version is served (during a rollout): each version and how many "
+        "ready pods serve it.", default=())
     rollout: RolloutStatus | None = field("Rollout progress.", default=None)
     endpoints: Endpoints | None = field("Client addresses.", default=None)
 

@@ -75,6 +75,19 @@ def _served(model: str, revisions: dict[str, rollout.Observed]) -> str:
     return f"model {model}: {', '.join(parts)}"
 
 
+def serving_versions(revisions: dict[str, rollout.Observed]) -> list[dict[str, int]]:
+    """Each pinned model version the ready pods serve, with its pod count, while more than one
+    is served (during a rollout); empty otherwise, when servingVersion says it all. Unpinned
+    revisions serve whatever TF Serving loaded last, which labels cannot tell."""
+    by_version: Counter[int] = Counter()
+    for seen in revisions.values():
+        if seen.ready and seen.version is not None:
+            by_version[seen.version] += seen.ready
+    if len(by_version) < 2:
+        return []
+    return [{"version": v, "pods": n} for v, n in sorted(by_version.items())]
+
+
 # Why a rollout stops, as status.rollout.reason records it; a status written before that
 # field existed reads as the deadline.
 _CAUSES = (Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.MODEL_LOAD_FAILED, Reason.METRIC_CHECK_FAILED,
@@ -243,6 +256,8 @@ def compute_status(
             # A rolling update relabels its one Deployment at once, but the old pods still
             # serve what they served until they are replaced.
             status["servingVersion"] = previous["servingVersion"]
+        if served := serving_versions(revisions):
+            status["servingVersions"] = served
     status.update(
         {
             "observedGeneration": generation,
