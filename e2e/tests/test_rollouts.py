@@ -311,7 +311,7 @@ def test_rollout_status_on_a_terminal_redraws_one_live_line(kubectl, namespace, 
     assert proc.wait(timeout=40) == 0
     text = output.decode()
     assert "\r\x1b[K" in text  # the line is redrawn in place
-    assert "pause-left=" in text and "canary-ready=" in text
+    assert "pause-left=" in text and "canary)" in text  # ready=2/2 (+1 canary)
     assert 'inferenceservice "live" rolled out' in text
 
 

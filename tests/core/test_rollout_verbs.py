@@ -27,3 +27,16 @@ def test_undo_keeps_the_current_scale_services_and_rollout_settings():
     assert spec_for_revision(current, recorded) == {
         "model": {"basePath": "gs://m/x", "version": 3}, "batching": {"maxBatchSize": 8},
         "replicas": 7, "service": {"headless": False}, "rollout": {"steps": []}}
+
+
+def test_the_status_line_takes_every_figure_from_the_status():
+    from tfleet.cli.rollout import describe
+
+    body = {"metadata": {"generation": 2},
+            "status": {"observedGeneration": 2, "ready": "4/4 (+0 canary)", "rollout": {
+                "phase": "Progressing", "stableRevision": "a", "canaryRevision": "b", "step": 0, "weight": 25,
+                "message": "Step 1 of 2 (steps[0]), weight 25%: waiting for canary pods, 0 of 1 ready"}}}
+    line = describe(body)
+    assert line.startswith("phase=Progressing stable=a canary=b step=1 weight=25% ready=4/4 (+0 canary)")
+    assert "canary-ready" not in line  # a live read of the Deployment could say 1/1 beside "0 of 1 ready"
+    assert line.endswith("- Step 1 of 2 (steps[0]), weight 25%: waiting for canary pods, 0 of 1 ready")

@@ -28,7 +28,6 @@ from tfleet.api.vocabulary import (
     Phase,
     Reason,
     isvc_selector,
-    revision_selector,
 )
 from tfleet.cli import cluster as clusters
 from tfleet.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT
@@ -49,8 +48,10 @@ ANNOTATION_RESTARTED_AT = "tfleet.dev/restarted-at"
 OBSERVE_GRACE_SECONDS = 5.0
 
 
-def describe(body: dict[str, Any], canary_ready: str = "", pause: str = "") -> str:
-    """One line about the rollout, for logs and for the live view (`pause`: the pause left)."""
+def describe(body: dict[str, Any], pause: str = "") -> str:
+    """One line about the rollout, for logs and for the live view (`pause`: the pause left).
+    Every figure comes from the same status write as the message beside it (`ready` counts
+    the canary's ready pods apart: "4/4 (+1 canary)"), so the line never contradicts itself."""
     meta, status = body.get("metadata") or {}, body.get("status") or {}
     ro = status.get("rollout") or {}
     phase = ro.get("phase", "Unknown")
@@ -65,8 +66,6 @@ def describe(body: dict[str, Any], canary_ready: str = "", pause: str = "") -> s
         parts.append(f"step={ro['step'] + 1}")
     if ro.get("weight") is not None:
         parts.append(f"weight={ro['weight']}%")
-    if canary_ready:
-        parts.append(f"canary-ready={canary_ready}")
     if ro.get("targetVersion") is not None:
         parts.append(f"target-version={ro['targetVersion']}")
     parts.append(f"ready={status.get('ready', '?')}")
@@ -142,16 +141,6 @@ def pause_left(body: dict[str, Any], now: datetime | None = None) -> float | Non
     return max(0.0, left)
 
 
-def _canary_ready(kube: Any, namespace: str, body: dict[str, Any]) -> str:
-    canary = ((body.get("status") or {}).get("rollout") or {}).get("canaryRevision")
-    if not canary:
-        return ""
-    name = body["metadata"]["name"]
-    for dep in kube.list_deployments(namespace, revision_selector(name, canary)):
-        return f"{(dep.get('status') or {}).get('readyReplicas', 0)}/{dep['spec'].get('replicas', 0)}"
-    return ""
-
-
 def terminal_columns(out: TextIO) -> int | None:
     """The width of the terminal `out` writes to; None when it does not say (a pseudo-terminal
     whose size was never set reports 0 columns)."""
@@ -185,8 +174,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     while True:
         try:
             body = cl.kube.get_isvc(cl.namespace, args.name)
-            canary_ready = _canary_ready(cl.kube, cl.namespace, body)
-            line = describe(body, canary_ready)
+            line = describe(body)
         except KubeError as exc:
             if live:
                 out.write("\n")
@@ -199,7 +187,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         if live:
             left = pause_left(body)
-            shown = describe(body, canary_ready, format_duration(round(left)) if left is not None else "")
+            shown = describe(body, format_duration(round(left)) if left is not None else "")
             columns = terminal_columns(out)
             # One column short of the width: a line that fills it wraps on some terminals.
             out.write("\r\033[K" + (truncate(shown, columns - 1) if columns else shown))
