@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from google.protobuf import descriptor_pb2
 
-from tfleet.cli import predict_protos as protos
+from tfleet.health import predict_protos as protos
 
 
 def official(module: str) -> descriptor_pb2.FileDescriptorProto:

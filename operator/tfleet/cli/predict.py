@@ -6,7 +6,7 @@ HOST:PORT` or a URL: a Service, a port-forward, a TF Serving anywhere). Requests
 (`POST /v1/models/<model>[/versions/<v>|/labels/<l>]:predict`, the default) or gRPC
 (`tensorflow.serving.PredictionService/Predict`, with the signature's inputs read once through
 `GetModelMetadata`). The body is TF Serving's REST request (`{"instances": [...]}` or
-`{"inputs": ...}`); over gRPC it becomes tensors (`tfleet.cli.tensors`) and the answer is
+`{"inputs": ...}`); over gRPC it becomes tensors (`tfleet.health.tensors`) and the answer is
 printed as the REST API prints it, so both protocols print the same `predictions` JSON.
 
 With `--rate`, requests go out at that rate for `--duration`, at most `--concurrency` at a
@@ -32,7 +32,7 @@ from typing import Any
 
 from tfleet.api.vocabulary import LABEL_ISVC, SERVING_CONTAINER
 from tfleet.cli import cluster as clusters
-from tfleet.cli import tensors
+from tfleet.health import tensors
 from tfleet.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 from tfleet.cli.flags import (
     add_cluster_flags,
@@ -297,7 +297,7 @@ class GrpcClient:
     def __init__(self, endpoint: Endpoint, args: argparse.Namespace, body: dict[str, Any]):
         import grpc
 
-        from tfleet.cli import predict_protos as protos
+        from tfleet.health import predict_protos as protos
 
         self._grpc, self._protos = grpc, protos
         self.timeout = args.timeout

@@ -1,5 +1,5 @@
-"""TensorFlow-free protobuf definitions for `tfleet predict`: PredictionService/Predict and
-GetModelMetadata, and the TensorFlow messages they carry.
+"""TensorFlow-free protobuf definitions for `tfleet predict` and the health bridge's pre-flight:
+PredictionService/Predict and GetModelMetadata, and the TensorFlow messages they carry.
 
 The official `tensorflow_serving.apis.*_pb2` modules import TensorFlow, which tfleet must not
 depend on. As in `tfleet.health.protos`, the messages are declared by hand from the official

@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from tfleet.cli import predict_protos as protos
+from tfleet.health import predict_protos as protos
 
 DT = protos.DATA_TYPES
 # dtype -> (TensorProto field, struct format of tensor_content)
