@@ -330,11 +330,11 @@ def test_pods_that_fail_to_load_their_model_say_why_in_the_status(setup, monkeyp
     fleet, kube = setup
     asked: list[str] = []
 
-    def fake_bridge(ip: str, *args: object, **kwargs: object) -> str:
+    def fake_bridge(ip: str, *args: object, **kwargs: object) -> podhealth.BridgeReport:
         asked.append(ip)
-        return "Could not find SavedModel at /models/resnet/3"
+        return podhealth.BridgeReport(load_error="Could not find SavedModel at /models/resnet/3")
 
-    monkeypatch.setattr(podhealth, "fetch_load_error", fake_bridge)
+    monkeypatch.setattr(podhealth, "fetch_report", fake_bridge)
     now = [datetime(2026, 1, 1)]
     fleet.clock = lambda: now[0]
     key = start(fleet, kube, isvc())
@@ -357,7 +357,7 @@ def test_a_ready_fleet_is_never_polled(setup, monkeypatch):
     from tfleet.runtime import bridge_client as podhealth
 
     fleet, kube = setup
-    monkeypatch.setattr(podhealth, "fetch_load_error", lambda *a, **k: pytest.fail("polled a healthy fleet"))
+    monkeypatch.setattr(podhealth, "fetch_report", lambda *a, **k: pytest.fail("polled a healthy fleet"))
     key = start(fleet, kube, isvc())
     add_pods(fleet, kube, ready=True)
     mark_deployment_ready(fleet, kube)
@@ -727,6 +727,33 @@ def test_rollbacks_and_invalid_specs_are_logged_as_warnings(setup, caplog):
         fleet.reconcile(key)
     invalid = [r for r in caplog.records if "spec.model.basePath" in r.getMessage()]
     assert invalid and {r.levelno for r in invalid} == {logging.WARNING}, caplog.text
+
+
+def test_a_canary_whose_pod_fails_its_pre_flight_is_rolled_back_at_once_with_the_bridges_words(setup, monkeypatch):
+    from tfleet.runtime import bridge_client as podhealth
+
+    wrong = ("request 1 of 2 returned a wrong answer: predictions[0] is 7.0, expected 2.5 (tolerance 1e-05); "
+             "returned [7.0], expected [2.5]")
+    monkeypatch.setattr(podhealth, "fetch_report", lambda ip, *a, **k: podhealth.BridgeReport(
+        preflight_error=wrong if ip == "10.0.9.9" else ""))
+    fleet, kube = setup
+    key, canary = start_canary(fleet, kube, **STEPS)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    _, children = fleet.snapshot(key)
+    (dep,) = [copy.deepcopy(v) for (kind, _), v in children.items()
+              if kind == "Deployment" and v["metadata"]["labels"]["tfleet.dev/revision"] == canary]
+    dep["status"] = {"observedGeneration": 1, "replicas": 1, "readyReplicas": 0, "updatedReplicas": 1}
+    fleet.observe_child("MODIFIED", bump(dep, kube))
+    kube.pods = [{"metadata": {"name": "resnet-canary", "namespace": "ml",
+                               "labels": {"tfleet.dev/inferenceservice": "resnet", "tfleet.dev/revision": canary}},
+                  "status": {"podIP": "10.0.9.9", "conditions": [{"type": "Ready", "status": "False"}]}}]
+    fleet.reconcile(key)
+    rollout = kube.isvc["status"]["rollout"]
+    assert (rollout["phase"], rollout["reason"]) == ("RolledBack", "PreflightFailed")
+    assert rollout["message"] == f"Rolled back revision {canary}: the pre-flight failed: {wrong}"
+    conditions = {c["type"]: c for c in kube.isvc["status"]["conditions"]}
+    assert (conditions["Progressing"]["reason"], conditions["Degraded"]["reason"]) == ("PreflightFailed", "RolledBack")
+    assert ("Warning", "RolloutRolledBack", rollout["message"]) in kube.events
 
 
 def test_a_metric_source_that_fails_is_named_at_once_and_warned_about_once(caplog):

@@ -11,6 +11,7 @@ stand-in never parses a graph) and `standin.json`, the card:
   "function": {"linear": {"a": 0.5, "b": 2}},
   "signature": "serving_default", "input": "x", "output": "y",
   "latency_seconds": 0.01,
+  "first_run_seconds": 0.5,
   "error_rate": 0.25,
   "request_error": {"code": "INTERNAL", "message": "..."},
   "hang_after_seconds": 30
@@ -22,7 +23,10 @@ shape. `load_error` makes each load attempt fail with that status (only the firs
 `load_error_attempts` attempts, when given); `error_rate` is the share of Predict runs that
 fail with `request_error` (deterministic: run n fails when floor(n·rate) grows);
 `hang_after_seconds` wedges the whole process that long after the version became
-available: from then on no RPC and no HTTP request is answered. A card with a key it does
+available: from then on no RPC and no HTTP request is answered. `first_run_seconds` is what
+TensorFlow's lazy initialisation costs (`tensorflow_serving/g3doc/saved_model_warmup.md`):
+the first run of each set of feeds and fetches of a loaded version takes that much longer,
+and so does every run that starts before that first one has finished. A card with a key it does
 not know fails the load, loudly.
 
 Tests write versions with `write_version`; cloud URIs (`gs://bucket/m`) are written under
@@ -55,6 +59,7 @@ CARD_KEYS = frozenset(
         "input",
         "output",
         "latency_seconds",
+        "first_run_seconds",
         "error_rate",
         "request_error",
         "hang_after_seconds",
@@ -73,6 +78,7 @@ class Card:
     input: str = "x"
     output: str = "y"
     latency_seconds: float = 0.0
+    first_run_seconds: float = 0.0
     error_rate: float = 0.0
     request_error: Status = field(
         default_factory=lambda: Status("INTERNAL", "Injected failure of the model's computation")
@@ -109,9 +115,11 @@ def parse_card(data: dict[str, Any]) -> Card:
     if unknown:
         raise CardError(f"unknown card keys: {', '.join(unknown)}")
     kwargs: dict[str, Any] = {}
-    for key in ("load_seconds", "latency_seconds", "error_rate"):
+    for key in ("load_seconds", "latency_seconds", "first_run_seconds", "error_rate"):
         if key in data:
             kwargs[key] = _number(data[key], key)
+            if kwargs[key] < 0:
+                raise CardError(f"{key} must not be negative")
     if not 0.0 <= kwargs.get("error_rate", 0.0) <= 1.0:
         raise CardError("error_rate must be between 0 and 1")
     if data.get("hang_after_seconds") is not None:

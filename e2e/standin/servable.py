@@ -134,7 +134,14 @@ def signature_defs(card: Card) -> dict[str, Any]:
 
 
 class Session:
-    """The graph's Run(): feeds by tensor name, one elementwise function."""
+    """The graph's Run(): feeds by tensor name, one elementwise function.
+
+    TensorFlow's DirectSession creates the executors of a run lazily, on the first Run()
+    with a given set of feeds, fetches and targets, caches them under that key, and creates
+    them with its lock released, so every run that misses the cache pays for its own
+    (tensorflow/core/common_runtime/direct_session.cc, GetOrCreateExecutors). The card's
+    `first_run_seconds` is that cost.
+    """
 
     def __init__(self, card: Card, registry: metrics.Registry) -> None:
         self.card = card
@@ -142,6 +149,16 @@ class Session:
         self.fetch = "StatefulPartitionedCall:0"
         self._lock = threading.Lock()
         self._runs = 0
+        self._executors: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+
+    def _get_or_create_executors(self, feeds: dict[str, Tensor], fetches: list[str]) -> None:
+        key = (tuple(sorted(feeds)), tuple(sorted(fetches)))
+        with self._lock:
+            if key in self._executors or self.card.first_run_seconds <= 0:
+                return
+        time.sleep(self.card.first_run_seconds)
+        with self._lock:
+            self._executors.add(key)
 
     def _next_run_fails(self) -> bool:
         with self._lock:
@@ -163,6 +180,7 @@ class Session:
             return invalid_argument(
                 f"Expects arg[0] to be float but {protos.data_type_string(x.dtype)} is provided"
             ), []
+        self._get_or_create_executors(feeds, fetches)
         latency = self.card.latency_seconds
         if timeout_ms > 0 and latency > timeout_ms / 1000:
             time.sleep(timeout_ms / 1000)

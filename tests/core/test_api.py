@@ -170,7 +170,36 @@ def test_parsing_does_not_mutate_the_input() -> None:
 
 _SCHEMES = "use gs://, s3://, hdfs://, pvc://<claim>/<path> or an absolute path"
 
+_INLINE = "spec.model.preflight.requests.inline"
+
+
+def _golden(text: str) -> IsvcBuilder:
+    return make_isvc().set("spec.model.preflight", {"requests": {"inline": text}})
+
+
 INVALID_CASES = [
+    # pre-flight: the inline requests are JSON, which only the operator and `tfleet render` read
+    pytest.param(_golden("[{"), [f"{_INLINE}: not JSON: Expecting property name enclosed in double quotes: "
+                                 "line 1 column 3 (char 2)"], id="inline golden requests that are not JSON"),
+    pytest.param(_golden("[]"), [f"{_INLINE}: the file holds no request: give a JSON array of TF Serving :predict "
+                                 "request bodies"], id="no golden request"),
+    pytest.param(_golden('[{"instances": [1], "prediction": [2]}]'),
+                 [f"{_INLINE}: request 1: unknown key 'prediction': a request has signature_name, instances or "
+                  "inputs, and optionally the predictions or outputs it must return"], id="a misspelt expectation"),
+    pytest.param(_golden('[{"instances": [1]}, {"inputs": {"x": [1]}, "predictions": [2]}]'),
+                 [f'{_INLINE}: request 2: a columnar request ("inputs") is answered with "outputs", not "predictions"'],
+                 id="predictions expected of a columnar request"),
+    pytest.param(_golden('[{"instances": []}]'), [f'{_INLINE}: request 1: "instances" must be a non-empty list'],
+                 id="an empty list of instances"),
+    pytest.param(make_isvc().set("spec.model.preflight", {"requests": {"configMapRef": {"name": "g"}}, "tolerance": -0.1}),
+                 ["spec.model.preflight.tolerance: must be greater than or equal to 0, got -0.1"],
+                 id="a negative tolerance"),
+    pytest.param(make_isvc().set("spec.rollout.analysis", {"builtin": {"maxLatencyRatio": 0.5}}),
+                 ["spec.rollout.analysis.builtin.maxLatencyRatio: must be greater than or equal to 1, got 0.5"],
+                 id="a latency ratio below 1"),
+    pytest.param(make_isvc().set("spec.rollout.analysis", {"builtin": {"maxErrorRateIncrease": 2}}),
+                 ["spec.rollout.analysis.builtin.maxErrorRateIncrease: must be less than or equal to 1, got 2.0"],
+                 id="an error rate increase above 100%"),
     # storage
     pytest.param(make_isvc().base_path("ftp://host/m"), [f'spec.model.basePath: unsupported storage "ftp://": {_SCHEMES}'],
                  id="an ftp base path is not a storage TF Serving reads"),
@@ -217,7 +246,7 @@ INVALID_CASES = [
                  id="a port above 65535 is refused"),
     # unknown fields and types
     pytest.param(make_isvc().set("spec.model.bogus", 1),
-                 ["spec.model.bogus: unknown field (known fields: basePath, name, version, credentialsSecret)"],
+                 ["spec.model.bogus: unknown field (known fields: basePath, name, version, credentialsSecret, preflight)"],
                  id="an unknown field in model is named with the known ones"),
     pytest.param(make_isvc().set("spec.replica", 2),
                  ["spec.replica: unknown field (known fields: model, image, replicas, autoscaling, resources, "

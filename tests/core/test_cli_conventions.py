@@ -18,11 +18,10 @@ import yaml
 from tfleet.api.crd import build_crd
 from tfleet.api.schema import duration_seconds
 from tfleet.cli import cluster, exits, flags, output, predict, rollout, tree
-from tfleet.health import tensors
-from tfleet.health import predict_protos as protos
 from tfleet.cli.exits import CliError
 from tfleet.durations import DurationError, format_duration, parse_duration, parse_flag_duration
-from tfleet.health import probe_report
+from tfleet.health import predict_protos as protos
+from tfleet.health import probe_report, tensors
 
 from .isvc_factory import REPO
 

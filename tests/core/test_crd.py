@@ -271,7 +271,8 @@ RULE_PATHS = ("spec.autoscaling.minReplicas", "spec.batching.allowedBatchSizes",
               "spec.server.grpcPort", "spec.server.extraArgs", "spec.rollout.steps", "spec.model.name",
               "spec.model.basePath", "spec.pod.drainSeconds", "spec.image", "spec.gpu.nodeSelector",
               "spec.gpu.tolerations", "spec.pod.tolerations", "spec.pod.nodeSelector", "spec.pod.labels",
-              "spec.pod.annotations", "spec.service.annotations")
+              "spec.pod.annotations", "spec.service.annotations", "spec.model.preflight.requests",
+              "spec.rollout.analysis.builtin")
 
 
 def rule_path(path: str) -> str:
@@ -305,7 +306,33 @@ _ANNOTATION_KEY = ("every key of {} must be a valid annotation key: an optional 
                    "with a letter or digit, in any case")
 _ANNOTATION_SIZE = "{} may not be larger than 262144 bytes (keys and values together)"
 
+_GOLDEN = '[{"instances": [[1.0]], "predictions": [[2.0]]}]'
+_REQUESTS = "requests needs exactly one of configMapRef and inline"
+_BUILTIN = {"maxErrorRateIncrease": 0.01}
+_BUILTIN_FIGURES = "builtin analysis needs maxErrorRateIncrease, maxLatencyRatio or both"
+_MONITORING = "builtin analysis reads TF Serving's own metrics: server.monitoring must be true"
+
 CEL_CASES = [
+    # pre-flight
+    pytest.param(make_isvc().set("spec.model.preflight", {"requests": {"inline": _GOLDEN}}), [],
+                 id="inline golden requests"),
+    pytest.param(make_isvc().set("spec.model.preflight", {"requests": {"configMapRef": {"name": "golden"}}}), [],
+                 id="golden requests from a ConfigMap"),
+    pytest.param(make_isvc().set("spec.model.preflight", {"requests": {}}),
+                 [("spec.model.preflight.requests", _REQUESTS)], id="golden requests from nowhere"),
+    pytest.param(make_isvc().set("spec.model.preflight",
+                                 {"requests": {"inline": _GOLDEN, "configMapRef": {"name": "golden"}}}),
+                 [("spec.model.preflight.requests", _REQUESTS)], id="golden requests from two places"),
+    # builtin analysis
+    pytest.param(make_isvc().set("spec.rollout.analysis", {"builtin": _BUILTIN}), [], id="builtin analysis"),
+    pytest.param(make_isvc().set("spec.rollout.analysis", {"builtin": {"maxLatencyRatio": 1.5}}), [],
+                 id="builtin analysis of latency alone"),
+    pytest.param(make_isvc().set("spec.rollout.analysis", {"builtin": {"minRequests": 10}}),
+                 [("spec.rollout.analysis.builtin", _BUILTIN_FIGURES)], id="builtin analysis of nothing"),
+    pytest.param(make_isvc().set("spec.rollout.analysis", {"builtin": _BUILTIN}).monitoring(False),
+                 [("spec.rollout.analysis.builtin", _MONITORING)], id="builtin analysis without monitoring"),
+    pytest.param(make_isvc().set("spec.rollout.analysis", {"builtin": _BUILTIN}).monitoring(True), [],
+                 id="builtin analysis with monitoring"),
     # autoscaling
     pytest.param(make_isvc().autoscaling(2, 5), [], id="minReplicas below maxReplicas"),
     pytest.param(make_isvc().autoscaling(5, 5), [], id="minReplicas equal to maxReplicas"),
@@ -522,7 +549,8 @@ def test_every_cel_rule_is_exercised() -> None:
                                            ".spec.gpu.tolerations[]", ".spec.batching", ".spec.server",
                                            ".spec.service.annotations", ".spec.rollout", ".spec.pod",
                                            ".spec.pod.nodeSelector", ".spec.pod.tolerations[]",
-                                           ".spec.pod.annotations", ".spec.pod.labels"}
+                                           ".spec.pod.annotations", ".spec.pod.labels", ".spec.model.preflight.requests",
+                                           ".spec.rollout.analysis.builtin"}
 
 
 # The API server's budget for the estimated cost of all rules of a CRD together

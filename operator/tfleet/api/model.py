@@ -90,6 +90,9 @@ GPU_IMAGE_MESSAGE = (
     "image is not a GPU image, but gpu.count is more than 0: use a tag ending in -gpu "
     "(for example tensorflow/serving:2.19.0-gpu)"
 )
+BUILTIN_NEEDS_MONITORING = (
+    "builtin analysis reads TF Serving's own metrics: server.monitoring must be true"
+)
 METADATA_NAME_MESSAGE = (
     f"metadata.name must be a DNS label of at most {NAME_MAX_LENGTH} characters (a-z, 0-9, -) "
     "that starts with a letter"
@@ -148,6 +151,89 @@ def _strictly_increasing(list_expr: str, max_items: int, key: str = "") -> str:
     """
     indices = ", ".join(str(i) for i in range(1, max_items))
     return f"[{indices}].all(i, i >= size({list_expr}) || {list_expr}[i - 1]{key} < {list_expr}[i]{key})"
+
+
+# ConfigMap keys (k8s.io/apimachinery/pkg/util/validation IsConfigMapKey).
+CONFIG_MAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+MAX_INLINE_GOLDEN_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ConfigMapKeyRef(ApiObject):
+    """One key of a ConfigMap in the InferenceService's namespace."""
+
+    name: str = field("Name of the ConfigMap.", pattern=OBJECT_NAME_PATTERN, max_length=253)
+    key: str = field("The key that holds the golden requests.", default="requests.json",
+                     pattern=CONFIG_MAP_KEY_PATTERN, max_length=253)
+
+
+@dataclass(frozen=True)
+class GoldenRequests(ApiObject):
+    """Where the golden requests are: a ConfigMap key, or inline. Either holds a JSON array of
+    TF Serving REST :predict request bodies ({"signature_name": ..., "instances": [...]} or
+    {"inputs": ...}), each optionally with the "predictions" (for instances) or "outputs" (for
+    inputs) it must return."""
+
+    __rules__ = (
+        Rule(
+            rule="has(self.configMapRef) != has(self.inline)",
+            message="requests needs exactly one of configMapRef and inline",
+        ),
+    )
+
+    config_map_ref: ConfigMapKeyRef | None = field(
+        "A ConfigMap key holding the requests. It is mounted into the health bridge and read when each pod "
+        "starts: editing the ConfigMap changes what new pods run, and rolls nothing; name another ConfigMap "
+        "(or key) to roll the change out as a new revision. A ConfigMap that does not exist keeps new pods "
+        "from starting.",
+        default=None,
+    )
+    inline: str | None = field(
+        "The requests themselves, as JSON text (the same document a ConfigMap key would hold). They become "
+        "part of the revision: a change rolls out like a new model version.",
+        default=None,
+        min_length=1,
+        max_length=MAX_INLINE_GOLDEN_BYTES,
+    )
+
+    def check(self, path: str) -> list[FieldError]:
+        if (self.config_map_ref is None) == (self.inline is None):
+            return [FieldError(path, "give exactly one of configMapRef and inline")]
+        if self.inline is not None:
+            # JSON is beyond CEL: only the operator and `tfleet render` read the text.
+            from tfleet.health.golden import GoldenError, parse_requests
+
+            try:
+                parse_requests(self.inline)
+            except GoldenError as exc:
+                return [FieldError(f"{path}.inline", str(exc))]
+        return []
+
+
+@dataclass(frozen=True)
+class Preflight(ApiObject):
+    """Golden requests every pod must answer before it takes traffic. The health bridge sends them to the
+    pod's own TF Serving once the model version is AVAILABLE; the pod turns Ready only when every request
+    succeeds and, where a request gives the outputs it must return, the answer matches within the
+    tolerance. The same requests warm the version up, so its first real request does not pay for
+    TensorFlow's lazy initialisation. A canary whose pods fail the pre-flight is rolled back at once, with
+    the request, what came back and what was expected."""
+
+    requests: GoldenRequests = field("The golden requests.")
+    tolerance: float = field(
+        "How far an expected number may be off: a value matches when |got - want| <= tolerance * "
+        "max(1, |want|), absolute up to 1 and relative above. Strings and booleans must be equal.",
+        default=1e-5,
+        minimum=0,
+    )
+    timeout_seconds: int = field(
+        "Deadline of the whole pre-flight run in a pod; a run that takes longer fails. A failed run is "
+        "tried again after 10 s, doubling up to 5 minutes, while the pod stays unready.",
+        default=30,
+        minimum=1,
+        maximum=3600,
+    )
+
 
 
 @dataclass(frozen=True)
@@ -221,6 +307,11 @@ class ModelSpec(ApiObject):
         default=None,
         max_length=253,
         pattern=OBJECT_NAME_PATTERN,
+    )
+    preflight: Preflight | None = field(
+        "Golden requests each pod must pass (and is warmed up with) before it takes traffic. Part of the "
+        "revision: adding or changing it rolls out.",
+        default=None,
     )
 
     def check(self, path: str) -> list[FieldError]:
@@ -589,10 +680,65 @@ class PrometheusAnalysis(ApiObject):
 
 
 @dataclass(frozen=True)
+class BuiltinAnalysis(ApiObject):
+    """Canary analysis from TF Serving's own metrics, without Prometheus. Each pod's health bridge reads its
+    TF Serving's :tensorflow:serving:request_count (by status) and request_latency histogram; at each step,
+    and during the promotion, the operator compares the canary's pods with the stable pods over the requests
+    they served since the step began, and records the figures in status.rollout.analysis. A verdict needs
+    minRequests on both sides; a failing figure rolls the canary back at once."""
+
+    __rules__ = (
+        Rule(
+            rule="has(self.maxErrorRateIncrease) || has(self.maxLatencyRatio)",
+            message="builtin analysis needs maxErrorRateIncrease, maxLatencyRatio or both",
+        ),
+    )
+
+    max_error_rate_increase: float | None = field(
+        "How much higher the canary's error rate may be than the stable pods', as a fraction: 0.01 allows "
+        "one percentage point more. An error is a request TF Serving answered with a status other than OK.",
+        default=None,
+        minimum=0,
+        maximum=1,
+    )
+    max_latency_ratio: float | None = field(
+        "How many times the stable pods' p99 latency the canary's may be, for example 1.3. Both come from "
+        "TF Serving's request_latency histogram (successful requests), whose buckets grow by a factor of "
+        "1.8: a ratio is read to within about that factor, so keep it well above 1.",
+        default=None,
+        minimum=1,
+    )
+    min_requests: int = field(
+        "Requests the canary pods and the stable pods must each have served during the step before a "
+        "verdict is given; until then the step holds.",
+        default=100,
+        minimum=1,
+    )
+    on_insufficient_traffic: str = field(
+        "What the progress deadline does to a step still short of minRequests: Fail rolls the canary back "
+        "(\"not enough traffic to judge\"), Pass lets the step go on unjudged.",
+        default="Fail",
+        enum=("Fail", "Pass"),
+    )
+    interval: Duration = field("How often the figures are read during a rollout.", default="10s")
+
+    def check(self, path: str) -> list[FieldError]:
+        if self.max_error_rate_increase is None and self.max_latency_ratio is None:
+            return [FieldError(path, "give maxErrorRateIncrease, maxLatencyRatio or both")]
+        return []
+
+
+@dataclass(frozen=True)
 class Analysis(ApiObject):
-    """Metric checks that gate each canary step; a failed check rolls the canary back."""
+    """Checks that gate each canary step and the promotion; a failed check rolls the canary back. With
+    both, both must pass."""
 
     prometheus: PrometheusAnalysis | None = field("A Prometheus query check.", default=None)
+    builtin: BuiltinAnalysis | None = field(
+        "A comparison of the canary's pods with the stable pods, from TF Serving's own metrics (no "
+        "Prometheus). Needs server.monitoring.",
+        default=None,
+    )
 
 
 @dataclass(frozen=True)
@@ -753,6 +899,12 @@ class InferenceServiceSpec(ApiObject):
             message=GPU_IMAGE_MESSAGE,
             field_path=".image",
         ),
+        Rule(
+            rule="!has(self.rollout) || !has(self.rollout.analysis) || !has(self.rollout.analysis.builtin) || "
+            "!has(self.server) || !has(self.server.monitoring) || self.server.monitoring",
+            message=BUILTIN_NEEDS_MONITORING,
+            field_path=".rollout.analysis.builtin",
+        ),
     )
 
     model: ModelSpec = field("The model to serve.")
@@ -798,6 +950,9 @@ class InferenceServiceSpec(ApiObject):
                 errors.append(
                     FieldError(f"{path}.server.extraArgs[{i}]", f"{flag} is managed by tfleet and may not be set here")
                 )
+        analysis = self.rollout.analysis
+        if analysis is not None and analysis.builtin is not None and not self.server.monitoring:
+            errors.append(FieldError(f"{path}.rollout.analysis.builtin", BUILTIN_NEEDS_MONITORING))
         ports = {"grpcPort": self.server.grpc_port, "restPort": self.server.rest_port}
         for name, port in RESERVED_PORTS.items():
             for field_name, value in ports.items():

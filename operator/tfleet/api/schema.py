@@ -424,7 +424,8 @@ def _parse_value(tp: Any, value: Any, path: str, errors: list[FieldError]) -> An
 
 def _check_constraints(value: Any, f: dataclasses.Field[Any], path: str, errors: list[FieldError]) -> None:
     meta = f.metadata
-    if isinstance(value, int) and not isinstance(value, bool) and INT32_MIN <= value <= INT32_MAX:
+    in_range = isinstance(value, float) or (isinstance(value, int) and INT32_MIN <= value <= INT32_MAX)
+    if in_range and not isinstance(value, bool):
         if meta.get("minimum") is not None and value < meta["minimum"]:
             errors.append(FieldError(path, f"must be greater than or equal to {meta['minimum']}, got {value}"))
         if meta.get("maximum") is not None and value > meta["maximum"]:

@@ -100,10 +100,11 @@ class Reason(StrEnum):
     ROLLOUT_PAUSED = "RolloutPaused"
     ROLLED_BACK = "RolledBack"
     # Why a rollout stopped (Progressing=False): the deadline passed, TF Serving could not load
-    # the version, the metric check failed, or someone aborted it.
+    # the version, the metric check failed, its pods failed their pre-flight, or someone aborted it.
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     MODEL_LOAD_FAILED = "ModelLoadFailed"
     METRIC_CHECK_FAILED = "MetricCheckFailed"
+    PREFLIGHT_FAILED = "PreflightFailed"
     ROLLOUT_ABORTED = "RolloutAborted"
     AS_EXPECTED = "AsExpected"
     RECONCILED = "Reconciled"
@@ -114,7 +115,7 @@ class Reason(StrEnum):
 
 # The reasons a rollout stops for, as status.rollout.reason records them.
 ROLLOUT_STOP_REASONS = (Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.MODEL_LOAD_FAILED, Reason.METRIC_CHECK_FAILED,
-                        Reason.ROLLOUT_ABORTED)
+                        Reason.PREFLIGHT_FAILED, Reason.ROLLOUT_ABORTED)
 
 
 class EventReason(StrEnum):

@@ -32,7 +32,6 @@ from typing import Any
 
 from tfleet.api.vocabulary import LABEL_ISVC, SERVING_CONTAINER
 from tfleet.cli import cluster as clusters
-from tfleet.health import tensors
 from tfleet.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 from tfleet.cli.flags import (
     add_cluster_flags,
@@ -42,6 +41,7 @@ from tfleet.cli.flags import (
 )
 from tfleet.cli.output import json_document, yaml_document
 from tfleet.durations import format_duration
+from tfleet.health import tensors
 
 POD_RESOURCES = ("pod", "pods", "po")
 DEFAULT_GRPC_PORT, DEFAULT_REST_PORT = 8500, 8501

@@ -52,6 +52,7 @@ class BridgeView:
 
     state: str  # AVAILABLE, LOADING, END, ... or "unreachable"
     detail: str = ""
+    failed: bool = False  # the version is AVAILABLE, but the pod failed its pre-flight
 
 
 @dataclass
@@ -142,7 +143,7 @@ def _pod_node(pod: Manifest, now: datetime, bridge: BridgeView | None) -> Node:
     info = ""
     if bridge is not None and bridge.state != "unreachable":
         info = f"model {bridge.state}" + (f": {bridge.detail}" if bridge.detail else "")
-        if bridge.detail and bridge.state == "END":
+        if bridge.detail and (bridge.state == "END" or bridge.failed):
             health = DEGRADED
     elif summary is not None and summary.load_error:
         info = f"TF Serving: {summary.load_error}"
@@ -358,6 +359,11 @@ def fetch_bridge(pod_ip: str, timeout: float) -> BridgeView:
     found = health.expected()
     if found is None:
         return BridgeView("not loaded", health.message() if health.versions else health.error)
+    preflight = status.preflight
+    if found.state == "AVAILABLE" and preflight is not None and not preflight.passed:
+        if preflight.error:
+            return BridgeView(found.state, f"pre-flight failed: {preflight.error}", failed=True)
+        return BridgeView(found.state, f"pre-flight {preflight.state.lower()}")
     return BridgeView(found.state, found.error_message)
 
 

@@ -314,6 +314,8 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
     sidecars = probes.sidecars(isvc, image=extras.bridge_image, drain_token=extras.drain_token)
     if sidecars:
         pod_spec["initContainers"] = sidecars
+    if (golden := probes.golden_volume(isvc, config_map)) is not None:
+        volumes.append(golden)
     if node_selector := _node_selector(isvc):
         pod_spec["nodeSelector"] = node_selector
     if tolerations := _tolerations(isvc):

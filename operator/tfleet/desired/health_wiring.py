@@ -21,6 +21,7 @@ from typing import Any
 
 from tfleet import __version__
 from tfleet.api.model import HEALTH_BRIDGE_GRPC_PORT, InferenceService
+from tfleet.desired import tfconfig
 from tfleet.health import podspec
 
 # The operator passes its own image down (the Helm chart sets TFLEET_BRIDGE_IMAGE).
@@ -45,6 +46,26 @@ def serving_lifecycle(isvc: InferenceService, drain_token: str | None = None) ->
                                      drain_token=drain_token)
 
 
+def preflight_wiring(isvc: InferenceService) -> podspec.PreflightWiring | None:
+    preflight = isvc.spec.model.preflight
+    if preflight is None:
+        return None
+    return podspec.PreflightWiring(tolerance=preflight.tolerance, timeout_seconds=preflight.timeout_seconds,
+                                   rest_port=isvc.spec.server.rest_port)
+
+
+def golden_volume(isvc: InferenceService, config_map: str) -> dict[str, Any] | None:
+    """The pod volume of the pre-flight's golden requests: the ConfigMap key the spec names, or
+    the revision's own ConfigMap (`config_map`) for inline requests."""
+    preflight = isvc.spec.model.preflight
+    if preflight is None:
+        return None
+    ref = preflight.requests.config_map_ref
+    if ref is not None:
+        return podspec.golden_volume(ref.name, ref.key)
+    return podspec.golden_volume(config_map, tfconfig.GOLDEN_REQUESTS)
+
+
 def sidecars(isvc: InferenceService, image: str | None = None, drain_token: str | None = None) -> list[dict[str, Any]]:
     """Native sidecar containers (init containers with restartPolicy Always)."""
     return [
@@ -56,6 +77,7 @@ def sidecars(isvc: InferenceService, image: str | None = None, drain_token: str 
             bridge_port=HEALTH_BRIDGE_GRPC_PORT,
             drain_seconds=isvc.spec.pod.drain_seconds,
             drain_token=drain_token,
+            preflight=preflight_wiring(isvc),
         )
     ]
 

@@ -26,6 +26,8 @@ from tfleet.api.model import InferenceService
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"
 MONITORING_CONFIG = "monitoring.config"
+# spec.model.preflight.requests.inline, for the health bridge's pre-flight.
+GOLDEN_REQUESTS = "golden-requests.json"
 CONFIG_DIR = "/etc/tfleet"
 METRICS_PATH = "/monitoring/prometheus/metrics"
 
@@ -138,6 +140,9 @@ def config_files(isvc: InferenceService) -> dict[str, str]:
         files[BATCHING_CONFIG] = batching
     if (monitoring := monitoring_config(isvc)) is not None:
         files[MONITORING_CONFIG] = monitoring
+    preflight = isvc.spec.model.preflight
+    if preflight is not None and preflight.requests.inline is not None:
+        files[GOLDEN_REQUESTS] = preflight.requests.inline
     return files
 
 

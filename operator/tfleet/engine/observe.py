@@ -42,6 +42,9 @@ class PodSummary:
     # TF Serving's own load error: from the serving container's termination message (a failed
     # first load ends the server), or as the pod's health bridge reported it (a later load).
     load_error: str = ""
+    # Why the pod's pre-flight failed, as its health bridge reported it (golden requests that
+    # failed or came back wrong): the pod stays unready.
+    preflight_error: str = ""
 
 
 # tensorflow_serving/model_servers/main.cc prints "Failed to start server. Error: <status>"
@@ -156,6 +159,7 @@ def observe_revisions(
         unschedulable = [p.unschedulable for p in mine if p.unschedulable]
         unpullable = [p.unpullable_image for p in mine if p.unpullable_image]
         load_errors = [p.load_error for p in mine if p.load_error]
+        preflight_errors = [p.preflight_error for p in mine if p.preflight_error]
         version = (meta.get("labels") or {}).get(LABEL_MODEL_VERSION)
         by_revision[rev] = rollout.Observed(
             replicas=int((dep.get("spec") or {}).get("replicas", 1)),
@@ -171,6 +175,7 @@ def observe_revisions(
             unschedulable_message=Counter(unschedulable).most_common(1)[0][0] if unschedulable else "",
             version=int(version) if version and version.isdigit() else None,
             load_error=Counter(load_errors).most_common(1)[0][0] if load_errors else "",
+            preflight_error=Counter(preflight_errors).most_common(1)[0][0] if preflight_errors else "",
             deadline_exceeded=(conditions.get("Progressing") or {}).get("reason") == "ProgressDeadlineExceeded",
         )
     return by_revision

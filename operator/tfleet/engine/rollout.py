@@ -88,6 +88,7 @@ class Observed:
     unschedulable_message: str = ""
     pods: int = 0
     load_error: str = ""  # TF Serving's own load error, when a health bridge reported one
+    preflight_error: str = ""  # why a pod's pre-flight failed, when a health bridge reported one
     version: int | None = None
     deadline_exceeded: bool = False  # the Deployment's own Progressing=False condition
     analysis_ok: bool | None = None  # the metric gate: passed, failed, or not (yet) known
@@ -279,6 +280,8 @@ def pod_trouble(observed: Observed) -> Trouble | None:
     kubelet and the scheduler report."""
     if observed.load_error:
         return Trouble(0, 0, f"TF Serving failed to load the model: {observed.load_error}")
+    if observed.preflight_error:
+        return Trouble(0, 0, f"the pre-flight failed: {observed.preflight_error}")
     if observed.crash_looping:
         return Trouble(1, observed.crash_looping, "crash-looping")
     if observed.image_pull_failing:
@@ -553,6 +556,10 @@ def _waiting(step: _Pass, state: State) -> Decision:
         # TF Serving said the version cannot load: waiting for the deadline changes nothing.
         return _rolled_back(step, state, failure_reason(step.seen, expected), EventReason.ROLLOUT_ROLLED_BACK,
                             Reason.MODEL_LOAD_FAILED)
+    if step.seen.preflight_error and step.policy.auto_rollback:
+        # The version answers its golden requests wrong (or not at all): it must take no traffic.
+        return _rolled_back(step, state, failure_reason(step.seen, expected), EventReason.ROLLOUT_ROLLED_BACK,
+                            Reason.PREFLIGHT_FAILED)
     if elapsed >= step.policy.deadline_seconds:
         reason = failure_reason(step.seen, expected)
         if step.policy.auto_rollback:

@@ -91,7 +91,7 @@ def serving_versions(revisions: dict[str, rollout.Observed]) -> list[dict[str, i
 # Why a rollout stops, as status.rollout.reason records it; a status written before that
 # field existed reads as the deadline.
 _CAUSES = (Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.MODEL_LOAD_FAILED, Reason.METRIC_CHECK_FAILED,
-           Reason.ROLLOUT_ABORTED)
+           Reason.PREFLIGHT_FAILED, Reason.ROLLOUT_ABORTED)
 
 
 def _stopped_reasons(state: rollout.State) -> tuple[Reason, Reason]:

@@ -10,6 +10,12 @@ It serves `grpc.health.v1.Health` (Check and Watch) with the service names in
   clients have moved away; with a drain token configured, only requests that carry it;
 - `GET /healthz`: 200 while the poll loop keeps running (the bridge's own liveness).
 
+With a pre-flight (`preflight.py`), readiness stays NOT_SERVING after the version turns
+AVAILABLE until its golden requests have passed; `/status` says how the pre-flight stands.
+A failed pre-flight is tried again after a back-off (10 s, doubling up to 5 minutes); TF
+Serving refusing connections (a restart: it opens its ports only after loading) sends the
+pod back to waiting for a new pre-flight.
+
 `/status` and `/healthz` are read-only and answer GET and HEAD; `/drain` is the one
 endpoint that changes anything. Any other method gets 405 with an `Allow` header.
 """
@@ -25,17 +31,23 @@ import signal
 import time
 import urllib.parse
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tfleet.health.podspec import DRAIN_TOKEN_HEADER
+from tfleet.health.preflight import PreflightConfig, PreflightResult, PreflightRunner
 from tfleet.health.tfs import AsyncModelStatusClient
 from tfleet.health.verdicts import (
+    PREFLIGHT_FAILED,
+    PREFLIGHT_PASSED,
+    PREFLIGHT_PENDING,
+    PREFLIGHT_RUNNING,
     BridgeStatus,
     ModelHealth,
+    PreflightStatus,
     next_started,
     render_status_json,
     verdicts,
@@ -47,6 +59,13 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 DEFAULT_PORT = 8510
+# A failed pre-flight runs again after this long, doubling per failure up to the maximum.
+PREFLIGHT_RETRY_SECONDS = 10.0
+PREFLIGHT_MAX_RETRY_SECONDS = 300.0
+
+
+def preflight_retry_after(attempts: int) -> float:
+    return min(PREFLIGHT_MAX_RETRY_SECONDS, PREFLIGHT_RETRY_SECONDS * 2 ** max(0, attempts - 1))
 
 
 def default_http_port(port: int) -> int:
@@ -69,6 +88,8 @@ class BridgeConfig:
     # When set, /drain acts only for requests carrying it in DRAIN_TOKEN_HEADER (the
     # preStop hook sends it), so other pods that can reach the port cannot drain this one.
     drain_token: str = ""
+    # Golden requests the version must pass before readiness reports SERVING; None: none.
+    preflight: PreflightConfig | None = None
 
     @property
     def stale_after(self) -> float:
@@ -114,6 +135,9 @@ class HealthBridge:
         self._client: AsyncModelStatusClient | None = None
         self._poller: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.preflight = PreflightStatus() if config.preflight is not None else None
+        self._preflight_task: asyncio.Task[None] | None = None
+        self._preflight_retry_at = 0.0
 
     # ----- life cycle -------------------------------------------------------------------
 
@@ -158,6 +182,7 @@ class HealthBridge:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        self._cancel_preflight()
         if self._http is not None:
             self._http.close()
         for task in list(self._tasks):
@@ -261,7 +286,65 @@ class HealthBridge:
         self.started = next_started(self.started, observed)
         self._last_poll = time.monotonic()
         self._log_changes(observed)
+        self._update_preflight(observed)
         await self._publish()
+
+    # ----- pre-flight -------------------------------------------------------------------
+
+    def _update_preflight(self, observed: ModelHealth) -> None:
+        """Starts the pre-flight when the version it must run against is AVAILABLE and it has
+        not passed for it yet (or a failed run's back-off is over)."""
+        status, config = self.preflight, self.config.preflight
+        if status is None or config is None:
+            return
+        if observed.refused:
+            # TF Serving restarted: the new process must pass again before it is ready.
+            if status.state != PREFLIGHT_PENDING:
+                self._cancel_preflight()
+                self.preflight = PreflightStatus(message="Waiting for TF Serving to start again",
+                                                 error=status.error, attempts=status.attempts)
+            return
+        found = observed.expected()
+        if not observed.available or found is None or status.state == PREFLIGHT_RUNNING:
+            return
+        if status.version == found.version:
+            if status.state == PREFLIGHT_PASSED:
+                return
+            if status.state == PREFLIGHT_FAILED and time.monotonic() < self._preflight_retry_at:
+                return
+        self.preflight = replace(status, state=PREFLIGHT_RUNNING, version=found.version,
+                                 message=f"Running the pre-flight against version {found.version}")
+        runner = PreflightRunner(self.config.target, self.config.model, config)
+        self._preflight_task = asyncio.ensure_future(self._run_preflight(runner, found.version))
+
+    async def _run_preflight(self, runner: PreflightRunner, version: int) -> None:
+        log.info("Started the pre-flight of version %d of model %s", version, self.config.model)
+        try:
+            result = await runner.run(version)
+        except Exception as exc:  # a bug must not leave the pod waiting for a run that ended
+            log.exception("The pre-flight of version %d of model %s failed unexpectedly", version, self.config.model)
+            result = PreflightResult(False, f"the pre-flight failed unexpectedly: {exc}")
+        assert self.preflight is not None
+        attempts = self.preflight.attempts + 1
+        if result.passed:
+            self.preflight = PreflightStatus(PREFLIGHT_PASSED, result.message, "", version, attempts,
+                                             result.seconds, result.transports)
+            log.info("Passed the pre-flight of version %d of model %s: %s", version, self.config.model,
+                     result.message)
+        else:
+            retry = preflight_retry_after(attempts)
+            self._preflight_retry_at = time.monotonic() + retry
+            self.preflight = PreflightStatus(PREFLIGHT_FAILED, result.message, result.message, version, attempts,
+                                             result.seconds, result.transports)
+            log.warning("Failed the pre-flight of version %d of model %s (trying again in %gs): %s", version,
+                        self.config.model, retry, result.message)
+        self._preflight_task = None
+        await self._publish()
+
+    def _cancel_preflight(self) -> None:
+        if self._preflight_task is not None:
+            self._preflight_task.cancel()
+            self._preflight_task = None
 
     def _log_changes(self, observed: ModelHealth) -> None:
         message = observed.message()
@@ -282,7 +365,9 @@ class HealthBridge:
                 )
 
     async def _publish(self) -> None:
-        for name, ok in verdicts(self.health, started=self.started, draining=self.draining).items():
+        passed = self.preflight is None or self.preflight.passed
+        for name, ok in verdicts(self.health, started=self.started, draining=self.draining,
+                                 preflight_passed=passed).items():
             status = SERVING if ok else NOT_SERVING
             if self._published.get(name) != status:
                 self._published[name] = status
@@ -300,6 +385,7 @@ class HealthBridge:
             started=self.started,
             draining=self.draining,
             services={name: status == SERVING for name, status in self._published.items()},
+            preflight=self.preflight,
         )
 
     def poll_is_fresh(self) -> bool:

@@ -15,7 +15,9 @@ from typing import Any
 
 from tfleet.durations import EXAMPLES, DurationError, parse_flag_duration
 from tfleet.health.bridge import DEFAULT_PORT, BridgeConfig, HealthBridge, default_http_port
+from tfleet.health.golden import DEFAULT_TOLERANCE
 from tfleet.health.podspec import DRAIN_TOKEN_ENV, DRAIN_TOKEN_HEADER
+from tfleet.health.preflight import DEFAULT_TIMEOUT_SECONDS, PreflightConfig
 from tfleet.health.probe_report import EXIT_UNREACHABLE, EXIT_USAGE, probe_exit_code, probe_lines
 from tfleet.health.tfs import fetch_once
 
@@ -61,6 +63,16 @@ def _positive(text: str) -> float:
 
 
 _non_negative = _duration
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'"{text}" is not a number') from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f'"{text}" must be a finite number, 0 or more')
+    return value
 
 
 def _add_model_args(parser: argparse.ArgumentParser, *, target_default: str | None) -> None:
@@ -126,6 +138,28 @@ def add_subcommands(subparsers: Any) -> None:
         f"{DRAIN_TOKEN_HEADER} header; unset or empty: no token needed "
         f"(default {DRAIN_TOKEN_ENV})",
     )
+    bridge.add_argument(
+        "--rest-port", type=_port, default=0,
+        help="TF Serving's REST port on localhost, for pre-flight requests gRPC cannot carry "
+        "(default 0: none)",
+    )
+    preflight = bridge.add_argument_group(
+        "pre-flight", "golden requests the model version must answer (right, when they say what they "
+        "must return) before readiness reports SERVING; they also warm the version up")
+    preflight.add_argument(
+        "--preflight-requests", metavar="FILE", default=None,
+        help="a JSON array of TF Serving REST :predict request bodies, each optionally with the "
+        '"predictions" or "outputs" it must return (default: no pre-flight)',
+    )
+    preflight.add_argument(
+        "--preflight-tolerance", type=_tolerance, default=DEFAULT_TOLERANCE, metavar="X",
+        help="how far an expected number may be off: |got - want| <= X * max(1, |want|) "
+        f"(default {DEFAULT_TOLERANCE:g})",
+    )
+    preflight.add_argument(
+        "--preflight-timeout", type=_positive, default=DEFAULT_TIMEOUT_SECONDS, metavar="DURATION",
+        help=f"deadline of a whole pre-flight run (default {DEFAULT_TIMEOUT_SECONDS:g}s)",
+    )
     bridge.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     bridge.set_defaults(func=run_health_bridge)
 
@@ -156,6 +190,12 @@ def bridge_config(args: argparse.Namespace) -> BridgeConfig:
         timeout=args.timeout,
         drain_seconds=args.drain_seconds,
         drain_token=os.environ.get(args.drain_token_env, ""),
+        preflight=None if args.preflight_requests is None else PreflightConfig(
+            requests_file=args.preflight_requests,
+            tolerance=args.preflight_tolerance,
+            timeout=args.preflight_timeout,
+            rest_port=args.rest_port,
+        ),
     )
 
 

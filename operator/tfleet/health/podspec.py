@@ -10,6 +10,7 @@ Serving container, and sets the pod's `terminationGracePeriodSeconds` to
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 BRIDGE_CONTAINER_NAME = "health-bridge"
@@ -27,6 +28,11 @@ BRIDGE_UID = 65532
 # environment variable, and the preStop hook sends it in this header.
 DRAIN_TOKEN_ENV = "TFLEET_DRAIN_TOKEN"
 DRAIN_TOKEN_HEADER = "X-Tfleet-Drain-Token"
+
+# The golden requests of the pre-flight: a ConfigMap key, mounted into the bridge alone.
+GOLDEN_VOLUME = "golden-requests"
+GOLDEN_DIR = "/etc/tfleet/preflight"
+GOLDEN_FILE = "requests.json"
 
 STARTUP_PERIOD_SECONDS = 5
 # Requests that reached TF Serving just before the drain ended still get to finish:
@@ -51,6 +57,21 @@ def restricted_security_context() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class PreflightWiring:
+    """The bridge's pre-flight: golden requests from `golden_volume()`, checked with this
+    tolerance, within this deadline; `rest_port` is TF Serving's, for requests gRPC cannot carry."""
+
+    tolerance: float
+    timeout_seconds: int
+    rest_port: int
+
+
+def golden_volume(config_map: str, key: str) -> dict[str, Any]:
+    """The pod volume of the golden requests: one key of a ConfigMap, as GOLDEN_FILE."""
+    return {"name": GOLDEN_VOLUME, "configMap": {"name": config_map, "items": [{"key": key, "path": GOLDEN_FILE}]}}
+
+
 def bridge_container(
     *,
     image: str,
@@ -60,10 +81,12 @@ def bridge_container(
     bridge_port: int = DEFAULT_BRIDGE_PORT,
     drain_seconds: int = DEFAULT_DRAIN_SECONDS,
     drain_token: str | None = None,
+    preflight: PreflightWiring | None = None,
 ) -> dict[str, Any]:
     """The health bridge as a native sidecar (for the pod's `initContainers`).
 
-    With `drain_token`, pass the same token to `serving_lifecycle`.
+    With `drain_token`, pass the same token to `serving_lifecycle`. With `preflight`, the pod
+    needs `golden_volume()` among its volumes.
     """
     http_port = bridge_http_port(bridge_port)
     args = [
@@ -76,6 +99,13 @@ def bridge_container(
     ]  # fmt: skip
     if version is not None:
         args += ["--version", str(version)]
+    if preflight is not None:
+        args += [
+            "--preflight-requests", f"{GOLDEN_DIR}/{GOLDEN_FILE}",
+            "--preflight-tolerance", repr(float(preflight.tolerance)),
+            "--preflight-timeout", f"{preflight.timeout_seconds}s",
+            "--rest-port", str(preflight.rest_port),
+        ]  # fmt: skip
     container: dict[str, Any] = {
         "name": BRIDGE_CONTAINER_NAME,
         "image": image,
@@ -105,6 +135,8 @@ def bridge_container(
     }
     if drain_token:
         container["env"] = [{"name": DRAIN_TOKEN_ENV, "value": drain_token}]
+    if preflight is not None:
+        container["volumeMounts"] = [{"name": GOLDEN_VOLUME, "mountPath": GOLDEN_DIR, "readOnly": True}]
     return container
 
 

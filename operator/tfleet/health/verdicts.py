@@ -57,6 +57,9 @@ class ModelHealth:
     reachable: bool = False
     error: str = ""
     versions: tuple[VersionStatus, ...] = ()
+    # TF Serving refused the connection (UNAVAILABLE): its process is down or (re)starting, as
+    # it opens its ports only after loading. Not a server that was only slow to answer.
+    refused: bool = field(default=False, compare=False)
 
     def expected(self) -> VersionStatus | None:
         """The version the pod must serve: the pinned one, or the newest AVAILABLE one."""
@@ -153,6 +156,7 @@ def health_from_rpc_error(
             expected_version=expected_version,
             reachable=False,
             error=f"TF Serving at {target} is unreachable: {details or code}",
+            refused=code == "UNAVAILABLE",
         )
     if code == "NOT_FOUND":
         error = f"TF Serving does not know model {model}: {details}"
@@ -178,9 +182,10 @@ def next_started(started: bool, health: ModelHealth) -> bool:
     return started or health.available
 
 
-def verdicts(health: ModelHealth, *, started: bool, draining: bool) -> dict[str, bool]:
-    """SERVING (True) or NOT_SERVING for every service name."""
-    ready = health.available and not draining
+def verdicts(health: ModelHealth, *, started: bool, draining: bool, preflight_passed: bool = True) -> dict[str, bool]:
+    """SERVING (True) or NOT_SERVING for every service name. Readiness also waits for the
+    pre-flight (when the pod has one): its golden requests must have passed."""
+    ready = health.available and preflight_passed and not draining
     return {
         "": ready,
         READINESS: ready,
@@ -188,6 +193,32 @@ def verdicts(health: ModelHealth, *, started: bool, draining: bool) -> dict[str,
         LIVENESS: health.reachable,
         STARTUP: started,
     }
+
+
+# The pre-flight's states, as `/status` reports them.
+PREFLIGHT_PENDING = "Pending"  # waiting for the version to be AVAILABLE
+PREFLIGHT_RUNNING = "Running"
+PREFLIGHT_PASSED = "Passed"
+PREFLIGHT_FAILED = "Failed"
+PREFLIGHT_STATES = (PREFLIGHT_PENDING, PREFLIGHT_RUNNING, PREFLIGHT_PASSED, PREFLIGHT_FAILED)
+
+
+@dataclass(frozen=True)
+class PreflightStatus:
+    """Where the pod's pre-flight stands. `error` is the last failed run's reason: it stays
+    while the pre-flight is tried again, until a run passes, so the operator can read why."""
+
+    state: str = PREFLIGHT_PENDING
+    message: str = ""  # what it does, or how the last run ended
+    error: str = ""
+    version: int | None = None  # the model version it ran against
+    attempts: int = 0  # runs so far
+    seconds: float = 0.0  # how long the last run took
+    transports: tuple[str, ...] = ()  # gRPC or REST, per request the last run sent
+
+    @property
+    def passed(self) -> bool:
+        return self.state == PREFLIGHT_PASSED
 
 
 @dataclass(frozen=True)
@@ -198,6 +229,8 @@ class BridgeStatus:
     started: bool = False
     draining: bool = False
     services: Mapping[str, bool] = field(default_factory=dict)
+    # None: the pod has no pre-flight.
+    preflight: PreflightStatus | None = None
 
 
 def health_to_dict(health: ModelHealth) -> dict[str, Any]:
@@ -228,6 +261,17 @@ def render_status_json(status: BridgeStatus) -> str:
     doc["services"] = {
         name: "SERVING" if ok else "NOT_SERVING" for name, ok in status.services.items()
     }
+    if status.preflight is not None:
+        p = status.preflight
+        doc["preflight"] = {
+            "state": p.state,
+            "message": p.message,
+            "error": p.error,
+            "version": p.version,
+            "attempts": p.attempts,
+            "seconds": round(p.seconds, 3),
+            "transports": list(p.transports),
+        }
     return json.dumps(doc, sort_keys=True)
 
 
@@ -270,9 +314,33 @@ def parse_bridge_status(text: str) -> BridgeStatus:
             started=_bool(doc.get("started", False), "started"),
             draining=_bool(doc.get("draining", False), "draining"),
             services=services,
+            preflight=_preflight(doc.get("preflight")),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise StatusFormatError(f"missing or malformed field: {exc}") from exc
+
+
+def _preflight(doc: Any) -> PreflightStatus | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise StatusFormatError(f"preflight must be an object, not {doc!r}")
+    state = _str(doc.get("state", PREFLIGHT_PENDING), "preflight.state")
+    if state not in PREFLIGHT_STATES:
+        raise StatusFormatError(f"preflight.state must be one of {', '.join(PREFLIGHT_STATES)}, not {state!r}")
+    version = doc.get("version")
+    seconds = doc.get("seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise StatusFormatError(f"preflight.seconds must be a number, not {seconds!r}")
+    return PreflightStatus(
+        state=state,
+        message=_str(doc.get("message", ""), "preflight.message"),
+        error=_str(doc.get("error", ""), "preflight.error"),
+        version=None if version is None else _int(version, "preflight.version"),
+        attempts=_int(doc.get("attempts", 0), "preflight.attempts"),
+        seconds=float(seconds),
+        transports=tuple(_str(t, "preflight.transports[]") for t in doc.get("transports") or []),
+    )
 
 
 def parse_status_json(text: str) -> ModelHealth:

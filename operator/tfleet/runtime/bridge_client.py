@@ -1,7 +1,9 @@
-"""What a serving pod's health bridge knows: TF Serving's own error for a model that failed to load.
+"""What a serving pod's health bridge knows: TF Serving's own error for a model that failed to
+load, and why the pod's pre-flight failed.
 
 Kubelet's probes only say NOT_SERVING; the bridge's `GET /status` carries TF Serving's
-message ("Could not find SavedModel ..."), which is what the person on call needs in the
+message ("Could not find SavedModel ...") and the pre-flight's ("pre-flight request 1 of 3
+returned a wrong answer: ..."), which is what the person on call needs in the
 InferenceService's status. The operator asks only pods that are not ready, only while it
 waits for them, and the answer is best effort: no answer means no message, never a failure.
 """
@@ -10,19 +12,33 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
 from tfleet.api.model import HEALTH_BRIDGE_HTTP_PORT
-from tfleet.health import StatusFormatError, parse_status_json
+from tfleet.health import StatusFormatError, parse_bridge_status
 
 TIMEOUT_SECONDS = 0.5
 
 
-def fetch_load_error(pod_ip: str, port: int = HEALTH_BRIDGE_HTTP_PORT, timeout: float = TIMEOUT_SECONDS) -> str | None:
-    """TF Serving's load error for the pod's model version; "" when there is none; None when
-    the bridge did not answer."""
+@dataclass(frozen=True)
+class BridgeReport:
+    """Why a pod is not ready, in the bridge's words ("" when it has no such reason)."""
+
+    load_error: str = ""  # TF Serving's load error for the pod's model version
+    preflight_error: str = ""  # the last failed pre-flight run, until one passes
+
+
+def _url(pod_ip: str, port: int, path: str) -> str:
     host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    return f"http://{host}:{port}{path}"
+
+
+def fetch_report(pod_ip: str, port: int = HEALTH_BRIDGE_HTTP_PORT, timeout: float = TIMEOUT_SECONDS) -> BridgeReport | None:
+    """The bridge's report; None when it did not answer."""
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=timeout) as response:
-            return parse_status_json(response.read().decode()).load_error
+        with urllib.request.urlopen(_url(pod_ip, port, "/status"), timeout=timeout) as response:
+            status = parse_bridge_status(response.read().decode())
     except (urllib.error.URLError, TimeoutError, OSError, StatusFormatError, UnicodeDecodeError):
         return None
+    return BridgeReport(load_error=status.health.load_error,
+                        preflight_error=status.preflight.error if status.preflight is not None else "")

@@ -287,7 +287,7 @@ class Fleet:
     def _recheck_delay(self, key: Key, pods: list[PodSummary]) -> float:
         """POD_RECHECK_SECONDS, doubling up to MAX_POD_RECHECK_SECONDS while the pods look the same."""
         looks = tuple(sorted((p.name, p.ready, p.restarts, p.crash_looping, p.image_pull_failing,
-                              p.unschedulable, p.load_error) for p in pods))
+                              p.unschedulable, p.load_error, p.preflight_error) for p in pods))
         last = self._rechecks.get(key)
         delay = POD_RECHECK_SECONDS if last is None or last[0] != looks else min(MAX_POD_RECHECK_SECONDS, last[1] * 2)
         self._rechecks[key] = (looks, delay)

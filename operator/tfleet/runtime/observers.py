@@ -1,5 +1,5 @@
-"""Inputs from outside the cluster's API: what serving pods' health bridges report, and what
-the metric gate's Prometheus answers. Each observer asks only while someone waits for the
+"""Inputs from outside the cluster's API: what serving pods' health bridges report (load errors,
+pre-flight failures), and what the metric gate's Prometheus answers. Each observer asks only while someone waits for the
 answer, caches it for its interval, and hands the planner plain data.
 """
 
@@ -36,43 +36,55 @@ class Observation:
     look_again_after: float | None = None
 
 
-def _fetch_load_error(pod_ip: str) -> str | None:
+def _fetch_report(pod_ip: str) -> bridge_client.BridgeReport | None:
     # Looked up at call time, so a test can stand in for the bridge's HTTP endpoint.
-    return bridge_client.fetch_load_error(pod_ip)
+    return bridge_client.fetch_report(pod_ip)
+
+
+_NO_REPORT = bridge_client.BridgeReport()
 
 
 class BridgeReports:
-    """TF Serving's own load errors, asked of the health bridges of pods that are not ready."""
+    """TF Serving's own load errors and failed pre-flights, asked of the health bridges of pods
+    that are not ready."""
 
-    def __init__(self, monotonic: Callable[[], float], fetch: Callable[[str], str | None] = _fetch_load_error):
+    def __init__(self, monotonic: Callable[[], float],
+                 fetch: Callable[[str], bridge_client.BridgeReport | None] = _fetch_report):
         self._monotonic = monotonic
         self._fetch = fetch
         self._guard = threading.Lock()
-        self._answers: dict[tuple[Key, str], tuple[float, str]] = {}  # (isvc, pod) -> (when, load error)
+        # (isvc, pod) -> (when, report)
+        self._answers: dict[tuple[Key, str], tuple[float, bridge_client.BridgeReport]] = {}
 
     def with_load_errors(self, key: Key, pods: list[PodSummary]) -> Observation:
-        """`pods` with the load errors their bridges report. The caller asks only while someone
-        waits for those pods (during a rollout, or while the InferenceService is not Ready): a
-        healthy fleet is never polled."""
+        """`pods` with the load errors and pre-flight failures their bridges report. The caller
+        asks only while someone waits for those pods (during a rollout, or while the
+        InferenceService is not Ready): a healthy fleet is never polled."""
         waiting = [p for p in pods if not p.ready and p.ip and not p.crash_looping and not p.image_pull_failing
                    and not p.load_error]
         if not waiting:
             return Observation(pods)
         now = self._monotonic()
-        answers: dict[str, str] = {}
+        answers: dict[str, bridge_client.BridgeReport] = {}
         for pod in waiting:
             with self._guard:
                 cached = self._answers.get((key, pod.name))
             if cached is None or now - cached[0] >= BRIDGE_POLL_SECONDS:
-                error = self._fetch(pod.ip) or ""
-                cached = (now, error)
+                report = self._fetch(pod.ip) or _NO_REPORT
+                previous = cached[1] if cached is not None else _NO_REPORT
+                cached = (now, report)
                 with self._guard:
                     self._answers[(key, pod.name)] = cached
-                if error:
-                    # The rollout of a version that cannot load is rolled back at once.
-                    log.warning("Pod %s/%s reported a model load failure: %s", key[0], pod.name, error)
+                # The rollout of a version that cannot load, or fails its pre-flight, is rolled back at once.
+                if report.load_error and report.load_error != previous.load_error:
+                    log.warning("Pod %s/%s reported a model load failure: %s", key[0], pod.name, report.load_error)
+                if report.preflight_error and report.preflight_error != previous.preflight_error:
+                    log.warning("Pod %s/%s reported a failed pre-flight: %s", key[0], pod.name,
+                                report.preflight_error)
             answers[pod.name] = cached[1]
-        pods = [replace(p, load_error=answers[p.name]) if answers.get(p.name) else p for p in pods]
+        pods = [replace(p, load_error=answers[p.name].load_error or p.load_error,
+                        preflight_error=answers[p.name].preflight_error)
+                if p.name in answers else p for p in pods]
         return Observation(pods, look_again_after=BRIDGE_POLL_SECONDS)
 
     def forget(self, key: Key) -> None:
