@@ -14,6 +14,8 @@ workloads; the benchmark (`python -m e2e.bench.serving`) measures the defaults.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -218,6 +220,76 @@ def test_a_version_that_cannot_load_is_rolled_back_under_load_with_tf_servings_w
     rolled_back = [e for e in events if e["reason"] == "RolloutRolledBack"]
     assert rolled_back and MISSING_SAVED_MODEL in rolled_back[0]["message"]
     assert rolled_back[0]["type"] == "Warning"
+
+
+# ---------------------------------------------------------------------- pre-flight
+
+
+# Version 1's function, y = x + 1, on two golden inputs; version 2 (y = 2x) answers [2.0, 4.0].
+GOLDEN = [{"instances": [1.0, 2.0], "predictions": [2.0, 3.0]}]
+
+
+def tfleet_cli(serving: ServingCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tfleet.cli", *args, "--kubeconfig", str(serving.kubeconfig)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_canary_takes_no_request_before_its_pre_flight_and_one_that_answers_wrong_is_rolled_back(serving, ns):
+    base = f"s3://models/{ns}/gold"
+    serving.write_model(base, 1, card(V1))
+    serving.write_model(base, 2, card(V2))  # far from the golden answers
+    serving.write_model(base, 3, card(V1, first_run_seconds=1.0))  # right, and slow on its first run
+    serving.kubectl("create", "configmap", "golden", "-n", ns, f"--from-literal=requests.json={json.dumps(GOLDEN)}")
+    preflight = {"requests": {"configMapRef": {"name": "golden"}}, "timeoutSeconds": 20}
+    rollout = {"steps": [{"weight": 50, "pause": "2s"}], "progressDeadlineSeconds": 120}
+
+    def gold(version: int) -> dict[str, Any]:
+        manifest = isvc("gold", ns, version, rollout=rollout)
+        manifest["spec"]["model"]["preflight"] = preflight
+        return manifest
+
+    serving.apply(gold(1))
+    wait_for(lambda: len(serving.ready_pods("gold", ns)) == 2, 120, "2 ready pods of gold")
+    loads = [PredictLoad(serving.target("gold", ns), "gold", {1: V1, 3: V1}) for _ in range(3)]
+    for load in loads:
+        load.start()
+    try:
+        wait_for(lambda: all(load.by_version()[1] > 10 for load in loads), 60, "version 1 to answer the loads")
+        serving.apply(gold(2))
+        wait_for(lambda: rollout_of(serving, "gold", ns).get("phase") == "RolledBack", 120,
+                 "the canary that fails its pre-flight to roll back")
+        failed = rollout_of(serving, "gold", ns)
+        status_cli = tfleet_cli(serving, "rollout", "status", "gold", "-n", ns, "--timeout", "10s")
+        serving.apply(gold(3))
+        wait_for(lambda: rollout_of(serving, "gold", ns).get("phase") == "Succeeded", 180,
+                 "the canary that passes its pre-flight to be promoted")
+        wait_for(lambda: all(load.by_version(since=time.monotonic() - 1.0)[3] > 10 for load in loads), 60,
+                 "version 3 to answer the loads")
+    finally:
+        for load in loads:
+            load.stop()
+    wrong = ("the pre-flight failed: request 1 of 1 returned a wrong answer: predictions[1] is 4.0, expected 3.0 "
+             "(tolerance 1e-05); returned [2.0, 4.0], expected [2.0, 3.0]")
+    assert failed["reason"] == "PreflightFailed"
+    assert failed["message"].endswith(wrong), failed["message"]
+    events = json.loads(serving.kubectl("get", "events", "-n", ns, "-o", "json",
+                                        "--field-selector", "involvedObject.name=gold").stdout)["items"]
+    assert any(e["reason"] == "RolloutRolledBack" and wrong in e["message"] for e in events), \
+        [e["message"] for e in events]
+    # Not one request of the load reached version 2, and none failed.
+    for load in loads:
+        no_failures(load)
+        assert not [o for o in load.outcomes() if o.version == 2] and load.by_version()[3] > 0, load.by_version()
+    # `tfleet rollout status` said why the rollout stopped, and exited 1.
+    assert status_cli.returncode == 1, status_cli.stdout + status_cli.stderr
+    assert wrong in status_cli.stdout and 'inferenceservice "gold" failed' in status_cli.stdout, status_cli.stdout
+    # The pods say what ran, over which transport.
+    code, body = bridge_call(serving.ready_pods("gold", ns)[0]["status"]["podIP"], "/status")
+    from tfleet.health.verdicts import parse_bridge_status
+
+    report = parse_bridge_status(body).preflight
+    assert code == 200 and report is not None
+    assert (report.state, report.version, report.transports) == ("Passed", 3, ("gRPC",))
 
 
 # ---------------------------------------------------------------------- drain

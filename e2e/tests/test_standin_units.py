@@ -192,3 +192,19 @@ def test_the_image_description() -> None:
     wrapper, _ = files["/usr/bin/tensorflow_model_server"]
     assert 'exec /venv/bin/python -m e2e.standin "$@"' in wrapper
     assert "TFSERVING_STANDIN_VERSION=2.18.1" in wrapper
+
+
+def test_the_first_run_of_a_signature_pays_for_its_executors_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from e2e.standin import protos, servable
+
+    slept: list[float] = []
+    monkeypatch.setattr(servable.time, "sleep", slept.append)
+    session = servable.Session(parse_card({"first_run_seconds": 0.4, "latency_seconds": 0.001}), metrics.Registry())
+    feeds = {session.feed: servable.Tensor(protos.DT_FLOAT, [1], [1.0])}
+    for _ in range(3):
+        status, _ = session.run(feeds, [session.fetch], timeout_ms=0)
+        assert status.ok
+    # The executors' creation once, then the run's own latency every time.
+    assert slept == [0.4, 0.001, 0.001, 0.001]
+    with pytest.raises(CardError, match="first_run_seconds must not be negative"):
+        parse_card({"first_run_seconds": -1})

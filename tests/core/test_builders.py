@@ -409,11 +409,16 @@ def test_every_example_builds_valid_children(name: str) -> None:
 
 # --------------------------------------------------------------------------- invariants
 
+_GOLDEN = '[{"instances": [[1.0, 2.0]], "predictions": [[2.5, 3.0]]}]'
+
 VARIANTS: list[tuple[str, Callable[[], IsvcBuilder]]] = [
     ("cpu", lambda: make_isvc("x")),
     ("gpu", lambda: make_isvc("x").gpu(1)),
     ("pvc with credentials", lambda: make_isvc("x").base_path("pvc://store/m").credentials("c")),
     ("everything", lambda: make_isvc("x").gpu(1).batching(8, [4, 8]).autoscaling(2, 4).credentials("c")),
+    ("pre-flight from a ConfigMap", lambda: make_isvc("x").set(
+        "spec.model.preflight", {"requests": {"configMapRef": {"name": "golden", "key": "fraud.json"}}})),
+    ("inline pre-flight", lambda: make_isvc("x").set("spec.model.preflight", {"requests": {"inline": _GOLDEN}})),
     ("every toleration form", lambda: make_isvc("x").pod(tolerations=[
         {"operator": "Exists"},
         {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
@@ -602,6 +607,10 @@ REVISION_CASES = [
     pytest.param(lambda b: b.pod(nodeSelector={"pool": "ml"}), True, id="a pod setting is a new revision"),
     pytest.param(lambda b: b.rolling_update(), True,
                  id="switching strategy is a new revision (its pods are selected differently)"),
+    pytest.param(lambda b: b.set("spec.model.preflight", {"requests": {"inline": _GOLDEN}}), True,
+                 id="a pre-flight is a new revision"),
+    pytest.param(lambda b: b.set("spec.model.preflight", {"requests": {"configMapRef": {"name": "golden"}}}), True,
+                 id="a pre-flight from a ConfigMap is a new revision"),
     # Around the pods: the same revision.
     pytest.param(lambda b: b.replicas(7), False, id="a replicas-only change is not a new revision"),
     pytest.param(lambda b: b.replicas(0), False, id="scaling to zero is not a new revision"),
@@ -701,3 +710,36 @@ def test_the_serving_container_ends_its_first_failed_load_with_a_readable_messag
     # TF Serving prints its load error and exits: the kubelet keeps the end of the log.
     assert serving["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert "--max_num_load_retries=0" in serving["args"]
+
+
+def _bridge(isvc: InferenceService) -> dict[str, Any]:
+    pod = builders.build_deployment(isvc)["spec"]["template"]["spec"]
+    (bridge,) = pod["initContainers"]
+    return {"args": bridge["args"], "mounts": bridge.get("volumeMounts"),
+            "volume": next((v for v in pod["volumes"] if v["name"] == "golden-requests"), None),
+            "serving mounts": [m["name"] for m in pod["containers"][0]["volumeMounts"]]}
+
+
+def test_the_pre_flight_reaches_the_bridge_and_only_the_bridge() -> None:
+    assert _bridge(make_isvc("x").isvc())["volume"] is None
+    assert "--preflight-requests" not in _bridge(make_isvc("x").isvc())["args"]
+
+    ref = make_isvc("x").set("spec.model.preflight", {"requests": {"configMapRef": {"name": "golden",
+                                                                                       "key": "fraud.json"}},
+                                                      "tolerance": 0.001, "timeoutSeconds": 90}).server(restPort=9001)
+    seen = _bridge(ref.isvc())
+    args = seen["args"]
+    flags = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--preflight") or
+             args[i] == "--rest-port"}
+    assert flags == {"--preflight-requests": "/etc/tfleet/preflight/requests.json", "--preflight-tolerance": "0.001",
+                     "--preflight-timeout": "90s", "--rest-port": "9001"}
+    assert seen["mounts"] == [{"name": "golden-requests", "mountPath": "/etc/tfleet/preflight", "readOnly": True}]
+    assert seen["volume"] == {"name": "golden-requests", "configMap": {
+        "name": "golden", "items": [{"key": "fraud.json", "path": "requests.json"}]}}
+    assert "golden-requests" not in seen["serving mounts"]  # TF Serving never reads them
+
+    inline = make_isvc("x").set("spec.model.preflight", {"requests": {"inline": _GOLDEN}}).isvc()
+    rev = builders.compute_revision(inline)
+    assert rev.config[tfconfig.GOLDEN_REQUESTS] == _GOLDEN  # in the revision's own immutable ConfigMap
+    assert _bridge(inline)["volume"] == {"name": "golden-requests", "configMap": {
+        "name": f"x-{rev.name}", "items": [{"key": tfconfig.GOLDEN_REQUESTS, "path": "requests.json"}]}}

@@ -55,9 +55,9 @@ class PreflightConfig:
 class PreflightResult:
     passed: bool
     message: str
-    requests: int = 0  # how many were answered
+    requests: int = 0  # how many were sent
     seconds: float = 0.0
-    transports: tuple[str, ...] = ()  # GRPC or REST, per request sent
+    transports: tuple[str, ...] = ()  # GRPC or REST, per request sent, in order
 
 
 class _Failed(Exception):
@@ -99,8 +99,7 @@ class PreflightRunner:
         try:
             signatures = await self._signatures(channel, version, deadline)
             for request in requests:
-                transport, answer = await self._send(channel, request, version, signatures, deadline, len(requests))
-                transports.append(transport)
+                answer = await self._send(channel, request, version, signatures, deadline, len(requests), transports)
                 problem = golden.mismatch(request, answer, self.config.tolerance)
                 if problem:
                     raise _Failed(f"{_where(request, len(requests))} returned a wrong answer: {problem}")
@@ -143,7 +142,8 @@ class PreflightRunner:
         return signatures
 
     async def _send(self, channel: grpc.aio.Channel, request: golden.GoldenRequest, version: int,
-                    signatures: Any | None, deadline: float, total: int) -> tuple[str, dict[str, Any]]:
+                    signatures: Any | None, deadline: float, total: int, transports: list[str]) -> dict[str, Any]:
+        """The answer to one request, as TF Serving's REST API words it; records the transport."""
         reason = "GetModelMetadata gave no signatures"
         if signatures is not None:
             if request.signature not in signatures.signature_def:
@@ -156,11 +156,13 @@ class PreflightRunner:
             except tensors.RequestError as exc:
                 reason = str(exc)
             else:
-                return GRPC, await self._predict_grpc(channel, request, version, form, inputs, deadline, total)
+                transports.append(GRPC)
+                return await self._predict_grpc(channel, request, version, form, inputs, deadline, total)
         if not self.config.rest_port:
             raise _Failed(f"{_where(request, total)} cannot be sent over gRPC ({reason}) and no REST port is known")
         log.info("Sending pre-flight request %d of model %s over REST: %s", request.index + 1, self.model, reason)
-        return REST, await asyncio.to_thread(self._predict_rest, request, version, deadline, total)
+        transports.append(REST)
+        return await asyncio.to_thread(self._predict_rest, request, version, deadline, total)
 
     async def _predict_grpc(self, channel: grpc.aio.Channel, request: golden.GoldenRequest, version: int,
                             form: str, inputs: dict[str, Any], deadline: float, total: int) -> dict[str, Any]:
