@@ -51,3 +51,27 @@ def test_a_new_revision_gets_the_current_bridge_image(monkeypatch: pytest.Monkey
     # And the stable revision's Deployment is not rebuilt with the new image.
     assert all(reconcile.revision_of(m) != reconcile.revision_of(next(iter(
         c for (k, _), c in children.items() if k == "Deployment"))) for m in new)
+
+
+def test_a_revision_whose_bridge_reads_no_metrics_keeps_its_bridge_and_a_new_one_reads_them(
+        monkeypatch: pytest.MonkeyPatch):
+    # A revision made by a release whose bridge did not read TF Serving's metrics page.
+    original = reconcile.pod_extras_of
+    monkeypatch.setattr(reconcile, "pod_extras_of", lambda *a, **k: builders.PodExtras(
+        drain_token=original(*a, **k).drain_token, bridge_metrics=False))
+    body, children = converged(make_isvc("x").version(3).replicas(2))
+    (deployment,) = [c for (kind, _), c in children.items() if kind == "Deployment"]
+    assert health_wiring.kept_bridge_metrics(deployment) is False
+    monkeypatch.setattr(reconcile, "pod_extras_of", original)  # the upgrade
+    result = plan_children(body, children, [], LATER)
+    assert result.apply == [] and result.scale == [] and result.delete == []
+    bumped = make_isvc("x").version(4).replicas(2).manifest()
+    bumped["status"] = body["status"]
+    (new,) = [m for m in plan_children(bumped, children, [], LATER).apply if m["kind"] == "Deployment"]
+    assert health_wiring.kept_bridge_metrics(new) is True
+    (bridge,) = new["spec"]["template"]["spec"]["initContainers"]
+    assert bridge["args"][bridge["args"].index("--metrics-path") + 1] == "/monitoring/prometheus/metrics"
+    assert bridge["args"][bridge["args"].index("--rest-port") + 1] == "8501"
+    # Turning monitoring off leaves the bridge nothing to read.
+    off = builders.build_deployment(make_isvc("x").monitoring(False).isvc())
+    assert "--metrics-path" not in off["spec"]["template"]["spec"]["initContainers"][0]["args"]

@@ -35,6 +35,34 @@ class Condition(ApiObject):
 
 
 @dataclass(frozen=True)
+class AnalysisFigures(ApiObject):
+    """What one side (the canary's pods or the stable pods) served since the step began, from their TF
+    Serving's own metrics."""
+
+    pods: int | None = field("Pods whose health bridge reported figures.", default=None)
+    requests: int | None = field("Requests TF Serving answered.", default=None)
+    errors: int | None = field("Requests answered with a status other than OK.", default=None)
+    error_rate: float | None = field("errors / requests.", default=None)
+    p99_latency_milliseconds: float | None = field(
+        "The 99th percentile of successful requests' latency, from TF Serving's histogram.", default=None)
+
+
+@dataclass(frozen=True)
+class StepAnalysis(ApiObject):
+    """The builtin analysis of one step of the rollout: the last figures of both sides, and the verdict."""
+
+    revision: str | None = field("The canary revision.", default=None)
+    step: int | None = field("Index of the step in spec.rollout.steps; absent for the promotion.", default=None)
+    weight: int | None = field("The step's weight.", default=None)
+    verdict: str | None = field("Passed, Failed, or Pending (not enough traffic yet, or figures missing).",
+                                default=None, enum=("Passed", "Failed", "Pending"))
+    message: str | None = field("The figures in words, as the rollout message gives them.", default=None)
+    canary: AnalysisFigures | None = field("The canary's pods.", default=None)
+    stable: AnalysisFigures | None = field("The stable pods.", default=None)
+    checked_at: str | None = field("When the figures were read (RFC 3339).", default=None)
+
+
+@dataclass(frozen=True)
 class RolloutStatus(ApiObject):
     """Progress of the current or last rollout."""
 
@@ -78,6 +106,9 @@ class RolloutStatus(ApiObject):
         default=None, enum=STOP_REASONS,
     )
     message: str | None = field("What the rollout is doing or why it stopped.", default=None)
+    analysis: tuple[StepAnalysis, ...] = field(
+        "The builtin analysis (spec.rollout.analysis.builtin) of the current or last rollout, one entry per "
+        "step and one for the promotion.", default=())
 
 
 @dataclass(frozen=True)

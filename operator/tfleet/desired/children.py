@@ -78,11 +78,14 @@ class PodExtras:
 
     `drain_token` (see `health_wiring.drain_token`) goes to the health bridge and the preStop
     hook; without one, the bridge drains for anyone who asks. `bridge_image` is the health
-    bridge's image; None: the operator's own (`health_wiring.bridge_image`).
+    bridge's image; None: the operator's own (`health_wiring.bridge_image`). `bridge_metrics`:
+    the bridge reads TF Serving's metrics page (for the builtin canary analysis), which a
+    revision made by a release before that does not.
     """
 
     drain_token: str | None = None
     bridge_image: str | None = None
+    bridge_metrics: bool = True
 
 
 NO_EXTRAS = PodExtras()
@@ -100,7 +103,7 @@ def compute_revision(isvc: InferenceService) -> Revision:
     data = tfconfig.config_files(isvc)
     digest = checksum(data)
     template = _pod_template(isvc, digest, _CONFIG_PLACEHOLDER, revision_label=None,
-                             extras=PodExtras(bridge_image=REVISION_BRIDGE_IMAGE))
+                             extras=PodExtras(bridge_image=REVISION_BRIDGE_IMAGE, bridge_metrics=False))
     name = hashlib.sha256(json.dumps([data, template], sort_keys=True).encode()).hexdigest()[:10]
     return Revision(name=name, config=data, checksum=digest)
 
@@ -311,7 +314,8 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
     }
-    sidecars = probes.sidecars(isvc, image=extras.bridge_image, drain_token=extras.drain_token)
+    sidecars = probes.sidecars(isvc, image=extras.bridge_image, drain_token=extras.drain_token,
+                               metrics=extras.bridge_metrics)
     if sidecars:
         pod_spec["initContainers"] = sidecars
     if (golden := probes.golden_volume(isvc, config_map)) is not None:

@@ -66,8 +66,11 @@ def golden_volume(isvc: InferenceService, config_map: str) -> dict[str, Any] | N
     return podspec.golden_volume(config_map, tfconfig.GOLDEN_REQUESTS)
 
 
-def sidecars(isvc: InferenceService, image: str | None = None, drain_token: str | None = None) -> list[dict[str, Any]]:
-    """Native sidecar containers (init containers with restartPolicy Always)."""
+def sidecars(isvc: InferenceService, image: str | None = None, drain_token: str | None = None,
+             metrics: bool = True) -> list[dict[str, Any]]:
+    """Native sidecar containers (init containers with restartPolicy Always). With `metrics` (and
+    monitoring on), the bridge reads TF Serving's metrics page."""
+    server = isvc.spec.server
     return [
         podspec.bridge_container(
             image=image or bridge_image(),
@@ -78,6 +81,8 @@ def sidecars(isvc: InferenceService, image: str | None = None, drain_token: str 
             drain_seconds=isvc.spec.pod.drain_seconds,
             drain_token=drain_token,
             preflight=preflight_wiring(isvc),
+            metrics=podspec.MetricsWiring(server.rest_port, tfconfig.METRICS_PATH) if metrics and server.monitoring
+            else None,
         )
     ]
 
@@ -131,6 +136,16 @@ def kept_drain_token(deployment: dict[str, Any]) -> str | None:
                 return value if isinstance(value, str) and _TOKEN_FORMAT.fullmatch(value) else None
         return ""
     return None
+
+
+def kept_bridge_metrics(deployment: dict[str, Any]) -> bool:
+    """Whether an existing Deployment's health bridge reads TF Serving's metrics: a revision made
+    before bridges did keeps its bridge as it is (an upgrade rolls nothing)."""
+    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in spec.get("initContainers") or []:
+        if isinstance(container, dict) and container.get("name") == podspec.BRIDGE_CONTAINER_NAME:
+            return podspec.METRICS_PATH_FLAG in (container.get("args") or [])
+    return True
 
 
 def kept_bridge_image(deployment: dict[str, Any]) -> str | None:

@@ -185,7 +185,9 @@ def pod_extras_of(isvc: InferenceService, rev: builders.Revision, owned: dict[Ch
     operator's current ones."""
     running = _running_deployment(isvc, rev, owned)
     kept_image = health_wiring.kept_bridge_image(running) if running is not None else None
-    return builders.PodExtras(drain_token=drain_token_of(isvc, rev, owned, drain_key), bridge_image=kept_image)
+    metrics = health_wiring.kept_bridge_metrics(running) if running is not None else True
+    return builders.PodExtras(drain_token=drain_token_of(isvc, rev, owned, drain_key), bridge_image=kept_image,
+                              bridge_metrics=metrics)
 
 
 def drain_token_of(isvc: InferenceService, rev: builders.Revision, owned: dict[ChildKey, Manifest],

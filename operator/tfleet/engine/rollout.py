@@ -229,7 +229,8 @@ def policy_of(isvc: InferenceService) -> Policy:
         deadline_seconds=spec.progress_deadline_seconds,
         auto_rollback=spec.auto_rollback,
         history_limit=spec.revision_history_limit + 1,
-        analysis=spec.analysis is not None and spec.analysis.prometheus is not None,
+        analysis=spec.analysis is not None and (spec.analysis.prometheus is not None or
+                                                spec.analysis.builtin is not None),
     )
 
 

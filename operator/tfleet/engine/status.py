@@ -249,6 +249,11 @@ def compute_status(
             "endpoints": endpoints(isvc),
             "rollout": state.to_status(),
         }
+        kept = {state.canary, state.failed, state.stable}
+        records = [r for r in analysis.record((previous.get("rollout") or {}).get("analysis"), check, now)
+                   if r.get("revision") in kept]
+        if records:
+            status["rollout"]["analysis"] = records
         stable = revisions.get(state.stable or "")
         if stable is not None and stable.ready > 0 and stable.version is not None:
             status["servingVersion"] = stable.version

@@ -10,11 +10,18 @@ It serves `grpc.health.v1.Health` (Check and Watch) with the service names in
   clients have moved away; with a drain token configured, only requests that carry it;
 - `GET /healthz`: 200 while the poll loop keeps running (the bridge's own liveness).
 
+- `GET /traffic?since=T`: what TF Serving served since T (seconds since the epoch, or RFC
+  3339), from its own metrics (`traffic.py`), for the operator's builtin canary analysis.
+
 With a pre-flight (`preflight.py`), readiness stays NOT_SERVING after the version turns
 AVAILABLE until its golden requests have passed; `/status` says how the pre-flight stands.
 A failed pre-flight is tried again after a back-off (10 s, doubling up to 5 minutes); TF
 Serving refusing connections (a restart: it opens its ports only after loading) sends the
 pod back to waiting for a new pre-flight.
+
+With a metrics path, the bridge reads TF Serving's Prometheus page every metrics interval.
+Its counting starts when readiness is about to turn SERVING (after the pre-flight), so the
+figures cover the traffic the pod took, not the bridge's own golden requests.
 
 `/status` and `/healthz` are read-only and answer GET and HEAD; `/drain` is the one
 endpoint that changes anything. Any other method gets 405 with an `Allow` header.
@@ -29,9 +36,12 @@ import hmac
 import logging
 import signal
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import grpc.aio
@@ -40,6 +50,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tfleet.health.podspec import DRAIN_TOKEN_HEADER
 from tfleet.health.preflight import PreflightConfig, PreflightResult, PreflightRunner
 from tfleet.health.tfs import AsyncModelStatusClient
+from tfleet.health.traffic import PageError, Snapshot, TrafficHistory, figures_to_json, parse_page
 from tfleet.health.verdicts import (
     PREFLIGHT_FAILED,
     PREFLIGHT_PASSED,
@@ -90,6 +101,12 @@ class BridgeConfig:
     drain_token: str = ""
     # Golden requests the version must pass before readiness reports SERVING; None: none.
     preflight: PreflightConfig | None = None
+    # TF Serving's Prometheus page, on its REST port on localhost; "": not read.
+    rest_port: int = 0
+    metrics_path: str = ""
+    metrics_interval: float = 5.0
+    # How far back `/traffic` can look (canary steps and their deadlines are shorter).
+    metrics_retention: float = 3 * 3600.0
 
     @property
     def stale_after(self) -> float:
@@ -138,6 +155,12 @@ class HealthBridge:
         self.preflight = PreflightStatus() if config.preflight is not None else None
         self._preflight_task: asyncio.Task[None] | None = None
         self._preflight_retry_at = 0.0
+        reads_metrics = bool(config.metrics_path and config.rest_port)
+        self.traffic = TrafficHistory(int(config.metrics_retention / config.metrics_interval) + 2) \
+            if reads_metrics else None
+        self._counting = False
+        self._scrape_error = ""
+        self._scraper: asyncio.Task[None] | None = None
 
     # ----- life cycle -------------------------------------------------------------------
 
@@ -168,6 +191,8 @@ class HealthBridge:
         )
         self._last_poll = time.monotonic()
         self._poller = asyncio.create_task(self._poll_loop())
+        if self.traffic is not None:
+            self._scraper = asyncio.create_task(self._scrape_loop())
         log.info(
             "Started health bridge for model %s at %s (gRPC port %d, HTTP port %d)",
             cfg.model,
@@ -183,6 +208,10 @@ class HealthBridge:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         self._cancel_preflight()
+        if self._scraper is not None:
+            self._scraper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scraper
         if self._http is not None:
             self._http.close()
         for task in list(self._tasks):
@@ -287,6 +316,11 @@ class HealthBridge:
         self._last_poll = time.monotonic()
         self._log_changes(observed)
         self._update_preflight(observed)
+        if observed.refused and self.traffic is not None:
+            # A new TF Serving process: its counters start again, and so does the counting.
+            self._counting = False
+            self.traffic.reset()
+        await self._start_counting()
         await self._publish()
 
     # ----- pre-flight -------------------------------------------------------------------
@@ -339,7 +373,57 @@ class HealthBridge:
             log.warning("Failed the pre-flight of version %d of model %s (trying again in %gs): %s", version,
                         self.config.model, retry, result.message)
         self._preflight_task = None
+        await self._start_counting()
         await self._publish()
+
+    # ----- TF Serving's traffic figures ---------------------------------------------------
+
+    async def _start_counting(self) -> None:
+        """The baseline of the figures, taken just before readiness first turns SERVING."""
+        if self.traffic is None or self._counting or self.draining or not self.health.available:
+            return
+        if self.preflight is not None and not self.preflight.passed:
+            return
+        self.traffic.reset(await self._scrape())
+        self._counting = True
+
+    async def _scrape(self) -> Snapshot | None:
+        """One read of TF Serving's metrics page; None (and the reason kept) when it fails."""
+        url = f"http://localhost:{self.config.rest_port}{self.config.metrics_path}"
+        try:
+            text = await asyncio.to_thread(_get_text, url, self.config.timeout)
+            counters = parse_page(text, self.config.model)
+        except (urllib.error.URLError, TimeoutError, OSError, UnicodeDecodeError, PageError) as exc:
+            error = f"TF Serving's metrics at {url} could not be read: {getattr(exc, 'reason', exc)}"
+            if error != self._scrape_error:
+                log.warning("Failed to read the metrics of model %s: %s", self.config.model, error)
+            self._scrape_error = error
+            return None
+        self._scrape_error = ""
+        return Snapshot(time.time(), counters)
+
+    async def _scrape_loop(self) -> None:
+        assert self.traffic is not None
+        while not self._stopping.is_set():
+            if self._counting:
+                snapshot = await self._scrape()
+                if snapshot is not None:
+                    self.traffic.add(snapshot)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.config.metrics_interval)
+
+    async def traffic_since(self, since: float) -> str:
+        """The `/traffic` document: what was served since `since` (seconds since the epoch)."""
+        assert self.traffic is not None
+        latest = self.traffic.latest
+        if self._counting and (latest is None or time.time() - latest.at > self.config.metrics_interval / 2):
+            snapshot = await self._scrape()  # a fresh end for the window
+            if snapshot is not None:
+                self.traffic.add(snapshot)
+        found = self.health.expected()
+        return figures_to_json(self.traffic.since(since), model=self.config.model,
+                               version=found.version if found is not None else None,
+                               counting=self._counting, error=self._scrape_error) + "\n"
 
     def _cancel_preflight(self) -> None:
         if self._preflight_task is not None:
@@ -439,6 +523,14 @@ class HealthBridge:
                 return 400, f"{exc}\n", "text/plain"
             await self.drain(seconds)
             return 200, "Drained\n", "text/plain"
+        if path == "/traffic":
+            if self.traffic is None:
+                return 404, "This bridge does not read TF Serving's metrics (no --metrics-path)\n", "text/plain"
+            try:
+                since = since_param(request.query)
+            except ValueError as exc:
+                return 400, f"{exc}\n", "text/plain"
+            return 200, await self.traffic_since(since), "application/json"
         raise AssertionError(f"no handler for {path}")  # ALLOWED_METHODS names every path
 
 
@@ -449,8 +541,30 @@ ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
     "/status": ("GET", "HEAD"),
     "/healthz": ("GET", "HEAD"),
     "/drain": ("GET", "POST"),
+    "/traffic": ("GET", "HEAD"),
 }
 MAX_DRAIN_SECONDS = 3600.0
+
+
+def since_param(query: dict[str, list[str]]) -> float:
+    """`/traffic?since=T`: seconds since the epoch, or an RFC 3339 time; absent: everything."""
+    values = query.get("since")
+    if not values:
+        return 0.0
+    text = values[-1]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"since={text!r} is neither seconds since the epoch nor an RFC 3339 time") from None
+
+
+def _get_text(url: str, timeout: float) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return str(response.read().decode())
 
 
 def drain_seconds_param(query: dict[str, list[str]]) -> float | None:

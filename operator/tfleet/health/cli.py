@@ -140,8 +140,17 @@ def add_subcommands(subparsers: Any) -> None:
     )
     bridge.add_argument(
         "--rest-port", type=_port, default=0,
-        help="TF Serving's REST port on localhost, for pre-flight requests gRPC cannot carry "
-        "(default 0: none)",
+        help="TF Serving's REST port on localhost: its metrics page, and pre-flight requests gRPC "
+        "cannot carry (default 0: none)",
+    )
+    bridge.add_argument(
+        "--metrics-path", default="", metavar="PATH",
+        help="TF Serving's Prometheus page on the REST port, for GET /traffic (the builtin canary "
+        "analysis); default: not read",
+    )
+    bridge.add_argument(
+        "--metrics-interval", type=_positive, default=5.0, metavar="DURATION",
+        help="how often the metrics page is read (default 5s)",
     )
     preflight = bridge.add_argument_group(
         "pre-flight", "golden requests the model version must answer (right, when they say what they "
@@ -190,6 +199,9 @@ def bridge_config(args: argparse.Namespace) -> BridgeConfig:
         timeout=args.timeout,
         drain_seconds=args.drain_seconds,
         drain_token=os.environ.get(args.drain_token_env, ""),
+        rest_port=args.rest_port,
+        metrics_path=args.metrics_path,
+        metrics_interval=args.metrics_interval,
         preflight=None if args.preflight_requests is None else PreflightConfig(
             requests_file=args.preflight_requests,
             tolerance=args.preflight_tolerance,

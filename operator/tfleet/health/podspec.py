@@ -67,6 +67,17 @@ class PreflightWiring:
     rest_port: int
 
 
+@dataclass(frozen=True)
+class MetricsWiring:
+    """Where the bridge reads TF Serving's Prometheus page: the REST port on localhost, the path."""
+
+    rest_port: int
+    path: str
+
+
+METRICS_PATH_FLAG = "--metrics-path"
+
+
 def golden_volume(config_map: str, key: str) -> dict[str, Any]:
     """The pod volume of the golden requests: one key of a ConfigMap, as GOLDEN_FILE."""
     return {"name": GOLDEN_VOLUME, "configMap": {"name": config_map, "items": [{"key": key, "path": GOLDEN_FILE}]}}
@@ -82,6 +93,7 @@ def bridge_container(
     drain_seconds: int = DEFAULT_DRAIN_SECONDS,
     drain_token: str | None = None,
     preflight: PreflightWiring | None = None,
+    metrics: MetricsWiring | None = None,
 ) -> dict[str, Any]:
     """The health bridge as a native sidecar (for the pod's `initContainers`).
 
@@ -99,12 +111,16 @@ def bridge_container(
     ]  # fmt: skip
     if version is not None:
         args += ["--version", str(version)]
+    rest_port = preflight.rest_port if preflight is not None else metrics.rest_port if metrics is not None else 0
+    if rest_port:
+        args += ["--rest-port", str(rest_port)]
+    if metrics is not None:
+        args += [METRICS_PATH_FLAG, metrics.path]
     if preflight is not None:
         args += [
             "--preflight-requests", f"{GOLDEN_DIR}/{GOLDEN_FILE}",
             "--preflight-tolerance", repr(float(preflight.tolerance)),
             "--preflight-timeout", f"{preflight.timeout_seconds}s",
-            "--rest-port", str(preflight.rest_port),
         ]  # fmt: skip
     container: dict[str, Any] = {
         "name": BRIDGE_CONTAINER_NAME,

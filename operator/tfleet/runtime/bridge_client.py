@@ -11,13 +11,17 @@ waits for them, and the answer is best effort: no answer means no message, never
 from __future__ import annotations
 
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
 from tfleet.api.model import HEALTH_BRIDGE_HTTP_PORT
 from tfleet.health import StatusFormatError, parse_bridge_status
+from tfleet.health.traffic import FiguresFormatError, TrafficFigures, figures_from_json
 
 TIMEOUT_SECONDS = 0.5
+# A /traffic answer may wait for one read of TF Serving's metrics page.
+TRAFFIC_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -42,3 +46,17 @@ def fetch_report(pod_ip: str, port: int = HEALTH_BRIDGE_HTTP_PORT, timeout: floa
         return None
     return BridgeReport(load_error=status.health.load_error,
                         preflight_error=status.preflight.error if status.preflight is not None else "")
+
+
+def fetch_traffic(pod_ip: str, since: str, port: int = HEALTH_BRIDGE_HTTP_PORT,
+                  timeout: float = TRAFFIC_TIMEOUT_SECONDS) -> TrafficFigures | None:
+    """What the pod's TF Serving served since `since` (an RFC 3339 time), by its bridge's
+    `/traffic`; None when the bridge did not answer, answered something else, or has not
+    started counting (the pod has not been ready yet)."""
+    url = _url(pod_ip, port, "/traffic?" + urllib.parse.urlencode({"since": since}))
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            figures, extra = figures_from_json(response.read().decode())
+    except (urllib.error.URLError, TimeoutError, OSError, FiguresFormatError, UnicodeDecodeError):
+        return None
+    return figures if extra.get("counting") else None

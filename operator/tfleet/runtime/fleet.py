@@ -184,7 +184,7 @@ class Fleet:
             return
         parsed = plan.parse_once(seen.body)
         state = State.from_status((seen.body.get("status") or {}).get("rollout"))
-        gate = self.checks.check(key, parsed.isvc, state)
+        gate = self.checks.check(key, parsed.isvc, state, seen.pods, seen.now)
         if gate.look_again_after is not None:
             # Scheduled now, so that a pass that fails below still runs the next check.
             self.queue.wake_up(key, gate.look_again_after)

@@ -1,22 +1,26 @@
 """Inputs from outside the cluster's API: what serving pods' health bridges report (load errors,
-pre-flight failures), and what the metric gate's Prometheus answers. Each observer asks only while someone waits for the
+pre-flight failures, TF Serving's traffic figures), and what the metric gate's Prometheus answers. Each observer asks only while someone waits for the
 answer, caches it for its interval, and hands the planner plain data.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
-from tfleet.api.model import InferenceService
+from tfleet.api.model import BuiltinAnalysis, InferenceService, PrometheusAnalysis
 from tfleet.api.schema import duration_seconds
+from tfleet.api.times import parse_time
 from tfleet.api.vocabulary import ACTIVE_PHASES, Phase
 from tfleet.engine import analysis
 from tfleet.engine.observe import PodSummary
 from tfleet.engine.rollout import State
+from tfleet.health.traffic import TrafficFigures, merge
 from tfleet.runtime import bridge_client, prometheus
 
 log = logging.getLogger(__name__)
@@ -100,30 +104,59 @@ class GateCheck:
     look_again_after: float | None = None
 
 
+def _fetch_traffic(pod_ip: str, since: str) -> TrafficFigures | None:
+    # Looked up at call time, so a test can stand in for the bridge's HTTP endpoint.
+    return bridge_client.fetch_traffic(pod_ip, since)
+
+
+# Bridges asked at once for their figures.
+TRAFFIC_WORKERS = 8
+
+
 class MetricChecks:
-    """The canary's metric gate, run when due: once per interval per rollout."""
+    """The canary's checks, each run when due (once per its interval per rollout): the Prometheus
+    query, and the builtin analysis, which asks the health bridges of the canary's and the stable
+    pods what their TF Serving served since the step began."""
 
     def __init__(self, monotonic: Callable[[], float],
-                 query: Callable[..., analysis.Result] | None = None):
+                 query: Callable[..., analysis.Result] | None = None,
+                 traffic: Callable[[str, str], TrafficFigures | None] = _fetch_traffic):
         self._monotonic = monotonic
         self._query = query
+        self._traffic = traffic
         self._guard = threading.Lock()
         self._checks: dict[Key, tuple[str, float, analysis.Result]] = {}  # canary, when, result
+        # (canary, step start), when, elapsed in the step, result
+        self._comparisons: dict[Key, tuple[tuple[str, str | None], float, float, analysis.Result]] = {}
 
-    def check(self, key: Key, isvc: InferenceService | None, state: State) -> GateCheck:
+    def check(self, key: Key, isvc: InferenceService | None, state: State, pods: Sequence[PodSummary] = (),
+              now: datetime | None = None) -> GateCheck:
         gate = isvc.spec.rollout.analysis if isvc else None
-        if gate is None or gate.prometheus is None or state.canary is None:
+        if isvc is None or gate is None or state.canary is None:
             return GateCheck(None)
         if state.phase not in (Phase.PROGRESSING, Phase.PROMOTING):
             return GateCheck(None)
-        interval = duration_seconds(gate.prometheus.interval)
+        checks = []
+        if gate.prometheus is not None:
+            checks.append(self._prometheus(key, gate.prometheus, state))
+        if gate.builtin is not None:
+            checks.append(self._builtin(key, isvc, gate.builtin, state, pods, now))
+        if not checks:
+            return GateCheck(None)
+        result = checks[0].result if len(checks) == 1 else analysis.combine(checks[0].result, checks[1].result)
+        looks = [c.look_again_after for c in checks if c.look_again_after is not None]
+        return GateCheck(result, look_again_after=min(looks) if looks else None)
+
+    def _prometheus(self, key: Key, check: PrometheusAnalysis, state: State) -> GateCheck:
+        assert state.canary is not None
+        interval = duration_seconds(check.interval)
         now = self._monotonic()
         with self._guard:
             cached = self._checks.get(key)
         if cached and cached[0] == state.canary and now - cached[1] < interval:
-            return GateCheck(cached[2])
-        query = analysis.render_query(gate.prometheus, revision=state.canary, namespace=key[0], name=key[1])
-        result = (self._query or prometheus.query_prometheus)(gate.prometheus, query)
+            return GateCheck(cached[2], look_again_after=max(0.0, interval - (now - cached[1])))
+        query = analysis.render_query(check, revision=state.canary, namespace=key[0], name=key[1])
+        result = (self._query or prometheus.query_prometheus)(check, query)
         with self._guard:
             self._checks[key] = (state.canary, self._monotonic(), result)
         # A failed check rolls the canary back; a source that fails holds the step.
@@ -131,9 +164,50 @@ class MetricChecks:
         log.log(level, "Ran the metric check of InferenceService %s/%s: %s", *key, result.message)
         return GateCheck(result, look_again_after=interval)
 
+    def _builtin(self, key: Key, isvc: InferenceService, check: BuiltinAnalysis, state: State,
+                 pods: Sequence[PodSummary], now: datetime | None) -> GateCheck:
+        assert state.canary is not None
+        interval = duration_seconds(check.interval)
+        deadline = float(isvc.spec.rollout.progress_deadline_seconds)
+        started = parse_time(state.step_started_at)
+        elapsed = (now.replace(tzinfo=None) - started).total_seconds() if now is not None and started else 0.0
+        step = (state.canary, state.step_started_at)
+        mono = self._monotonic()
+        with self._guard:
+            cached = self._comparisons.get(key)
+        # Looked at again at the deadline too: that is when too little traffic becomes a verdict.
+        if cached and cached[0] == step and mono - cached[1] < interval and not cached[2] < deadline <= elapsed:
+            return GateCheck(cached[3], look_again_after=self._next_look(interval - (mono - cached[1]), elapsed,
+                                                                         deadline, cached[3]))
+        canary = [p for p in pods if p.revision == state.canary and p.ip]
+        stable = [p for p in pods if p.revision == state.stable and p.ip]
+        since = state.step_started_at or ""
+        asked = canary + stable
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(TRAFFIC_WORKERS, len(asked)))) as pool:
+            answers = list(pool.map(lambda p: self._traffic(p.ip, since), asked))
+        canary_figures = [f for f in answers[:len(canary)] if f is not None]
+        stable_figures = [f for f in answers[len(canary):] if f is not None]
+        comparison = analysis.Comparison(
+            revision=state.canary, step=state.step, weight=state.weight,
+            canary=merge(canary_figures), stable=merge(stable_figures),
+            canary_pods=(len(canary_figures), len(canary)), stable_pods=(len(stable_figures), len(stable)))
+        result = analysis.judge(check, comparison, elapsed=elapsed, deadline=deadline)
+        with self._guard:
+            self._comparisons[key] = (step, self._monotonic(), elapsed, result)
+        level = logging.WARNING if result.ok is False or result.source_failed else logging.INFO
+        log.log(level, "Ran the builtin analysis of InferenceService %s/%s: %s", *key, result.message)
+        return GateCheck(result, look_again_after=self._next_look(interval, elapsed, deadline, result))
+
+    @staticmethod
+    def _next_look(after: float, elapsed: float, deadline: float, result: analysis.Result) -> float:
+        if result.ok is None and elapsed < deadline:
+            return max(0.0, min(after, deadline - elapsed))
+        return max(0.0, after)
+
     def forget(self, key: Key) -> None:
         with self._guard:
             self._checks.pop(key, None)
+            self._comparisons.pop(key, None)
 
 
 def rollout_active(body: Manifest) -> bool:
