@@ -55,7 +55,7 @@ def snap(at: float, ok: float, errors: float = 0.0, cumulative: tuple[float, ...
     return Snapshot(at, Counters(statuses, bounds, cumulative))
 
 
-def test_the_history_answers_with_the_increase_since_a_time_from_the_last_snapshot_before_it() -> None:
+def test_the_history_answers_with_the_increase_since_a_time_from_the_first_snapshot_after_it() -> None:
     history = TrafficHistory(100)
     history.reset(snap(100, 7, 0, (7, 7, 7)))  # the baseline: the pre-flight's 7 requests
     history.add(snap(105, 17, 1, (15, 17, 17)))
@@ -64,11 +64,12 @@ def test_the_history_answers_with_the_increase_since_a_time_from_the_last_snapsh
     assert (since_start.requests, since_start.errors, since_start.by_status) == (53, 3, {"OK": 50, "UNAVAILABLE": 3})
     assert since_start.latency_counts == (8, 35, 7)
     assert (since_start.start, since_start.end) == (100, 110)
-    later = history.since(107)  # from the snapshot at 105
+    later = history.since(103)  # from the snapshot at 105: nothing served before 103 is counted
     assert (later.requests, later.errors, later.latency_counts) == (42, 2, (0, 33, 7))
+    assert history.since(111).requests == 0  # nothing after the latest snapshot yet
     # A restarted TF Serving starts its counters again: the drop is read as a start from zero.
     history.add(snap(115, 4, 0, (4, 4, 4)))
-    after = history.since(107)
+    after = history.since(103)
     assert (after.requests, after.by_status["OK"]) == (46, 44)
     assert TrafficHistory(10).since(0) == TrafficFigures(start=0.0, end=0.0)
 

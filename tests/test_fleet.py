@@ -785,3 +785,43 @@ def test_a_metric_source_that_fails_is_named_at_once_and_warned_about_once(caplo
     fleet.reconcile(key)
     assert [r for _, r, _ in kube.events] == ["MetricCheckInconclusive"]
     assert kube.isvc["status"]["rollout"]["phase"] == "Progressing"
+
+
+def test_a_canary_whose_figures_fail_the_builtin_analysis_is_rolled_back_naming_them(caplog):
+    from tfleet.health.traffic import TrafficFigures
+    from tfleet.runtime.observers import MetricChecks
+
+    bounds = (1000.0, 2000.0, float("inf"))
+    asked: list[tuple[str, str]] = []
+
+    def traffic(ip: str, since: str) -> TrafficFigures:
+        asked.append((ip, since))
+        if ip == "10.0.9.9":  # the canary: 41 of 1000 requests failed
+            return TrafficFigures(requests=1000, errors=41, by_status={"OK": 959, "INTERNAL": 41},
+                                  latency_bounds=bounds, latency_counts=(959, 0, 0))
+        return TrafficFigures(requests=1000, errors=2, by_status={"OK": 998, "UNAVAILABLE": 2},
+                              latency_bounds=bounds, latency_counts=(998, 0, 0))
+
+    kube = RecordingKube()
+    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=0, monotonic=lambda: 1000.0)
+    fleet.checks = MetricChecks(lambda: 1000.0, traffic=traffic)
+    analysis = {"builtin": {"maxErrorRateIncrease": 0.01, "minRequests": 200}}
+    key, canary = start_canary(fleet, kube, analysis=analysis, **STEPS)
+    stable = kube.isvc["status"]["rollout"]["stableRevision"]
+    kube.pods = [{"metadata": {"name": name, "namespace": "ml",
+                               "labels": {"tfleet.dev/inferenceservice": "resnet", "tfleet.dev/revision": rev}},
+                  "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}}
+                 for name, rev, ip in (("c", canary, "10.0.9.9"), ("s0", stable, "10.0.0.1"), ("s1", stable, "10.0.0.2"))]
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    fleet.reconcile(key)
+    rollout = kube.isvc["status"]["rollout"]
+    step_started = rollout.get("stepStartedAt")
+    assert sorted(asked) == [("10.0.0.1", step_started), ("10.0.0.2", step_started), ("10.0.9.9", step_started)]
+    assert (rollout["phase"], rollout["reason"]) == ("RolledBack", "MetricCheckFailed")
+    assert rollout["message"] == f"Rolled back revision {canary}: canary error rate 4.1% vs stable 0.2%, allowed +1%"
+    (record,) = rollout["analysis"]
+    assert (record["revision"], record["step"], record["verdict"]) == (canary, 0, "Failed")
+    assert (record["canary"]["pods"], record["canary"]["errors"], record["stable"]["pods"],
+            record["stable"]["requests"]) == (1, 41, 2, 2000)
+    assert ("Warning", "RolloutRolledBack", rollout["message"]) in kube.events

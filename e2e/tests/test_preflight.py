@@ -25,13 +25,17 @@ from .standin_support import StandIn
 MODEL = "m"
 # y = 0.5 x + 2, whose first run of a signature takes 0.3 s longer (TensorFlow's lazy set-up).
 CARD = {"function": {"linear": {"a": 0.5, "b": 2}}, "first_run_seconds": 0.3}
+METRICS = "/monitoring/prometheus/metrics"
 
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
     root = tmp_path_factory.mktemp("preflight")
     write_version(root / MODEL, 1, CARD)
-    server = StandIn(root / "run", [f"--model_name={MODEL}", f"--model_base_path={root / MODEL}"])
+    monitoring = root / "monitoring.config"
+    monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS}" }}')
+    server = StandIn(root / "run", [f"--model_name={MODEL}", f"--model_base_path={root / MODEL}",
+                                    f"--monitoring_config_file={monitoring}"])
     try:
         yield server.wait_serving()
     finally:
@@ -135,11 +139,11 @@ async def _until(probe: Callable[[], Awaitable[Any]], expected: Any, within: flo
     raise AssertionError(f"expected {expected!r}, last saw {last!r}")
 
 
-def _bridge(standin: StandIn, requests_file: str) -> HealthBridge:
+def _bridge(standin: StandIn, requests_file: str, **config: Any) -> HealthBridge:
     return HealthBridge(BridgeConfig(
         target=f"127.0.0.1:{standin.grpc_port}", model=MODEL, version=1, port=0, http_port=0, listen="127.0.0.1",
         interval=0.05, timeout=0.5,
-        preflight=PreflightConfig(requests_file, rest_port=standin.rest_port)))
+        preflight=PreflightConfig(requests_file, rest_port=standin.rest_port), **config))
 
 
 async def test_the_bridge_reports_ready_only_after_the_pre_flight_passed(standin: StandIn, tmp_path: Path) -> None:
@@ -192,3 +196,33 @@ def _render(bridge: HealthBridge) -> str:
     from tfleet.health.verdicts import render_status_json
 
     return render_status_json(bridge.status())
+
+
+async def test_the_bridge_counts_what_tf_serving_served_after_the_pre_flight(standin: StandIn, tmp_path: Path) -> None:
+    from tfleet.health.traffic import figures_from_json
+
+    bridge = _bridge(standin, golden(tmp_path, [{"instances": [1.0], "predictions": [2.5]}] * 3),
+                     rest_port=standin.rest_port, metrics_path=METRICS, metrics_interval=0.2)
+    await bridge.start()
+    try:
+        before = time.time()
+        figures, extra = figures_from_json(await bridge.traffic_since(0))
+        assert (figures.requests, extra["counting"]) == (0, False)  # not ready: nothing counted yet
+        await _until(lambda: _readiness(bridge), "SERVING")
+        for _ in range(4):
+            await asyncio.to_thread(standin.predict, MODEL, [1.0, 2.0])
+        await asyncio.to_thread(lambda: standin.http("POST", f"/v1/models/{MODEL}/versions/9:predict",
+                                                     {"instances": [1.0]}))
+
+        async def served() -> int:
+            return figures_from_json(await bridge.traffic_since(before))[0].requests
+
+        await _until(served, 5)  # read again at the bridge's metrics interval
+        figures, extra = figures_from_json(await bridge.traffic_since(before))
+    finally:
+        await bridge.stop()
+    # The three golden requests went before the baseline; the load's five came after it.
+    assert (figures.requests, figures.errors, figures.by_status) == (5, 1, {"OK": 4, "NOT_FOUND": 1})
+    assert sum(figures.latency_counts) == 4  # TF Serving times only what succeeded
+    assert (extra["counting"], extra["model"], extra["version"], extra["error"]) == (True, MODEL, 1, "")
+    assert figures.quantile(0.99) is not None

@@ -14,6 +14,7 @@ workloads; the benchmark (`python -m e2e.bench.serving`) measures the defaults.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -290,6 +291,79 @@ def test_a_canary_takes_no_request_before_its_pre_flight_and_one_that_answers_wr
     report = parse_bridge_status(body).preflight
     assert code == 200 and report is not None
     assert (report.state, report.version, report.transports) == ("Passed", 3, ("gRPC",))
+
+
+# ---------------------------------------------------------------------- builtin analysis
+
+
+# Stable answers in about 70 ms, low in TF Serving's latency bucket
+# [67.5, 121.4) ms, with room for a loaded machine's overhead; twice as slow lands a bucket higher.
+STABLE_SECONDS, SLOWER_SECONDS = 0.07, 0.14
+INJECTED = "INTERNAL: Injected failure of the model's computation"
+
+
+def test_builtin_analysis_rolls_back_on_errors_and_latency_and_holds_a_step_without_traffic(serving, ns):
+    base = f"s3://models/{ns}/judge"
+    serving.write_model(base, 1, card(V1, latency_seconds=STABLE_SECONDS))
+    serving.write_model(base, 2, card(V1, latency_seconds=STABLE_SECONDS, error_rate=0.05))
+    for version in (3, 4, 5):
+        serving.write_model(base, version, card(V1, latency_seconds=SLOWER_SECONDS))
+    builtin = {"maxErrorRateIncrease": 0.01, "maxLatencyRatio": 1.3, "minRequests": 100, "interval": "2s"}
+
+    def judged(version: int, deadline: int = 120, **overrides: Any) -> dict[str, Any]:
+        return isvc("judge", ns, version, rollout={
+            "steps": [{"weight": 25, "pause": "4s"}], "progressDeadlineSeconds": deadline,
+            "analysis": {"builtin": {**builtin, **overrides}}})
+
+    def ended(phase: str, after: str | None = None) -> dict[str, Any] | None:
+        ro = rollout_of(serving, "judge", ns)
+        done = ro.get("phase") == phase and (after is None or ro.get("failedRevision", ro.get("stableRevision")) != after)
+        return ro if done else None
+
+    serving.apply(judged(1))
+    wait_for(lambda: len(serving.ready_pods("judge", ns)) == 2, 120, "2 ready pods of judge")
+    loads = [PredictLoad(serving.target("judge", ns), "judge", {v: V1 for v in range(1, 6)}) for _ in range(3)]
+    for load in loads:
+        load.start()
+    try:
+        serving.apply(judged(2))
+        errors = wait_for(lambda: ended("RolledBack"), 120, "the canary that fails 5% of requests to roll back")
+        serving.apply(judged(3))
+        slow = wait_for(lambda: ended("RolledBack", errors["failedRevision"]), 120,
+                        "the canary twice as slow to roll back with maxLatencyRatio 1.3")
+        serving.apply(judged(4, maxLatencyRatio=3.0))
+        passed = wait_for(lambda: ended("Succeeded"), 180, "the canary twice as slow to pass with maxLatencyRatio 3")
+    finally:
+        for load in loads:
+            load.stop()
+    # Without traffic the step holds, saying why, until the progress deadline fails it.
+    serving.apply(judged(5, deadline=15, maxLatencyRatio=3.0))
+    held = wait_for(lambda: "not enough traffic to judge yet" in rollout_of(serving, "judge", ns).get("message", "")
+                    and rollout_of(serving, "judge", ns), 60, "the step without traffic to hold")
+    starved = wait_for(lambda: ended("RolledBack", slow["failedRevision"]), 60, "the step without traffic to fail")
+
+    # The load saw no failure but the ones version 2's model injected.
+    for load in loads:
+        assert {o.error for o in load.failures()} <= {INJECTED}, load.failures()[:3]
+    assert errors["reason"] == slow["reason"] == starved["reason"] == "MetricCheckFailed"
+    assert re.fullmatch(r"Rolled back revision \w+: canary error rate [3-7]\.\d% vs stable 0\.0%, allowed \+1%",
+                        errors["message"]), errors["message"]
+    (record,) = errors["analysis"]
+    assert (record["step"], record["verdict"], record["stable"]["errors"]) == (0, "Failed", 0)
+    assert record["canary"]["requests"] >= 100 and record["canary"]["errors"] > 0, record
+    latency = re.fullmatch(r"Rolled back revision \w+: canary p99 latency ([\d.]+)ms vs stable ([\d.]+)ms "
+                           r"\(([\d.]+)x\), allowed 1\.3x", slow["message"])
+    assert latency and float(latency.group(3)) > 1.3, slow["message"]
+    assert [(r.get("step"), r["verdict"]) for r in passed["analysis"]] == [(0, "Passed"), (None, "Passed")], passed
+    assert "allowed 3x" in passed["analysis"][0]["message"]
+    assert held["phase"] == "Progressing" and "waiting for the metric check: not enough traffic" in held["message"]
+    assert starved["message"].endswith("not enough traffic to judge by the progress deadline: the canary served 0 "
+                                       "and the stable pods 0 requests since the step began, 100 each are needed")
+    print(f"\nbuiltin analysis: {errors['message']}\n  {slow['message']}\n  {passed['analysis'][0]['message']}")
+    events = json.loads(serving.kubectl("get", "events", "-n", ns, "-o", "json",
+                                        "--field-selector", "involvedObject.name=judge").stdout)["items"]
+    rolled_back = [e["message"] for e in events if e["reason"] == "RolloutRolledBack"]
+    assert any("canary error rate" in m for m in rolled_back) and any("p99 latency" in m for m in rolled_back)
 
 
 # ---------------------------------------------------------------------- drain

@@ -11,9 +11,10 @@ rendered by `tensorflow_serving/util/prometheus_exporter.cc` (cumulative buckets
 `le="+Inf"`).
 
 The bridge keeps a snapshot of the cumulative counters every interval (`TrafficHistory`), and
-answers "what was served since T" with the increase from the last snapshot at or before T (or
+answers "what was served since T" with the increase from the first snapshot at or after T (or
 from its baseline, taken when the pod was about to take traffic, so its own pre-flight
-requests are not counted), treating a counter that went down as a restarted server.
+requests are not counted) to the latest, treating a counter that went down as a restarted
+server. A window so starts up to one interval late: it never counts a request served before T.
 """
 
 from __future__ import annotations
@@ -212,13 +213,10 @@ class TrafficHistory:
         return self._snapshots[-1] if self._snapshots else None
 
     def since(self, t: float) -> TrafficFigures:
-        """What was served from the last snapshot at or before `t` (or the baseline, when `t` is
+        """What was served from the first snapshot at or after `t` (the baseline, when `t` is
         older) to the latest snapshot."""
         snapshots = list(self._snapshots)
-        start = 0
-        for i, snap in enumerate(snapshots):
-            if snap.at <= t:
-                start = i
+        start = next((i for i, snap in enumerate(snapshots) if snap.at >= t), max(0, len(snapshots) - 1))
         return figures_between(snapshots[start:])
 
 
