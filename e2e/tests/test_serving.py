@@ -308,11 +308,11 @@ def test_builtin_analysis_rolls_back_on_errors_and_latency_and_holds_a_step_with
     serving.write_model(base, 2, card(V1, latency_seconds=STABLE_SECONDS, error_rate=0.05))
     for version in (3, 4, 5):
         serving.write_model(base, version, card(V1, latency_seconds=SLOWER_SECONDS))
-    builtin = {"maxErrorRateIncrease": 0.01, "maxLatencyRatio": 1.3, "minRequests": 100, "interval": "2s"}
+    builtin = {"maxErrorRateIncrease": 0.01, "maxLatencyRatio": 1.3, "minRequests": 60, "interval": "1s"}
 
     def judged(version: int, deadline: int = 120, **overrides: Any) -> dict[str, Any]:
         return isvc("judge", ns, version, rollout={
-            "steps": [{"weight": 25, "pause": "4s"}], "progressDeadlineSeconds": deadline,
+            "steps": [{"weight": 25, "pause": "2s"}], "progressDeadlineSeconds": deadline,
             "analysis": {"builtin": {**builtin, **overrides}}})
 
     def ended(phase: str, after: str | None = None) -> dict[str, Any] | None:
@@ -337,7 +337,7 @@ def test_builtin_analysis_rolls_back_on_errors_and_latency_and_holds_a_step_with
         for load in loads:
             load.stop()
     # Without traffic the step holds, saying why, until the progress deadline fails it.
-    serving.apply(judged(5, deadline=15, maxLatencyRatio=3.0))
+    serving.apply(judged(5, deadline=12, maxLatencyRatio=3.0))
     held = wait_for(lambda: "not enough traffic to judge yet" in rollout_of(serving, "judge", ns).get("message", "")
                     and rollout_of(serving, "judge", ns), 60, "the step without traffic to hold")
     starved = wait_for(lambda: ended("RolledBack", slow["failedRevision"]), 60, "the step without traffic to fail")
@@ -350,7 +350,7 @@ def test_builtin_analysis_rolls_back_on_errors_and_latency_and_holds_a_step_with
                         errors["message"]), errors["message"]
     (record,) = errors["analysis"]
     assert (record["step"], record["verdict"], record["stable"]["errors"]) == (0, "Failed", 0)
-    assert record["canary"]["requests"] >= 100 and record["canary"]["errors"] > 0, record
+    assert record["canary"]["requests"] >= 60 and record["canary"]["errors"] > 0, record
     latency = re.fullmatch(r"Rolled back revision \w+: canary p99 latency ([\d.]+)ms vs stable ([\d.]+)ms "
                            r"\(([\d.]+)x\), allowed 1\.3x", slow["message"])
     assert latency and float(latency.group(3)) > 1.3, slow["message"]
@@ -358,7 +358,7 @@ def test_builtin_analysis_rolls_back_on_errors_and_latency_and_holds_a_step_with
     assert "allowed 3x" in passed["analysis"][0]["message"]
     assert held["phase"] == "Progressing" and "waiting for the metric check: not enough traffic" in held["message"]
     assert starved["message"].endswith("not enough traffic to judge by the progress deadline: the canary served 0 "
-                                       "and the stable pods 0 requests since the step began, 100 each are needed")
+                                       "and the stable pods 0 requests since the step began, 60 each are needed")
     print(f"\nbuiltin analysis: {errors['message']}\n  {slow['message']}\n  {passed['analysis'][0]['message']}")
     events = json.loads(serving.kubectl("get", "events", "-n", ns, "-o", "json",
                                         "--field-selector", "involvedObject.name=judge").stdout)["items"]
