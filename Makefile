@@ -127,6 +127,10 @@ e2e-kind: venv tools image ## With Docker and kind: load the image into kind, he
 bench-rollout: venv tools ## Measure the rollout engine's overhead per canary step
 	$(BIN)/python -m e2e.bench.rollout
 
+.PHONY: bench-preflight
+bench-preflight: venv ## Pre-flight as warmup (first-request latency) and the bridge's cost of reading TF Serving's metrics (~4 min); rewrites its part of docs/benchmarks.md
+	$(BIN)/python -m e2e.bench.preflight --docs
+
 .PHONY: bench-serving
 bench-serving: venv tools ## Serving on running pods: request spread, canary share, latency, termination (~10 min); rewrites its part of docs/benchmarks.md
 	$(BIN)/python -m e2e.bench.serving --docs
