@@ -351,3 +351,26 @@ def test_a_bad_drain_key_file_is_refused_naming_the_flag(tmp_path: Path, content
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"error: {message.format(path=path)}"]
     assert result.stdout == ""
+
+
+def test_render_shows_the_bridges_pre_flight(tmp_path: Path) -> None:
+    golden = '[{"instances": [[1.0, 2.0]], "predictions": [[2.5, 3.0]]}]'
+    path = tmp_path / "fraud.yaml"
+    path.write_text(dump(make_isvc("fraud").set("spec.model.preflight", {"requests": {"inline": golden},
+                                                                           "tolerance": 0.001})))
+    result = tfleet("render", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    rendered = {o["kind"]: o for o in yaml.safe_load_all(result.stdout) if o["kind"] in ("ConfigMap", "Deployment")}
+    assert rendered["ConfigMap"]["data"]["golden-requests.json"] == golden
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    args = " ".join(pod["initContainers"][0]["args"])
+    assert "--preflight-requests /etc/tfleet/preflight/requests.json --preflight-tolerance 0.001 " \
+           "--preflight-timeout 30s" in args
+    assert {"name": "golden-requests", "configMap": {"name": rendered["ConfigMap"]["metadata"]["name"], "items": [
+        {"key": "golden-requests.json", "path": "requests.json"}]}} in pod["volumes"]
+    # A bad inline document is refused offline, naming the field.
+    path.write_text(dump(make_isvc("fraud").set("spec.model.preflight", {"requests": {"inline": "[1]"}})))
+    bad = tfleet("render", "-f", str(path))
+    assert bad.returncode == 2
+    assert 'spec.model.preflight.requests.inline: request 1: must be a JSON object with "instances" or ' \
+           '"inputs", not a number' in bad.stderr

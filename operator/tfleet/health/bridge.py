@@ -76,7 +76,7 @@ PREFLIGHT_MAX_RETRY_SECONDS = 300.0
 
 
 def preflight_retry_after(attempts: int) -> float:
-    return min(PREFLIGHT_MAX_RETRY_SECONDS, PREFLIGHT_RETRY_SECONDS * 2 ** max(0, attempts - 1))
+    return min(PREFLIGHT_MAX_RETRY_SECONDS, PREFLIGHT_RETRY_SECONDS * 2.0 ** max(0, attempts - 1))
 
 
 def default_http_port(port: int) -> int:
