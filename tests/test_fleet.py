@@ -758,3 +758,38 @@ def test_a_metric_source_that_fails_is_named_at_once_and_warned_about_once(caplo
     fleet.reconcile(key)
     assert [r for _, r, _ in kube.events] == ["MetricCheckInconclusive"]
     assert kube.isvc["status"]["rollout"]["phase"] == "Progressing"
+
+
+def test_an_unpinned_fleet_reports_the_versions_its_bridges_serve(monkeypatch):
+    # TF Serving picks a newer version up in place when none is pinned: only the pods' health
+    # bridges know which one each serves. Asked once a minute, written only when it changes.
+    from tfleet.runtime import bridge_client as podhealth
+
+    served = {"10.0.0.0": 5, "10.0.0.1": 5}
+    asked: list[str] = []
+
+    def fake_bridge(ip: str, *args: object, **kwargs: object) -> int | None:
+        asked.append(ip)
+        return served[ip]
+
+    monkeypatch.setattr(podhealth, "fetch_served_version", fake_bridge)
+    kube = RecordingKube()
+    mono = [0.0]
+    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=0, monotonic=lambda: mono[0])
+    body = isvc()
+    del body["spec"]["model"]["version"]
+    key = start(fleet, kube, body)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube)
+    add_pods(fleet, kube, ready=True)
+    fleet.reconcile(key)
+    assert kube.isvc["status"]["servingVersion"] == 5 and "servingVersions" not in kube.isvc["status"]
+    assert sorted(asked) == ["10.0.0.0", "10.0.0.1"]
+    kube.calls.clear()
+    fleet.reconcile(key)  # within the minute: not asked again, nothing written
+    assert len(asked) == 2 and [c for c in kube.calls if c[0] == "status"] == []
+    served["10.0.0.1"] = 6  # one pod picked version 6 up
+    mono[0] += 61
+    fleet.reconcile(key)
+    assert kube.isvc["status"]["servingVersions"] == [{"version": 5, "pods": 1}, {"version": 6, "pods": 1}]
