@@ -452,6 +452,22 @@ def scheduling_fleet(kube: RecordingKube) -> tuple[Fleet, list[float]]:
     return fleet, delays
 
 
+def settled_then_bumped(fleet: Fleet, kube: RecordingKube, rollout: dict[str, Any], replicas: int = 2) -> tuple[str, str]:
+    """An InferenceService settled at version 3, then bumped to 4 (generation 2), as the watch
+    delivers it: the next reconcile starts the rollout."""
+    key = start(fleet, kube, isvc(replicas=replicas, rollout=rollout))
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube, replicas=replicas)
+    fleet.reconcile(key)
+    body = isvc(replicas=replicas, rollout=rollout)
+    body["spec"]["model"]["version"] = 4
+    body["metadata"]["generation"] = 2
+    body["status"] = kube.isvc["status"]
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    return key
+
+
 def test_a_status_planned_from_a_stale_view_is_never_written():
     kube = RecordingKube()
     fleet, _ = scheduling_fleet(kube)
@@ -536,17 +552,8 @@ def test_a_lost_status_write_after_a_canary_step_does_not_undo_the_step():
     # step fails. The next reconcile plans from the old step and must not shrink the canary.
     kube = RecordingKube()
     fleet, _ = scheduling_fleet(kube)
-    steps = {"steps": [{"weight": 10, "pause": "0s"}, {"weight": 50, "pause": "60s"}]}
-    key = start(fleet, kube, isvc(replicas=4, rollout=steps))
-    fleet.observe_isvc("MODIFIED", kube.isvc)
-    mark_deployment_ready(fleet, kube, replicas=4)
-    fleet.reconcile(key)
-    body = isvc(replicas=4, rollout=steps)
-    body["spec"]["model"]["version"] = 4
-    body["metadata"]["generation"] = 2
-    body["status"] = kube.isvc["status"]
-    kube.isvc = bump(body, kube)
-    fleet.observe_isvc("MODIFIED", kube.isvc)
+    key = settled_then_bumped(fleet, kube, {"steps": [{"weight": 10, "pause": "0s"}, {"weight": 50, "pause": "60s"}]},
+                              replicas=4)
     fleet.reconcile(key)  # the rollout starts: a canary of 1 pod
 
     def canary() -> Manifest:
@@ -593,17 +600,7 @@ def test_a_start_whose_status_response_was_lost_keeps_its_start_time():
     now = [datetime(2026, 1, 1)]
     fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: None,  # type: ignore[arg-type]
                   status_coalesce_seconds=0)
-    steps = {"steps": [{"weight": 50, "pause": "60s"}]}
-    key = start(fleet, kube, isvc(rollout=steps))
-    fleet.observe_isvc("MODIFIED", kube.isvc)
-    mark_deployment_ready(fleet, kube)
-    fleet.reconcile(key)
-    body = isvc(rollout=steps)
-    body["spec"]["model"]["version"] = 4
-    body["metadata"]["generation"] = 2
-    body["status"] = kube.isvc["status"]
-    kube.isvc = bump(body, kube)
-    fleet.observe_isvc("MODIFIED", kube.isvc)
+    key = settled_then_bumped(fleet, kube, {"steps": [{"weight": 50, "pause": "60s"}]})
     kube.lose_next_status_response = True
     fleet.reconcile(key)  # the rollout starts; the server has the status, the operator does not know
     written = copy.deepcopy(kube.isvc["status"]["rollout"])
@@ -617,17 +614,7 @@ def test_a_start_whose_status_response_was_lost_keeps_its_start_time():
 def test_a_promote_request_is_removed_once_the_status_records_the_promotion():
     kube = RecordingKube()
     fleet, _ = scheduling_fleet(kube)
-    steps = {"steps": [{"weight": 50, "pause": "60s"}]}
-    key = start(fleet, kube, isvc(rollout=steps))
-    fleet.observe_isvc("MODIFIED", kube.isvc)
-    mark_deployment_ready(fleet, kube)
-    fleet.reconcile(key)
-    body = isvc(rollout=steps)
-    body["spec"]["model"]["version"] = 4
-    body["metadata"]["generation"] = 2
-    body["status"] = kube.isvc["status"]
-    kube.isvc = bump(body, kube)
-    fleet.observe_isvc("MODIFIED", kube.isvc)
+    key = settled_then_bumped(fleet, kube, {"steps": [{"weight": 50, "pause": "60s"}]})
     fleet.reconcile(key)
     canary = kube.isvc["status"]["rollout"]["canaryRevision"]
     # The request arrives; the status write that records it fails once.
