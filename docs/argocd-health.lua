@@ -2,7 +2,7 @@
 -- Install: see docs/argocd.md (key resource.customizations.health.tfleet.dev_InferenceService).
 --
 --   Progressing  the operator has not observed the current generation yet, a rollout runs,
---                or the pods are not ready yet
+--                Reconciling=True (a rolling update, pods not all ready), or no pod is ready yet
 --   Suspended    a canary rollout is paused
 --   Degraded     Degraded=True, the rollout rolled back, or the spec is invalid
 --   Healthy      Ready=True
@@ -65,6 +65,12 @@ if phase == "Progressing" or phase == "Promoting" then
   hs.status = "Progressing"
   hs.message = (status.rollout.message ~= nil and status.rollout.message ~= "") and status.rollout.message
     or "A rollout is in progress"
+  return hs
+end
+local reconciling = condition(status, "Reconciling")
+if reconciling ~= nil and reconciling.status == "True" then
+  hs.status = "Progressing"
+  hs.message = text(reconciling, "Reconciling")
   return hs
 end
 if ready ~= nil and ready.status == "True" then

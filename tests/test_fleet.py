@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tfleet.api.kubemeta import event_name
 from tfleet.runtime.fleet import Fleet
 from tfleet.runtime.kube import KubeClient, KubeError
 
@@ -27,8 +28,10 @@ class RecordingKube:
         self.rv = itertools.count(100)
         self.calls: list[tuple[str, str, str]] = []
         self.events: list[tuple[str, str, str]] = []
+        self.event_names: list[str] = []  # as the real client names them: one per transition
         self.fail_next_apply: KubeError | None = None
         self.fail_next_status: KubeError | None = None
+        self.lose_next_status_response = False  # the next status write is applied, its answer lost
         self.pods: list[Manifest] = []
         self.pod_lists = 0
         self.isvc: Manifest = {}
@@ -69,6 +72,9 @@ class RecordingKube:
         body["status"] = copy.deepcopy(status)
         body["metadata"]["resourceVersion"] = str(next(self.rv))
         self.isvc = body
+        if self.lose_next_status_response:
+            self.lose_next_status_response = False
+            raise KubeError(500, "InternalError", "the connection dropped after the write")
         return body
 
     def get_isvc(self, namespace: str, name: str) -> Manifest:
@@ -77,8 +83,25 @@ class RecordingKube:
             raise KubeError(404, "NotFound", f'inferenceservices.tfleet.dev "{name}" not found')
         return copy.deepcopy(self.isvc)
 
+    def annotate_isvc(self, namespace: str, name: str, annotations: dict[str, str | None],
+                      resource_version: str | None = None) -> Manifest:
+        if resource_version is not None and resource_version != self.isvc["metadata"]["resourceVersion"]:
+            raise KubeError(409, "Conflict", "the object has been modified; please apply your changes to the latest version")
+        self.calls.append(("annotate", "InferenceService", name))
+        body = copy.deepcopy(self.isvc)
+        current = body["metadata"].setdefault("annotations", {})
+        for k, v in annotations.items():
+            if v is None:
+                current.pop(k, None)
+            else:
+                current[k] = v
+        body["metadata"]["resourceVersion"] = str(next(self.rv))
+        self.isvc = body
+        return body
+
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
+        self.event_names.append(event_name(regarding, type_, reason, message))
 
 
 # The type checker holds the recorder to the client's interface (`make lint`).
@@ -265,34 +288,25 @@ def test_a_transient_failure_is_retried_with_backoff(setup):
     assert scheduled == [0.5, 1.0]
 
 
-def test_a_new_inference_service_whose_pods_come_up_quickly_gets_one_status_write():
-    kube = RecordingKube()
-    now = [100.0]
-    wakeups: list[float] = []
-    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: wakeups.append(d),  # type: ignore[arg-type]
-                  status_coalesce_seconds=1.0, monotonic=lambda: now[0])
-    start(fleet, kube, isvc())
-    assert [c for c in kube.calls if c[0] == "status"] == []  # held back: not ready yet
-    assert wakeups and wakeups[-1] >= 10.0  # a first status waits up to 10 s for Ready
-    now[0] += 3.0
-    fleet.reconcile(("ml", "resnet"))
-    assert [c for c in kube.calls if c[0] == "status"] == []  # still waiting
-    mark_deployment_ready(fleet, kube)
-    fleet.reconcile(("ml", "resnet"))
-    assert [c for c in kube.calls if c[0] == "status"] == [("status", "InferenceService", "resnet")]
-    ready = next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "True"
-
-
-def test_a_first_status_that_never_gets_ready_goes_out_after_the_hold():
+def test_a_new_inference_service_gets_its_first_status_at_once_and_ready_when_its_pods_are():
+    # An object without a status reads as Current to kstatus (Flux): the first status, with
+    # observedGeneration and Reconciling=True, is never held back.
     kube = RecordingKube()
     now = [100.0]
     fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: None,  # type: ignore[arg-type]
                   status_coalesce_seconds=1.0, monotonic=lambda: now[0])
     start(fleet, kube, isvc())
-    now[0] += 10.5
-    fleet.reconcile(("ml", "resnet"))
     assert [c for c in kube.calls if c[0] == "status"] == [("status", "InferenceService", "resnet")]
+    conditions = {c["type"]: c["status"] for c in kube.isvc["status"]["conditions"]}
+    assert (conditions["Ready"], conditions["Reconciling"], conditions["RolledOut"]) == ("False", "True", "False")
+    assert kube.isvc["status"]["observedGeneration"] == 1
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube)
+    now[0] += 3.0
+    fleet.reconcile(("ml", "resnet"))
+    assert [c for c in kube.calls if c[0] == "status"] == [("status", "InferenceService", "resnet")] * 2
+    conditions = {c["type"]: c["status"] for c in kube.isvc["status"]["conditions"]}
+    assert (conditions["Ready"], conditions["Reconciling"], conditions["RolledOut"]) == ("True", "False", "True")
 
 
 def test_an_acknowledged_spec_change_is_written_at_once(setup):
@@ -549,7 +563,10 @@ def test_a_lost_status_write_after_a_canary_step_does_not_undo_the_step():
                      "updatedReplicas": 1}
     fleet.observe_child("MODIFIED", bump(dep, kube))
     kube.fail_next_status = KubeError(500, "InternalError", "the write was lost")
+    kube.events.clear()
+    kube.event_names.clear()
     fleet.reconcile(key)  # step 1 (weight 50): the canary goes to 4, the status write fails
+    assert "RolloutStepAdvanced" in [reason for _, reason, _ in kube.events]
     assert canary()["spec"]["replicas"] == 4
     assert kube.isvc["status"]["rollout"]["step"] == 0  # the server still says step 0
     # The watch brings the canary's Deployment: 4 pods wanted, the first one still ready.
@@ -563,3 +580,94 @@ def test_a_lost_status_write_after_a_canary_step_does_not_undo_the_step():
     assert canary()["spec"]["replicas"] == 4  # not scaled back to step 0's one pod
     assert not [c for c in kube.calls if c[0] in ("apply", "scale") and c[1] == "Deployment"]
     assert kube.isvc["status"]["rollout"]["step"] == 1  # and the step is recorded now
+    # The step was reported twice, as one transition: the client counts both on one Event.
+    advanced = [name for (_, reason, _), name in zip(kube.events, kube.event_names, strict=True) if reason == "RolloutStepAdvanced"]
+    assert len(advanced) == 2 and len(set(advanced)) == 1, advanced
+
+
+def test_a_start_whose_status_response_was_lost_keeps_its_start_time():
+    # The status write that records the start is applied, but its answer is lost; the retry
+    # plans from the cache, which still shows the rollout not started. It must not start the
+    # rollout again with a later startedAt and stepStartedAt (a reset pause).
+    kube = RecordingKube()
+    now = [datetime(2026, 1, 1)]
+    fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=0)
+    steps = {"steps": [{"weight": 50, "pause": "60s"}]}
+    key = start(fleet, kube, isvc(rollout=steps))
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube)
+    fleet.reconcile(key)
+    body = isvc(rollout=steps)
+    body["spec"]["model"]["version"] = 4
+    body["metadata"]["generation"] = 2
+    body["status"] = kube.isvc["status"]
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    kube.lose_next_status_response = True
+    fleet.reconcile(key)  # the rollout starts; the server has the status, the operator does not know
+    written = copy.deepcopy(kube.isvc["status"]["rollout"])
+    assert written["phase"] == "Progressing" and written["startedAt"]
+    now[0] += timedelta(seconds=20)
+    fleet.reconcile(key)  # the retry
+    rollout = kube.isvc["status"]["rollout"]
+    assert (rollout["startedAt"], rollout["stepStartedAt"]) == (written["startedAt"], written["stepStartedAt"])
+
+
+def test_a_promote_request_is_removed_once_the_status_records_the_promotion():
+    kube = RecordingKube()
+    fleet, _ = scheduling_fleet(kube)
+    steps = {"steps": [{"weight": 50, "pause": "60s"}]}
+    key = start(fleet, kube, isvc(rollout=steps))
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube)
+    fleet.reconcile(key)
+    body = isvc(rollout=steps)
+    body["spec"]["model"]["version"] = 4
+    body["metadata"]["generation"] = 2
+    body["status"] = kube.isvc["status"]
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    fleet.reconcile(key)
+    canary = kube.isvc["status"]["rollout"]["canaryRevision"]
+    # The request arrives; the status write that records it fails once.
+    body = copy.deepcopy(kube.isvc)
+    body["metadata"]["annotations"] = {"tfleet.dev/rollout-promote": canary}
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    kube.fail_next_status = KubeError(500, "InternalError", "lost")
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert ("annotate", "InferenceService", "resnet") not in kube.calls  # not before the status says so
+    assert kube.isvc["metadata"]["annotations"] == {"tfleet.dev/rollout-promote": canary}
+    fleet.reconcile(key)
+    assert kube.isvc["status"]["rollout"]["phase"] == "Promoting"
+    assert "canaryRevision" in kube.isvc["status"]["rollout"]  # still promoting: the request stays
+    assert kube.isvc["metadata"]["annotations"] == {"tfleet.dev/rollout-promote": canary}
+    _, children = fleet.snapshot(key)
+    dep = copy.deepcopy(next(v for (kind, _), v in children.items()
+                             if kind == "Deployment" and v["metadata"]["labels"]["tfleet.dev/revision"] == canary))
+    dep["metadata"]["generation"] = 2
+    dep["status"] = {"observedGeneration": 2, "replicas": 2, "readyReplicas": 2, "availableReplicas": 2,
+                     "updatedReplicas": 2}
+    fleet.observe_child("MODIFIED", bump(dep, kube))
+    fleet.reconcile(key)
+    assert kube.isvc["status"]["rollout"]["phase"] == "Succeeded"
+    assert kube.isvc["metadata"].get("annotations") == {}  # spent, and removed
+
+
+def test_a_spent_request_is_not_removed_over_a_newer_write():
+    kube = RecordingKube()
+    fleet, _ = scheduling_fleet(kube)
+    key = start(fleet, kube, isvc())
+    body = copy.deepcopy(kube.isvc)
+    body["metadata"]["annotations"] = {"tfleet.dev/rollout-abort": "0123456789"}
+    fleet.observe_isvc("MODIFIED", bump(body, kube))
+    # Someone wrote the object again after the operator's view: the removal is refused (409).
+    kube.isvc = bump(copy.deepcopy(body), kube)
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert ("annotate", "InferenceService", "resnet") not in kube.calls
+    assert kube.isvc["metadata"]["annotations"] == {"tfleet.dev/rollout-abort": "0123456789"}
+    fleet.reconcile(key)  # from the fresh view it goes
+    assert kube.isvc["metadata"]["annotations"] == {}

@@ -156,6 +156,16 @@ def default(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
                 "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
     elif kind == "PodDisruptionBudget":
         obj.setdefault("status", {}).setdefault("disruptionsAllowed", 0)
+    elif kind == "NetworkPolicy" and rt.group == "networking.k8s.io":
+        # pkg/apis/networking/v1/defaults.go: SetDefaults_NetworkPolicy, SetDefaults_NetworkPolicyPort.
+        spec = obj.setdefault("spec", {})
+        if not spec.get("policyTypes"):
+            spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+        for direction in ("ingress", "egress"):
+            for rule in spec.get(direction) or []:
+                for port in rule.get("ports") or []:
+                    if isinstance(port, dict):
+                        port.setdefault("protocol", "TCP")
     elif kind == "Event" and rt.group == "":
         obj.setdefault("firstTimestamp", obj.get("lastTimestamp") or None)
         obj.setdefault("reportingComponent", (obj.get("source") or {}).get("component", ""))
@@ -263,6 +273,8 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
         causes.extend(validation.validate_pdb(spec))
     elif kind == "HorizontalPodAutoscaler":
         causes.extend(validation.validate_hpa(spec))
+    elif kind == "NetworkPolicy" and rt.group == "networking.k8s.io":
+        causes.extend(validation.validate_network_policy(spec))
     return causes
 
 

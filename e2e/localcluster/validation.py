@@ -8,6 +8,7 @@ both bounds. Messages and field paths follow the real ones, so a test can assert
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -382,4 +383,132 @@ def validate_hpa(spec: dict[str, Any]) -> list[Cause]:
         causes.append(invalid("spec.maxReplicas", high, "must be greater than or equal to `minReplicas`"))
     if isinstance(low, int) and low < 1:
         causes.append(invalid("spec.minReplicas", low, "must be greater than or equal to 1"))
+    return causes
+
+
+# --- label selectors -------------------------------------------------------------------------
+
+def validate_label_selector(selector: Any, path: str) -> list[Cause]:
+    """A metav1.LabelSelector (apimachinery pkg/apis/meta/v1/validation: ValidateLabelSelector)."""
+    if not isinstance(selector, dict):
+        return []
+    causes = validate_label_map(selector.get("matchLabels") or {}, f"{path}.matchLabels")
+    for i, requirement in enumerate(selector.get("matchExpressions") or []):
+        here = f"{path}.matchExpressions[{i}]"
+        operator, values = requirement.get("operator"), requirement.get("values") or []
+        if operator in ("In", "NotIn"):
+            if not values:
+                causes.append(required(f"{here}.values", "must be specified when `operator` is 'In' or 'NotIn'"))
+        elif operator in ("Exists", "DoesNotExist"):
+            if values:
+                causes.append(forbidden(f"{here}.values",
+                                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"))
+        else:
+            causes.append(invalid(f"{here}.operator", operator or "", "not a valid selector operator"))
+        for problem in qualified_name_problems(str(requirement.get("key", ""))):
+            causes.append(invalid(f"{here}.key", requirement.get("key", ""), problem))
+    return causes
+
+
+# --- network policies ------------------------------------------------------------------------
+# pkg/apis/networking/validation/validation.go: ValidateNetworkPolicySpec and the functions it
+# calls, with the messages it gives.
+
+PORT_NUM_MSG = "must be between 1 and 65535, inclusive"
+
+
+def _network_policy_port(port: dict[str, Any], path: str) -> list[Cause]:
+    causes: list[Cause] = []
+    protocol = port.get("protocol")
+    if protocol is not None and protocol not in ("TCP", "UDP", "SCTP"):
+        causes.append(not_supported(f"{path}.protocol", protocol, ["TCP", "UDP", "SCTP"]))
+    number, end = port.get("port"), port.get("endPort")
+    if number is None:
+        if end is not None:
+            causes.append(invalid(f"{path}.endPort", end, "may not be specified when `port` is not specified"))
+    elif isinstance(number, int) and not isinstance(number, bool):
+        if not 1 <= number <= 65535:
+            causes.append(invalid(f"{path}.port", number, PORT_NUM_MSG))
+        if end is not None:
+            if end < number:
+                causes.append(invalid(f"{path}.endPort", end, "must be greater than or equal to `port`"))
+            if not 1 <= end <= 65535:
+                causes.append(invalid(f"{path}.endPort", end, PORT_NUM_MSG))
+    else:
+        if end is not None:
+            causes.append(invalid(f"{path}.endPort", end, "may not be specified when `port` is non-numeric"))
+        problem = port_name_problems(str(number))
+        if problem is not None:
+            causes.append(invalid(f"{path}.port", number, problem))
+    return causes
+
+
+def _cidr_problem(value: str) -> str | None:
+    """k8s.io/apimachinery pkg/util/validation/ip.go parseCIDR, with strict validation (the
+    default since 1.33); leading zeros, which Go's sloppy parser reads, count as unparsable."""
+    try:
+        if "/" not in value:
+            raise ValueError(value)
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return "must not have bits set beyond the prefix length"
+    return None
+
+
+def _network_policy_peer(peer: dict[str, Any], path: str) -> list[Cause]:
+    causes: list[Cause] = []
+    peers = 0
+    for key in ("podSelector", "namespaceSelector"):
+        if peer.get(key) is not None:
+            peers += 1
+            causes.extend(validate_label_selector(peer[key], f"{path}.{key}"))
+    block = peer.get("ipBlock")
+    if block is not None:
+        peers += 1
+        cidr = block.get("cidr") or ""
+        if not cidr:
+            causes.append(required(f"{path}.ipBlock.cidr"))
+        else:
+            problem = _cidr_problem(cidr)
+            if problem is not None:
+                causes.append(invalid(f"{path}.ipBlock.cidr", cidr, problem))
+            else:
+                outer = ipaddress.ip_network(cidr, strict=False)
+                for i, text in enumerate(block.get("except") or []):
+                    here = f"{path}.ipBlock.except[{i}]"
+                    problem = _cidr_problem(text)
+                    if problem is not None:
+                        causes.append(invalid(here, text, problem))
+                        continue
+                    inner = ipaddress.ip_network(text, strict=False)
+                    if inner.version != outer.version or inner.prefixlen <= outer.prefixlen or \
+                            inner.network_address not in outer:
+                        causes.append(invalid(here, text, "must be a strict subset of `cidr`"))
+    if peers == 0:
+        causes.append(required(path, "must specify a peer"))
+    elif peers > 1 and block is not None:
+        causes.append(forbidden(path, "may not specify both ipBlock and another peer"))
+    return causes
+
+
+def validate_network_policy(spec: dict[str, Any]) -> list[Cause]:
+    causes = validate_label_selector(spec.get("podSelector") or {}, "spec.podSelector")
+    for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+        for i, rule in enumerate(spec.get(direction) or []):
+            here = f"spec.{direction}[{i}]"
+            for j, port in enumerate(rule.get("ports") or []):
+                causes.extend(_network_policy_port(port, f"{here}.ports[{j}]"))
+            for j, peer in enumerate(rule.get(peers_key) or []):
+                causes.extend(_network_policy_peer(peer, f"{here}.{peers_key}[{j}]"))
+    types = spec.get("policyTypes") or []
+    if len(types) > 2:
+        causes.append(invalid("spec.policyTypes", types, "may not specify more than two policyTypes"))
+        return causes
+    for i, type_ in enumerate(types):
+        if type_ not in ("Ingress", "Egress"):
+            causes.append(not_supported(f"spec.policyTypes[{i}]", type_, ["Ingress", "Egress"]))
     return causes

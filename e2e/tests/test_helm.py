@@ -62,7 +62,8 @@ def test_install_upgrade_and_uninstall_the_chart(helm, kubectl, namespace, secon
     fullname = release  # the release name contains the chart name
     install = helm("install", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", "90s",
                    "--set-json", f'watchNamespaces=["{namespace}"]',
-                   "--set-json", f'leaderElection={{"leaseName": "{release}"}}')
+                   "--set-json", f'leaderElection={{"leaseName": "{release}"}}',
+                   "--set", "networkPolicy.enabled=true")
     assert "Serve a first model" in install.stdout  # NOTES.txt tells the user what to do next
     assert f"It reconciles InferenceServices in: {namespace}." in install.stdout
 
@@ -74,6 +75,10 @@ def test_install_upgrade_and_uninstall_the_chart(helm, kubectl, namespace, secon
     assert exists(kubectl, "serviceaccount", fullname, "-n", namespace)
     assert exists(kubectl, "role", fullname, "-n", namespace)
     assert exists(kubectl, "rolebinding", f"{fullname}-leader-election", "-n", namespace)
+    assert exists(kubectl, "role", f"{fullname}-drain-key", "-n", namespace)
+    assert f"--drain-key-secret={fullname}-drain-key" in container["args"]
+    policy = get(kubectl, "networkpolicy", f"{fullname}-health-bridge", "-n", namespace)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
     assert exists(kubectl, "service", f"{fullname}-metrics", "-n", namespace)
     assert exists(kubectl, "poddisruptionbudget", fullname, "-n", namespace)
     assert not exists(kubectl, "clusterrole", fullname)
@@ -90,6 +95,7 @@ def test_install_upgrade_and_uninstall_the_chart(helm, kubectl, namespace, secon
     assert f"--namespace={second_namespace}" in container["args"]
     assert "--log-format=text" in container["args"]
     assert exists(kubectl, "role", fullname, "-n", second_namespace)
+    assert exists(kubectl, "networkpolicy", f"{fullname}-health-bridge", "-n", second_namespace)
     assert not exists(kubectl, "poddisruptionbudget", fullname, "-n", namespace)  # only with 2+ replicas
     history = helm("history", release, "--namespace", namespace, "-o", "json").stdout
     assert [h["status"] for h in json.loads(history)] == ["superseded", "deployed"]
@@ -102,6 +108,7 @@ def test_install_upgrade_and_uninstall_the_chart(helm, kubectl, namespace, secon
     helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "60s")
     assert not exists(kubectl, "deployment", fullname, "-n", namespace)
     assert not exists(kubectl, "role", fullname, "-n", second_namespace)
+    assert not exists(kubectl, "networkpolicy", f"{fullname}-health-bridge", "-n", second_namespace)
     assert exists(kubectl, "crd", CRD_NAME)
     assert exists(kubectl, "tfis", "kept", "-n", namespace)
 
@@ -113,3 +120,22 @@ def test_bad_values_are_refused_before_anything_is_installed(helm, kubectl, name
     assert "at '/logging/format': value must be one of 'json', 'text'" in result.stderr
     assert not exists(kubectl, "serviceaccount", "bad-tfleet", "-n", namespace)
     assert helm("list", "--namespace", namespace, "-q").stdout.strip() == ""
+
+
+def test_the_api_server_accepts_the_network_policy_as_rendered(helm, kubectl, namespace):
+    """The policy for every serving namespace, with its endPort ranges, passes the API server's
+    own validation (a dry run: nothing is stored)."""
+    rendered = helm("template", "np", str(CHART), "--namespace", namespace,
+                    "--set", "networkPolicy.enabled=true", "--set-json", f'watchNamespaces=["{namespace}"]').stdout
+    policies = [doc for doc in rendered.split("\n---\n") if "kind: NetworkPolicy" in doc]
+    assert len(policies) == 1
+    result = kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-", input=policies[0])
+    accepted = json.loads(result.stdout)
+    assert accepted["metadata"]["namespace"] == namespace
+    # The server's defaults are in what it would store; the rules are as written.
+    assert accepted["spec"]["policyTypes"] == ["Ingress"]
+    guarded, other = accepted["spec"]["ingress"]
+    assert guarded["ports"] == [{"protocol": "TCP", "port": 8511}]
+    assert {(p["protocol"], p["port"], p.get("endPort")) for p in other["ports"]} == {
+        ("TCP", 1, 8510), ("TCP", 8512, 65535), ("UDP", 1, 65535)}
+    assert not exists(kubectl, "networkpolicy", "np-tfleet-health-bridge", "-n", namespace)

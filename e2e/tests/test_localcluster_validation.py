@@ -31,6 +31,11 @@ def _with(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return doc
 
 
+def _policy(ingress: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "v"},
+            "spec": {"podSelector": {}, "ingress": ingress}}
+
+
 TEMPLATE = "spec.template.spec.containers[0]"
 CASES = [
     pytest.param(_deployment(ports=[{"name": "grpc-health-bridge", "containerPort": 8500}]),
@@ -61,6 +66,25 @@ CASES = [
                  "spec.maxReplicas", "must be greater than or equal to `minReplicas`", id="HPA bounds"),
     pytest.param({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "v"}, "data": {"a b": "1"}},
                  "data[a b]", "a valid config key", id="config map key"),
+    pytest.param(_policy([{"ports": [{"port": 8512, "endPort": 8510}]}]), "spec.ingress[0].ports[0].endPort",
+                 "Invalid value: 8510: must be greater than or equal to `port`", id="policy end port below port"),
+    pytest.param(_policy([{"ports": [{"port": "health-http", "endPort": 8600}]}]), "spec.ingress[0].ports[0].endPort",
+                 "may not be specified when `port` is non-numeric", id="policy end port of a named port"),
+    pytest.param(_policy([{"ports": [{"port": 1, "endPort": 70000}]}]), "spec.ingress[0].ports[0].endPort",
+                 "must be between 1 and 65535, inclusive", id="policy end port out of range"),
+    pytest.param(_policy([{"ports": [{"protocol": "ICMP", "port": 1}]}]), "spec.ingress[0].ports[0].protocol",
+                 'Unsupported value: "ICMP": supported values: "TCP", "UDP", "SCTP"', id="policy protocol"),
+    pytest.param(_policy([{"from": [{}]}]), "spec.ingress[0].from[0]", "must specify a peer", id="policy empty peer"),
+    pytest.param(_policy([{"from": [{"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]}]),
+                 "spec.ingress[0].from[0].podSelector.matchExpressions[0].values",
+                 "must be specified when `operator` is 'In' or 'NotIn'", id="policy selector without values"),
+    pytest.param(_policy([{"from": [{"ipBlock": {"cidr": "10.0.0.1/8"}}]}]), "spec.ingress[0].from[0].ipBlock.cidr",
+                 "must not have bits set beyond the prefix length", id="policy cidr"),
+    pytest.param(_policy([{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}]}]),
+                 "spec.ingress[0].from[0].ipBlock.except[0]", "must be a strict subset of `cidr`",
+                 id="policy cidr exception outside"),
+    pytest.param(_with(_policy([]), "spec.policyTypes", ["Inbound"]), "spec.policyTypes[0]",
+                 'Unsupported value: "Inbound"', id="policy type"),
 ]
 
 
@@ -97,3 +121,16 @@ def test_a_valid_deployment_passes(api_client: Any, namespace: str) -> None:
     good["spec"]["template"]["spec"]["volumes"] = [{"name": "tmp", "emptyDir": {}}]
     created = client.AppsV1Api(api_client).create_namespaced_deployment(namespace, good)
     assert created.metadata.uid
+
+
+def test_a_network_policy_gets_the_api_servers_defaults(api_client: Any, namespace: str) -> None:
+    """pkg/apis/networking/v1/defaults.go: policyTypes from the rules present, TCP ports."""
+    api = client.NetworkingV1Api(api_client)
+    ingress_only = _policy([{"ports": [{"port": 8511}, {"port": 1, "endPort": 8510, "protocol": "UDP"}]}])
+    created = api.create_namespaced_network_policy(namespace, ingress_only)
+    assert created.spec.policy_types == ["Ingress"]
+    assert [(p.protocol, p.port, p.end_port) for p in created.spec.ingress[0].ports] == [
+        ("TCP", 8511, None), ("UDP", 1, 8510)]
+    both = _with(_policy([]), "spec.egress", [{"to": [{"namespaceSelector": {}}]}])
+    both["metadata"]["name"] = "both"
+    assert api.create_namespaced_network_policy(namespace, both).spec.policy_types == ["Ingress", "Egress"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -259,6 +260,43 @@ def test_scale_down_and_pod_deletion_under_load_lose_no_request(serving, ns):
     durations = sorted(removed[n] - seen_deleting[n] for n in removed)
     print(f"\ndeletion to removal per pod: {', '.join(f'{d:.1f}s' for d in durations)} "
           f"(drain 3 s by preStop, then SIGTERM that the entrypoint ignores, SIGKILL at the 8 s grace period)")
+
+
+def bridge_call(pod_ip: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """One GET to a pod's health bridge (HTTP port 8511), from this process: not the kubelet."""
+    request = urllib.request.Request(f"http://{pod_ip}:8511{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def draining(pod_ip: str) -> bool:
+    from tfleet.health.verdicts import parse_bridge_status
+
+    code, body = bridge_call(pod_ip, "/status")
+    return code == 200 and parse_bridge_status(body).draining
+
+
+def test_only_the_pre_stop_hook_can_drain_a_pod(serving, ns):
+    from tfleet.health.podspec import DRAIN_TOKEN_HEADER
+
+    serving.write_model(f"s3://models/{ns}/guard", 1, card(V1))
+    serving.apply(isvc("guard", ns, 1, replicas=1))
+    (pod,) = wait_for(lambda: serving.ready_pods("guard", ns) or None, 60, "the pod to turn Ready")
+    name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+
+    # Anyone else who reaches the port, without the token or with a guess, is refused.
+    assert bridge_call(ip, "/drain?seconds=60") == (403, "A drain needs the drain token\n")
+    assert bridge_call(ip, "/drain?seconds=60", {DRAIN_TOKEN_HEADER: "0" * 32})[0] == 403
+    assert not draining(ip)
+    assert is_ready(serving.read(f"/api/v1/namespaces/{ns}/pods/{name}"))
+
+    # The kubelet's preStop hook carries the pod's token: deleting the pod drains it (a
+    # refused hook would return at once and leave the bridge serving).
+    serving.kubectl("delete", "pod", name, "-n", ns, "--wait=false")
+    wait_for(lambda: draining(ip) or None, 30, "the preStop hook to drain the pod")
 
 
 # ---------------------------------------------------------------------- liveness

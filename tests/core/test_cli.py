@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from tfleet.api.crd import build_crd, crd_yaml
 from tfleet.api.model import parse_object
 from tfleet.cli import main as cli
 from tfleet.desired import children as builders
+from tfleet.engine.plan import plan_children
 
 from .isvc_factory import EXAMPLE_FILES, REPO, IsvcBuilder, make_isvc
 
@@ -113,9 +116,9 @@ BAD_INPUTS = [
                  id="a scalar document"),
     pytest.param("- a\n- b\n", ["error: in.yaml: document 0: must be a mapping (an object), got list"],
                  id="a list document"),
-    pytest.param("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
-                 ["error: in.yaml: document 0: apiVersion: must be \"tfleet.dev/v1alpha1\", got 'apps/v1'"],
-                 id="a Deployment instead of an InferenceService"),
+    pytest.param("kind: InferenceService\nmetadata: {name: x}\nspec: {}\n",
+                 ["error: in.yaml: document 0: apiVersion: required field is missing"],
+                 id="no apiVersion"),
     pytest.param("apiVersion: tfleet.dev/v1alpha1\nkind: InferenceServce\nmetadata: {name: x}\nspec: {}\n",
                  ["error: in.yaml: document 0: kind: must be \"InferenceService\", got 'InferenceServce'"],
                  id="a misspelt kind"),
@@ -218,14 +221,133 @@ def test_errors_from_stdin_name_stdin() -> None:
 def test_a_missing_file(tmp_path: Path) -> None:
     result = tfleet("render", "-f", "examples/gpu.yaml", "-f", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"]
+    assert result.stderr.splitlines() == [f'error: the path "{tmp_path / "nope.yaml"}" does not exist']
     # The readable file still renders.
     gpu = yaml.safe_load((REPO / "examples/gpu.yaml").read_text())
     assert list(yaml.safe_load_all(result.stdout)) == expected_children(gpu)
 
 
+# --------------------------------------------------------------------------- kubectl's -f, -R and -o
+
+
+def test_a_directory_renders_its_manifests_in_name_order() -> None:
+    result = tfleet("render", "-f", "examples/")
+    assert result.returncode == 0, result.stderr
+    manifests = [d for p in sorted((REPO / "examples").glob("*.y*ml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    assert list(yaml.safe_load_all(result.stdout)) == expected_children(*manifests)
+
+
+def test_other_kinds_pass_through_unchanged_in_place(tmp_path: Path) -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"}, "stringData": {"k": "v"}}
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}}
+    (tmp_path / "mixed.yaml").write_text(dump(namespace, make_isvc("a"), secret))
+    result = tfleet("render", "-f", str(tmp_path / "mixed.yaml"))
+    assert result.returncode == 0, result.stderr
+    rendered = list(yaml.safe_load_all(result.stdout))
+    assert rendered == [namespace, *expected_children(make_isvc("a").manifest()), secret]
+
+
+def test_recursive_reads_subdirectories_and_only_manifest_extensions(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.yaml").write_text(dump(make_isvc("a")))
+    (tmp_path / "sub" / "b.yml").write_text(dump(make_isvc("b")))
+    (tmp_path / "c.json").write_text(json.dumps(make_isvc("c").manifest()))
+    (tmp_path / "notes.txt").write_text("not a manifest: [")
+    flat = tfleet("render", "-f", str(tmp_path), "-o", "name")
+    assert flat.returncode == 0, flat.stderr
+    names = flat.stdout.splitlines()
+    assert "deployment.apps/a" in " ".join(names) or any(n.startswith("deployment.apps/a-") for n in names)
+    assert not any("/b-" in n or n.endswith("/b") for n in names)
+    deep = tfleet("render", "-R", "-f", str(tmp_path), "-o", "name")
+    assert deep.returncode == 0, deep.stderr
+    owners = [n.split("/", 1)[1].split("-")[0] for n in deep.stdout.splitlines()]
+    assert sorted(set(owners)) == ["a", "b", "c"]
+    # a.yaml, c.json, then sub/b.yml: lexical order, a subdirectory walked where it sorts.
+    assert owners.index("a") < owners.index("c") < owners.index("b")
+    # A file named explicitly is read whatever its extension.
+    (tmp_path / "named.txt").write_text(dump(make_isvc("d")))
+    assert tfleet("render", "-f", str(tmp_path / "named.txt")).returncode == 0
+
+
+def test_a_directory_without_manifests_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "README").write_text("nothing here")
+    result = tfleet("render", "-f", str(tmp_path))
+    assert result.returncode == 2
+    assert f'error reading "{tmp_path}": recognized file extensions are .json, .yaml, .yml' in result.stderr
+
+
+def test_output_json_is_a_list_and_name_lists_names() -> None:
+    as_json = tfleet("render", "-f", "examples/basic-cpu.yaml", "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert doc["kind"] == "List"
+    basic = [d for d in yaml.safe_load_all((REPO / "examples/basic-cpu.yaml").read_text()) if d]
+    assert doc["items"] == expected_children(*basic)
+    names = tfleet("render", "-f", "examples/basic-cpu.yaml", "-o", "name").stdout.splitlines()
+    assert names[:2] == [f"configmap/{doc['items'][0]['metadata']['name']}",
+                         f"deployment.apps/{doc['items'][1]['metadata']['name']}"]
+
+
+def test_crd_output_formats() -> None:
+    assert json.loads(tfleet("crd", "-o", "json").stdout) == build_crd()
+    assert tfleet("crd", "-o", "name").stdout == "customresourcedefinition.apiextensions.k8s.io/inferenceservices.tfleet.dev\n"
+
+
 def test_render_needs_a_file() -> None:
     result = tfleet("render")
-    assert result.returncode == 2
+    assert result.returncode == 3  # a usage error
     assert "-f/--filename" in result.stderr
+    assert result.stdout == ""
+
+
+# --------------------------------------------------------------------------- drain tokens
+
+
+def _drain_tokens(objects: list[dict[str, Any]]) -> list[tuple[str | None, str | None]]:
+    """(bridge env, preStop header) of every rendered Deployment."""
+    out = []
+    for obj in objects:
+        if obj["kind"] != "Deployment":
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        env = {e["name"]: e["value"] for e in pod["initContainers"][0].get("env") or []}
+        headers = {h["name"]: h["value"] for h in pod["containers"][0]["lifecycle"]["preStop"]["httpGet"].get(
+            "httpHeaders") or []}
+        out.append((env.get("TFLEET_DRAIN_TOKEN"), headers.get("X-Tfleet-Drain-Token")))
+    return out
+
+
+def test_render_without_a_drain_key_renders_no_token() -> None:
+    result = tfleet("render", "-f", "examples/canary.yaml")
+    assert result.returncode == 0, result.stderr
+    assert _drain_tokens(list(yaml.safe_load_all(result.stdout))) == [(None, None)]
+
+
+def test_render_with_the_drain_key_renders_the_operators_token(tmp_path: Path) -> None:
+    key = bytes(range(7, 39))
+    (tmp_path / "key").write_bytes(key)
+    result = tfleet("render", "-f", "examples/canary.yaml", "--drain-key-file", str(tmp_path / "key"))
+    assert result.returncode == 0, result.stderr
+    rendered = list(yaml.safe_load_all(result.stdout))
+    ((token, header),) = _drain_tokens(rendered)
+    assert token is not None and token == header
+    # What the operator applies for the same manifest and key, on its first reconcile.
+    doc = yaml.safe_load((REPO / "examples/canary.yaml").read_text())
+    doc["metadata"].setdefault("uid", "u")
+    applied = plan_children(doc, {}, [], datetime(2026, 1, 1), drain_key=key).apply
+    assert _drain_tokens(applied) == [(token, token)]
+    assert [o["metadata"]["name"] for o in rendered] == [o["metadata"]["name"] for o in applied]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"short", "--drain-key-file: {path}: a drain key needs at least 16 bytes, this one has 5"),
+    (None, "--drain-key-file: cannot read {path}: No such file or directory"),
+], ids=["too-short", "missing"])
+def test_a_bad_drain_key_file_is_refused_naming_the_flag(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "key"
+    if content is not None:
+        path.write_bytes(content)
+    result = tfleet("render", "-f", "examples/canary.yaml", "--drain-key-file", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: {message.format(path=path)}"]
     assert result.stdout == ""

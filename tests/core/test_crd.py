@@ -121,8 +121,9 @@ def test_names_columns_and_subresources() -> None:
         },
     }
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    # Weight is a wide-output (priority 1) column; the default view is the list.
-    assert [n for n, c in columns.items() if not c.get("priority")] == ["Model", "Version", "Target", "Ready", "Rollout", "Age"]
+    # Weight is a wide-output (priority 1) column.
+    assert [n for n, c in columns.items() if not c.get("priority")] == [
+        "Model", "Version", "Target", "Ready", "Status", "Rollout", "Age"]
     assert columns["Age"]["type"] == "date"
     # Every column's jsonPath names a field the schema has (a typo would show an empty column).
     paths = {p for p, _ in walk(root_schema())}

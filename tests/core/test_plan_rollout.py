@@ -228,7 +228,8 @@ def test_a_version_bump_goes_through_every_step_to_succeeded() -> None:
     assert (st["replicas"], st["readyReplicas"], st["ready"]) == (4, 4, "4/4")
     assert {c["type"]: c["reason"] for c in st["conditions"]} == {
         "Ready": "Available", "ModelAvailable": "ModelLoaded", "Progressing": "NewReplicaSetAvailable",
-        "Degraded": "AsExpected"}
+        "Degraded": "AsExpected", "Reconciling": "Reconciled", "Stalled": "AsExpected",
+        "RolledOut": "RevisionRolledOut"}
     # The old revision stays at zero for a fast rollback, its ConfigMap with it.
     assert sim.names("Deployment") == {d1, d2} and sim.names("ConfigMap") == {d1, d2}
     assert sim.lowest_ready == 4

@@ -30,15 +30,24 @@ def services(ready: str, live: str, started: str) -> dict[str, str]:
 async def http_get(
     bridge: HealthBridge, path: str, method: str = "GET", headers: dict[str, str] | None = None
 ) -> tuple[int, str]:
-    def call() -> tuple[int, str]:
+    code, body, _ = await http_call(bridge, path, method, headers)
+    return code, body
+
+
+async def http_call(
+    bridge: HealthBridge, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, str, dict[str, str]]:
+    """Status, body and headers of one request."""
+
+    def call() -> tuple[int, str, dict[str, str]]:
         request = urllib.request.Request(
             f"http://127.0.0.1:{bridge.http_port}{path}", method=method, headers=headers or {}
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read().decode()
+                return response.status, response.read().decode(), dict(response.headers)
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+            return exc.code, exc.read().decode(), dict(exc.headers)
 
     return await asyncio.to_thread(call)
 
@@ -267,6 +276,7 @@ async def test_drain_turns_readiness_off_at_once_and_answers_after_the_period(
     ("method", "path", "code"),
     [
         ("GET", "/nope", 404),
+        ("POST", "/nope", 404),
         ("PUT", "/drain", 405),
         ("GET", "/drain?seconds=soon", 400),
         ("GET", "/drain?seconds=-1", 400),
@@ -309,3 +319,55 @@ async def test_a_drain_token_keeps_others_from_draining_the_pod(
     right = {DRAIN_TOKEN_HEADER: "s3cret"}
     assert await http_get(bridge, "/drain?seconds=0", headers=right) == (200, "Drained\n")
     assert await client.check("readiness") == N
+
+
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@pytest.mark.parametrize("path", ["/status", "/healthz"])
+async def test_the_read_only_endpoints_answer_only_get_and_head(
+    fake: FakeTFServing, make_bridge: BridgeFactory, path: str
+) -> None:
+    fake.set_version(1, "AVAILABLE")
+    bridge = await make_bridge()
+    await eventually(lambda: http_get(bridge, "/healthz"), (200, "ok\n"))
+
+    code, body, headers = await http_call(bridge, path, "GET")
+    assert code == 200 and body
+    code, body, headers = await http_call(bridge, path, "HEAD")
+    assert (code, body) == (200, "")
+    assert int(headers["Content-Length"]) > 0  # what GET would send
+    for method in WRITE_METHODS:
+        code, _, headers = await http_call(bridge, path, method)
+        assert (code, headers.get("Allow")) == (405, "GET, HEAD"), method
+
+
+async def test_drain_answers_get_and_post_and_refuses_head_and_the_rest(
+    fake: FakeTFServing, make_bridge: BridgeFactory
+) -> None:
+    bridge = await make_bridge()
+    # HEAD is for safe requests: it must not drain the pod.
+    for method in ("HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        code, _, headers = await http_call(bridge, "/drain?seconds=0", method)
+        assert (code, headers.get("Allow")) == (405, "GET, POST"), method
+    assert not bridge.draining
+    assert await http_get(bridge, "/drain?seconds=0", "POST") == (200, "Drained\n")
+    assert bridge.draining
+
+
+async def test_no_request_but_a_drain_changes_what_the_bridge_reports(
+    fake: FakeTFServing, make_bridge: BridgeFactory, client_for: Any
+) -> None:
+    fake.set_version(1, "AVAILABLE")
+    bridge = await make_bridge(version=1, drain_token="s3cret")
+    client = client_for(bridge)
+    await eventually(lambda: client.checks(*ALL), services(S, S, S))
+    before = parse_bridge_status((await http_get(bridge, "/status"))[1])
+
+    for path in ("/status", "/healthz", "/drain", "/drain?seconds=0", "/", "/nope"):
+        for method in ("GET", "HEAD", *WRITE_METHODS):
+            await http_call(bridge, path, method)
+    # Every method on every path, /drain without the token included: nothing moved.
+    assert not bridge.draining
+    assert await client.checks(*ALL) == services(S, S, S)
+    assert parse_bridge_status((await http_get(bridge, "/status"))[1]) == before

@@ -54,23 +54,32 @@ def test_an_unknown_model_exits_1(fake: FakeTFServing, capsys: pytest.CaptureFix
     assert "does not know model resnet" in capsys.readouterr().out
 
 
-def test_a_server_that_is_down_exits_2(
+def test_a_server_that_is_down_exits_5(
     fake: FakeTFServing, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake.down()
-    assert main(probe(fake)) == 2
+    assert main(probe(fake)) == 5
     assert capsys.readouterr().err.startswith(
         f"UNREACHABLE: TF Serving at {fake.target} is unreachable"
     )
 
 
-def test_a_server_that_hangs_exits_2_at_the_deadline(
+def test_a_server_that_hangs_exits_5_at_the_deadline(
     fake: FakeTFServing, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake.set_version(1, "AVAILABLE")
     fake.hang()
-    assert main(probe(fake)) == 2
+    assert main(probe(fake)) == 5
     assert "did not answer within 0.5s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", ["2s", "500ms", "0.5", "1m"])
+def test_the_timeout_takes_go_durations_and_seconds(
+    fake: FakeTFServing, capsys: pytest.CaptureFixture[str], timeout: str
+) -> None:
+    fake.set_version(1, "AVAILABLE")
+    argv = ["probe", "--target", fake.target, "--model", MODEL, "--timeout", timeout]
+    assert main(argv) == 0, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -81,8 +90,19 @@ def test_a_server_that_hangs_exits_2_at_the_deadline(
         ["probe", "--target", "127.0.0.1:1", "--model", MODEL, "--version", "-1"],
         ["probe", "--target", "127.0.0.1:1", "--model", MODEL, "--timeout", "0"],
         ["probe", "--target", "127.0.0.1:1", "--model", MODEL, "--version", "two"],
+        ["probe", "--target", "127.0.0.1:1", "--model", MODEL, "--timeout", "2x"],
     ],
 )
-def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(argv) == 2
-    assert "usage:" in capsys.readouterr().err
+def test_bad_usage_exits_3(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert "usage:" in err
+    assert "_positive" not in err and "Traceback" not in err
+
+
+def test_a_bad_timeout_names_the_flag_and_the_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "--target", "127.0.0.1:1", "--model", MODEL, "--timeout", "2x"]) == 3
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        'tfleet probe: error: argument --timeout: unknown unit "x" in duration "2x": '
+        "use a duration such as 90s, 2m or 1h30m, or a number of seconds"
+    )

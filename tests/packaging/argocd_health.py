@@ -49,6 +49,9 @@ def health(obj: dict[str, Any]) -> tuple[str, str]:
         return "Suspended", _rollout_message(status, "The rollout is paused")
     if phase in ("Progressing", "Promoting"):
         return "Progressing", _rollout_message(status, "A rollout is in progress")
+    reconciling = _condition(status, "Reconciling")
+    if reconciling is not None and reconciling.get("status") == "True":
+        return "Progressing", _text(reconciling, "Reconciling")
     if ready is not None and ready.get("status") == "True":
         return "Healthy", _text(ready, "Ready")
     return "Progressing", _text(ready, "Waiting for the model servers to become ready")

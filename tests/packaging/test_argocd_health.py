@@ -69,6 +69,10 @@ CASES = {
     "pods starting": (
         tfis(Ready=("False", "ReplicasNotReady", "0/2 ready"), Degraded="False"),
         ("Progressing", "0/2 ready")),
+    "ready, but a rolling update still runs": (
+        tfis(Ready=("True", "Available", "2 of 2 pods are ready"), Degraded="False",
+             Reconciling=("True", "ReplicasNotReady", "Revision abc is rolling out")),
+        ("Progressing", "Revision abc is rolling out")),
     "no conditions yet": (
         tfis(phase=None), ("Progressing", "Waiting for the model servers to become ready")),
 }

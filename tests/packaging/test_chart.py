@@ -35,6 +35,9 @@ VALUE_SETS = {
         "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
         "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/tfleet"}},
     },
+    "network policy": {"watchNamespaces": ["ml", "ml-staging"], "networkPolicy": {"enabled": True}},
+    "network policy for all namespaces": {"networkPolicy": {"enabled": True, "namespaces": ["serving"]}},
+    "drain tokens off": {"drainToken": {"enabled": False}},
 }
 
 
@@ -48,8 +51,9 @@ def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return c  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("values", [{}, VALUE_SETS["namespaced"], VALUE_SETS["service monitor and pinned digest"]],
-                         ids=["defaults", "namespaced", "servicemonitor"])
+@pytest.mark.parametrize("values", [{}, VALUE_SETS["namespaced"], VALUE_SETS["service monitor and pinned digest"],
+                                    VALUE_SETS["network policy"]],
+                         ids=["defaults", "namespaced", "servicemonitor", "networkpolicy"])
 def test_helm_lint_strict_is_clean(values):
     result = helm("lint", "--strict", str(CHART), *set_args(values))
     assert "0 chart(s) failed" in result.stdout
@@ -85,6 +89,11 @@ def test_the_operator_arguments_parse_with_tfleet_run_itself():
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert (parsed.metrics_port, parsed.health_port) == (ports["metrics"], ports["health"])
         assert parsed.log_format == "json"
+        if values.get("drainToken", {}).get("enabled", True):
+            assert (parsed.drain_key_secret, parsed.drain_key_namespace) == ("tfleet-drain-key", "tfleet-system")
+            assert not parsed.no_drain_token
+        else:
+            assert parsed.no_drain_token
 
 
 def test_the_operator_runs_restricted_with_probes_and_hands_its_image_to_serving_pods():
@@ -116,12 +125,13 @@ def test_the_default_image_is_the_app_version():
 def test_cluster_wide_mode_grants_a_cluster_role_and_namespaced_mode_only_roles():
     wide = template()
     assert [o["metadata"]["name"] for o in find(wide, "ClusterRole")] == ["tfleet"]
-    assert [o["metadata"]["name"] for o in find(wide, "Role")] == ["tfleet-leader-election"]
+    assert [o["metadata"]["name"] for o in find(wide, "Role")] == ["tfleet-leader-election", "tfleet-drain-key"]
 
     scoped = template(VALUE_SETS["namespaced"])
     assert find(scoped, "ClusterRole") == [] and find(scoped, "ClusterRoleBinding") == []
     roles = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(scoped, "Role")}
-    assert roles == {("ml", "tfleet"), ("ml-staging", "tfleet"), ("tfleet-system", "tfleet-leader-election")}
+    assert roles == {("ml", "tfleet"), ("ml-staging", "tfleet"), ("tfleet-system", "tfleet-leader-election"),
+                     ("tfleet-system", "tfleet-drain-key")}
     for binding in find(scoped, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tfleet", "namespace": "tfleet-system"}]
 
@@ -135,12 +145,12 @@ def test_no_rule_uses_a_wildcard():
 
 
 def test_the_lease_role_names_its_lease_and_disappears_without_election():
-    (role,) = find(template({"leaderElection": {"leaseName": "ops-lease"}}), "Role")
+    (role,) = find(template({"leaderElection": {"leaseName": "ops-lease"}}), "Role", name="tfleet-leader-election")
     named = [r for r in role["rules"] if r.get("resourceNames")]
     assert named == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                       "resourceNames": ["ops-lease"], "verbs": ["get", "update"]}]
     single = template(VALUE_SETS["single replica without election"])
-    assert find(single, "Role") == [] and find(single, "PodDisruptionBudget") == []
+    assert find(single, "Role", name="tfleet-leader-election") == [] and find(single, "PodDisruptionBudget") == []
     assert "--leader-election" not in container(single)["args"]
 
 
@@ -191,5 +201,112 @@ def test_tfleet_run_refuses_the_same_timings():
     result = subprocess.run([sys.executable, "-m", "tfleet.cli", "run", "--leader-election",
                              "--leader-election-lease-duration", "10", "--leader-election-renew-deadline", "10"],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
+    assert result.returncode == 3  # a usage error
     assert "retry period < renew deadline < lease duration" in result.stderr
+
+
+# ---------------------------------------------------------------------- drain tokens
+
+
+def test_the_drain_key_role_gets_only_its_secret_and_creates_secrets_in_the_release_namespace():
+    objects = template({"drainToken": {"secretName": "ops-key"}})
+    (role,) = find(objects, "Role", name="tfleet-drain-key")
+    assert role["metadata"]["namespace"] == "tfleet-system"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["ops-key"], "verbs": ["get"]},
+    ]
+    (binding,) = find(objects, "RoleBinding", name="tfleet-drain-key")
+    assert binding["roleRef"]["name"] == "tfleet-drain-key"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tfleet", "namespace": "tfleet-system"}]
+    assert "--drain-key-secret=ops-key" in container(objects)["args"]
+    # Secrets of the serving namespaces are never granted.
+    (cluster_role,) = find(objects, "ClusterRole")
+    assert all("secrets" not in rule["resources"] for rule in cluster_role["rules"])
+
+
+def test_without_drain_tokens_there_is_no_secret_grant():
+    objects = template(VALUE_SETS["drain tokens off"])
+    assert find(objects, "Role", name="tfleet-drain-key") == []
+    assert find(objects, "RoleBinding", name="tfleet-drain-key") == []
+    assert "--no-drain-token" in container(objects)["args"]
+    assert not any(a.startswith("--drain-key") for a in container(objects)["args"])
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"drainToken": {"secretName": "Key_1"}}, "at '/drainToken/secretName': 'Key_1' does not match pattern"),
+    ({"networkPolicy": {"enabled": "yes"}}, "at '/networkPolicy/enabled': got string, want boolean"),
+    ({"networkPolicy": {"namespaces": ["ML"]}}, "at '/networkPolicy/namespaces/0': 'ML' does not match pattern"),
+], ids=["secret-name", "policy-bool", "policy-namespace"])
+def test_bad_drain_and_policy_values_are_refused(values, message):
+    result = helm("template", "t", str(CHART), *set_args(values), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------------- network policy
+
+
+def _covered(ports: list[dict[str, Any]], protocol: str) -> set[int]:
+    out: set[int] = set()
+    for port in ports:
+        if port.get("protocol", "TCP") == protocol:
+            out.update(range(port["port"], port.get("endPort", port["port"]) + 1))
+    return out
+
+
+def test_the_network_policy_is_off_by_default():
+    assert find(template(), "NetworkPolicy") == []
+
+
+def test_only_the_operator_reaches_the_bridges_http_port_and_every_other_port_stays_open():
+    from tfleet.api.model import HEALTH_BRIDGE_GRPC_PORT
+    from tfleet.health.podspec import bridge_http_port
+
+    objects = template(VALUE_SETS["network policy"])
+    policies = find(objects, "NetworkPolicy")
+    assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies] == [
+        ("ml", "tfleet-health-bridge"), ("ml-staging", "tfleet-health-bridge")]
+    spec = policies[0]["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    guarded, open_ = spec["ingress"]
+
+    bridge_http = bridge_http_port(HEALTH_BRIDGE_GRPC_PORT)
+    assert _covered(guarded["ports"], "TCP") == {bridge_http} and _covered(guarded["ports"], "UDP") == set()
+    (peer,) = guarded["from"]
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "tfleet-system"}}
+    operator_pod_labels = deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    assert peer["podSelector"]["matchLabels"].items() <= operator_pod_labels.items()
+    assert peer["podSelector"]["matchLabels"] == deployment(objects)["spec"]["selector"]["matchLabels"]
+
+    assert "from" not in open_, "every other port is open to every source"
+    every_port = set(range(1, 65536))
+    assert _covered(open_["ports"], "TCP") == every_port - {bridge_http}
+    assert _covered(open_["ports"], "UDP") == every_port
+
+
+def test_the_network_policy_selects_every_serving_pod_and_nothing_else():
+    from tests.core.isvc_factory import make_isvc
+    from tfleet.desired import children as builders
+
+    (policy, _) = find(template(VALUE_SETS["network policy"]), "NetworkPolicy")
+    selector = policy["spec"]["podSelector"]
+
+    def selects(labels: dict[str, str]) -> bool:
+        if not selector["matchLabels"].items() <= labels.items():
+            return False
+        return all(e["operator"] == "Exists" and e["key"] in labels for e in selector["matchExpressions"])
+
+    for manifest in (make_isvc("a"), make_isvc("b").rolling_update().pod(labels={"team": "x"})):
+        isvc = manifest.isvc()
+        assert selects(builders.build_pod_template(isvc)["metadata"]["labels"])
+    operator_labels = deployment(template())["spec"]["template"]["metadata"]["labels"]
+    assert not selects(operator_labels)
+
+
+def test_the_network_policy_namespaces_default_to_the_watched_ones_and_are_required_otherwise():
+    only = template({"watchNamespaces": ["ml"], "networkPolicy": {"enabled": True, "namespaces": ["edge"]}})
+    assert [p["metadata"]["namespace"] for p in find(only, "NetworkPolicy")] == ["edge"]
+    result = helm("template", "t", str(CHART), *set_args({"networkPolicy": {"enabled": True}}), check=False)
+    assert result.returncode != 0
+    assert "networkPolicy.enabled needs networkPolicy.namespaces when watchNamespaces is empty" in result.stderr

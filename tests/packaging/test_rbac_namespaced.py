@@ -8,7 +8,12 @@ import pytest
 
 from tests.packaging.cluster import OPERATOR_AGENTS, Operator, isvc
 from tests.packaging.helm import HELM, find, template
-from tests.packaging.test_rbac import RELEASE_NAMESPACE, permissions_granted, permissions_used
+from tests.packaging.test_rbac import (
+    RELEASE_NAMESPACE,
+    RELEASE_RESOURCES,
+    permissions_granted,
+    permissions_used,
+)
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason="helm is missing (run `make tools`)")
 
@@ -20,7 +25,8 @@ def test_namespaced_mode_stays_within_the_roles_of_the_watched_namespaces(privat
     watched = cluster.namespace("rbac-watched")
     start = len(cluster.requests())
     op = Operator(cluster, "rbac-namespaced", "--namespace", watched, "--leader-election",
-                  "--leader-election-namespace", RELEASE_NAMESPACE, "--leader-election-id", "namespaced")
+                  "--leader-election-namespace", RELEASE_NAMESPACE, "--leader-election-id", "namespaced",
+                  "--drain-key-namespace", RELEASE_NAMESPACE)
     try:
         op.identity()
         cluster.apply(isvc("scoped", watched))
@@ -31,12 +37,13 @@ def test_namespaced_mode_stays_within_the_roles_of_the_watched_namespaces(privat
     cluster.settle()
     calls = [r for r in cluster.requests()[start:]
              if r.get("user_agent", "").startswith(OPERATOR_AGENTS) and r.get("resource")]
-    assert {r["namespace"] for r in calls if r["resource"] != "leases"} == {watched}, \
+    assert {r["namespace"] for r in calls if r["resource"] not in RELEASE_RESOURCES} == {watched}, \
         [(r["verb"], r["path"]) for r in calls if r["namespace"] != watched]
+    assert {r["namespace"] for r in calls if r["resource"] in RELEASE_RESOURCES} == {RELEASE_NAMESPACE}
 
     objects = template({"watchNamespaces": [watched]})
     (role,) = find(objects, "Role", name="tfleet", namespace=watched)
-    used = {p for p in permissions_used(calls) if p[1] != "leases"}
+    used = {p for p in permissions_used(calls) if p[1] not in RELEASE_RESOURCES}
     missing = used - permissions_granted(role["rules"])
     assert not missing, f"namespaced mode used permissions its Role does not grant: {sorted(missing)}"
     assert find(objects, "ClusterRole") == []

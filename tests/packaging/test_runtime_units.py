@@ -511,3 +511,79 @@ def test_a_failed_event_post_is_retried_a_bounded_number_of_times(failures, post
     finally:
         server.shutdown()
     assert len(seen) == posts
+
+
+# ---------------------------------------------------------------- the drain key
+
+
+class SecretStore:
+    """An in-memory Secret API: AlreadyExists on a second create, and scripted failures."""
+
+    def __init__(self, failures: list[KubeError] | None = None) -> None:
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.failures = list(failures or [])
+        self.calls: list[str] = []
+
+    def _maybe_fail(self, call: str) -> None:
+        self.calls.append(call)
+        if self.failures:
+            raise self.failures.pop(0)
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._maybe_fail("get")
+        found = self.secrets.get((namespace, name))
+        return json.loads(json.dumps(found)) if found else None
+
+    def create_secret(self, secret: dict[str, Any]) -> dict[str, Any]:
+        self._maybe_fail("create")
+        key = (secret["metadata"]["namespace"], secret["metadata"]["name"])
+        if key in self.secrets:
+            raise KubeError(409, "AlreadyExists", "exists")
+        self.secrets[key] = secret
+        return json.loads(json.dumps(secret))
+
+
+def test_the_drain_key_waits_out_an_unreachable_api_server():
+    from tfleet.runtime import drain_key
+
+    store = SecretStore([KubeError(0, "Unreachable", "refused"), KubeError(503, "ServiceUnavailable", "x", 0.01)])
+    key = drain_key.load(store, "ops", "k", threading.Event(), make_key=lambda: b"k" * 32)
+    assert key == b"k" * 32
+    assert store.calls == ["get", "get", "get", "create"]
+    secret = store.secrets[("ops", "k")]
+    assert secret["immutable"] is True and secret["type"] == "Opaque"
+    # A second start reads the same key and creates nothing.
+    assert drain_key.ensure(store, "ops", "k", make_key=lambda: b"other key bytes!" * 2) == (b"k" * 32, False)
+
+
+def test_a_forbidden_secret_stops_the_operator_with_the_reason():
+    from tfleet.runtime import drain_key
+
+    store = SecretStore([KubeError(403, "Forbidden", 'secrets "k" is forbidden')])
+    with pytest.raises(drain_key.DrainKeyError) as caught:
+        drain_key.load(store, "ops", "k", threading.Event())
+    assert str(caught.value) == 'cannot read or create Secret ops/k: 403 Forbidden: secrets "k" is forbidden'
+
+
+def test_a_stopped_operator_stops_waiting_for_the_drain_key():
+    from tfleet.runtime import drain_key
+
+    stop = threading.Event()
+    stop.set()
+    assert drain_key.load(SecretStore([KubeError(0, "Unreachable", "refused")] * 3), "ops", "k", stop) is None
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (None, "Secret ops/k has no data.key: delete it and the operator creates a new one"),
+    ({"key": "not base64!"}, "Secret ops/k: data.key is not base64"),
+    ({"key": "c2hvcnQ="}, "Secret ops/k: data.key: a drain key needs at least 16 bytes, this one has 5"),
+])
+def test_an_unusable_secret_is_named_and_never_replaced(data, message):
+    from tfleet.runtime import drain_key
+
+    store = SecretStore()
+    store.secrets[("ops", "k")] = {"metadata": {"namespace": "ops", "name": "k"}, **({"data": data} if data else {})}
+    with pytest.raises(drain_key.DrainKeyError) as caught:
+        drain_key.load(store, "ops", "k", threading.Event())
+    assert str(caught.value) == message
+    assert "create" not in store.calls

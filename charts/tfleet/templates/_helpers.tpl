@@ -39,6 +39,11 @@ app.kubernetes.io/part-of: tfleet
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret holding the drain key (release namespace). */}}
+{{- define "tfleet.drainKeySecret" -}}
+{{- default (printf "%s-drain-key" (include "tfleet.fullname" .)) .Values.drainToken.secretName -}}
+{{- end -}}
+
 {{/* The operator's image; the same reference is handed to serving pods for the health bridge. */}}
 {{- define "tfleet.image" -}}
 {{- if .Values.image.digest -}}
@@ -57,8 +62,9 @@ server-side apply that creates an object is authorized as a create as well.
 {{- define "tfleet.operatorRules" -}}
 - apiGroups: ["tfleet.dev"]
   resources: ["inferenceservices"]
-  # get: a status write refused with 409 (planned from a stale view) reads the object again
-  verbs: ["get", "list", "watch"]
+  # get: a status write refused with 409 (planned from a stale view) reads the object again;
+  # patch: a promote or abort request is removed once the status records it done
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["tfleet.dev"]
   resources: ["inferenceservices/status"]
   verbs: ["patch"]
@@ -79,5 +85,6 @@ server-side apply that creates an object is authorized as a create as well.
   verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  # get, patch: a transition reported again counts on its existing Event
+  verbs: ["create", "get", "patch"]
 {{- end -}}

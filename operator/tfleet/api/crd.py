@@ -22,7 +22,8 @@ ROLLOUT_PHASES = tuple(p.value for p in Phase)
 class Condition(ApiObject):
     """An observation of one aspect of the InferenceService, in the Kubernetes condition convention."""
 
-    type: str = field("Ready, ModelAvailable, Progressing or Degraded.", max_length=316)
+    type: str = field("Ready, ModelAvailable, Progressing, Degraded, Reconciling, Stalled or RolledOut "
+                      "(docs/conditions.md).", max_length=316)
     status: str = field("True, False or Unknown.", enum=("True", "False", "Unknown"))
     reason: str = field("Why the condition is in this state, in PascalCase.", max_length=1024)
     message: str = field("A human-readable explanation.", max_length=32768)
@@ -36,7 +37,7 @@ class Condition(ApiObject):
 class RolloutStatus(ApiObject):
     """Progress of the current or last rollout."""
 
-    phase: str | None = field("Idle, Progressing, Paused, Promoting, Succeeded or RolledBack.",
+    phase: str | None = field("Idle, Queued, Progressing, Paused, Promoting, Succeeded or RolledBack.",
                               default=None, enum=ROLLOUT_PHASES)
     stable_revision: str | None = field("The revision that serves all traffic when no rollout runs.", default=None)
     canary_revision: str | None = field("The revision being rolled out, if any.", default=None)
@@ -45,6 +46,11 @@ class RolloutStatus(ApiObject):
     weight: int | None = field("Current percentage of replicas on the canary revision.", default=None)
     started_at: str | None = field("When the rollout started (RFC 3339).", default=None)
     step_started_at: str | None = field("When the current step started (RFC 3339).", default=None)
+    queued_revision: str | None = field(
+        "A revision waiting for a free rollout slot (the operator runs a bounded number of rollouts "
+        "at once); the rollout starts when one frees, in the order they were queued.", default=None
+    )
+    queued_at: str | None = field("When the queued revision was queued (RFC 3339).", default=None)
     failed_revision: str | None = field(
         "A revision that was rolled back; it is not tried again until the spec changes.", default=None
     )
@@ -81,7 +87,7 @@ class InferenceServiceStatus(ApiObject):
 
     observed_generation: int | None = field("The metadata.generation tfleet last acted on.", default=None)
     conditions: tuple[Condition, ...] = field(
-        "Ready, ModelAvailable, Progressing and Degraded.",
+        "Ready, ModelAvailable, Progressing, Degraded, Reconciling, Stalled and RolledOut (docs/conditions.md).",
         default=(),
         list_type="map",
         list_map_keys=("type",),
@@ -89,6 +95,14 @@ class InferenceServiceStatus(ApiObject):
     replicas: int | None = field("Serving pods that exist (all revisions).", default=None)
     ready_replicas: int | None = field("Serving pods that are ready.", default=None)
     ready: str | None = field("readyReplicas/replicas, for display.", default=None)
+    reason: str | None = field(
+        "One word for `kubectl get`: the Stalled reason when stalled (RolledBack, InvalidSpec, "
+        "ProgressDeadlineExceeded), else the Reconciling reason while work goes on (RolloutInProgress, "
+        "RolloutPaused, ReplicasNotReady), else the Ready reason (Available, ScaledToZero).",
+        default=None,
+    )
+    model: str | None = field("The TF Serving model name the pods serve (spec.model.name, else metadata.name).",
+                              default=None)
     selector: str | None = field("Label selector of the serving pods, for the scale subresource.", default=None)
     serving_version: int | None = field(
         "The model version all ready pods serve, when it is known.", default=None
@@ -148,14 +162,16 @@ def build_crd() -> dict[str, Any]:
                         },
                     },
                     "additionalPrinterColumns": [
-                        {"name": "Model", "type": "string", "jsonPath": ".spec.model.name",
-                         "description": "TF Serving model name (empty: metadata.name)"},
+                        {"name": "Model", "type": "string", "jsonPath": ".status.model",
+                         "description": "TF Serving model name"},
                         {"name": "Version", "type": "integer", "jsonPath": ".status.servingVersion",
                          "description": "Model version being served"},
                         {"name": "Target", "type": "integer", "jsonPath": ".spec.model.version",
                          "description": "Model version asked for"},
                         {"name": "Ready", "type": "string", "jsonPath": ".status.ready",
                          "description": "Ready pods / pods"},
+                        {"name": "Status", "type": "string", "jsonPath": ".status.reason",
+                         "description": "RolledBack, InvalidSpec, RolloutInProgress, Available, ..."},
                         {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase",
                          "description": "Rollout phase"},
                         {"name": "Weight", "type": "integer", "jsonPath": ".status.rollout.weight",

@@ -9,6 +9,8 @@ refusing the child. Modelled on k8s.io/apimachinery: pkg/util/validation/validat
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -76,3 +78,17 @@ def annotation_problems(annotations: dict[str, Any], path: str) -> list[tuple[st
     if total > TOTAL_ANNOTATION_SIZE_LIMIT:
         problems.append((path, f"annotations may not be larger than {TOTAL_ANNOTATION_SIZE_LIMIT} bytes, got {total}"))
     return problems
+
+
+EVENT_NAME_MAX = 253  # an Event's name is a DNS subdomain
+
+
+def event_name(regarding: dict[str, Any], type_: str, reason: str, message: str) -> str:
+    """The name of the one Event that reports this transition of this generation of
+    `regarding`: the object's name (cut to fit, never ending in '-' or '.'), then a digest of
+    what tells transitions apart. The same report twice gives the same name."""
+    meta = regarding["metadata"]
+    key = json.dumps([meta.get("uid"), meta.get("generation"), type_, reason, message])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    prefix = str(meta["name"])[: EVENT_NAME_MAX - len(digest) - 1].rstrip("-.")
+    return f"{prefix}.{digest}"

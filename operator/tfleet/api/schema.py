@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 
+from tfleet.durations import parse_duration
+
 T = TypeVar("T")
 
 
@@ -68,15 +70,9 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
         children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def duration_seconds(value: str) -> float:
-    """Seconds in a duration string such as "1m30s"."""
-    return sum(
-        float(amount) * _DURATION_UNITS[unit]
-        for amount, unit in re.findall(r"(\d+)(ms|s|m|h)", value)
-    )
+    """Seconds in a duration string such as "1m30s" (Go's reading, shared with the CLI's flags)."""
+    return parse_duration(value)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 # Annotations tfleet writes.
 ANNOTATION_CONFIG_CHECKSUM = "tfleet.dev/config-checksum"
 ANNOTATION_APPLIED = "tfleet.dev/applied-hash"
+# On an Event: which report last counted it, so a retried write whose response was lost is
+# recognised as its own and not counted twice.
+ANNOTATION_EVENT_REPORT = "tfleet.dev/event-report"
 # Manual rollout control (see `tfleet rollout`): promote and abort name the canary revision,
 # so a stale annotation never acts on a later rollout.
 ANNOTATION_PAUSED = "tfleet.dev/rollout-paused"
@@ -57,6 +60,8 @@ class Phase(StrEnum):
     PROMOTING = "Promoting"
     SUCCEEDED = "Succeeded"
     ROLLED_BACK = "RolledBack"
+    # A new revision waits for a free rollout slot (the operator's --max-concurrent-rollouts).
+    QUEUED = "Queued"
 
 
 ACTIVE_PHASES = (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING)
@@ -67,6 +72,13 @@ class ConditionType(StrEnum):
     MODEL_AVAILABLE = "ModelAvailable"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
+    # kstatus's two "abnormal-true" conditions (sigs.k8s.io/cli-utils/pkg/kstatus), which Flux
+    # and kpt read: work toward the current generation goes on / it cannot go on by itself.
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+    # The one a CI gate or `kubectl wait` waits for: the current generation's revision serves
+    # every replica, with no rollout left.
+    ROLLED_OUT = "RolledOut"
 
 
 class Reason(StrEnum):
@@ -85,6 +97,10 @@ class Reason(StrEnum):
     ROLLED_BACK = "RolledBack"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     AS_EXPECTED = "AsExpected"
+    RECONCILED = "Reconciled"
+    ROLLOUT_QUEUED = "RolloutQueued"
+    REPLICAS_NOT_READY = "ReplicasNotReady"
+    REVISION_ROLLED_OUT = "RevisionRolledOut"
 
 
 class EventReason(StrEnum):
@@ -101,6 +117,7 @@ class EventReason(StrEnum):
     ROLLOUT_SUCCEEDED = "RolloutSucceeded"
     ROLLOUT_ROLLED_BACK = "RolloutRolledBack"
     ROLLOUT_ABORTED = "RolloutAborted"
+    ROLLOUT_QUEUED = "RolloutQueued"
     CHILDREN_CHANGED = "ChildrenChanged"
     INVALID_SPEC = "InvalidSpec"
 

@@ -1,8 +1,17 @@
-"""`tfleet render` and `tfleet crd`: the objects the operator creates, offline."""
+"""`tfleet render` and `tfleet crd`: the objects the operator creates, offline.
+
+`-f` takes files, directories and stdin as `kubectl apply -f` does
+(k8s.io/cli-runtime/pkg/resource/visitor.go, `ExpandPathsToFileVisitors`): a directory
+contributes its files ending in .json, .yaml or .yml, in lexical order, and with `-R` those of
+its subdirectories too; a file named explicitly is read whatever its name. InferenceServices
+are replaced by their children; documents of any other kind pass through unchanged, so a
+GitOps directory that mixes Secrets, Namespaces and InferenceServices renders whole.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,18 +19,18 @@ from typing import Any, TextIO
 
 import yaml
 
-from tfleet.api.vocabulary import API_VERSION, KIND
+from tfleet.api.vocabulary import API_VERSION, GROUP, KIND
+from tfleet.cli.exits import EXIT_OK, EXIT_TIMEOUT
+from tfleet.cli.output import json_document, object_name, print_objects, yaml_documents
 
-
-class _Dumper(yaml.SafeDumper):
-    """Plain YAML: repeated values are written out, never as &anchors/*aliases."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
+# Exit status of a render with an invalid document or an unreadable file (see tfleet.cli.exits).
+EXIT_INVALID = EXIT_TIMEOUT
+# The extensions a directory's files must have (cli-runtime's FileExtensions).
+FILE_EXTENSIONS = (".json", ".yaml", ".yml")
 
 
 def dump_manifests(manifests: list[dict[str, Any]]) -> str:
-    return yaml.dump_all(manifests, Dumper=_Dumper, sort_keys=False, width=120)
+    return yaml_documents(manifests)
 
 
 @dataclass(frozen=True)
@@ -107,13 +116,20 @@ def _documents(source: str, stream: TextIO) -> Iterator[tuple[int, Any, str | No
         yield -1, None, f"YAML does not parse{where}: {problem}"
 
 
-def render_documents(source: str, stream: TextIO, namespace: str | None) -> tuple[list[dict[str, Any]], list[RenderError]]:
-    """Children of every InferenceService in `stream`; errors name the document and field."""
+def render_documents(source: str, stream: TextIO, namespace: str | None,
+                     drain_key: bytes | None = None) -> tuple[list[dict[str, Any]], list[RenderError]]:
+    """Every document of `stream` in order, each InferenceService replaced by its children;
+    errors name the document and field.
+
+    With `drain_key`, each revision's pods carry the drain token the operator gives a new
+    revision (a revision already running keeps the one it was created with).
+    """
     from tfleet.api.model import parse_object
     from tfleet.api.schema import ValidationError
     from tfleet.desired import children as builders
+    from tfleet.desired import health_wiring
 
-    children: list[dict[str, Any]] = []
+    objects: list[dict[str, Any]] = []
     errors: list[RenderError] = []
     last_index = -1
     for index, doc, problem in _documents(source, stream):
@@ -125,6 +141,14 @@ def render_documents(source: str, stream: TextIO, namespace: str | None) -> tupl
             continue
         if not isinstance(doc, dict):
             errors.append(RenderError(source, index, f"must be a mapping (an object), got {type(doc).__name__}"))
+            continue
+        missing = [f"{key}: required field is missing" for key in ("apiVersion", "kind")
+                   if not isinstance(doc.get(key), str) or not doc.get(key)]
+        if missing:
+            errors.extend(RenderError(source, index, m) for m in missing)
+            continue
+        if str(doc["apiVersion"]).split("/", 1)[0] != GROUP:
+            objects.append(doc)  # another kind: passed through unchanged
             continue
         if doc.get("apiVersion") != API_VERSION:
             errors.append(RenderError(source, index, f'apiVersion: must be "{API_VERSION}", got {doc.get("apiVersion")!r}'))
@@ -143,36 +167,103 @@ def render_documents(source: str, stream: TextIO, namespace: str | None) -> tupl
         except ValidationError as exc:
             errors.extend(RenderError(source, index, str(e)) for e in exc.errors)
             continue
-        children.extend(builders.build_children(isvc))
-    return children, errors
+        rev = builders.compute_revision(isvc)
+        token = None if drain_key is None else health_wiring.drain_token(drain_key, isvc.namespace, isvc.name, rev.name)
+        objects.extend(builders.build_children(isvc, rev=rev, drain_token=token))
+    return objects, errors
+
+
+def expand_paths(path: str, recursive: bool) -> tuple[list[str], str | None]:
+    """The files `-f path` stands for, in kubectl's order, or why there are none."""
+    if path == "-":
+        return ["-"], None
+    if not os.path.exists(path):
+        return [], f'the path "{path}" does not exist'
+    if not os.path.isdir(path):
+        return [path], None
+    files: list[str] = []
+
+    def walk(directory: str) -> None:
+        # filepath.Walk: entries in lexical order, a subdirectory walked where it sorts.
+        for entry in sorted(os.listdir(directory)):
+            full = os.path.join(directory, entry)
+            if os.path.isdir(full):
+                if recursive:
+                    walk(full)
+            elif os.path.splitext(entry)[1] in FILE_EXTENSIONS:
+                files.append(full)
+
+    try:
+        walk(path)
+    except OSError as exc:
+        return files, f'error walking "{path}": {exc.strerror}'
+    if not files:
+        return [], (f'error reading "{path}": recognized file extensions are {", ".join(FILE_EXTENSIONS)}'
+                    + ("" if recursive else " (-R reads subdirectories)"))
+    return files, None
+
+
+def read_drain_key(path: str) -> tuple[bytes | None, str | None]:
+    """The key in `path`, or the reason it cannot be one (naming the flag)."""
+    from tfleet.desired.health_wiring import drain_key_problem
+
+    try:
+        with open(path, "rb") as stream:
+            key = stream.read()
+    except OSError as exc:
+        return None, f"--drain-key-file: cannot read {path}: {exc.strerror}"
+    problem = drain_key_problem(key)
+    if problem is not None:
+        return None, f"--drain-key-file: {path}: {problem}"
+    return key, None
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    all_children: list[dict[str, Any]] = []
+    all_objects: list[dict[str, Any]] = []
     failed = False
-    for path in args.filename:
-        try:
-            if path == "-":
-                children, errors = render_documents("<stdin>", sys.stdin, args.namespace)
-            else:
-                with open(path, encoding="utf-8") as stream:
-                    children, errors = render_documents(path, stream, args.namespace)
-        except OSError as exc:
-            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+    drain_key = None
+    if args.drain_key_file is not None:
+        drain_key, problem = read_drain_key(args.drain_key_file)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return EXIT_INVALID
+    for given in args.filename:
+        paths, problem = expand_paths(given, args.recursive)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
             failed = True
-            continue
-        for error in errors:
-            print(f"error: {error}", file=sys.stderr)
-        failed = failed or bool(errors)
-        all_children.extend(children)
-    # Valid documents still render; any invalid one makes the exit status 2.
-    if all_children:
-        sys.stdout.write(dump_manifests(all_children))
-    return 2 if failed else 0
+        for path in paths:
+            try:
+                if path == "-":
+                    objects, errors = render_documents("<stdin>", sys.stdin, args.namespace, drain_key)
+                else:
+                    with open(path, encoding="utf-8") as stream:
+                        objects, errors = render_documents(path, stream, args.namespace, drain_key)
+            except OSError as exc:
+                print(f"error: {path}: cannot read: {exc.strerror}", file=sys.stderr)
+                failed = True
+                continue
+            except UnicodeDecodeError:
+                print(f"error: {path}: cannot read: not UTF-8 text", file=sys.stderr)
+                failed = True
+                continue
+            for error in errors:
+                print(f"error: {error}", file=sys.stderr)
+            failed = failed or bool(errors)
+            all_objects.extend(objects)
+    # Valid documents still render; any invalid one makes the exit status EXIT_INVALID.
+    if all_objects:
+        sys.stdout.write(print_objects(all_objects, args.output))
+    return EXIT_INVALID if failed else EXIT_OK
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    from tfleet.api.crd import crd_yaml
+    from tfleet.api.crd import build_crd, crd_yaml
 
-    sys.stdout.write(crd_yaml())
-    return 0
+    if args.output == "json":
+        sys.stdout.write(json_document(build_crd()))
+    elif args.output == "name":
+        print(object_name(build_crd()))
+    else:
+        sys.stdout.write(crd_yaml())
+    return EXIT_OK

@@ -3,7 +3,7 @@
 promote, abort, pause and resume set annotations on the InferenceService; the operator acts
 on them at its next reconcile, exactly as it would for `kubectl annotate`. promote and abort
 name the canary revision they target, so a late or repeated command never acts on a later
-rollout.
+rollout. `rollout get` (in `tfleet.cli.tree`) draws the revisions, Deployments and pods.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+from datetime import datetime
 from typing import Any, TextIO
 
 from tfleet.api.times import parse_time, utc_now
@@ -28,36 +29,31 @@ from tfleet.api.vocabulary import (
     isvc_selector,
     revision_selector,
 )
+from tfleet.cli import cluster as clusters
+from tfleet.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT
+from tfleet.cli.flags import (
+    add_cluster_flags,
+    add_output_flag,
+    duration,
+    isvc_reference,
+    positive_duration,
+)
+from tfleet.cli.output import print_objects, table, truncate
+from tfleet.durations import format_duration
 
-EXIT_OK, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
-
-
-def _kube(args: argparse.Namespace) -> Any:
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
-    from tfleet.runtime.kube import Kube, load_config
-
-    return Kube(load_config(args.kubeconfig))
-
-
-def _namespace(args: argparse.Namespace) -> str:
-    if args.namespace:
-        return str(args.namespace)
-    try:
-        from kubernetes import config
-
-        _, context = config.list_kube_config_contexts(config_file=args.kubeconfig)
-        return str((context or {}).get("context", {}).get("namespace") or "default")
-    except Exception:  # no kubeconfig context: the API default
-        return "default"
+# How long `rollout status` lets the operator take to observe a new generation before it
+# says that it has not (it keeps waiting all the same).
+OBSERVE_GRACE_SECONDS = 5.0
 
 
-def describe(body: dict[str, Any], canary_ready: str = "") -> str:
-    """One line about the rollout, for logs and for the live view."""
-    status = body.get("status") or {}
+def describe(body: dict[str, Any], canary_ready: str = "", pause: str = "") -> str:
+    """One line about the rollout, for logs and for the live view (`pause`: the pause left)."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
     ro = status.get("rollout") or {}
     phase = ro.get("phase", "Unknown")
     parts = [f"phase={phase}"]
+    if unobserved_generation(body) is not None:
+        parts.append(f"observed-generation={status.get('observedGeneration', 'none')}/{meta.get('generation')}")
     if ro.get("stableRevision"):
         parts.append(f"stable={ro['stableRevision']}")
     if ro.get("canaryRevision"):
@@ -71,16 +67,27 @@ def describe(body: dict[str, Any], canary_ready: str = "") -> str:
     if ro.get("targetVersion") is not None:
         parts.append(f"target-version={ro['targetVersion']}")
     parts.append(f"ready={status.get('ready', '?')}")
+    if pause:
+        parts.append(f"pause-left={pause}")
     if ro.get("message"):
         parts.append(f"- {ro['message']}")
     return " ".join(parts)
 
 
+def unobserved_generation(body: dict[str, Any]) -> int | None:
+    """The generation the operator has not acted on yet, or None when status is current."""
+    generation = (body.get("metadata") or {}).get("generation")
+    observed = (body.get("status") or {}).get("observedGeneration")
+    if generation is None or observed == generation:
+        return None
+    return int(generation)
+
+
 def outcome(body: dict[str, Any]) -> int | None:
     """EXIT_OK or EXIT_FAILED once the latest spec has finished rolling out, else None."""
-    meta, status = body.get("metadata") or {}, body.get("status") or {}
-    if status.get("observedGeneration") != meta.get("generation"):
+    if unobserved_generation(body) is not None:
         return None
+    status = body.get("status") or {}
     conditions = {c["type"]: c for c in status.get("conditions") or []}
     if (conditions.get(ConditionType.READY) or {}).get("reason") == Reason.INVALID_SPEC:
         return EXIT_FAILED
@@ -96,6 +103,42 @@ def outcome(body: dict[str, Any]) -> int | None:
     return EXIT_OK if (conditions.get(ConditionType.READY) or {}).get("status") == "True" else None
 
 
+class GenerationWatch:
+    """Notices a generation that the operator leaves unobserved for OBSERVE_GRACE_SECONDS, and
+    says so once per generation."""
+
+    def __init__(self, grace: float = OBSERVE_GRACE_SECONDS):
+        self.grace = grace
+        self._since: tuple[int, float] | None = None
+        self._told: int | None = None
+
+    def check(self, body: dict[str, Any], now: float) -> str | None:
+        generation = unobserved_generation(body)
+        if generation is None:
+            self._since = None
+            return None
+        if self._since is None or self._since[0] != generation:
+            self._since = (generation, now)
+        if now - self._since[1] >= self.grace and self._told != generation:
+            self._told = generation
+            return f"the operator has not observed generation {generation} (is it running?)"
+        return None
+
+
+def pause_left(body: dict[str, Any], now: datetime | None = None) -> float | None:
+    """Seconds left in the current step's pause, while a canary step pauses."""
+    ro = (body.get("status") or {}).get("rollout") or {}
+    steps = (((body.get("spec") or {}).get("rollout") or {}).get("steps")) or []
+    step = ro.get("step")
+    started = parse_time(ro.get("stepStartedAt"))
+    if step is None or started is None or step >= len(steps) or ro.get("phase") != Phase.PROGRESSING:
+        return None
+    from tfleet.api.schema import duration_seconds
+
+    left = duration_seconds(steps[step].get("pause", "60s")) - ((now or utc_now()) - started).total_seconds()
+    return max(0.0, left)
+
+
 def _canary_ready(kube: Any, namespace: str, body: dict[str, Any]) -> str:
     canary = ((body.get("status") or {}).get("rollout") or {}).get("canaryRevision")
     if not canary:
@@ -106,35 +149,57 @@ def _canary_ready(kube: Any, namespace: str, body: dict[str, Any]) -> str:
     return ""
 
 
-def _pause_left(body: dict[str, Any]) -> str:
-    ro = (body.get("status") or {}).get("rollout") or {}
-    steps = (((body.get("spec") or {}).get("rollout") or {}).get("steps")) or []
-    step = ro.get("step")
-    started = parse_time(ro.get("stepStartedAt"))
-    if step is None or started is None or step >= len(steps) or ro.get("phase") != Phase.PROGRESSING:
-        return ""
-    from tfleet.api.schema import duration_seconds
+def terminal_columns(out: TextIO) -> int | None:
+    """The width of the terminal `out` writes to; None when it does not say (a pseudo-terminal
+    whose size was never set reports 0 columns)."""
+    try:
+        return os.get_terminal_size(out.fileno()).columns or None
+    except (OSError, ValueError, AttributeError):
+        return None
 
-    left = duration_seconds(steps[step].get("pause", "60s")) - (utc_now() - started).total_seconds()
-    return f" pause-left={max(0, int(left))}s"
+
+def _connect(args: argparse.Namespace) -> clusters.Cluster:
+    return clusters.connect(args)
+
+
+def _get_isvc(cl: clusters.Cluster, name: str) -> dict[str, Any]:
+    from tfleet.runtime.kube import KubeError
+
+    try:
+        return cl.kube.get_isvc(cl.namespace, name)  # type: ignore[no-any-return]
+    except KubeError as exc:
+        raise clusters.api_failure(exc, cl.host) from None
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    kube, namespace = _kube(args), _namespace(args)
+    cl = _connect(args)
     from tfleet.runtime.kube import KubeError
 
     deadline = time.monotonic() + args.timeout if args.timeout else None
     live = out.isatty() and not args.no_follow_tty
+    generations = GenerationWatch()
     last = ""
     while True:
         try:
-            body = kube.get_isvc(namespace, args.name)
+            body = cl.kube.get_isvc(cl.namespace, args.name)
+            canary_ready = _canary_ready(cl.kube, cl.namespace, body)
+            line = describe(body, canary_ready)
         except KubeError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            return EXIT_FAILED if exc.code == 404 else EXIT_TIMEOUT
-        line = describe(body, _canary_ready(kube, namespace, body))
+            if live:
+                out.write("\n")
+            raise clusters.api_failure(exc, cl.host) from None
+        warning = generations.check(body, time.monotonic())
+        if warning:
+            if live:
+                out.write("\r\033[K")
+                out.flush()
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         if live:
-            out.write("\r\033[K" + line + _pause_left(body))
+            left = pause_left(body)
+            shown = describe(body, canary_ready, format_duration(round(left)) if left is not None else "")
+            columns = terminal_columns(out)
+            # One column short of the width: a line that fills it wraps on some terminals.
+            out.write("\r\033[K" + (truncate(shown, columns - 1) if columns else shown))
             out.flush()
         elif line != last:
             out.write(line + "\n")
@@ -152,31 +217,38 @@ def cmd_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         if deadline is not None and time.monotonic() >= deadline:
             if live:
                 out.write("\n")
-            print(f"error: timed out after {args.timeout:g}s waiting for the rollout", file=sys.stderr)
+            out.flush()
+            print(f"error: timed out after {format_duration(args.timeout)} waiting for the rollout "
+                  f"of {args.name}", file=sys.stderr)
             return EXIT_TIMEOUT
         time.sleep(args.interval)
 
 
 def _annotate(args: argparse.Namespace, build: Any) -> int:
-    kube, namespace = _kube(args), _namespace(args)
+    cl = _connect(args)
     from tfleet.runtime.kube import KubeError
 
     try:
-        body = kube.get_isvc(namespace, args.name)
+        body = cl.kube.get_isvc(cl.namespace, args.name)
         annotations, message = build(body)
         if annotations is None:
             print(f"error: {message}", file=sys.stderr)
             return EXIT_FAILED
-        kube.annotate_isvc(namespace, args.name, annotations)
+        patched = cl.kube.annotate_isvc(cl.namespace, args.name, annotations)
     except KubeError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return EXIT_FAILED
-    print(message)
+        raise clusters.api_failure(exc, cl.host) from None
+    if args.output:
+        sys.stdout.write(print_objects([patched], args.output))
+    else:
+        print(message)
     return EXIT_OK
 
 
 def _canary(body: dict[str, Any]) -> str | None:
-    return ((body.get("status") or {}).get("rollout") or {}).get("canaryRevision")
+    """The revision a promote or abort targets: the canary, or the revision queued for a slot
+    (both requests skip the queue)."""
+    ro = (body.get("status") or {}).get("rollout") or {}
+    return ro.get("canaryRevision") or ro.get("queuedRevision")
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -207,53 +279,124 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _annotate(args, lambda body: ({ANNOTATION_PAUSED: None}, f'resumed rollouts of "{args.name}"'))
 
 
+def revision_roles(body: dict[str, Any]) -> dict[str, str]:
+    """revision -> stable, canary, rolled back or previous, from status.rollout."""
+    ro = (body.get("status") or {}).get("rollout") or {}
+    roles = {rev: role for rev, role in ((ro.get("failedRevision"), "rolled back"),
+                                          (ro.get("canaryRevision"), "canary"),
+                                          (ro.get("stableRevision"), "stable")) if rev}
+    for rev in ro.get("history") or []:
+        roles.setdefault(rev, "previous")
+    return roles
+
+
+def history_rows(body: dict[str, Any], deployments: list[dict[str, Any]], wide: bool) -> list[list[str]]:
+    """The table of `rollout history`: newest revision first."""
+    roles = revision_roles(body)
+    records = []
+    for dep in deployments:
+        meta = dep["metadata"]
+        labels = meta.get("labels") or {}
+        rev = labels.get(LABEL_REVISION, "")
+        row = [rev, labels.get(LABEL_MODEL_VERSION, "-"), roles.get(rev, "-"),
+               f"{(dep.get('status') or {}).get('readyReplicas', 0)}/{dep['spec'].get('replicas', 0)}",
+               meta.get("creationTimestamp", "")]
+        if wide:
+            containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+            image = next((c.get("image", "") for c in containers if c.get("name") == "tensorflow-serving"), "")
+            row += [meta.get("name", ""), image]
+        records.append(row)
+    records.sort(key=lambda r: r[4], reverse=True)
+    header = ["REVISION", "VERSION", "ROLE", "READY", "CREATED"] + (["DEPLOYMENT", "IMAGE"] if wide else [])
+    return [header, *records]
+
+
 def cmd_history(args: argparse.Namespace) -> int:
-    kube, namespace = _kube(args), _namespace(args)
+    cl = _connect(args)
     from tfleet.runtime.kube import KubeError
 
     try:
-        body = kube.get_isvc(namespace, args.name)
-        deployments = kube.list_deployments(namespace, isvc_selector(args.name))
+        body = cl.kube.get_isvc(cl.namespace, args.name)
+        deployments = cl.kube.list_deployments(cl.namespace, isvc_selector(args.name))
     except KubeError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return EXIT_FAILED
-    ro = (body.get("status") or {}).get("rollout") or {}
-    roles = {ro.get("stableRevision"): "stable", ro.get("canaryRevision"): "canary",
-             ro.get("failedRevision"): "rolled back"}
-    roles.update({rev: "previous" for rev in ro.get("history") or [] if rev not in roles})
-    rows = []
-    for dep in deployments:
-        labels = dep["metadata"].get("labels") or {}
-        rev = labels.get(LABEL_REVISION, "")
-        rows.append((rev, labels.get(LABEL_MODEL_VERSION, "-"), roles.get(rev, "-"),
-                     f"{(dep.get('status') or {}).get('readyReplicas', 0)}/{dep['spec'].get('replicas', 0)}",
-                     dep["metadata"].get("creationTimestamp", "")))
-    rows.sort(key=lambda r: r[4], reverse=True)
-    print(f"{'REVISION':<12} {'VERSION':<8} {'ROLE':<12} {'READY':<7} CREATED")
-    for rev, version, role, ready, created in rows:
-        print(f"{rev:<12} {version:<8} {role:<12} {ready:<7} {created}")
+        raise clusters.api_failure(exc, cl.host) from None
+    if args.output in ("json", "yaml", "name"):
+        deployments.sort(key=lambda d: d["metadata"].get("creationTimestamp", ""), reverse=True)
+        for dep in deployments:
+            dep.setdefault("apiVersion", "apps/v1")
+            dep.setdefault("kind", "Deployment")
+        sys.stdout.write(print_objects(deployments, args.output))
+        return EXIT_OK
+    sys.stdout.write(table(history_rows(body, deployments, wide=args.output == "wide")))
     return EXIT_OK
 
 
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", type=isvc_reference, metavar="NAME",
+                   help="the InferenceService: NAME or tfis/NAME")
+    add_cluster_flags(p)
+
+
+EXIT_HELP = "exit status: 0 rolled out, 1 rolled back or stalled, 2 timed out; 3 usage, 4 configuration, " \
+    "5 API server unreachable, 6 API error"
+
+
 def add_subcommands(sub: Any) -> None:
-    parser = sub.add_parser("rollout", help="watch and control rollouts of an InferenceService")
+    from tfleet.cli import tree
+
+    parser = sub.add_parser("rollout", help="watch and control rollouts of an InferenceService",
+                            description="Watch and control the rollouts of an InferenceService.")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    status = actions.add_parser(
+        "status", help="follow the rollout until it finishes (exit 0), fails (1) or times out (2)",
+        epilog=EXIT_HELP,
+        description="Follow the rollout of the current spec. On a terminal one live line is redrawn, "
+        "cut to the terminal's width; elsewhere one line is printed per change. Says so when the "
+        f"operator has not observed a new generation within {OBSERVE_GRACE_SECONDS:g}s.")
+    _add_common(status)
+    status.add_argument("--timeout", type=duration, default=0.0, metavar="DURATION",
+                        help="give up after this long, with exit status 2 (90s, 2m, 1h30m or seconds; "
+                        "default 0: wait for ever)")
+    status.add_argument("--interval", type=positive_duration, default=0.5, metavar="DURATION",
+                        help="time between checks (default 500ms)")
+    status.add_argument("--watch", action=argparse.BooleanOptionalAction, default=True,
+                        help="follow until the rollout ends (default) or print once")
+    status.add_argument("--no-follow-tty", action="store_true", help="one line per change even on a terminal")
+    status.set_defaults(func=cmd_status)
+
+    get = actions.add_parser(
+        "get", help="show the InferenceService's revisions, Deployments and pods as a tree",
+        description="A tree of the InferenceService, its revisions (stable, canary, earlier ones), "
+        "their Deployments and pods with the model version each serves, readiness and restarts, "
+        "the current step and weight, the pause left and the last analysis result. Colour on a "
+        "terminal (unless NO_COLOR is set or --no-color), plain text elsewhere.")
+    _add_common(get)
+    get.add_argument("-w", "--watch", action="store_true", help="redraw the tree until interrupted")
+    get.add_argument("--interval", type=positive_duration, default=2.0, metavar="DURATION",
+                     help="time between redraws with --watch (default 2s)")
+    get.add_argument("--no-color", action="store_true", help="no colour, even on a terminal")
+    get.add_argument("--bridge-timeout", type=duration, default=0.3, metavar="DURATION",
+                     help="how long to wait for each pod's health bridge (GET /status on the pod IP); "
+                     "0 skips them and shows the versions the operator labelled (default 300ms)")
+    add_output_flag(get, ("wide", "json", "yaml", "name"), None,
+                    "the tree (wide: pod IPs and nodes) or, with json/yaml/name, its objects")
+    get.set_defaults(func=tree.cmd_get)
+
     for name, func, help_text in (
-        ("status", cmd_status, "follow the rollout until it finishes (exit 0), fails (1) or times out (2)"),
         ("promote", cmd_promote, "skip the remaining canary steps and promote the canary"),
         ("abort", cmd_abort, "roll the canary back now"),
         ("pause", cmd_pause, "hold the rollout at its current step"),
         ("resume", cmd_resume, "continue a paused rollout"),
-        ("history", cmd_history, "list the revisions and their roles"),
     ):
-        p = actions.add_parser(name, help=help_text)
-        p.add_argument("name", help="InferenceService name")
-        p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
-        p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-        if name == "status":
-            p.add_argument("--timeout", type=float, default=0, help="give up after this many seconds (exit 2)")
-            p.add_argument("--interval", type=float, default=0.5, help="seconds between checks")
-            p.add_argument("--watch", action=argparse.BooleanOptionalAction, default=True,
-                           help="follow until the rollout ends (default) or print once")
-            p.add_argument("--no-follow-tty", action="store_true", help="one line per change even on a terminal")
+        p = actions.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
+        _add_common(p)
+        add_output_flag(p, ("json", "yaml", "name"), None, "the annotated InferenceService (default: a message)")
         p.set_defaults(func=func)
+
+    history = actions.add_parser("history", help="list the revisions and their roles",
+                                 description="The revisions of the InferenceService, newest first.")
+    _add_common(history)
+    add_output_flag(history, ("wide", "json", "yaml", "name"), None,
+                    "the table (wide: Deployment and image) or, with json/yaml/name, the revisions' Deployments")
+    history.set_defaults(func=cmd_history)

@@ -72,10 +72,11 @@ class Revision:
 
 def compute_revision(isvc: InferenceService) -> Revision:
     """Replicas, Services, autoscaling and rollout settings are not part of a revision, so
-    changing them rolls nothing."""
+    changing them rolls nothing. Neither is the drain token: it is derived from the revision
+    (and a key the revision must not depend on), and a new key must not make new revisions."""
     data = tfconfig.config_files(isvc)
     digest = checksum(data)
-    template = _pod_template(isvc, digest, _CONFIG_PLACEHOLDER, revision_label=None)
+    template = _pod_template(isvc, digest, _CONFIG_PLACEHOLDER, revision_label=None, drain_token=None)
     name = hashlib.sha256(json.dumps([data, template], sort_keys=True).encode()).hexdigest()[:10]
     return Revision(name=name, config=data, checksum=digest)
 
@@ -225,7 +226,7 @@ def restricted_container_security_context() -> Manifest:
     }
 
 
-def _serving_container(isvc: InferenceService, mounts: list[Manifest]) -> Manifest:
+def _serving_container(isvc: InferenceService, mounts: list[Manifest], drain_token: str | None) -> Manifest:
     server = isvc.spec.server
     env, env_from = _env(isvc)
     container: Manifest = {
@@ -246,7 +247,7 @@ def _serving_container(isvc: InferenceService, mounts: list[Manifest]) -> Manife
         container["resources"] = resources
     container["volumeMounts"] = mounts
     container.update(probes.serving_probes(isvc))
-    container["lifecycle"] = probes.serving_lifecycle(isvc)
+    container["lifecycle"] = probes.serving_lifecycle(isvc, drain_token)
     # A model that fails its first load makes TF Serving print why and exit: the end of its
     # log becomes the container's termination message, which the operator reads.
     container["terminationMessagePolicy"] = "FallbackToLogsOnError"
@@ -254,13 +255,19 @@ def _serving_container(isvc: InferenceService, mounts: list[Manifest]) -> Manife
     return container
 
 
-def build_pod_template(isvc: InferenceService, rev: Revision | None = None) -> Manifest:
-    """The pod template of the InferenceService's current revision."""
+def build_pod_template(isvc: InferenceService, rev: Revision | None = None, drain_token: str | None = None) -> Manifest:
+    """The pod template of the InferenceService's current revision.
+
+    `drain_token` (see `health_wiring.drain_token`) goes to the health bridge and the preStop
+    hook; without one, the bridge drains for anyone who asks.
+    """
     rev = rev or compute_revision(isvc)
-    return _pod_template(isvc, rev.checksum, revision_object_name(isvc, rev.name), revision_label=rev.name)
+    return _pod_template(isvc, rev.checksum, revision_object_name(isvc, rev.name), revision_label=rev.name,
+                         drain_token=drain_token)
 
 
-def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str, revision_label: str | None) -> Manifest:
+def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str, revision_label: str | None,
+                  drain_token: str | None) -> Manifest:
     spec = isvc.spec
     volumes, mounts = _volumes_and_mounts(isvc, config_map)
     annotations = dict(spec.pod.annotations)
@@ -270,7 +277,7 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
         annotations.setdefault("prometheus.io/port", str(spec.server.rest_port))
         annotations.setdefault("prometheus.io/path", tfconfig.METRICS_PATH)
     pod_spec: Manifest = {
-        "containers": [_serving_container(isvc, mounts)],
+        "containers": [_serving_container(isvc, mounts, drain_token)],
         "volumes": volumes,
         "terminationGracePeriodSeconds": spec.pod.termination_grace_period_seconds,
         "securityContext": {
@@ -284,7 +291,7 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
     }
-    sidecars = probes.sidecars(isvc)
+    sidecars = probes.sidecars(isvc, drain_token=drain_token)
     if sidecars:
         pod_spec["initContainers"] = sidecars
     if node_selector := _node_selector(isvc):
@@ -307,7 +314,8 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
     return {"metadata": {"labels": pod_labels, "annotations": annotations}, "spec": pod_spec}
 
 
-def build_deployment(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None) -> Manifest:
+def build_deployment(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None,
+                     drain_token: str | None = None) -> Manifest:
     """The Deployment of the current revision, at `replicas` (default: all of them)."""
     rollout = isvc.spec.rollout
     rev = rev or compute_revision(isvc)
@@ -335,7 +343,7 @@ def build_deployment(isvc: InferenceService, replicas: int | None = None, rev: R
             "minReadySeconds": rollout.min_ready_seconds,
             "progressDeadlineSeconds": rollout.progress_deadline_seconds,
             "revisionHistoryLimit": 3,
-            "template": build_pod_template(isvc, rev),
+            "template": build_pod_template(isvc, rev, drain_token),
         },
     }
 
@@ -436,14 +444,16 @@ def build_pdb(isvc: InferenceService) -> Manifest | None:
 # --------------------------------------------------------------------------- all children
 
 
-def build_children(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None) -> list[Manifest]:
+def build_children(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None,
+                   drain_token: str | None = None) -> list[Manifest]:
     """Every child of the current revision and the InferenceService, in creation order.
 
     `replicas` is the current revision's Deployment size (the rollout engine decides it
-    during a rollout); older revisions' Deployments are scaled, not rebuilt.
+    during a rollout); older revisions' Deployments are scaled, not rebuilt. `drain_token`
+    guards the current revision's pods' `/drain`.
     """
     rev = rev or compute_revision(isvc)
-    children = [build_config_map(isvc, rev), build_deployment(isvc, replicas, rev), build_service(isvc)]
+    children = [build_config_map(isvc, rev), build_deployment(isvc, replicas, rev, drain_token), build_service(isvc)]
     if isvc.spec.service.headless:
         children.append(build_headless_service(isvc))
     for optional in (build_hpa(isvc), build_pdb(isvc)):

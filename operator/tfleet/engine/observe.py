@@ -163,3 +163,13 @@ def controls(body: Manifest) -> rollout.Controls:
     )
 
 
+
+
+def spent_controls(body: Manifest) -> list[str]:
+    """Promote and abort annotations whose act the recorded status shows done: each names a
+    revision that is no longer the canary (promoted to stable, or rolled back). Left in place,
+    an abort would abort that revision again the next time the spec asks for it."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    canary = ((body.get("status") or {}).get("rollout") or {}).get("canaryRevision")
+    return [key for key in (ANNOTATION_PROMOTE, ANNOTATION_ABORT)
+            if annotations.get(key) and annotations[key] != canary]

@@ -9,14 +9,16 @@ Neither performs I/O; `tfleet.runtime.executor` carries the plans out.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from tfleet.api.model import InferenceService, parse_object
 from tfleet.api.schema import ValidationError
-from tfleet.api.vocabulary import ConditionType, EventReason, EventType
+from tfleet.api.vocabulary import LABEL_REVISION, ConditionType, EventReason, EventType
 from tfleet.desired import children as builders
+from tfleet.desired import health_wiring
 from tfleet.engine import analysis, rollout, status
 from tfleet.engine.compare import (
     applied_hash,
@@ -41,10 +43,30 @@ from tfleet.engine.rollout import Event
 Manifest = dict[str, Any]
 
 __all__ = [
-    "ChildKey", "ChildPlan", "Event", "Parsed", "PodSummary", "StatusPlan", "applied_hash", "child_key",
-    "controls", "is_subset", "needs_apply", "observe_revisions", "owned_children", "parse", "parse_once",
-    "plan_children", "plan_status", "quantity_value", "startup_load_error", "status_is_urgent", "summarize_pod",
+    "ChildKey",
+    "ChildPlan",
+    "Event",
+    "Parsed",
+    "PodSummary",
+    "StatusPlan",
+    "applied_hash",
+    "child_key",
+    "controls",
+    "drain_token_of",
+    "is_subset",
+    "needs_apply",
+    "observe_revisions",
+    "owned_children",
+    "parse",
+    "parse_once",
+    "plan_children",
+    "plan_status",
+    "quantity_value",
+    "startup_load_error",
+    "status_is_urgent",
+    "summarize_pod",
     "with_ownership",
+    "would_start_rollout",
 ]
 
 
@@ -88,6 +110,17 @@ class Parsed:
     isvc: InferenceService | None
     invalid: str | None
 
+    @functools.cached_property
+    def revision(self) -> builders.Revision | None:
+        return builders.compute_revision(self.isvc) if self.isvc is not None else None
+
+
+def would_start_rollout(parsed: Parsed, state: rollout.State) -> bool:
+    """Whether this spec would start a new rollout now: only then does pacing matter."""
+    rev = parsed.revision
+    return (rev is not None and state.stable is not None and state.canary is None
+            and rev.name not in (state.stable, state.failed))
+
 
 def _describe(changes: list[tuple[str, Manifest]]) -> str:
     return ", ".join(f"{verb} {m['kind']} {m['metadata']['name']}" for verb, m in changes)
@@ -107,9 +140,11 @@ def parse_once(body: Manifest) -> Parsed:
 
 
 def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.Observed],
-           now: datetime, check: analysis.Result | None = None) -> tuple[builders.Revision, rollout.Decision]:
+           now: datetime, check: analysis.Result | None = None,
+           pacing: rollout.Pacing = rollout.UNPACED,
+           revision: builders.Revision | None = None) -> tuple[builders.Revision, rollout.Decision]:
     spec = isvc.spec
-    rev = builders.compute_revision(isvc)
+    rev = revision or builders.compute_revision(isvc)
     gated = spec.rollout.analysis is not None and spec.rollout.analysis.prometheus is not None
     policy = rollout.Policy(
         replicas=isvc.replicas,
@@ -125,16 +160,43 @@ def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.O
                                                       analysis_message=check.message)}
     if spec.rollout.strategy == "RollingUpdate":
         decision = rollout.decide_rolling(desired=rev.name, target_version=spec.model.version, policy=policy,
-                                          state=state, observed=observed, now=now)
+                                          state=state, observed=observed, now=now, pacing=pacing)
     else:
         decision = rollout.decide(desired=rev.name, target_version=spec.model.version, policy=policy,
-                                  state=state, observed=observed, controls=controls(body), now=now)
+                                  state=state, observed=observed, controls=controls(body), now=now, pacing=pacing)
     return rev, decision
 
 
+def drain_token_of(isvc: InferenceService, rev: builders.Revision, owned: dict[ChildKey, Manifest],
+                   drain_key: bytes | None) -> str | None:
+    """The drain token of the current revision's pods.
+
+    A revision keeps the token its Deployment was created with: a lost or replaced key, or
+    tokens turned on or off, change only the revisions made afterwards, and never roll the
+    pods of one that runs (which would roll every fleet at once). A new revision's token
+    comes from the key; without a key it has none.
+    """
+    observed = owned.get(("Deployment", builders.deployment_name(isvc, rev.name)))
+    if observed is not None:
+        labels = ((((observed.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {})
+        # Under RollingUpdate the Deployment keeps its name across revisions: only the same
+        # revision keeps its token.
+        if labels.get(LABEL_REVISION) == rev.name:
+            kept = health_wiring.kept_drain_token(observed)
+            if kept is not None:
+                return kept or None
+    if drain_key is None:
+        return None
+    return health_wiring.drain_token(drain_key, isvc.namespace, isvc.name, rev.name)
+
+
 def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list[PodSummary],
-                  now: datetime, check: analysis.Result | None = None, *, parsed: Parsed | None = None) -> ChildPlan:
-    """Children to apply, scale and delete; the rollout state they lead to; the Events."""
+                  now: datetime, check: analysis.Result | None = None, *, parsed: Parsed | None = None,
+                  pacing: rollout.Pacing = rollout.UNPACED, drain_key: bytes | None = None) -> ChildPlan:
+    """Children to apply, scale and delete; the rollout state they lead to; the Events.
+
+    `drain_key` is the key new revisions' drain tokens are derived from (see `drain_token_of`).
+    """
     parsed = parsed or parse_once(body)
     result = ChildPlan(invalid=parsed.invalid)
     isvc = parsed.isvc
@@ -143,12 +205,16 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list
         return result
     owned = owned_children(body, children)
     deployments = [obj for (kind, _), obj in owned.items() if kind == "Deployment"]
-    rev, decision = decide(isvc, body, observe_revisions(deployments, pods), now, check)
+    rev, decision = decide(isvc, body, observe_revisions(deployments, pods), now, check, pacing, parsed.revision)
     result.rollout = decision.state
     result.requeue_after = decision.requeue_after
     result.events.extend(decision.events)
 
-    desired = [with_ownership(m, isvc) for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev)]
+    token = drain_token_of(isvc, rev, owned, drain_key)
+    desired = [with_ownership(m, isvc)
+               for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev, token)
+               # A queued revision's own objects wait for its slot.
+               if decision.build_desired or m["kind"] not in ("Deployment", "ConfigMap")]
     desired_keys = {child_key(m) for m in desired}
     changes: list[tuple[str, Manifest]] = []
     for manifest in desired:
@@ -215,14 +281,13 @@ def plan_status(body: Manifest, children: dict[ChildKey, Manifest], pods: list[P
     return result
 
 
-_ROLLOUT_KEYS = ("phase", "step", "canaryRevision", "stableRevision", "failedRevision")
+_ROLLOUT_KEYS = ("phase", "step", "canaryRevision", "stableRevision", "failedRevision", "queuedRevision")
 
 
 def status_is_urgent(previous: dict[str, Any], new: dict[str, Any]) -> bool:
     """A status change that someone may be waiting for: the spec acknowledged, a condition
-    flipped, a rollout moved. Counts and messages alone can wait a moment. The very first
-    status waits for Ready (or a longer hold, see `tfleet.runtime.executor.StatusHold`), so a new
-    InferenceService is written once."""
+    flipped, a rollout moved. Counts and messages alone can wait a moment. (The runtime
+    writes the very first status at once in any case.)"""
     after = {c["type"]: c.get("status") for c in new.get("conditions") or []}
     if not previous:
         return after.get(ConditionType.READY) == "True"

@@ -37,11 +37,14 @@ from tfleet.api.vocabulary import ACTIVE_PHASES, EventReason, EventType, Phase
 # The phases by their short names, as the rest of the engine reads them.
 IDLE, PROGRESSING, PAUSED = Phase.IDLE, Phase.PROGRESSING, Phase.PAUSED
 PROMOTING, SUCCEEDED, ROLLED_BACK = Phase.PROMOTING, Phase.SUCCEEDED, Phase.ROLLED_BACK
+QUEUED = Phase.QUEUED
+# A queued rollout looks again this often, in case the wake-up when a slot frees was missed.
+QUEUE_RECHECK_SECONDS = 15.0
 format_precise_time = format_millis  # the name the tests know
 
 __all__ = [
-    "ACTIVE_PHASES", "IDLE", "PAUSED", "PROGRESSING", "PROMOTING", "ROLLED_BACK", "SUCCEEDED",
-    "Controls", "Decision", "Event", "Observed", "Policy", "State", "Step", "Trouble",
+    "ACTIVE_PHASES", "IDLE", "PAUSED", "PROGRESSING", "PROMOTING", "QUEUED", "ROLLED_BACK", "SUCCEEDED", "UNPACED",
+    "Controls", "Decision", "Event", "Observed", "Pacing", "Policy", "State", "Step", "Trouble",
     "canary_replicas", "decide", "decide_rolling", "failure_reason", "format_precise_time",
     "format_time", "parse_time", "pod_trouble", "steps_from_spec",
 ]
@@ -96,6 +99,18 @@ class Controls:
 
 
 @dataclass(frozen=True)
+class Pacing:
+    """Whether a new rollout may start now: the operator bounds how many run at once."""
+
+    may_start: bool = True
+    position: int = 0  # 1-based place in the queue, when it may not start
+    limit: int = 0
+
+
+UNPACED = Pacing()
+
+
+@dataclass(frozen=True)
 class State:
     """Rollout progress, persisted in status.rollout."""
 
@@ -114,6 +129,8 @@ class State:
     # Past its deadline (or failing its metric gate) with automatic rollback off: the rollout
     # waits for a person, and the InferenceService is Degraded.
     stalled: bool = False
+    queued: str | None = None  # a revision waiting for a rollout slot
+    queued_at: str | None = None
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"phase": self.phase}
@@ -121,7 +138,7 @@ class State:
             ("stableRevision", self.stable), ("canaryRevision", self.canary),
             ("targetVersion", self.target_version), ("step", self.step), ("weight", self.weight),
             ("startedAt", self.started_at), ("stepStartedAt", self.step_started_at),
-            ("failedRevision", self.failed),
+            ("failedRevision", self.failed), ("queuedRevision", self.queued), ("queuedAt", self.queued_at),
         ):
             if value is not None:
                 out[key] = value
@@ -152,6 +169,8 @@ class State:
             message=s.get("message") or "",
             history=tuple(s.get("history") or ()),
             stalled=bool(s.get("stalled")),
+            queued=s.get("queuedRevision"),
+            queued_at=s.get("queuedAt"),
         )
 
 
@@ -170,6 +189,9 @@ class Decision:
     state: State
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    # False while the new revision waits in the queue: its Deployment and ConfigMap are not
+    # created yet.
+    build_desired: bool = True
 
 
 def steps_from_spec(steps: Any) -> tuple[Step, ...]:
@@ -273,6 +295,7 @@ def decide(
     observed: dict[str, Observed],
     controls: Controls,
     now: datetime,
+    pacing: Pacing = UNPACED,
 ) -> Decision:
     """The Canary strategy: one Deployment per revision, the canary's weight raised step by
     step beside an unchanged stable revision. One function per situation below."""
@@ -287,6 +310,8 @@ def decide(
     if desired == state.failed:
         # Not retried until the spec changes again.
         return Decision({**history, desired: 0, state.stable: n}, state)
+    if _waits_in_queue(desired, state, observed, controls, pacing):
+        return _queued(desired, target_version, state, {**history, state.stable: n}, pacing, now)
 
     step = _Pass(policy, now, format_millis(now), desired, observed.get(desired, Observed()),
                  {**history, state.stable: n})
@@ -306,9 +331,35 @@ def decide(
     return _progressing(step, state)
 
 
+def _waits_in_queue(desired: str, state: State, observed: dict[str, Observed], controls: Controls,
+                    pacing: Pacing) -> bool:
+    """A new rollout waits for a slot, unless a person asked to promote or abort it, or its
+    Deployment exists already (it was started, and the operator died before recording it:
+    resuming beats deleting pods that may be loading)."""
+    return (state.canary is None and not pacing.may_start and desired not in (controls.promote, controls.abort)
+            and desired not in observed)
+
+
+def _queued(desired: str, target_version: int | None, state: State, replicas: dict[str, int], pacing: Pacing,
+            now: datetime) -> Decision:
+    if state.phase == QUEUED and state.queued == desired:
+        # Its place moves as others start; it is not rewritten for that, which would cost a write per waiting service each time one starts.
+        return Decision(replicas, state, requeue_after=QUEUE_RECHECK_SECONDS, build_desired=False)
+    message = (f"Revision {desired} is queued at position {pacing.position}: "
+               f"at most {pacing.limit} rollouts run at once")
+    new = replace(state, phase=QUEUED, queued=desired, queued_at=format_millis(now), target_version=target_version,
+                  failed=None, stalled=False, message=message)
+    return Decision(replicas, new, [Event(EventType.NORMAL, EventReason.ROLLOUT_QUEUED, message)],
+                    requeue_after=QUEUE_RECHECK_SECONDS, build_desired=False)
+
+
 def _at_stable(desired: str, target_version: int | None, state: State, replicas: dict[str, int]) -> Decision:
     """The spec asks for the stable revision: a rollout in progress is cancelled, a rolled-back
-    one forgotten."""
+    one forgotten, a queued one dropped."""
+    if state.phase == QUEUED:
+        new = replace(state, phase=IDLE, queued=None, queued_at=None, target_version=target_version,
+                      message=f"Revision {desired} is stable; the queued rollout of {state.queued} was dropped")
+        return Decision(replicas, new)
     if state.canary is not None:
         new = replace(state, phase=IDLE, canary=None, step=None, weight=None, canary_restarts=0, stalled=False,
                       message=f"Rollout of {state.canary} cancelled: the spec returned to revision {desired}",
@@ -340,7 +391,7 @@ def _started(step: _Pass, state: State, target_version: int | None) -> State:
         state, phase=PROGRESSING if first else PROMOTING, canary=step.canary, target_version=target_version,
         step=0 if first else None, weight=first.weight if first else 100, started_at=step.stamp,
         step_started_at=step.stamp, canary_restarts=step.seen.restarts, failed=None, stalled=False,
-        message=f"Rolling out revision {step.canary}",
+        queued=None, queued_at=None, message=f"Rolling out revision {step.canary}",
     )
     step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_STARTED,
                              f"Started rolling out revision {step.canary}" +
@@ -468,6 +519,7 @@ def decide_rolling(
     state: State,
     observed: dict[str, Observed],
     now: datetime,
+    pacing: Pacing = UNPACED,
 ) -> Decision:
     """RollingUpdate: one Deployment rolled in place by Kubernetes; tfleet reports on it."""
     n = policy.replicas
@@ -481,8 +533,12 @@ def decide_rolling(
                                               phase=SUCCEEDED if state.phase in ACTIVE_PHASES else state.phase,
                                               **_unstalled(state, desired)))
     events: list[Event] = []
+    if _waits_in_queue(desired, state, observed, Controls(), pacing) and state.stable in observed:
+        # The one Deployment keeps the stable revision's template until a slot frees.
+        return _queued(desired, target_version, state, {state.stable: n}, pacing, now)
     if state.canary != desired:
         state = replace(state, phase=PROGRESSING, canary=desired, target_version=target_version,
+                        queued=None, queued_at=None,
                         started_at=format_millis(now), step_started_at=format_millis(now),
                         step=None, weight=None,
                         failed=None)

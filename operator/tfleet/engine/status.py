@@ -19,6 +19,7 @@ from tfleet.engine import rollout
 # Condition types and reasons, by the short names the status code reads.
 READY, MODEL_AVAILABLE = ConditionType.READY, ConditionType.MODEL_AVAILABLE
 PROGRESSING, DEGRADED = ConditionType.PROGRESSING, ConditionType.DEGRADED
+RECONCILING, STALLED, ROLLED_OUT = ConditionType.RECONCILING, ConditionType.STALLED, ConditionType.ROLLED_OUT
 INVALID_SPEC = Reason.INVALID_SPEC
 
 
@@ -92,6 +93,8 @@ def _conditions(
     else:
         if state.phase == rollout.PAUSED:
             progressing = _Cond(PROGRESSING, True, Reason.ROLLOUT_PAUSED, state.message)
+        elif state.phase == rollout.QUEUED:
+            progressing = _Cond(PROGRESSING, True, Reason.ROLLOUT_QUEUED, state.message)
         elif state.phase in rollout.ACTIVE_PHASES:
             progressing = _Cond(PROGRESSING, True, Reason.ROLLOUT_IN_PROGRESS, state.message)
         elif stable_complete or desired == 0:
@@ -99,7 +102,34 @@ def _conditions(
         else:
             progressing = _Cond(PROGRESSING, True, Reason.REPLICA_SET_UPDATED, f"Revision {state.stable} is rolling out")
         degraded = _Cond(DEGRADED, False, Reason.AS_EXPECTED, "No problems observed")
-    return [ready_cond, available, progressing, degraded]
+    return [ready_cond, available, progressing, degraded,
+            *_gitops_conditions(state, stable_complete or desired == 0, progressing, degraded, desired)]
+
+
+def _gitops_conditions(state: rollout.State, stable_complete: bool, progressing: _Cond, degraded: _Cond,
+                       desired: int) -> list[_Cond]:
+    """Reconciling, Stalled and RolledOut, from the same facts as Progressing and Degraded.
+
+    kstatus (sigs.k8s.io/cli-utils pkg/kstatus/status/generic.go, checkGenericProperties)
+    reads the first of Reconciling=True (InProgress) and Stalled=True (Failed), before Ready:
+    so a rollout in progress is InProgress although Ready stays True (capacity never drops),
+    and a rolled-back or stalled one is Failed until the spec changes.
+    """
+    if degraded.status:  # rolled back, stalled past a deadline
+        return [_Cond(RECONCILING, False, degraded.reason, "Nothing is rolled out until the spec changes"),
+                _Cond(STALLED, True, degraded.reason, degraded.message),
+                _Cond(ROLLED_OUT, False, degraded.reason, degraded.message)]
+    stalled = _Cond(STALLED, False, Reason.AS_EXPECTED, "No problems observed")
+    if state.phase in (*rollout.ACTIVE_PHASES, rollout.QUEUED):
+        return [_Cond(RECONCILING, True, progressing.reason, progressing.message), stalled,
+                _Cond(ROLLED_OUT, False, progressing.reason, progressing.message)]
+    if not stable_complete:
+        message = f"{progressing.message}: not every one of the {desired} pods is ready yet"
+        return [_Cond(RECONCILING, True, Reason.REPLICAS_NOT_READY, message), stalled,
+                _Cond(ROLLED_OUT, False, Reason.REPLICAS_NOT_READY, message)]
+    message = f"Revision {state.stable} serves all {desired} replicas" if desired else "Scaled to zero replicas"
+    return [_Cond(RECONCILING, False, Reason.RECONCILED, message), stalled,
+            _Cond(ROLLED_OUT, True, Reason.REVISION_ROLLED_OUT, message)]
 
 
 def _conditions_for_invalid(message: str, revisions: dict[str, rollout.Observed]) -> list[_Cond]:
@@ -114,6 +144,9 @@ def _conditions_for_invalid(message: str, revisions: dict[str, rollout.Observed]
         ),
         _Cond(PROGRESSING, False, INVALID_SPEC, "The spec is invalid; nothing is rolled out until it is fixed"),
         _Cond(DEGRADED, True, INVALID_SPEC, message),
+        _Cond(RECONCILING, False, INVALID_SPEC, "Nothing is rolled out until the spec is fixed"),
+        _Cond(STALLED, True, INVALID_SPEC, message),
+        _Cond(ROLLED_OUT, False, INVALID_SPEC, message),
     ]
 
 
@@ -162,6 +195,7 @@ def compute_status(
         conds = _conditions(isvc, revisions, state)
         desired = str(isvc.replicas)
         status = {
+            "model": isvc.model_name,
             "selector": builders.selector_string(isvc),
             "endpoints": endpoints(isvc),
             "rollout": state.to_status(),
@@ -179,10 +213,20 @@ def compute_status(
             "replicas": replicas,
             "readyReplicas": ready,
             "ready": _ready_text(revisions, state, ready, desired),
+            "reason": _headline(conds),
             "conditions": _merge_conditions(conds, previous.get("conditions") or [], generation, now),
         }
     )
     return status
+
+
+def _headline(conds: list[_Cond]) -> str:
+    """The reason `kubectl get` shows: what stops the service, else what is under way, else Ready's."""
+    by_type = {c.type: c for c in conds}
+    for type_ in (STALLED, RECONCILING):
+        if by_type[type_].status:
+            return str(by_type[type_].reason)
+    return str(by_type[READY].reason)
 
 
 def _ready_text(revisions: dict[str, rollout.Observed], state: rollout.State, ready: int, desired: str) -> str:

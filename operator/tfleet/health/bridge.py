@@ -7,8 +7,11 @@ It serves `grpc.health.v1.Health` (Check and Watch) with the service names in
 - `GET /status`: the last observation as JSON (see `status.parse_status_json`);
 - `GET /drain` (or POST): readiness turns NOT_SERVING at once, and the answer comes after
   the drain period, so a preStop hook that calls it holds the pod's termination until
-  clients have moved away;
+  clients have moved away; with a drain token configured, only requests that carry it;
 - `GET /healthz`: 200 while the poll loop keeps running (the bridge's own liveness).
+
+`/status` and `/healthz` are read-only and answer GET and HEAD; `/drain` is the one
+endpoint that changes anything. Any other method gets 405 with an `Allow` header.
 """
 
 from __future__ import annotations
@@ -313,17 +316,25 @@ class HealthBridge:
             except (ValueError, TimeoutError, ConnectionError):
                 await _respond(writer, 400, "Bad request\n")
                 return
-            code, body, ctype = await self._route(request)
-            await _respond(writer, code, body, ctype, head=request.method == "HEAD")
+            code, body, ctype, extra = await self._route(request)
+            await _respond(writer, code, body, ctype, head=request.method == "HEAD", headers=extra)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
 
-    async def _route(self, request: HttpRequest) -> tuple[int, str, str]:
+    async def _route(self, request: HttpRequest) -> tuple[int, str, str, dict[str, str]]:
         method, path = request.method, request.path
-        if method not in ("GET", "HEAD", "POST"):
-            return 405, "Method not allowed\n", "text/plain"
+        allowed = ALLOWED_METHODS.get(path)
+        if allowed is None:
+            return 404, "Not found\n", "text/plain", {}
+        if method not in allowed:
+            return 405, "Method not allowed\n", "text/plain", {"Allow": ", ".join(allowed)}
+        code, body, ctype = await self._answer(request)
+        return code, body, ctype, {}
+
+    async def _answer(self, request: HttpRequest) -> tuple[int, str, str]:
+        path = request.path
         if path == "/status":
             return 200, render_status_json(self.status()) + "\n", "application/json"
         if path == "/healthz":
@@ -342,9 +353,17 @@ class HealthBridge:
                 return 400, f"{exc}\n", "text/plain"
             await self.drain(seconds)
             return 200, "Drained\n", "text/plain"
-        return 404, "Not found\n", "text/plain"
+        raise AssertionError(f"no handler for {path}")  # ALLOWED_METHODS names every path
 
 
+# The methods each path answers. /status and /healthz only read. /drain changes state: it
+# takes GET (a preStop `httpGet` can send nothing else) and POST, but not HEAD, which
+# clients, proxies and crawlers treat as safe to send at will.
+ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
+    "/status": ("GET", "HEAD"),
+    "/healthz": ("GET", "HEAD"),
+    "/drain": ("GET", "POST"),
+}
 MAX_DRAIN_SECONDS = 3600.0
 
 
@@ -414,12 +433,15 @@ async def _respond(
     ctype: str = "text/plain",
     *,
     head: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> None:
     data = body.encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     header = (
         f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\n"
         f"Content-Type: {ctype}; charset=utf-8\r\n"
         f"Content-Length: {len(data)}\r\n"
+        f"{extra}"
         "Connection: close\r\n\r\n"
     ).encode()
     writer.write(header if head else header + data)

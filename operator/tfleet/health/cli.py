@@ -13,38 +13,54 @@ import os
 import sys
 from typing import Any
 
+from tfleet.durations import EXAMPLES, DurationError, parse_flag_duration
 from tfleet.health.bridge import DEFAULT_PORT, BridgeConfig, HealthBridge, default_http_port
 from tfleet.health.podspec import DRAIN_TOKEN_ENV, DRAIN_TOKEN_HEADER
-from tfleet.health.probe_report import EXIT_UNREACHABLE, probe_exit_code, probe_lines
+from tfleet.health.probe_report import EXIT_UNREACHABLE, EXIT_USAGE, probe_exit_code, probe_lines
 from tfleet.health.tfs import fetch_once
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'"{text}" is not a port number') from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port number")
     return value
 
 
 def _version(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'"{text}" is not a model version (an integer)') from None
     if value < 0:
         raise argparse.ArgumentTypeError("a model version is a non-negative integer")
     return value
 
 
+def _duration(text: str) -> float:
+    """A duration flag: a Go duration ("2s", "500ms", "1m") or bare seconds ("2", "0.5")."""
+    try:
+        seconds = parse_flag_duration(text)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{str(exc).removeprefix('time: ')}: use a duration {EXAMPLES}, or a number of seconds"
+        ) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f'"{text}" is negative: a duration must be 0 or more')
+    return seconds
+
+
 def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
-    return value
+    seconds = _duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f'"{text}" must be more than 0 (a duration {EXAMPLES})')
+    return seconds
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must not be negative")
-    return value
+_non_negative = _duration
 
 
 def _add_model_args(parser: argparse.ArgumentParser, *, target_default: str | None) -> None:
@@ -88,16 +104,19 @@ def add_subcommands(subparsers: Any) -> None:
         "--listen", default="", help="address to listen on (default: every interface)"
     )
     bridge.add_argument(
-        "--interval", type=_positive, default=1.0, help="seconds between polls (default 1)"
+        "--interval", type=_positive, default=1.0, metavar="DURATION",
+        help="time between polls: 1s, 500ms, or seconds (default 1s)"
     )
     bridge.add_argument(
-        "--timeout", type=_positive, default=1.0, help="deadline of each poll, seconds (default 1)"
+        "--timeout", type=_positive, default=1.0, metavar="DURATION",
+        help="deadline of each poll (default 1s)"
     )
     bridge.add_argument(
         "--drain-seconds",
         type=_non_negative,
         default=10.0,
-        help="how long readiness stays NOT_SERVING before a drain completes (default 10)",
+        metavar="DURATION",
+        help="how long readiness stays NOT_SERVING before a drain completes (default 10s)",
     )
     bridge.add_argument(
         "--drain-token-env",
@@ -113,13 +132,14 @@ def add_subcommands(subparsers: Any) -> None:
     probe = subparsers.add_parser(
         "probe",
         help="ask TF Serving once whether a model version is AVAILABLE",
-        description="Prints one line per version with its state and error. Exit codes: 0 the "
-        "expected version is AVAILABLE, 1 it is not, 2 TF Serving is unreachable or the "
-        "usage is bad.",
+        description="Prints one line per version with its state and error. Exit status: 0 the "
+        f"expected version is AVAILABLE, 1 it is not, {EXIT_USAGE} bad usage, {EXIT_UNREACHABLE} TF "
+        "Serving is unreachable.",
     )
     _add_model_args(probe, target_default=None)
     probe.add_argument(
-        "--timeout", type=_positive, default=5.0, help="deadline in seconds (default 5)"
+        "--timeout", type=_positive, default=5.0, metavar="DURATION",
+        help="deadline: 2s, 500ms, or seconds (default 5s)"
     )
     probe.set_defaults(func=run_probe)
 
@@ -142,8 +162,8 @@ def bridge_config(args: argparse.Namespace) -> BridgeConfig:
 def run_health_bridge(args: argparse.Namespace) -> int:
     level = logging.getLevelName(str(args.log_level).upper())
     if not isinstance(level, int):
-        print(f"error: unknown log level {args.log_level!r}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        print(f"error: --log-level: unknown log level {args.log_level!r}", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tfleet.health").setLevel(level)
     try:
@@ -172,5 +192,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse's usage errors exit 2, help exits 0
-        return int(exc.code or 0)
+        return EXIT_USAGE if exc.code == 2 else int(exc.code or 0)
     return int(args.func(args))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from tfleet.health.verdicts import ModelHealth
 
+# The tfleet command's exit statuses (tfleet.cli.exits, which a test keeps equal to these).
 EXIT_AVAILABLE = 0
 EXIT_NOT_AVAILABLE = 1
-EXIT_UNREACHABLE = 2  # also bad usage, as argparse does
+EXIT_USAGE = 3
+EXIT_UNREACHABLE = 5
 
 
 def probe_exit_code(health: ModelHealth) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from tfleet.api.vocabulary import LABEL_ISVC
+from tfleet.api.vocabulary import ACTIVE_PHASES, KIND, LABEL_ISVC, Phase
 from tfleet.engine.observe import ChildKey, child_key
 
 Manifest = dict[str, Any]
@@ -57,6 +57,26 @@ class FleetCache:
         self._isvcs: dict[Key, Manifest] = {}
         self._children: dict[Key, dict[ChildKey, Manifest]] = {}
         self._news: set[Key] = set()
+        # Rollout phases by key, for pacing: which rollouts run, which wait (and since when).
+        self._active: set[Key] = set()
+        self._queued: dict[Key, str] = {}
+
+    def _note_rollout(self, key: Key, body: Manifest | None) -> None:
+        rollout = ((body or {}).get("status") or {}).get("rollout") or {}
+        phase = rollout.get("phase")
+        if phase in ACTIVE_PHASES:
+            self._active.add(key)
+        else:
+            self._active.discard(key)
+        if phase == Phase.QUEUED:
+            self._queued[key] = str(rollout.get("queuedAt") or "")
+        else:
+            self._queued.pop(key, None)
+
+    def rollouts(self) -> tuple[set[Key], dict[Key, str]]:
+        """(InferenceServices whose rollout runs, queued ones with when they were queued)."""
+        with self._guard:
+            return set(self._active), dict(self._queued)
 
     def observe_isvc(self, event_type: str | None, body: Manifest) -> Key:
         meta = body["metadata"]
@@ -66,10 +86,12 @@ class FleetCache:
                 self._isvcs.pop(key, None)
                 self._children.pop(key, None)
                 self._news.discard(key)
+                self._note_rollout(key, None)
             elif is_newer(body, self._isvcs.get(key)):
                 if _is_news(event_type, body, self._isvcs.get(key)):
                     self._news.add(key)
                 self._isvcs[key] = slim(body)
+                self._note_rollout(key, body)
         return key
 
     def observe_child(self, event_type: str | None, body: Manifest) -> Key | None:
@@ -103,6 +125,22 @@ class FleetCache:
     def knows(self, key: Key) -> bool:
         with self._guard:
             return key in self._isvcs
+
+    def holds(self, obj: Manifest) -> bool:
+        """Whether the cache has `obj` (an InferenceService, or a child filed under its parent),
+        in this version or a later one. A child without the parent label is never filed, so it
+        counts as held."""
+        meta = obj["metadata"]
+        with self._guard:
+            if obj.get("kind") == KIND:
+                current = self._isvcs.get((meta["namespace"], meta["name"]))
+            else:
+                parent = (meta.get("labels") or {}).get(LABEL_ISVC)
+                if not parent:
+                    return True
+                current = self._children.get((meta["namespace"], parent), {}).get(child_key(obj))
+        return current is not None and current["metadata"].get("uid") == meta.get("uid") and \
+            resource_version(current) >= resource_version(obj)
 
     def snapshot(self, key: Key) -> tuple[Manifest | None, dict[ChildKey, Manifest]]:
         with self._guard:

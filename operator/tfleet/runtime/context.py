@@ -25,5 +25,8 @@ class OperatorRuntime:
     namespaced: bool = False
     # Set to stop kopf (from its own loop).
     operator_stop: asyncio.Event | None = None
+    max_rollouts: int | None = None  # rollouts running at once; None: no bound
     fleet: Fleet | None = None  # made at kopf's startup, once per process
     heartbeat: asyncio.Task[None] | None = None
+    # The key new revisions' drain tokens derive from (tfleet.runtime.drain_key); None: no tokens.
+    drain_key: bytes | None = None

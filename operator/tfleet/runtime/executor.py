@@ -23,9 +23,6 @@ Manifest = dict[str, Any]
 # How long a status change that nobody waits for may be held back so that the changes
 # right behind it (pods turning ready one by one) go out in the same write.
 STATUS_COALESCE_SECONDS = 1.0
-# The first status of a new InferenceService waits longer, for Ready: nobody waits for a
-# first status that says "not ready yet" (kubectl wait waits for the flip itself).
-FIRST_STATUS_SECONDS = 10.0
 
 
 class StatusHold:
@@ -37,11 +34,11 @@ class StatusHold:
         self._guard = threading.Lock()
         self._due: dict[Key, float] = {}
 
-    def may_wait(self, key: Key, urgent: bool, first: bool) -> float | None:
+    def may_wait(self, key: Key, urgent: bool) -> float | None:
         """None: write now. Otherwise hold the write back; a number asks for a reconcile after
         that many seconds (0 when one is already due)."""
         now = self._monotonic()
-        hold = max(self.coalesce_seconds, FIRST_STATUS_SECONDS) if first else self.coalesce_seconds
+        hold = self.coalesce_seconds
         with self._guard:
             due = self._due.get(key)
             if urgent or self.coalesce_seconds <= 0 or (due is not None and now >= due):

@@ -22,10 +22,10 @@ from datetime import datetime
 from typing import Any
 
 from tfleet.api.times import format_time, parse_time, utc_now
-from tfleet.api.vocabulary import ConditionType, Reason, isvc_selector
+from tfleet.api.vocabulary import ACTIVE_PHASES, ConditionType, Reason, isvc_selector
 from tfleet.engine import plan, status
-from tfleet.engine.observe import ChildKey, PodSummary, summarize_pod
-from tfleet.engine.rollout import State
+from tfleet.engine.observe import ChildKey, PodSummary, spent_controls, summarize_pod
+from tfleet.engine.rollout import UNPACED, State
 from tfleet.runtime import logs
 from tfleet.runtime.cache import FleetCache, Key
 from tfleet.runtime.executor import STATUS_COALESCE_SECONDS, Executor, StatusHold
@@ -36,6 +36,7 @@ from tfleet.runtime.observers import (
     MetricChecks,
     rollout_active,
 )
+from tfleet.runtime.pacing import RolloutSlots
 from tfleet.runtime.workqueue import Schedule, WorkQueue, timer
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,17 @@ class Fleet:
                  schedule: Schedule | None = None,
                  status_coalesce_seconds: float = STATUS_COALESCE_SECONDS,
                  monotonic: Callable[[], float] = time.monotonic,
-                 hooks: FleetHooks | None = None):
+                 hooks: FleetHooks | None = None,
+                 max_rollouts: int | None = None, drain_key: bytes | None = None):
         self.kube = kube
+        # The key new revisions' drain tokens derive from (see `tfleet.runtime.drain_key`);
+        # None: new revisions get no token.
+        self.drain_key = drain_key
         self.clock = clock
         self.monotonic = monotonic
         self.hooks = hooks or FleetHooks()
         self.cache = FleetCache()
+        self.slots = RolloutSlots(self.cache, max_rollouts)
         # Late-bound, so that what runs is whatever `reconcile` is when the key comes up.
         self.queue = WorkQueue(lambda key: self.reconcile(key), schedule or timer, monotonic)
         self.executor = Executor(kube, self.cache)
@@ -169,6 +175,7 @@ class Fleet:
             else:
                 self.queue.succeeded(key)
             finally:
+                self.slots.release(key)
                 self.hooks.reconciled(key, result, time.perf_counter() - start)
 
     def _reconcile(self, key: Key) -> None:
@@ -176,11 +183,14 @@ class Fleet:
         if seen is None:
             return
         parsed = plan.parse_once(seen.body)
-        gate = self.checks.check(key, parsed.isvc, State.from_status((seen.body.get("status") or {}).get("rollout")))
+        state = State.from_status((seen.body.get("status") or {}).get("rollout"))
+        gate = self.checks.check(key, parsed.isvc, state)
         if gate.look_again_after is not None:
             # Scheduled now, so that a pass that fails below still runs the next check.
             self.queue.wake_up(key, gate.look_again_after)
-        child_plan = plan.plan_children(seen.body, seen.children, seen.pods, seen.now, gate.result, parsed=parsed)
+        pacing = self.slots.pacing(key) if plan.would_start_rollout(parsed, state) else UNPACED
+        child_plan = plan.plan_children(seen.body, seen.children, seen.pods, seen.now, gate.result, parsed=parsed,
+                                        pacing=pacing, drain_key=self.drain_key)
         rejected = self.executor.carry_out_children(seen.body, child_plan)
         after = self._observe_writes(key, seen)
         if after is None:
@@ -190,6 +200,11 @@ class Fleet:
         status_plan = plan.plan_status(after.body, after.children, seen.pods, format_time(seen.now),
                                        child_plan.rollout, rejected=rejected, parsed=parsed)
         self._record(key, after.body, status_plan, child_plan, rejected)
+        if state.phase in ACTIVE_PHASES and child_plan.rollout is not None and \
+                child_plan.rollout.phase not in ACTIVE_PHASES:
+            # A slot freed: the first in the queue may start now.
+            for waiting in self.slots.next_in_line():
+                self.queue.enqueue(waiting)
 
     def _observe(self, key: Key) -> _Seen | None:
         """The cache's view of the InferenceService and its children, and its pods when they
@@ -211,8 +226,10 @@ class Fleet:
         if status_plan.status is None:
             self.status_hold.clear(key)
         else:
+            # A first status goes out at once: an object without one reads as Current to
+            # kstatus (Flux), and its observedGeneration and Reconciling say "not yet".
             first = not (body.get("status") or {}).get("conditions")
-            hold = self.status_hold.may_wait(key, status_plan.status_urgent, first)
+            hold = self.status_hold.may_wait(key, status_plan.status_urgent or first)
             if hold is None:
                 written = self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
                 self.hooks.observed_isvc("PATCHED", written)
@@ -222,10 +239,22 @@ class Fleet:
         if child_plan.requeue_after is not None and rejected is None:
             self.queue.wake_up(key, child_plan.requeue_after)
         latest, _ = self.cache.snapshot(key)
+        self._remove_spent_controls(key, latest)
         waited = self._not_ready_for(latest or {})
         if 0 <= waited < PODS_LOOKED_AT_AFTER_SECONDS:
             # Nothing may change on its own while pods fail to come up: look again then.
             self.queue.wake_up(key, PODS_LOOKED_AT_AFTER_SECONDS - waited)
+
+    def _remove_spent_controls(self, key: Key, body: Manifest | None) -> None:
+        """Once the server's status records a promote or abort as done, its annotation goes.
+        Only then: removed earlier, a crash before the status write would lose the request.
+        Conditional on the version read, so a request set meanwhile is never removed unread."""
+        spent = spent_controls(body) if body is not None else []
+        if not spent or body is None:
+            return
+        written = self.kube.annotate_isvc(*key, dict.fromkeys(spent), body["metadata"].get("resourceVersion"))
+        self.cache.observe_isvc("PATCHED", written)
+        log.info("Removed the spent rollout request(s) %s of InferenceService %s/%s", ", ".join(spent), *key)
 
     # ------------------------------------------------------------------ observing pods
 

@@ -21,17 +21,15 @@ import kopf
 from tfleet.api.vocabulary import GROUP, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION
 from tfleet.runtime.context import OperatorRuntime
 from tfleet.runtime.fleet import Fleet
-from tfleet.runtime.kube import Kube, load_config
+from tfleet.runtime.kube import CHILD_KINDS, PLURALS, Kube, load_config
 
 MANAGED = {LABEL_MANAGED_BY: MANAGER}
 HEARTBEAT_SECONDS = 5.0
 RECONCILE_WORKERS = 8
-CHILD_RESOURCES = (
-    ("", "v1", "configmaps"),
-    ("", "v1", "services"),
-    ("apps", "v1", "deployments"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy", "v1", "poddisruptionbudgets"),
+# (group, version, plural) of each watched child kind.
+CHILD_RESOURCES = tuple(
+    (api_version.rpartition("/")[0], api_version.rpartition("/")[2], PLURALS[(api_version, kind)])
+    for api_version, kind in CHILD_KINDS
 )
 
 
@@ -106,7 +104,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if runtime.fleet is None:
         metrics = runtime.metrics
         kube = Kube(load_config(runtime.kubeconfig), on_write=metrics.record_write if metrics else None)
-        runtime.fleet = Fleet(kube, hooks=metrics.fleet_hooks() if metrics else None)
+        runtime.fleet = Fleet(kube, hooks=metrics.fleet_hooks() if metrics else None,
+                              max_rollouts=runtime.max_rollouts, drain_key=runtime.drain_key)
         # Reconciles of different InferenceServices overlap while one waits on the API; the
         # GIL, not the thread count, bounds the CPU they use.
         runtime.fleet.start_workers(RECONCILE_WORKERS)

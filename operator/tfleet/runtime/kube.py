@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -19,8 +20,9 @@ from urllib.parse import urlencode
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from tfleet.api.kubemeta import event_name
 from tfleet.api.times import format_time, utc_now
-from tfleet.api.vocabulary import API_VERSION, KIND, MANAGER, PLURAL
+from tfleet.api.vocabulary import ANNOTATION_EVENT_REPORT, API_VERSION, KIND, MANAGER, PLURAL
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,22 @@ PLURALS = {
     ("v1", "ConfigMap"): "configmaps",
     ("v1", "Service"): "services",
     ("v1", "Event"): "events",
+    ("v1", "Secret"): "secrets",
     ("apps/v1", "Deployment"): "deployments",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("coordination.k8s.io/v1", "Lease"): "leases",
     (API_VERSION, KIND): PLURAL,
 }
+
+# The children tfleet watches (and writes): kopf's watches and the start-up listing use this list.
+CHILD_KINDS = (
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
 
 # Called with (verb, kind) for every write (the metrics count them). It must be quick and
 # must not raise: it runs on the writing thread.
@@ -61,6 +73,9 @@ class KubeClient(Protocol):
     def get_isvc(self, namespace: str, name: str) -> Manifest: ...
 
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None: ...
+
+    def annotate_isvc(self, namespace: str, name: str, annotations: dict[str, str | None],
+                      resource_version: str | None = None) -> Manifest: ...
 
 
 class KubeError(Exception):
@@ -214,29 +229,50 @@ class Kube:
     def get_isvc(self, namespace: str, name: str) -> Manifest:
         return self._request("GET", resource_path(API_VERSION, KIND, namespace, name))
 
-    def annotate_isvc(self, namespace: str, name: str, annotations: dict[str, str | None]) -> Manifest:
-        """Set (or, with None, remove) annotations on an InferenceService."""
+    def annotate_isvc(self, namespace: str, name: str, annotations: dict[str, str | None],
+                      resource_version: str | None = None) -> Manifest:
+        """Set (or, with None, remove) annotations on an InferenceService; with
+        `resource_version`, only if nobody wrote the object since (409 otherwise)."""
         path = resource_path(API_VERSION, KIND, namespace, name)
         self._count("patch", KIND)
-        return self._request("PATCH", path, {"metadata": {"annotations": annotations}},
-                             "application/merge-patch+json")
+        metadata: dict[str, Any] = {"annotations": annotations}
+        if resource_version:
+            metadata["resourceVersion"] = resource_version
+        return self._request("PATCH", path, {"metadata": metadata}, "application/merge-patch+json")
 
     def list_pods(self, namespace: str, label_selector: str) -> list[Manifest]:
         path = f"/api/v1/namespaces/{namespace}/pods"
         return list(self._request("GET", path, query={"labelSelector": label_selector}).get("items") or [])
+
+    def list_objects(self, api_version: str, kind: str, namespace: str | None,
+                     label_selector: str | None = None) -> list[Manifest]:
+        """Every object of a kind, in one namespace or (None) all; each with its kind set, as
+        a watch would deliver it (a LIST leaves it out of the items)."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        items = self._request("GET", resource_path(api_version, kind, namespace), query=query).get("items") or []
+        return [{**item, "apiVersion": api_version, "kind": kind} for item in items]
 
     def list_deployments(self, namespace: str, label_selector: str) -> list[Manifest]:
         path = resource_path("apps/v1", "Deployment", namespace)
         return list(self._request("GET", path, query={"labelSelector": label_selector}).get("items") or [])
 
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event about the InferenceService, as `kubectl describe` shows it."""
+        """Record a core/v1 Event about the InferenceService, as `kubectl describe` shows it.
+
+        One transition is one Event: its name comes from the object's uid and generation and
+        the Event's type, reason and message, so reporting the same transition again (after a
+        status write that recorded it was lost, or a restart) counts it on the same Event, as
+        kubectl shows ("x2 over 10s"), instead of adding one. A retried write whose first
+        response was lost finds its own report id on the Event and counts nothing twice.
+        """
         meta = regarding["metadata"]
         now = format_time(utc_now())
+        report = uuid.uuid4().hex
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"name": event_name(regarding, type_, reason, message), "namespace": meta["namespace"],
+                         "annotations": {ANNOTATION_EVENT_REPORT: report}},
             "involvedObject": {
                 "apiVersion": API_VERSION,
                 "kind": KIND,
@@ -255,20 +291,43 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        path = resource_path("v1", "Event", meta["namespace"])
         for attempt in range(1, EVENT_ATTEMPTS + 1):
-            self._count("create", "Event")
             try:
-                self._request("POST", path, event)
+                self._record_event(event, report, now)
                 return
             except KubeError as exc:
-                if not exc.retryable or attempt == EVENT_ATTEMPTS:
+                # A 404 while counting: the Event expired meanwhile, and the next attempt creates it.
+                if not (exc.retryable or exc.code == 404) or attempt == EVENT_ATTEMPTS:
                     # An Event is best effort: losing one must not fail a reconcile.
                     log.warning("Failed to post Event %s for %s/%s after %d attempt(s): %s", reason,
                                 meta["namespace"], meta["name"], attempt, exc)
                     return
                 # A short, bounded wait: it holds this reconcile's thread.
                 time.sleep(min(EVENT_RETRY_CAP_SECONDS, exc.retry_after or 0.1 * 2 ** attempt))
+
+    def _record_event(self, event: Manifest, report: str, now: str) -> None:
+        """Create the Event, or count one more report on it when it exists."""
+        namespace, name = event["metadata"]["namespace"], event["metadata"]["name"]
+        self._count("create", "Event")
+        try:
+            self._request("POST", resource_path("v1", "Event", namespace), event)
+            return
+        except KubeError as exc:
+            if exc.code != 409:
+                raise
+        path = resource_path("v1", "Event", namespace, name)
+        existing = self._request("GET", path)
+        existing_meta = existing.get("metadata") or {}
+        if (existing_meta.get("annotations") or {}).get(ANNOTATION_EVENT_REPORT) == report:
+            return  # an earlier attempt of this report was written; only its response was lost
+        self._count("patch", "Event")
+        # The resourceVersion makes the count a compare-and-swap: two reports never both write n+1.
+        self._request("PATCH", path, {
+            "metadata": {"resourceVersion": existing_meta.get("resourceVersion"),
+                         "annotations": {ANNOTATION_EVENT_REPORT: report}},
+            "count": int(existing.get("count") or 1) + 1,
+            "lastTimestamp": now,
+        }, "application/merge-patch+json")
 
     # ------------------------------------------------------------------ leader election
 
@@ -292,3 +351,19 @@ class Kube:
         meta = lease["metadata"]
         self._count("update", "Lease")
         return self._request("PUT", resource_path("coordination.k8s.io/v1", "Lease", meta["namespace"], meta["name"]), lease)
+
+    # ------------------------------------------------------------------ the drain key
+
+    def get_secret(self, namespace: str, name: str) -> Manifest | None:
+        """A Secret, or None when there is none."""
+        try:
+            return self._request("GET", resource_path("v1", "Secret", namespace, name))
+        except KubeError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def create_secret(self, secret: Manifest) -> Manifest:
+        """Create a Secret; 409 (AlreadyExists) when it exists already. Never replaces one."""
+        self._count("create", "Secret")
+        return self._request("POST", resource_path("v1", "Secret", secret["metadata"]["namespace"]), secret)

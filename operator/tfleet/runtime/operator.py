@@ -1,9 +1,11 @@
 """`tfleet run`: the operator process, wired together.
 
-    metrics and health endpoints ─▶ (optional) wait for the leader Lease ─▶ kopf with the
-    handlers of `tfleet.runtime.handlers` ─▶ on exit: release the Lease, stop the endpoints
+    metrics and health endpoints ─▶ (optional) wait for the leader Lease ─▶ the drain key
+    ─▶ kopf with the handlers of `tfleet.runtime.handlers` ─▶ on exit: release the Lease,
+    stop the endpoints
 
-Exit status 0 when a signal stopped it, 1 when it lost the leader Lease.
+Exit status 0 when a signal stopped it, 1 when it lost the leader Lease, 2 when the drain
+key could not be read or created (see `tfleet.runtime.drain_key`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class RunOptions:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    max_concurrent_rollouts: int | None = None  # None: no bound
+    # The Secret holding the drain key (None: serving pods of new revisions get no drain
+    # token), and its namespace (None: the operator's own, see leader.default_namespace).
+    drain_key_secret: str | None = "tfleet-drain-key"
+    drain_key_namespace: str | None = None
 
 
 @contextmanager
@@ -70,10 +77,14 @@ class _Process:
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     metrics: Metrics | None = None
     elector: LeaderElector | None = None
+    drain_key: bytes | None = None
 
 
 def run(opts: RunOptions) -> int:
-    """Run the operator until a signal stops it (0) or it loses the leader Lease (1)."""
+    """Run the operator until a signal stops it (0), it loses the leader Lease (1), or it
+    cannot have its drain key (2)."""
+    from tfleet.runtime.drain_key import DrainKeyError
+
     process = _Process(opts)
     health = Health()
     try:
@@ -81,6 +92,13 @@ def run(opts: RunOptions) -> int:
         if opts.leader_election and not _wait_for_the_lease(process, health):
             log.info("Stopped before acquiring the leader Lease")
             return 0
+        try:
+            if not _load_drain_key(process):
+                log.info("Stopped before loading the drain key")
+                return 0
+        except DrainKeyError as exc:
+            log.error("Stopped the operator: %s", exc)
+            return 2
         health.update(phase=Phase.LEADING)
         if process.metrics is not None:
             process.metrics.leader.set(1)
@@ -138,23 +156,56 @@ def _wait_for_the_lease(process: _Process, health: Health) -> bool:
     return True
 
 
+def _load_drain_key(process: _Process) -> bool:
+    """Read (or create) the drain key before the first reconcile; False when stopped first.
+
+    Only the leader does: a standby that takes over reads the Secret as it is then.
+    """
+    opts = process.opts
+    if not opts.drain_key_secret:
+        log.warning("Started without a drain key: serving pods of new revisions drain for anyone who can reach them")
+        return True
+    from tfleet.runtime import drain_key
+    from tfleet.runtime.kube import Kube, load_config
+    from tfleet.runtime.leader import default_namespace
+
+    on_write = process.metrics.record_write if process.metrics is not None else None
+    kube = Kube(load_config(opts.kubeconfig), on_write=on_write)
+    with _signals_set(process.stop_flag):
+        process.drain_key = drain_key.load(kube, opts.drain_key_namespace or default_namespace(),
+                                           opts.drain_key_secret, process.stop_flag)
+    return process.drain_key is not None
+
+
 def _run_kopf(process: _Process, health: Health) -> None:
     import kopf
 
     from tfleet.runtime import handlers  # noqa: F401  (registers the handlers)
     from tfleet.runtime.context import OperatorRuntime
+    from tfleet.runtime.kube import Kube, load_config
+    from tfleet.runtime.startup_sync import wait_until_seen
 
-    def mark_ready() -> None:
-        if process.ready_flag.wait():
-            health.update(operator_ready=True)
-            # Scripts and tests wait for this line (or for /readyz).
-            log.info("Started the operator")
-
-    threading.Thread(target=mark_ready, name="tfleet-ready", daemon=True).start()
     opts = process.opts
     runtime = OperatorRuntime(kubeconfig=opts.kubeconfig, metrics=process.metrics,
                               health=health, namespaced=bool(opts.namespaces),
-                              operator_stop=process.operator_stop)
+                              max_rollouts=opts.max_concurrent_rollouts,
+                              operator_stop=process.operator_stop, drain_key=process.drain_key)
+
+    def mark_ready() -> None:
+        # kopf's flag rises after the start-up handlers, before its watches have listed
+        # anything: ready means the fleet's cache holds what the API server lists.
+        process.ready_flag.wait()
+        fleet = runtime.fleet
+        assert fleet is not None, "the start-up handler makes the fleet"
+        listed = wait_until_seen(Kube(load_config(opts.kubeconfig)), fleet.cache.holds, opts.namespaces,
+                                 process.stop_flag)
+        if listed is None:
+            return
+        health.update(operator_ready=True)
+        # Scripts and tests wait for this line (or for /readyz).
+        log.info("Started the operator: the initial listings of %d objects are in its view", listed)
+
+    threading.Thread(target=mark_ready, name="tfleet-ready", daemon=True).start()
     asyncio.set_event_loop(process.loop)
     kopf.run(
         loop=process.loop,
