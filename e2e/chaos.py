@@ -130,7 +130,7 @@ class Config:
     # A kill waits at least this long after the operator (re)started, so it has worked.
     min_kill_gap_seconds: float = 2.0
     ready_timeout_seconds: float = 90.0
-    rollout_timeout_seconds: float = 150.0
+    rollout_timeout_seconds: float = 120.0
     sample_interval_seconds: float = 0.5
 
     @property
@@ -607,6 +607,12 @@ class Scenario:
             scores = [progress_of(i, len(cfg.steps), 2) for i in isvcs]
             done = len(isvcs) == cfg.services and all(s == full for s in scores)
             if done or time.monotonic() > deadline:
+                # Judged here, before the clean restart: a restarted operator would finish a
+                # rollout that this one left stuck.
+                self.report.succeeded = sum(s == full for s in scores)
+                self.report.not_succeeded = sorted(
+                    f"{i['metadata']['name']}: {rollout_of(i).get('phase')} step {rollout_of(i).get('step')} "
+                    f"({rollout_of(i).get('message', '')})" for i, s in zip(isvcs, scores, strict=True) if s != full)
                 break
             progress = sum(scores) / (full * cfg.services)
             if marks and progress >= marks[0] and time.monotonic() - ready_at >= cfg.min_kill_gap_seconds:
@@ -725,10 +731,11 @@ class Scenario:
         uids = {i["metadata"]["uid"]: i["metadata"]["name"] for i in isvcs}
         full = 2 + len(self.config.steps)
         done = [i["metadata"]["name"] for i in isvcs if progress_of(i, len(self.config.steps), 2) == full]
-        self.report.succeeded = len(done)
-        self.report.not_succeeded = sorted(
-            f"{i['metadata']['name']}: {rollout_of(i).get('phase')} {rollout_of(i).get('message', '')}"
-            for i in isvcs if i["metadata"]["name"] not in done)
+        if len(done) < self.report.succeeded:  # succeeded once, and not any more
+            self.report.succeeded = len(done)
+            self.report.not_succeeded += sorted(
+                f"{i['metadata']['name']}: {rollout_of(i).get('phase')} at the end ({rollout_of(i).get('message', '')})"
+                for i in isvcs if i["metadata"]["name"] not in done)
         # Events: one object per transition (a repeat may raise its count, not add an object).
         events: dict[str, Counter[str]] = {name: Counter() for name in fleet_names(self.config)}
         for event in self.reader.items(f"/api/v1/namespaces/{ns}/events"):
