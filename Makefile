@@ -9,8 +9,10 @@ export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 .DEFAULT_GOAL := help
 
 .PHONY: help
-help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+help: ## Show this help: every target and what it does (colours only on a terminal, never with NO_COLOR)
+	@if [ -t 1 ] && [ -z "$$NO_COLOR" ]; then on='\033[36m' off='\033[0m'; else on='' off=''; fi; \
+	awk -F ':.*## ' '/^[a-zA-Z0-9][a-zA-Z0-9_.-]*:.*## / {print $$1; print $$2}' $(MAKEFILE_LIST) | \
+	while IFS= read -r target && IFS= read -r what; do printf '  %b%-14s%b %s\n' "$$on" "$$target" "$$off" "$$what"; done
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +50,8 @@ chaos: venv tools ## Chaos scenario per seed (SEED=1 or SEEDS="1 2 3"; CHAOS_KIL
 	  --operators $(CHAOS_OPERATORS) --fault-scale $(CHAOS_FAULT_SCALE) --idle $(CHAOS_IDLE)
 
 .PHONY: demo
-demo: venv tools ## Run the operator against the local control plane and apply the examples
-	$(BIN)/python -m e2e.demo
+demo: venv tools ## Run the operator against the local control plane and apply the examples (KEEP=1: leave it running)
+	$(BIN)/python -m e2e.demo $(if $(filter-out 0 no false,$(KEEP)),--keep)
 
 UNIT_TESTS := tests/core tests/health tests/test_fleet.py tests/test_startup_sync.py tests/test_analysis.py tests/test_apidocs.py
 
@@ -95,7 +97,7 @@ chart-sync: venv ## Write the generated CRD into the Helm chart's crds/
 manifests: chart-sync
 
 .PHONY: chart-verify
-chart-verify: manifests
+chart-verify: manifests ## Fail if the Helm chart's copy of the CRD drifted from the typed API
 	git diff --exit-code -- charts/tfleet/crds/
 
 verify: chart-verify

@@ -57,8 +57,12 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
 
 
 class ServingCluster:
-    def __init__(self, workdir: Path, *, operator_args: tuple[str, ...] = ()):
+    def __init__(self, workdir: Path, *, operator_args: tuple[str, ...] = (), detached: bool = False):
+        """`detached`: the control plane and the operator run in sessions of their own, so that
+        they can outlive this process (see `keep_running`)."""
         self.workdir = workdir
+        self.detached = detached
+        self._kept = False
         self.kubeconfig = workdir / "kubeconfig"
         self.storage_root = workdir / "storage"
         self.dns_port = free_udp_port(DNS_HOST)
@@ -93,7 +97,8 @@ class ServingCluster:
             [sys.executable, "-m", "e2e.localcluster", "--kubeconfig", str(self.kubeconfig),
              "--process-runtime", "--data-plane", "--dns-address", f"{DNS_HOST}:{self.dns_port}",
              "--storage-root", str(self.storage_root), "--log-level", "INFO"],
-            stdout=subprocess.PIPE, stderr=self._log("localcluster.log"), text=True, cwd=ROOT, env=env)
+            stdout=subprocess.PIPE, stderr=self._log("localcluster.log"), text=True, cwd=ROOT, env=env,
+            start_new_session=self.detached)
         assert self._cluster.stdout is not None
         line = self._cluster.stdout.readline()
         if line.strip() != "ready":
@@ -107,7 +112,8 @@ class ServingCluster:
         mark = (self.workdir / "operator.log").stat().st_size
         self._operator = subprocess.Popen(
             [sys.executable, "-m", "tfleet.cli", "run", "--kubeconfig", str(self.kubeconfig), *self.operator_args],
-            stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=self.detached)
 
         def started() -> bool:
             if self._operator is not None and self._operator.poll() is not None:
@@ -120,7 +126,19 @@ class ServingCluster:
         processes.stop(self._operator)
         self._operator = None
 
+    def keep_running(self) -> list[int]:
+        """Leave the operator and the control plane running past `stop` (a detached cluster
+        only); their pids, in the order they should be stopped."""
+        assert self.detached, "only a detached cluster outlives its owner"
+        self._kept = True
+        return [p.pid for p in (self._operator, self._cluster) if p is not None]
+
     def stop(self) -> None:
+        if self._kept:
+            for log in self._logs:
+                log.close()
+            self._logs.clear()
+            return
         self.stop_operator()
         # SIGTERM: the process runtime kills every pod and removes its namespaces.
         processes.stop(self._cluster, timeout=60)

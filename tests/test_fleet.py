@@ -671,3 +671,90 @@ def test_a_spent_request_is_not_removed_over_a_newer_write():
     assert kube.isvc["metadata"]["annotations"] == {"tfleet.dev/rollout-abort": "0123456789"}
     fleet.reconcile(key)  # from the fresh view it goes
     assert kube.isvc["metadata"]["annotations"] == {}
+
+
+def start_canary(fleet: Fleet, kube: RecordingKube, **rollout: Any) -> tuple[tuple[str, str], str]:
+    """An InferenceService of 4 ready pods of version 3, then version 4 applied: the canary's
+    Deployment is created, and made ready. Returns the key and the canary revision."""
+    key = start(fleet, kube, isvc(replicas=4, rollout=rollout))
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube, replicas=4)
+    fleet.reconcile(key)
+    body = isvc(replicas=4, rollout=rollout)
+    body["spec"]["model"]["version"] = 4
+    body["metadata"]["generation"] = 2
+    body["status"] = kube.isvc["status"]
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    fleet.reconcile(key)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    rollout_status = kube.isvc["status"]["rollout"]
+    canary_revision = rollout_status["canaryRevision"]
+    _, children = fleet.snapshot(key)
+    (dep,) = [copy.deepcopy(v) for (kind, _), v in children.items()
+              if kind == "Deployment" and v["metadata"]["labels"]["tfleet.dev/revision"] == canary_revision]
+    dep["metadata"]["generation"] = 1
+    dep["status"] = {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                     "updatedReplicas": 1}
+    fleet.observe_child("MODIFIED", bump(dep, kube))
+    return key, canary_revision
+
+
+STEPS = {"steps": [{"weight": 10, "pause": "60s"}, {"weight": 50, "pause": "60s"}]}
+
+
+def test_rollbacks_and_invalid_specs_are_logged_as_warnings(setup, caplog):
+    fleet, kube = setup
+    key, canary = start_canary(fleet, kube, **STEPS)
+    body = copy.deepcopy(kube.isvc)
+    body["metadata"]["annotations"] = {"tfleet.dev/rollout-abort": canary}
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    with caplog.at_level(logging.INFO, logger="tfleet"):
+        fleet.reconcile(key)
+    assert kube.isvc["status"]["rollout"]["phase"] == "RolledBack"
+    rollback = [r for r in caplog.records if "Rolled back revision" in r.getMessage()]
+    assert rollback and {r.levelno for r in rollback} == {logging.WARNING}, caplog.text
+    assert "ml/resnet" in rollback[0].getMessage()
+
+    caplog.clear()
+    body = copy.deepcopy(kube.isvc)
+    body["spec"]["model"]["basePath"] = "ftp://x/y"
+    body["metadata"]["generation"] = 3
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    with caplog.at_level(logging.INFO, logger="tfleet"):
+        fleet.reconcile(key)
+    invalid = [r for r in caplog.records if "spec.model.basePath" in r.getMessage()]
+    assert invalid and {r.levelno for r in invalid} == {logging.WARNING}, caplog.text
+
+
+def test_a_metric_source_that_fails_is_named_at_once_and_warned_about_once(caplog):
+    from tfleet.engine.analysis import Result
+    from tfleet.runtime.observers import MetricChecks
+
+    down = Result(None, "Prometheus at http://prometheus:9090 did not answer: [Errno 111] Connection refused",
+                  source_failed=True)
+    kube = RecordingKube()
+    # Message-only status changes wait long here: the warning's status must not.
+    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=30, monotonic=lambda: 1000.0)
+    queries: list[str] = []
+    fleet.checks = MetricChecks(lambda: 1000.0, query=lambda check, query: queries.append(query) or down)
+    analysis = {"prometheus": {"address": "http://prometheus:9090", "query": "errors", "threshold": 0.01}}
+    key, _ = start_canary(fleet, kube, analysis=analysis, **STEPS)
+    kube.events.clear()
+    with caplog.at_level(logging.INFO, logger="tfleet"):
+        fleet.reconcile(key)
+    assert queries, "the metric check ran"
+    assert [(t, r) for t, r, _ in kube.events] == [("Warning", "MetricCheckInconclusive")]
+    assert down.message in kube.events[0][2]
+    message = kube.isvc["status"]["rollout"]["message"]
+    assert message == f"Step 1 of 2 (steps[0]), weight 10%: 1 of 1 canary pods ready, waiting for the metric " \
+                      f"check: {down.message}"
+    assert any(r.levelno == logging.WARNING and down.message in r.getMessage() for r in caplog.records)
+    # Looked at again while Prometheus stays down: named in the status, not warned about again.
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    fleet.reconcile(key)
+    assert [r for _, r, _ in kube.events] == ["MetricCheckInconclusive"]
+    assert kube.isvc["status"]["rollout"]["phase"] == "Progressing"

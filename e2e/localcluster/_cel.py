@@ -423,8 +423,44 @@ def max_cardinality(schema: Any) -> float:
 
 
 class _ListLiteral:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, item: Any = None) -> None:
         self.size = size
+        self.item = item
+
+
+class _Str:
+    """A string (or bytes) value of at most ``size`` bytes, as the cost estimate sizes it."""
+
+    def __init__(self, size: float) -> None:
+        self.size = size
+
+
+# cel-go's cost factors (common/cost.go): a string traversal costs 0.1 per byte, a regular
+# expression 0.25 per character of its source.
+_STRING_TRAVERSAL = 0.1
+_REGEX_LENGTH = 0.25
+
+
+def _string_size(value: Any) -> float | None:
+    """The most bytes a string value can hold, as k8s.io/apiserver pkg/cel/common/schemas.go
+    sizes it: maxLength x 4 (a character may take 4 bytes), the longest enum value, or what
+    fits in a request; None for a value that is not a string."""
+    if isinstance(value, _Str):
+        return value.size
+    if not isinstance(value, dict) or value.get("type") != "string":
+        return None
+    if "maxLength" in value:
+        return float(value["maxLength"]) * 4
+    if value.get("enum"):
+        return float(max(len(str(v)) for v in value["enum"]))
+    return float(MAX_REQUEST_BYTES - 2)
+
+
+def _charge(size: float, factor: float) -> float:
+    # cel-go rounds each factored size up (checker/cost.go multiplyByCostFactor).
+    import math
+
+    return float(math.ceil(size * factor))
 
 
 _PASS_THROUGH = {
@@ -438,10 +474,16 @@ def analyze(expr: str, schema: dict[str, Any], *, root: bool = False, old: bool 
     and return a lower bound of the cost the apiserver estimates for it.
 
     The bound counts one per identifier, selection, operator and call, and multiplies the body
-    of all/exists/exists_one/map/filter by the size of the list it walks (maxItems, or what
-    fits in a request). cel-go charges at least that much, so a bound over the limit means a
-    real apiserver refuses the rule too; string operations are charged 1, so the bound can be
-    far below the real figure for rules over long strings.
+    of all/exists/exists_one/map/filter by the size of the list or map it walks (maxItems or
+    maxProperties, or what fits in a request). The functions cel-go charges by size are charged
+    as it does (checker/cost.go, k8s.io/apiserver pkg/cel/library/cost.go): ``matches`` costs
+    (string bytes + 1) x 0.1 x (regex length x 0.25); ``startsWith``/``endsWith`` 0.1 per byte
+    of the prefix; ``contains`` the product of both; ``==``/``!=``/``<`` on strings 0.1 per
+    byte of the shorter; ``bytes()``, ``lowerAscii()``, ``upperAscii()``, ``trim()`` and
+    ``replace()`` 0.1 per byte; ``in`` a list its size; ``sum()`` and the other list functions
+    the list's size. A string's size is its maxLength x 4, and a map key's 0 (the apiserver
+    declares map keys without a size). cel-go charges at least that much, so a bound over the
+    limit means a real apiserver refuses the rule too.
     """
     from lark import Tree
 
@@ -471,6 +513,29 @@ def analyze(expr: str, schema: dict[str, Any], *, root: bool = False, old: bool 
             return float(value.size)
         return max_cardinality(value)
 
+    def string_op(method: str, base: Any, args: list[Any]) -> tuple[Any, float] | None:
+        """(result, cost) of a string function cel-go charges by size, or None."""
+        target = _string_size(base)
+        walked = [walk(arg, scope_now[0]) for arg in args]
+        arg_cost = sum(c for _, c in walked)
+        sizes = [_string_size(v) for v, _ in walked]
+        if method == "matches" and target is not None:
+            regex = sizes[0] if sizes and sizes[0] is not None else float(MAX_REQUEST_BYTES - 2)
+            cost = _charge(target + 1, _STRING_TRAVERSAL) * _charge(regex, _REGEX_LENGTH)
+            return _DYN, cost + arg_cost
+        if method in ("startsWith", "endsWith") and target is not None:
+            return _DYN, _charge(sizes[0] or 0.0, _STRING_TRAVERSAL) + arg_cost
+        if method == "contains" and target is not None:
+            inner = _charge(sizes[0] or 0.0, _STRING_TRAVERSAL)
+            return _DYN, _charge(target, _STRING_TRAVERSAL) * inner + arg_cost
+        if method in ("lowerAscii", "upperAscii", "trim", "replace") and target is not None:
+            return _Str(target), _charge(target, _STRING_TRAVERSAL) + arg_cost
+        if method in ("isSorted", "sum", "min", "max", "indexOf", "lastIndexOf") and target is None:
+            return _DYN, size_of(base) + arg_cost
+        return None
+
+    scope_now: list[dict[str, Any]] = [{}]
+
     def walk(node: Any, scope: dict[str, Any]) -> tuple[Any, float]:
         if not isinstance(node, Tree):
             return _DYN, 0.0
@@ -484,10 +549,34 @@ def analyze(expr: str, schema: dict[str, Any], *, root: bool = False, old: bool 
                 fail(kids[0], f"undeclared reference to '{name}' (in container '')")
             return _DYN, 1.0
         if kind == "literal":
+            text = str(kids[0]) if kids else ""
+            if text[:1] in ("'", '"'):
+                return _Str(float(len(text) - 2)), 0.0
             return _DYN, 0.0
         if kind == "list_lit":
             elements = kids[0].children if kids and isinstance(kids[0], Tree) else []
-            return _ListLiteral(len(elements)), sum(walk(e, scope)[1] for e in elements)
+            walked = [walk(e, scope) for e in elements]
+            sizes = [_string_size(v) for v, _ in walked]
+            item = _Str(max(s or 0.0 for s in sizes)) if sizes and all(x is not None for x in sizes) else None
+            return _ListLiteral(len(elements), item), sum(c for _, c in walked)
+        if kind == "ident_arg" and kids and str(kids[0]) in ("bytes", "string") and len(kids) > 1:
+            args = kids[1].children if isinstance(kids[1], Tree) else []
+            walked = [walk(arg, scope) for arg in args]
+            size = _string_size(walked[0][0]) if walked else None
+            if size is not None:
+                # cel-go: a conversion traverses the string; bytes may hold 4 per character.
+                return _Str(size), _charge(size, _STRING_TRAVERSAL) + walked[0][1] + 1
+        if kind == "relation" and len(kids) == 2 and isinstance(kids[0], Tree) and kids[0].data.startswith("relation_"):
+            # `a == b` parses as relation(relation_eq(a), b).
+            op = kids[0].data
+            left, left_cost = walk(kids[0].children[0], scope)
+            right, right_cost = walk(kids[1], scope)
+            if op == "relation_in":
+                return _DYN, left_cost + right_cost + size_of(right)
+            sizes = [_string_size(left), _string_size(right)]
+            if sizes[0] is not None and sizes[1] is not None:
+                return _DYN, left_cost + right_cost + max(1.0, _charge(min(sizes[0], sizes[1]), _STRING_TRAVERSAL))
+            return _DYN, left_cost + right_cost + 1
         if kind == "member_dot":
             base, cost = walk(kids[0], scope)
             if base is _DYN or isinstance(base, _ListLiteral):
@@ -513,10 +602,21 @@ def analyze(expr: str, schema: dict[str, Any], *, root: bool = False, old: bool 
                 bound: Any = _DYN
                 if isinstance(base, dict) and isinstance(base.get("items"), dict):
                     bound = base["items"]
+                elif isinstance(base, dict) and isinstance(base.get("additionalProperties"), dict):
+                    bound = _Str(0.0)  # a map's key
+                elif isinstance(base, _ListLiteral) and base.item is not None:
+                    bound = base.item
                 inner = {**scope, var: bound} if var else scope
                 body = sum(walk(arg, inner)[1] for arg in args[1:])
                 cost += size_of(base) * (1 + body)
+                if method == "map":
+                    # The result is a list as long as what was walked.
+                    return {"type": "array", "items": {}, **({"maxItems": size_of(base)})}, cost
                 return (base if method == "filter" else _DYN), cost
+            scope_now[0] = scope
+            charged = string_op(method, base, args)
+            if charged is not None:
+                return charged[0], cost + charged[1]
             return _DYN, cost + 1 + sum(walk(arg, scope)[1] for arg in args)
         if len(kids) == 1 and kind in _PASS_THROUGH:
             return walk(kids[0], scope)

@@ -131,11 +131,12 @@ def test_kstatus_reads_every_transition_right(kubectl, namespace, api_client):
             assert columns(kubectl, namespace)[5:7] == ["RolledBack", "RolledBack"]  # STATUS, ROLLOUT
 
             # An invalid spec: Failed, with the field named, until it is fixed.
+            # (A typo in the schemaless pod.affinity: the API server stores it, the operator refuses it.)
             bad = yaml.safe_load(manifest("flux", namespace, 3))
-            bad["spec"]["model"]["basePath"] = "ftp://models/fraud"
+            bad["spec"]["pod"] = {"affinity": {"nodeAfinity": {}}}
             kubectl("apply", "-f", "-", input=yaml.safe_dump(bad))
             invalid = sampler.wait_for("Failed on the invalid spec", lambda r: r[0] == 4 and r[1] == "Failed")
-            assert "spec.model.basePath" in invalid[4], invalid
+            assert "spec.pod.affinity.nodeAfinity" in invalid[4], invalid
             assert columns(kubectl, namespace)[5] == "InvalidSpec"
 
             # Aborted: Failed with the abort as the reason.

@@ -162,12 +162,16 @@ def test_a_batching_change_is_a_new_revision_with_its_own_config(kubectl, namesp
     assert replicas == {f"batched-{new}": 1, f"batched-{old}": 0}
 
 
+# A typo in pod.affinity: the CRD keeps affinity schemaless (CEL cannot see its fields), so the
+# API server stores it and only the operator can tell (tfleet.api.kubetypes).
+AFFINITY_TYPO = {"nodeAfinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+
+
 def test_an_invalid_spec_is_reported_and_the_serving_pods_keep_running(kubectl, namespace):
     apply_and_wait_ready(kubectl, manifest("broken", namespace, replicas=2), namespace, "broken")
     before = the_deployment(kubectl, namespace, "broken")
-    # Passes the CRD schema, fails a semantic rule only tfleet knows.
-    bad = yaml.safe_load(manifest("broken", namespace, replicas=2))
-    bad["spec"]["model"]["basePath"] = "ftp://models/half_plus_two"
+    # Passes the CRD's schema and rules, fails a rule only tfleet can check.
+    bad = yaml.safe_load(manifest("broken", namespace, replicas=2, pod={"affinity": AFFINITY_TYPO}))
     kubectl("apply", "-f", "-", input=yaml.safe_dump(bad))
 
     def invalid() -> dict[str, Any]:
@@ -176,19 +180,81 @@ def test_an_invalid_spec_is_reported_and_the_serving_pods_keep_running(kubectl, 
 
     ready = wait_for(invalid, what="Ready=False InvalidSpec")
     assert ready["status"] == "False"
-    assert "spec.model.basePath" in ready["message"] and "ftp://" in ready["message"]
+    assert "spec.pod.affinity.nodeAfinity: unknown field of Affinity" in ready["message"], ready
     after = get(kubectl, "deployment", before["metadata"]["name"], "-n", namespace)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert after["status"].get("readyReplicas") == 2
     events = get(kubectl, "events", "-n", namespace, "--field-selector", "reason=InvalidSpec")
-    assert any("spec.model.basePath" in e["message"] for e in events["items"])
+    assert any("spec.pod.affinity.nodeAfinity" in e["message"] for e in events["items"])
 
 
 def test_the_schema_rejects_invalid_manifests_before_the_operator_sees_them(kubectl, namespace):
-    bad = yaml.safe_load(manifest("rejected", namespace, batching={"maxBatchSize": 32, "allowedBatchSizes": [8, 16]}))
-    result = kubectl("apply", "-f", "-", input=yaml.safe_dump(bad), check=False)
-    assert result.returncode != 0
-    assert "allowedBatchSizes" in result.stderr
+    cases = {
+        "allowedBatchSizes": {"batching": {"maxBatchSize": 32, "allowedBatchSizes": [8, 16]}},
+        "unsupported storage in basePath": {"model": {"basePath": "ftp://models/half_plus_two"}},
+        "basePath must name a bucket": {"model": {"basePath": "gs:///models/half_plus_two"}},
+        "image is not a GPU image": {"image": "tensorflow/serving:2.19.0", "gpu": {"count": 1}},
+    }
+    for words, spec in cases.items():
+        result = kubectl("apply", "-f", "-", input=manifest("rejected", namespace, **spec), check=False)
+        assert result.returncode != 0, words
+        assert words in result.stderr, result.stderr
+    assert get(kubectl, "tfis", "-n", namespace)["items"] == []
+
+
+def without_storage_rules(crd: dict[str, Any]) -> dict[str, Any]:
+    """The CRD as a release before the storage rules had it: spec.model without them."""
+    old = json.loads(json.dumps(crd))
+    model = old["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["model"]
+    storage = ("unsupported storage", "must name a bucket", "pvc://<claim>/<path>")
+    model["x-kubernetes-validations"] = [r for r in model["x-kubernetes-validations"]
+                                         if not any(words in r["message"] for words in storage)]
+    assert len(model["x-kubernetes-validations"]) == len(
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["model"][
+            "x-kubernetes-validations"]) - 3
+    return old
+
+
+def test_an_object_stored_before_a_rule_existed_is_reported_by_the_operator(kubectl, namespace, tfleet_crd):
+    # An upgrade: the object was stored under an older CRD without the storage rules. The API
+    # server keeps it, and ratcheting lets writes through that leave the invalid field alone:
+    # the operator's status and a replicas change. The operator reports what admission can no
+    # longer catch, and a change to the field itself meets the new rule.
+    current = yaml.safe_load(Path(tfleet_crd).read_text())
+    kubectl("replace", "-f", "-", input=json.dumps(without_storage_rules(current)))
+    try:
+        bad = yaml.safe_load(manifest("upgraded", namespace))
+        bad["spec"]["model"]["basePath"] = "ftp://models/half_plus_two"
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(bad))
+    finally:
+        kubectl("replace", "-f", "-", input=json.dumps(current))
+    kubectl("wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev", "--timeout=30s")
+    refused = kubectl("apply", "-f", "-", input=manifest("fresh", namespace, model={"basePath": "ftp://x/y"}),
+                      check=False)
+    assert refused.returncode != 0 and "unsupported storage in basePath" in refused.stderr, refused.stderr
+
+    def reported(generation: int) -> Callable[[], dict[str, Any]]:
+        def check() -> dict[str, Any]:
+            obj = get(kubectl, "tfis", "upgraded", "-n", namespace)
+            ready = condition(obj, "Ready")
+            observed = (obj.get("status") or {}).get("observedGeneration")
+            return ready if ready.get("reason") == "InvalidSpec" and observed == generation else {}
+        return check
+
+    ready = wait_for(reported(1), what="Ready=False InvalidSpec on the stored object")
+    assert 'spec.model.basePath: unsupported storage "ftp://"' in ready["message"], ready
+    # A change elsewhere is admitted (the invalid field is unchanged), and the operator's status
+    # write for the new generation passes the new CRD too.
+    kubectl("patch", "tfis", "upgraded", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":2}}')
+    wait_for(reported(2), what="InvalidSpec reported for generation 2")
+    # A change to the field itself meets the rule.
+    changed = kubectl("patch", "tfis", "upgraded", "-n", namespace, "--type=merge",
+                      "-p", '{"spec":{"model":{"basePath":"http://models/half_plus_two"}}}', check=False)
+    assert changed.returncode != 0 and "unsupported storage in basePath" in changed.stderr, changed.stderr
+    # Fixed, it serves.
+    kubectl("patch", "tfis", "upgraded", "-n", namespace, "--type=merge",
+            "-p", '{"spec":{"model":{"basePath":"gs://bucket/models/half_plus_two"}}}')
+    kubectl("wait", "--for=condition=Ready", "tfis/upgraded", "-n", namespace, "--timeout=60s")
 
 
 def test_deleting_an_inference_service_removes_its_children(kubectl, namespace):

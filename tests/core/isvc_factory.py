@@ -217,14 +217,18 @@ def make_pod(
     restarts: int = 0,
     waiting: str | None = None,
     unschedulable: str | None = None,
+    scheduling_reason: str = "Unschedulable",
+    image: str | None = None,
     sidecar_restarts: int = 0,
     deleting: bool = False,
     isvc: str = "x",
 ) -> dict[str, Any]:
-    """A serving pod of `revision` as the kubelet and scheduler report it."""
+    """A serving pod of `revision` as the kubelet and scheduler report it. `unschedulable` is
+    the message of a PodScheduled=False condition with `scheduling_reason`; `image` the serving
+    container's image in its status."""
     conditions: list[dict[str, Any]] = []
     if unschedulable is not None:
-        conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        conditions.append({"type": "PodScheduled", "status": "False", "reason": scheduling_reason,
                            "message": unschedulable})
     else:
         conditions.append({"type": "PodScheduled", "status": "True"})
@@ -244,6 +248,9 @@ def make_pod(
                 {"name": "health-bridge", "ready": True, "restartCount": sidecar_restarts, "state": {"running": {}}}],
         },
     }
+    if image is not None:
+        for status in pod["status"]["containerStatuses"]:
+            status["image"] = image
     if deleting:
         pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     return pod

@@ -7,14 +7,15 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
-import celpy
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from e2e.localcluster import _cel
+from e2e.localcluster.admission import STATIC_ESTIMATED_COST_LIMIT
 
 from tfleet.api.crd import build_crd, crd_yaml
-from tfleet.api.model import check_update, parse_spec
+from tfleet.api.model import METADATA_NAME_MESSAGE, check_update, parse_object, parse_spec
 from tfleet.api.schema import ValidationError
 
 from .isvc_factory import (
@@ -228,37 +229,33 @@ def apply_defaults(node: Node, value: Any) -> Any:
     return value
 
 
-_CEL = celpy.Environment()
-_PROGRAMS: dict[str, Any] = {}
-
-
-def _program(rule: str) -> Any:
-    if rule not in _PROGRAMS:
-        _PROGRAMS[rule] = _CEL.program(_CEL.compile(rule))
-    return _PROGRAMS[rule]
-
-
 def cel_failures(node: Node, value: Any, old: Any = None, path: str = "spec") -> list[tuple[str, str]]:
     """(field path, message) of every x-kubernetes-validations rule that `value` breaks.
 
-    Transition rules (those that use oldSelf) run only when an old value exists, as on the
-    API server.
+    The rules run on cel-python with the Kubernetes CEL libraries the API server adds (lists,
+    strings), as the local control plane runs them. Transition rules (those that use oldSelf)
+    run only when an old value exists, as on the API server.
     """
     failures: list[tuple[str, str]] = []
     for rule in node.get("x-kubernetes-validations", []):
-        transition = "oldSelf" in rule["rule"]
+        transition = _cel.mentions_old_self(rule["rule"])
         if transition and old is None:
             continue
-        activation = {"self": celpy.json_to_cel(value)}
+        activation = {"self": _cel.to_cel(value, node)}
         if transition:
-            activation["oldSelf"] = celpy.json_to_cel(old)
-        if not bool(_program(rule["rule"]).evaluate(activation)):
+            activation["oldSelf"] = _cel.to_cel(old, node)
+        result = _cel.evaluate(_cel.compile_rule(rule["rule"]), activation)
+        assert _cel.is_bool(result), (rule["rule"], result)
+        if not result:
             failures.append((path + rule.get("fieldPath", ""), rule["message"]))
     if isinstance(value, dict):
         for name, prop in (node.get("properties") or {}).items():
             if name in value:
                 sub_old = old.get(name) if isinstance(old, dict) else None
                 failures += cel_failures(prop, value[name], sub_old, f"{path}.{name}")
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for i, item in enumerate(value):
+            failures += cel_failures(node["items"], item, None, f"{path}[{i}]")
     return failures
 
 
@@ -268,14 +265,45 @@ def spec_cel_failures(spec: Any, old_spec: Any = None) -> list[tuple[str, str]]:
     return cel_failures(node, apply_defaults(node, spec), old)
 
 
+# The fields the rules name. A Python error names the field more closely (the label key, the
+# toleration's index): both sides are compared by the rule field their paths start with.
 RULE_PATHS = ("spec.autoscaling.minReplicas", "spec.batching.allowedBatchSizes", "spec.server.restPort",
-              "spec.rollout.steps", "spec.model.name", "spec.model.basePath", "spec.pod.drainSeconds")
+              "spec.server.grpcPort", "spec.server.extraArgs", "spec.rollout.steps", "spec.model.name",
+              "spec.model.basePath", "spec.pod.drainSeconds", "spec.image", "spec.gpu.nodeSelector",
+              "spec.gpu.tolerations", "spec.pod.tolerations", "spec.pod.nodeSelector", "spec.pod.labels",
+              "spec.pod.annotations", "spec.service.annotations")
+
+
+def rule_path(path: str) -> str:
+    matches = [rule for rule in RULE_PATHS if path == rule or path.startswith((f"{rule}.", f"{rule}["))]
+    assert matches, f"{path} is not in RULE_PATHS"
+    return max(matches, key=len)
 
 
 def python_rule_paths(spec: Any) -> set[str]:
     """The rule field paths the typed model's checks complain about."""
-    return {rule for rule in RULE_PATHS for error in _python_errors(spec) if error.startswith(rule)}
+    return {rule_path(error.split(": ", 1)[0]) for error in _python_errors(spec)}
 
+
+_STORAGE = ("unsupported storage in basePath: use gs://, s3://, hdfs://, pvc://<claim>/<path> or an "
+            "absolute path")
+_BUCKET = "basePath must name a bucket: gs://<bucket>/<path> or s3://<bucket>/<path>"
+_PVC = "basePath must have the form pvc://<claim>/<path> with a valid claim name"
+_GPU_IMAGE = ("image is not a GPU image, but gpu.count is more than 0: use a tag ending in -gpu (for example "
+              "tensorflow/serving:2.19.0-gpu)")
+_RESERVED = "{} must not be 8510 or 8511: those ports are reserved for the health bridge; choose another port"
+_MANAGED = ("extraArgs may not set a flag managed by tfleet (--port, --rest_api_port, --model_config_file, "
+            "--model_config_file_poll_wait_seconds, --model_name, --model_base_path, --enable_batching, "
+            "--batching_parameters_file, --monitoring_config_file, --grpc_channel_arguments)")
+_LABEL_KEY = ("every key of {} must be a valid label key: an optional DNS subdomain prefix and /, then a name of "
+              "at most 63 characters (ASCII letters, digits, '-', '_' or '.') that starts and ends with a letter "
+              "or digit")
+_LABEL_VALUE = ("every value of {} must be a valid label value: empty or consist of ASCII letters, digits, '-', "
+                "'_' or '.', and start and end with a letter or digit")
+_ANNOTATION_KEY = ("every key of {} must be a valid annotation key: an optional DNS subdomain prefix and /, then a "
+                   "name of at most 63 characters (ASCII letters, digits, '-', '_' or '.') that starts and ends "
+                   "with a letter or digit, in any case")
+_ANNOTATION_SIZE = "{} may not be larger than 262144 bytes (keys and values together)"
 
 CEL_CASES = [
     # autoscaling
@@ -350,6 +378,106 @@ CEL_CASES = [
     pytest.param(make_isvc().pod(drainSeconds=5, terminationGracePeriodSeconds=2),
                  [("spec.pod.drainSeconds", "drainSeconds must be less than terminationGracePeriodSeconds")],
                  id="drain above the grace period"),
+    # model.basePath: storage
+    *[pytest.param(make_isvc().base_path(path), [], id=f"basePath {path}")
+      for path in ("gs://models/resnet", "gs://models", "s3://bucket/m", "s3://bucket", "hdfs://namenode/m",
+                   "hdfs:///m", "/models/resnet", "pvc://models/resnet", "pvc://a.b-c/x/y", f"pvc://{'a' * 253}/m")],
+    *[pytest.param(make_isvc().base_path(path), [("spec.model.basePath", _STORAGE)], id=f"basePath {path}")
+      for path in ("ftp://models/resnet", "http://models/resnet", "models/resnet", "gs:/models/resnet",
+                   "GS://models/resnet", "file:///models")],
+    *[pytest.param(make_isvc().base_path(path), [("spec.model.basePath", _BUCKET)], id=f"basePath {path}")
+      for path in ("gs://", "gs:///models/resnet", "s3://", "s3:///resnet")],
+    *[pytest.param(make_isvc().base_path(path), [("spec.model.basePath", _PVC)], id=f"basePath {path!r}")
+      for path in ("pvc://", "pvc://models", "pvc://models/", "pvc:///resnet", "pvc://Models_1/resnet",
+                   "pvc://-models/resnet", "pvc://models./resnet", f"pvc://{'a' * 254}/m")],
+    # image with GPUs
+    pytest.param(make_isvc().gpu(1).image("tensorflow/serving:2.19.0"), [("spec.image", _GPU_IMAGE)],
+                 id="GPUs with a CPU image"),
+    pytest.param(make_isvc().gpu(2).image("registry.example.com:5000/serving"), [("spec.image", _GPU_IMAGE)],
+                 id="GPUs with an untagged CPU image behind a registry port"),
+    pytest.param(make_isvc().gpu(1).image("gpu.example.com/tensorflow/serving:2.19.0"), [("spec.image", _GPU_IMAGE)],
+                 id="gpu in the registry host only"),
+    pytest.param(make_isvc().gpu(1).image("tensorflow/serving@sha256:gpu"), [("spec.image", _GPU_IMAGE)],
+                 id="gpu in the digest only"),
+    pytest.param(make_isvc().gpu(1).image("tensorflow/serving:gpu-2"), [("spec.image", _GPU_IMAGE)],
+                 id="a tag that starts with gpu-"),
+    *[pytest.param(make_isvc().gpu(1).image(image), [], id=f"GPUs with {image}")
+      for image in ("tensorflow/serving:2.19.0-gpu", "tensorflow/serving:gpu", "tensorflow/serving:2.19.0-gpu-cuda12",
+                    "registry.example.com:5000/serving:latest-gpu", "registry.example.com:5000/tfs-gpu",
+                    "tensorflow/serving:2.19.0-gpu@sha256:0123", "example.com/gpu-serving:2.19.0")],
+    pytest.param(make_isvc().gpu(1), [], id="GPUs with the default image"),
+    pytest.param(make_isvc().image("tensorflow/serving:2.19.0"), [], id="a CPU image without GPUs"),
+    pytest.param(make_isvc().gpu(0).image("tensorflow/serving:2.19.0"), [], id="a CPU image with gpu.count 0"),
+    # server: reserved ports and managed flags
+    pytest.param(make_isvc().server(grpcPort=8510), [("spec.server.grpcPort", _RESERVED.format("grpcPort"))],
+                 id="the health bridge gRPC port as grpcPort"),
+    pytest.param(make_isvc().server(grpcPort=8511), [("spec.server.grpcPort", _RESERVED.format("grpcPort"))],
+                 id="the health bridge HTTP port as grpcPort"),
+    pytest.param(make_isvc().server(restPort=8510), [("spec.server.restPort", _RESERVED.format("restPort"))],
+                 id="the health bridge gRPC port as restPort"),
+    pytest.param(make_isvc().server(grpcPort=8509, restPort=8512), [], id="ports next to the reserved ones"),
+    *[pytest.param(make_isvc().server(extraArgs=["--tensorflow_intra_op_parallelism=4", arg]),
+                   [("spec.server.extraArgs", _MANAGED)], id=f"extraArgs {arg}")
+      for arg in ("--port=9000", "--port", "--model_name=x", "--enable_batching", "--enable_batching=false",
+                  "--grpc_channel_arguments=grpc.max_connection_age_ms=1")],
+    *[pytest.param(make_isvc().server(extraArgs=[arg]), [], id=f"extraArgs {arg}")
+      for arg in ("--portable=1", "--port_x", "port=1", "--rest_api_timeout_in_ms=5000", "-port=1", "")],
+    # tolerations (the API server's rules, on both lists)
+    pytest.param(make_isvc().pod(tolerations=[{"key": "a", "operator": "Exists", "value": "b"}]),
+                 [("spec.pod.tolerations[0].value", "value must be empty when operator is Exists")],
+                 id="operator Exists with a value"),
+    pytest.param(make_isvc().pod(tolerations=[{"key": "a", "operator": "Exists", "value": ""}]), [],
+                 id="operator Exists with an empty value"),
+    pytest.param(make_isvc().pod(tolerations=[{"operator": "Exists"}]), [], id="operator Exists without a key"),
+    pytest.param(make_isvc().pod(tolerations=[{"key": "a"}, {"operator": "Equal", "value": "b"}]),
+                 [("spec.pod.tolerations[1].operator", "operator must be Exists when key is empty")],
+                 id="operator Equal without a key"),
+    pytest.param(make_isvc().gpu(1, tolerations=[{"key": "", "value": "b"}]),
+                 [("spec.gpu.tolerations[0].operator", "operator must be Exists when key is empty")],
+                 id="an empty key and no operator"),
+    pytest.param(make_isvc().pod(tolerations=[{"key": "a", "effect": "NoSchedule", "tolerationSeconds": 5}]),
+                 [("spec.pod.tolerations[0].tolerationSeconds", "tolerationSeconds may only be set with effect NoExecute")],
+                 id="tolerationSeconds with NoSchedule"),
+    pytest.param(make_isvc().gpu(1, tolerations=[{"key": "a", "tolerationSeconds": 5}]),
+                 [("spec.gpu.tolerations[0].tolerationSeconds", "tolerationSeconds may only be set with effect NoExecute")],
+                 id="tolerationSeconds without an effect"),
+    pytest.param(make_isvc().pod(tolerations=[{"key": "a", "operator": "Equal", "value": "b", "effect": "NoExecute",
+                                               "tolerationSeconds": 5}]), [], id="a full NoExecute toleration"),
+    # labels and node selectors (the API server's label rules)
+    *[pytest.param(make_isvc().pod(labels={key: "v"}), [], id=f"label key {key[:40]}")
+      for key in ("team", "example.com/team", "a", "A.b-c_D", "x" * 63, f"{'a' * 253}/b", "a.b/c")],
+    *[pytest.param(make_isvc().pod(labels={"team": "ml", key: "v"}), [("spec.pod.labels", _LABEL_KEY.format("labels"))],
+                   id=f"label key {key[:40]!r}")
+      for key in ("zône", "a/b/c", "/a", "a/", "", "x" * 64, f"{'a' * 254}/b", "Example.com/a", "-a", "a_",
+                  "a b", "a..b/c")],
+    *[pytest.param(make_isvc().pod(labels={"team": value}), [], id=f"label value {value!r}")
+      for value in ("", "ml", "a.b_c-D", "x" * 63)],
+    *[pytest.param(make_isvc().pod(labels={"team": value}), [("spec.pod.labels", _LABEL_VALUE.format("labels"))],
+                   id=f"label value {value!r}")
+      for value in ("-ml", "ml_", "m l", "é", "a/b")],
+    pytest.param(make_isvc().gpu(1, node_selector={"Bad Key": "x"}),
+                 [("spec.gpu.nodeSelector", _LABEL_KEY.format("nodeSelector"))], id="a GPU node selector key"),
+    pytest.param(make_isvc().pod(nodeSelector={"zone": "eu west"}),
+                 [("spec.pod.nodeSelector", _LABEL_VALUE.format("nodeSelector"))], id="a node selector value"),
+    pytest.param(make_isvc().pod(nodeSelector={"zône": "-"}),
+                 [("spec.pod.nodeSelector", _LABEL_KEY.format("nodeSelector")),
+                  ("spec.pod.nodeSelector", _LABEL_VALUE.format("nodeSelector"))], id="a bad key and a bad value"),
+    # annotations (the API server's annotation rules)
+    *[pytest.param(make_isvc().pod(annotations={key: "v"}), [], id=f"annotation key {key[:40]!r}")
+      for key in ("team", "Example.COM/Team", "\u212aelvin.example.com/a", "x" * 63)],
+    *[pytest.param(make_isvc().pod(annotations={key: "v"}),
+                   [("spec.pod.annotations", _ANNOTATION_KEY.format("annotations"))], id=f"annotation key {key[:40]!r}")
+      for key in ("load balancer!", "a/b/c", "zône", "x" * 64, f"{'a' * 254}/b")],
+    pytest.param(make_isvc().pod(annotations={"a": "x" * 262143}), [], id="annotations of exactly 256 KiB"),
+    pytest.param(make_isvc().pod(annotations={"a": "x" * 131072, "b": "y" * 131070}), [],
+                 id="two annotations of 256 KiB together"),
+    pytest.param(make_isvc().pod(annotations={"a": "x" * 262144}),
+                 [("spec.pod.annotations", _ANNOTATION_SIZE.format("annotations"))], id="annotations one byte too large"),
+    pytest.param(make_isvc().pod(annotations={"a": "é" * 131072}),
+                 [("spec.pod.annotations", _ANNOTATION_SIZE.format("annotations"))],
+                 id="annotations under the limit in characters, over it in bytes"),
+    pytest.param(make_isvc().set("spec.service.annotations", {"load balancer!": "v"}),
+                 [("spec.service.annotations", _ANNOTATION_KEY.format("annotations"))], id="a Service annotation key"),
 ]
 
 
@@ -357,16 +485,75 @@ CEL_CASES = [
 def test_cel_rules_and_python_checks_agree(manifest: IsvcBuilder, expected: list[tuple[str, str]]) -> None:
     spec = manifest.manifest()["spec"]
     assert spec_cel_failures(spec) == expected
-    assert python_rule_paths(spec) == {path for path, _ in expected}
+    assert python_rule_paths(spec) == {rule_path(path) for path, _ in expected}
+
+
+NAME_CASES = [
+    *[pytest.param(name, True, id=name) for name in ("resnet", "a", "bert-base-2", "r" * 52)],
+    *[pytest.param(name, False, id=name[:20])
+      for name in ("1resnet", "-resnet", "resnet-", "res.net", "Resnet", "r" * 53, "res_net")],
+]
+
+
+@pytest.mark.parametrize(("name", "valid"), NAME_CASES)
+def test_the_metadata_name_rule_agrees_with_parse_object(name: str, valid: bool) -> None:
+    # At the root, CEL sees only metadata.name and generateName of the metadata.
+    manifest = make_isvc(name).manifest()
+    root = root_schema()
+    failures = cel_failures(root, {**manifest, "metadata": {"name": name}}, path="")
+    failures = [f for f in failures if not f[0].startswith("spec")]
+    assert failures == ([] if valid else [("", METADATA_NAME_MESSAGE)])
+    try:
+        parse_object(manifest)
+        python_valid = True
+    except ValidationError as exc:
+        assert [str(e).split(": ", 1)[0] for e in exc.errors] == ["metadata.name"]
+        python_valid = False
+    assert python_valid is valid
 
 
 def test_every_cel_rule_is_exercised() -> None:
     rules = [(path, rule["message"]) for path, node in walk(root_schema())
              for rule in node.get("x-kubernetes-validations", [])]
-    exercised = {message for param in CEL_CASES for _, message in param.values[1]} | {"model.name is immutable"}
+    exercised = ({message for param in CEL_CASES for _, message in param.values[1]}
+                 | {"model.name is immutable", METADATA_NAME_MESSAGE})
     assert {message for _, message in rules} == exercised
-    assert {path for path, _ in rules} == {".spec.model", ".spec.autoscaling", ".spec.batching", ".spec.server",
-                                           ".spec.rollout", ".spec.pod"}
+    assert {path for path, _ in rules} == {"", ".spec", ".spec.model", ".spec.autoscaling", ".spec.gpu.nodeSelector",
+                                           ".spec.gpu.tolerations[]", ".spec.batching", ".spec.server",
+                                           ".spec.service.annotations", ".spec.rollout", ".spec.pod",
+                                           ".spec.pod.nodeSelector", ".spec.pod.tolerations[]",
+                                           ".spec.pod.annotations", ".spec.pod.labels"}
+
+
+# The API server's budget for the estimated cost of all rules of a CRD together
+# (k8s.io/apiextensions-apiserver pkg/apis/apiextensions/validation/validation.go).
+STATIC_ESTIMATED_CRD_COST_LIMIT = 100_000_000
+
+
+def rule_costs(node: Node, path: str = "", cardinality: float = 1.0) -> Iterator[tuple[str, str, float]]:
+    """(path, message, estimated cost) of every rule: the rule's cost times the most times it
+    can run, which is the product of maxItems/maxProperties of the lists and maps above it."""
+    for rule in node.get("x-kubernetes-validations", []):
+        cost = _cel.analyze(rule["rule"], node, root=path == "")
+        yield path, rule["message"], cost * cardinality
+    for name, child in (node.get("properties") or {}).items():
+        yield from rule_costs(child, f"{path}.{name}", cardinality)
+    for key, suffix in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(node.get(key), dict):
+            yield from rule_costs(node[key], path + suffix, cardinality * _cel.max_cardinality(node))
+
+
+def test_every_rule_fits_the_api_servers_cost_budget() -> None:
+    costs = list(rule_costs(root_schema()))
+    too_costly = [(path, message, cost) for path, message, cost in costs if cost > STATIC_ESTIMATED_COST_LIMIT]
+    assert not too_costly, too_costly
+    assert sum(cost for _, _, cost in costs) <= STATIC_ESTIMATED_CRD_COST_LIMIT
+    # The estimate charges strings by their length: without the bounds on label values and
+    # annotation maps, their rules would be far over the budget.
+    unbounded = copy.deepcopy(root_schema())
+    annotations = unbounded["properties"]["spec"]["properties"]["pod"]["properties"]["annotations"]
+    del annotations["maxProperties"]
+    assert max(cost for _, _, cost in rule_costs(unbounded)) > STATIC_ESTIMATED_COST_LIMIT
 
 
 def test_step_weight_range_is_in_the_schema() -> None:

@@ -105,7 +105,7 @@ def test_a_short_key_is_refused_with_its_length():
 
 def test_the_bridge_and_the_pre_stop_hook_carry_the_same_token():
     isvc = make_isvc("fraud").version(2).isvc()
-    (dep,) = deployments(builders.build_children(isvc, drain_token="0123456789abcdef0123456789abcdef"))
+    (dep,) = deployments(builders.build_children(isvc, extras=builders.PodExtras(drain_token="0123456789abcdef0123456789abcdef")))
     assert bridge_token(dep) == header_token(dep) == "0123456789abcdef0123456789abcdef"
     # The hook still reaches the bridge's HTTP port and waits out the drain.
     (serving,) = dep["spec"]["template"]["spec"]["containers"]
@@ -123,7 +123,7 @@ def test_the_revision_does_not_depend_on_the_token():
     isvc = make_isvc("fraud").version(2).isvc()
     rev = builders.compute_revision(isvc)
     plain = builders.build_deployment(isvc, rev=rev)
-    tokened = builders.build_deployment(isvc, rev=rev, drain_token="f" * 32)
+    tokened = builders.build_deployment(isvc, rev=rev, extras=builders.PodExtras(drain_token="f" * 32))
     assert plain["metadata"]["name"] == tokened["metadata"]["name"] == f"fraud-{rev.name}"
     with_key = plan_children(make_isvc("fraud").version(2).manifest(), {}, [], NOW, drain_key=KEY)
     without = plan_children(make_isvc("fraud").version(2).manifest(), {}, [], NOW)
@@ -214,7 +214,7 @@ def test_a_token_tfleet_would_not_write_is_replaced_by_the_derived_one(value):
 
 def test_kept_drain_token_reads_the_bridges_environment():
     isvc = make_isvc("fraud").isvc()
-    with_token = builders.build_deployment(isvc, drain_token="ab" * 16)
+    with_token = builders.build_deployment(isvc, extras=builders.PodExtras(drain_token="ab" * 16))
     assert health_wiring.kept_drain_token(with_token) == "ab" * 16
     assert health_wiring.kept_drain_token(builders.build_deployment(isvc)) == ""
     assert health_wiring.kept_drain_token({"spec": {"template": {"spec": {"initContainers": []}}}}) is None

@@ -12,7 +12,7 @@ from tests.packaging.argocd_health import health as argocd_health
 from tests.packaging.test_argocd_health import LUA, evaluate_lua
 
 from .isvc_factory import make_isvc
-from .test_status import CONDITION_CASES, INVALID, STABLE, _invalid, compute, seen
+from .test_status import CANARY, CONDITION_CASES, INVALID, STABLE, _invalid, compute, seen
 
 GENERATION = 7
 
@@ -31,6 +31,8 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "promoting": ("InProgress", "Progressing"),
     "paused by request": ("InProgress", "Suspended"),
     "rolled back: the stable serves, and the failure shows as Degraded": ("Failed", "Degraded"),
+    "rolled back at once: TF Serving cannot load the version": ("Failed", "Degraded"),
+    "aborted by request: a reason of its own": ("Failed", "Degraded"),
     "stalled past the deadline without automatic rollback": ("Failed", "Degraded"),
     "the rollout, not an old Deployment condition, speaks while a rollout runs": ("InProgress", "Progressing"),
 }
@@ -68,7 +70,9 @@ def test_a_rollout_in_progress_is_in_progress_although_ready_stays_true():
     result = compute(manifest, revisions, state, generation=GENERATION)
     ready = next(c for c in result["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
-    assert kstatus.compute(tfis(result)) == ("InProgress", state.message)
+    # The message of the rollout as the status words it from these revisions.
+    assert kstatus.compute(tfis(result)) == ("InProgress", result["rollout"]["message"])
+    assert result["rollout"]["message"] == f"Promoting revision {CANARY}: waiting for canary pods, 1 of 2 ready"
 
 
 def test_an_invalid_spec_is_failed_with_its_message():

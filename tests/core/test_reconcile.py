@@ -299,7 +299,7 @@ def test_status_names_the_trouble_of_the_pods() -> None:
     result = plan_status(body, children, [p for p in pods if p], text(LATER), None)
     assert result.status is not None
     ready = next(c for c in result.status["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["message"]) == ("False", "2 of 3 pods are ready; 1 pods crash-looping")
+    assert (ready["status"], ready["message"]) == ("False", "2 of 3 pods are ready; 1 pod crash-looping")
 
 
 def test_unowned_deployment_does_not_count_for_status() -> None:
@@ -363,8 +363,10 @@ URGENCY_CASES = [
                  id="a rollout moved to its next step"),
     pytest.param(_status(phase="Progressing", step=1), _status(phase="RolledBack"), True, id="a rollout rolled back"),
     pytest.param(_status(ready_replicas=4), _status(ready_replicas=5), False, id="counts alone can wait"),
-    pytest.param(_status(phase="Progressing", step=0, message="Waiting for canary pods (step 1 of 2): 0 of 1 ready"),
-                 _status(phase="Progressing", step=0, message="Step 1 of 2: weight 10%, holding for the pause"),
+    pytest.param(_status(phase="Progressing", step=0,
+                         message="Step 1 of 2 (steps[0]), weight 10%: waiting for canary pods, 0 of 1 ready"),
+                 _status(phase="Progressing", step=0,
+                         message="Step 1 of 2 (steps[0]), weight 10%: 1 of 1 canary pods ready, holding for the pause"),
                  False, id="a rollout message alone can wait"),
 ]
 

@@ -221,27 +221,31 @@ def test_canary_share_approximates_the_weight(replicas: int) -> None:
 # --------------------------------------------------------------------------- step gates
 
 
+# The message after the step advanced: the canary is scaled for the next step in this pass.
+ADVANCED = f"Step 2 of 2 (steps[1]), weight 50%: waiting for canary pods, 1 of {N} ready"
+
 GATE_CASES = [
     # (observed canary, now, advances, requeue_after, message)
-    pytest.param(ready(1), 60, True, 0.0, "Step 2 of 2: weight 50%",
+    pytest.param(ready(1), 60, True, 0.0, ADVANCED,
                  id="all canary pods ready, no restart and the pause over: the step advances"),
-    pytest.param(ready(1), 200, True, 0.0, "Step 2 of 2: weight 50%",
+    pytest.param(ready(1), 200, True, 0.0, ADVANCED,
                  id="a late look advances once, not once per missed pause"),
-    pytest.param(ready(1), 45, False, 15.0, "Step 1 of 2: weight 10%, holding for the pause",
+    pytest.param(ready(1), 45, False, 15.0, "Step 1 of 2 (steps[0]), weight 10%: 1 of 1 canary pods ready, holding for the pause",
                  id="healthy but inside the pause: hold until the pause ends"),
-    pytest.param(starting(1), 60, False, 540.0, "Waiting for canary pods (step 1 of 2): 0 of 1 ready",
+    pytest.param(starting(1), 60, False, 540.0, "Step 1 of 2 (steps[0]), weight 10%: waiting for canary pods, 0 of 1 ready",
                  id="a canary pod not ready holds the step until the deadline"),
-    pytest.param(ready(1, restarts=1), 60, False, 540.0, "Waiting for canary pods (step 1 of 2): 1 of 1 ready",
+    pytest.param(ready(1, restarts=1), 60, False, 540.0,
+                 "Step 1 of 2 (steps[0]), weight 10%: 1 of 1 canary pods ready, held: canary containers restarted 1 time during this step",
                  id="a canary container restarted during the step holds it"),
     pytest.param(Observed(replicas=1, ready=1, updated=1, pods=1, current=False), 60, False, 540.0,
-                 "Waiting for canary pods (step 1 of 2): 1 of 1 ready",
+                 "Step 1 of 2 (steps[0]), weight 10%: 1 of 1 canary pods ready, waiting for their Deployment to complete",
                  id="the Deployment controller has not caught up with the spec: hold"),
     pytest.param(Observed(replicas=1, ready=1, updated=0, pods=1), 60, False, 540.0,
-                 "Waiting for canary pods (step 1 of 2): 1 of 1 ready",
+                 "Step 1 of 2 (steps[0]), weight 10%: 1 of 1 canary pods ready, waiting for their Deployment to complete",
                  id="a canary pod not yet of the current template: hold"),
-    pytest.param(ready(0), 60, False, 540.0, "Waiting for canary pods (step 1 of 2): 0 of 1 ready",
+    pytest.param(ready(0), 60, False, 540.0, "Step 1 of 2 (steps[0]), weight 10%: waiting for canary pods, 0 of 1 ready",
                  id="the canary Deployment not yet scaled up: hold"),
-    pytest.param(None, 60, False, 540.0, "Waiting for canary pods (step 1 of 2): 0 of 1 ready",
+    pytest.param(None, 60, False, 540.0, "Step 1 of 2 (steps[0]), weight 10%: waiting for canary pods, 0 of 1 ready",
                  id="the canary Deployment not yet seen: hold"),
 ]
 
@@ -308,11 +312,11 @@ PENDING_GATE = "the query returned no data"
 METRIC_GATE_CASES = [
     # (canary as observed with its metric check, auto rollback, phase, step, message)
     pytest.param(replace(ready(1), analysis_ok=True, analysis_message=GATED), True, PROGRESSING, 1,
-                 "Step 2 of 2: weight 50%", id="a passing check lets the step advance"),
+                 ADVANCED, id="a passing check lets the step advance"),
     pytest.param(replace(ready(1), analysis_ok=None, analysis_message=PENDING_GATE), True, PROGRESSING, 0,
-                 "Waiting for canary pods (step 1 of 2): 1 of 1 ready",
+                 "Step 1 of 2 (steps[0]), weight 10%: 1 of 1 canary pods ready, waiting for the metric check: the query returned no data",
                  id="an inconclusive check holds the step"),
-    pytest.param(ready(1), True, PROGRESSING, 0, "Waiting for canary pods (step 1 of 2): 1 of 1 ready",
+    pytest.param(ready(1), True, PROGRESSING, 0, "Step 1 of 2 (steps[0]), weight 10%: 1 of 1 canary pods ready, waiting for the metric check",
                  id="no check result yet holds the step"),
     pytest.param(replace(ready(1), analysis_ok=False, analysis_message=FAILED_GATE), True, ROLLED_BACK, None,
                  f"Rolled back revision {CANARY}: {FAILED_GATE}", id="a failing check rolls back at once"),
@@ -354,7 +358,7 @@ def test_the_last_step_promotes_and_the_stable_stays_until_the_canary_is_fully_r
     waiting = decide(promoting.state, {CANARY: starting(N, ready_pods=N - 1)}, now=230)
     assert waiting.state.phase == PROMOTING
     assert waiting.replicas == {STABLE: N, CANARY: N}
-    assert waiting.state.message == f"Waiting for canary pods (promotion): {N - 1} of {N} ready"
+    assert waiting.state.message == f"Promoting revision {CANARY}: waiting for canary pods, {N - 1} of {N} ready"
     assert waiting.events == []
 
     done = decide(waiting.state, {CANARY: ready(N)}, now=240)
@@ -578,7 +582,7 @@ def test_nothing_to_do_on_the_stable_revision() -> None:
 def test_promote_skips_the_remaining_steps() -> None:
     made = decide(at_step(0, 10, started=0), {CANARY: ready(1)}, now=5, controls=Controls(promote=CANARY))
     assert (made.state.phase, made.state.weight, made.state.step) == (PROMOTING, 100, None)
-    assert made.state.message == f"Waiting for canary pods (promotion): 1 of {N} ready"
+    assert made.state.message == f"Promoting revision {CANARY}: waiting for canary pods, 1 of {N} ready"
     assert made.replicas == {STABLE: N, CANARY: N}
     assert [(e.reason, e.message) for e in made.events] == [("RolloutPromoted", f"Promoting revision {CANARY} on request")]
     done = decide(made.state, {CANARY: ready(N)}, now=30, controls=Controls(promote=CANARY))
@@ -612,14 +616,18 @@ def test_controls_naming_another_revision_do_nothing(controls: Controls) -> None
 def test_pause_holds_the_step_and_resume_restarts_its_pause() -> None:
     paused = decide(at_step(0, 10), {CANARY: ready(1)}, now=30, controls=Controls(paused=True))
     assert paused.state.phase == PAUSED
-    assert paused.state.message == "Paused at weight 10%"
+    assert paused.state.message == "Paused at step 1 of 2 (steps[0]), weight 10%: 1 of 1 canary pods ready"
     assert paused.replicas == {STABLE: N, CANARY: 1}
     assert events(paused) == [("Normal", "RolloutPaused")]
     assert paused.requeue_after is None
 
     # Long past the pause and the deadline: a paused rollout neither advances nor rolls back.
     still = decide(paused.state, {CANARY: starting(1, crash_looping=1)}, now=5000, controls=Controls(paused=True))
-    assert (still.state, still.replicas, still.events) == (paused.state, paused.replicas, [])
+    assert (replace(still.state, message=""), still.replicas, still.events) == (
+        replace(paused.state, message=""), paused.replicas, [])
+    # Its message still says what the canary is doing.
+    assert still.state.message == ("Paused at step 1 of 2 (steps[0]), weight 10%: waiting for canary pods, "
+                                   "0 of 1 ready; 1 pod crash-looping")
 
     resumed = decide(paused.state, {CANARY: ready(1)}, now=5000)
     assert (resumed.state.phase, resumed.state.step, resumed.state.step_started_at) == (PROGRESSING, 0, stamp(5000))

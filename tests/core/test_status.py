@@ -49,8 +49,10 @@ SUCCEEDED = State(phase=rollout.SUCCEEDED, stable=STABLE, history=("0000000001",
                   message=f"Revision {STABLE} is stable")
 
 
-def rolling_out(phase: str = rollout.PROGRESSING, message: str = "Step 1 of 2: weight 10%, holding for the pause",
+def rolling_out(phase: str = rollout.PROGRESSING, message: str = f"Rolling out revision {CANARY}",
                 **fields: Any) -> State:
+    """A rollout of CANARY over STABLE. Its message is what the decision said; the status words
+    a rollout in progress again from the revisions it is computed from."""
     values: dict[str, Any] = {"step": 0, "weight": 10, **fields}
     return State(phase=phase, stable=STABLE, canary=CANARY, target_version=4, started_at=T0, step_started_at=T0,
                  message=message, **values)
@@ -59,7 +61,14 @@ def rolling_out(phase: str = rollout.PROGRESSING, message: str = "Step 1 of 2: w
 ROLLED_BACK = State(phase=rollout.ROLLED_BACK, stable=STABLE, failed=CANARY, target_version=4,
                     started_at=T0, step_started_at=T0,
                     message=f"Rolled back revision {CANARY}: 3 of 3 canary pods crash-looping")
-STALLED = rolling_out(stalled=True, message="Stalled past its deadline: 1 of 1 canary pods cannot pull their image")
+ABORTED = State(phase=rollout.ROLLED_BACK, stable=STABLE, failed=CANARY, target_version=4, started_at=T0,
+                step_started_at=T0, reason="RolloutAborted",
+                message=f"Rolled back revision {CANARY}: aborted by request")
+LOAD_FAILED = State(phase=rollout.ROLLED_BACK, stable=STABLE, failed=CANARY, target_version=4, started_at=T0,
+                    step_started_at=T0, reason="ModelLoadFailed",
+                    message=f"Rolled back revision {CANARY}: TF Serving failed to load the model: NOT_FOUND: x")
+STALLED = rolling_out(stalled=True, reason="ProgressDeadlineExceeded",
+                      message='Stalled past its deadline: 1 of 1 canary pods cannot pull image "tf:9"')
 
 
 def compute(
@@ -147,13 +156,13 @@ CONDITION_CASES = [
     ),
     pytest.param(
         make_isvc("x").replicas(2), {STABLE: seen(2), CANARY: seen(2, ready=1)},
-        rolling_out(rollout.PROMOTING, "Waiting for canary pods (promotion): 1 of 2 ready", step=None, weight=100),
+        rolling_out(rollout.PROMOTING, f"Promoting revision {CANARY}", step=None, weight=100),
         {"Ready": ("True", "Available"), "ModelAvailable": ("True", "ModelLoaded"),
          "Progressing": ("True", "RolloutInProgress"), "Degraded": ("False", "AsExpected")},
         id="promoting",
     ),
     pytest.param(
-        make_isvc("x").replicas(2), {STABLE: seen(2), CANARY: seen(1)}, rolling_out(rollout.PAUSED, "Paused at weight 10%"),
+        make_isvc("x").replicas(2), {STABLE: seen(2), CANARY: seen(1)}, rolling_out(rollout.PAUSED),
         {"Ready": ("True", "Available"), "ModelAvailable": ("True", "ModelLoaded"),
          "Progressing": ("True", "RolloutPaused"), "Degraded": ("False", "AsExpected")},
         id="paused by request",
@@ -163,6 +172,18 @@ CONDITION_CASES = [
         {"Ready": ("True", "Available"), "ModelAvailable": ("True", "ModelLoaded"),
          "Progressing": ("False", "ProgressDeadlineExceeded"), "Degraded": ("True", "RolledBack")},
         id="rolled back: the stable serves, and the failure shows as Degraded",
+    ),
+    pytest.param(
+        make_isvc("x").replicas(3), {STABLE: seen(3), CANARY: seen(0)}, LOAD_FAILED,
+        {"Progressing": ("False", "ModelLoadFailed"), "Degraded": ("True", "RolledBack"),
+         "Stalled": ("True", "RolledBack")},
+        id="rolled back at once: TF Serving cannot load the version",
+    ),
+    pytest.param(
+        make_isvc("x").replicas(3), {STABLE: seen(3), CANARY: seen(0)}, ABORTED,
+        {"Ready": ("True", "Available"), "Progressing": ("False", "RolloutAborted"),
+         "Degraded": ("True", "RolloutAborted"), "Stalled": ("True", "RolloutAborted")},
+        id="aborted by request: a reason of its own",
     ),
     pytest.param(
         make_isvc("x").replicas(2), {STABLE: seen(2), CANARY: seen(1, ready=0, image_pull_failing=1)}, STALLED,
@@ -190,16 +211,18 @@ def test_conditions(manifest: IsvcBuilder, revisions: dict[str, Observed], state
         assert cond["observedGeneration"] == 7
         assert cond["lastTransitionTime"] == T0
         assert cond["message"], cond["type"]
-    assert result["rollout"] == state.to_status()
+    live = state.phase in rollout.ACTIVE_PHASES and not state.stalled
+    assert result["rollout"] == {**state.to_status(), "message": result["rollout"]["message"]}
+    assert (result["rollout"]["message"] == state.message) is not live
 
 
-@pytest.mark.parametrize("state", [rolling_out(), rolling_out(rollout.PAUSED, "Paused at weight 10%"), ROLLED_BACK,
-                                   STALLED], ids=lambda s: s.phase + ": " + s.message)
+@pytest.mark.parametrize("state", [rolling_out(), rolling_out(rollout.PAUSED), ROLLED_BACK, STALLED],
+                         ids=lambda s: s.phase + (" stalled" if s.stalled else ""))
 def test_the_rollout_message_is_the_progressing_message(state: State) -> None:
     result = compute(make_isvc("x").replicas(2), {STABLE: seen(2), CANARY: seen(1)}, state)
-    assert message(result, "Progressing") == state.message
+    assert message(result, "Progressing") == result["rollout"]["message"]
     if summary(result)["Degraded"][0] == "True":
-        assert message(result, "Degraded") == state.message
+        assert message(result, "Degraded") == state.message == result["rollout"]["message"]
 
 
 PROBLEM_CASES = [
@@ -207,7 +230,7 @@ PROBLEM_CASES = [
                  "0 of 2 pods are ready; TF Serving failed to load the model: Not found: model x version 4",
                  id="TF Serving's load error"),
     pytest.param(seen(2, ready=0, crash_looping=2), "0 of 2 pods are ready; 2 pods crash-looping", id="crash loops"),
-    pytest.param(seen(2, ready=1, image_pull_failing=1), "1 of 2 pods are ready; 1 pods cannot pull their image",
+    pytest.param(seen(2, ready=1, image_pull_failing=1), "1 of 2 pods are ready; 1 pod cannot pull their image",
                  id="image pulls"),
     pytest.param(seen(2, ready=0, unschedulable=2, unschedulable_message="0/1 nodes are available: 1 Insufficient cpu."),
                  "0 of 2 pods are ready; 2 pods cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu.",
@@ -226,7 +249,7 @@ def test_deadline_message_names_the_revision() -> None:
     result = compute(make_isvc("x").replicas(2), {STABLE: seen(2, updated=1, ready=1, crash_looping=1,
                                                                deadline_exceeded=True)})
     assert message(result, "Degraded") == (f"Deployment of revision {STABLE} exceeded its progress deadline; "
-                                           "1 pods crash-looping")
+                                           "1 pod crash-looping")
 
 
 def test_ready_status_fields() -> None:

@@ -9,10 +9,15 @@ Each file starts with comment lines:
     # render-expect: <message>                 (render's message, when it differs from expect)
     # render: accepts                          (render cannot see it: only the API server can)
     # admission-field: <field path>            (the path the API server names, when it differs)
+    # admission-expect: <message>              (words of the API server's refusal: a CEL rule's message)
+    # apply: server-side                       (kubectl apply --server-side: a client-side apply
+    #                                           would copy the object into an annotation too large)
 
-`admission` is the CRD's schema and CEL rules (and the API server's own metadata rules),
-`operator` what only the operator sees (its semantic checks, or the API server refusing a
-child), `client` what no API request is made for: the YAML itself is refused.
+Each manifest is refused at the earliest layer that can catch it. `admission` is the CRD's
+schema and CEL rules (and the API server's own metadata rules): every rule that depends only on
+the object is there. `operator` is what only the operator sees: the shape of the schemaless
+pod.affinity (CEL cannot see fields a schema does not declare), or the API server refusing a
+child. `client` is what no API request is made for: the YAML itself is refused.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class BadManifest:
     render_expects: tuple[str, ...]
     render_accepts: bool
     admission_fields: tuple[str, ...]
+    admission_expects: tuple[str, ...] = ()
+    server_side: bool = False
 
     @property
     def name(self) -> str:
@@ -84,6 +91,8 @@ def parse_header(path: Path) -> BadManifest:
         render_expects=tuple(values.get("render-expect", [])) or expects,
         render_accepts=values.get("render", [""])[0] == "accepts",
         admission_fields=tuple(values.get("admission-field", [])),
+        admission_expects=tuple(values.get("admission-expect", [])),
+        server_side=values.get("apply", [""])[0] == "server-side",
     )
 
 

@@ -140,7 +140,7 @@ class Operator:
     def scrape(self) -> str:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()  # type: ignore[no-any-return]
 
-    def metric(self, name: str, **labels: str) -> float:
+    def metric(self, name: str, /, **labels: str) -> float:
         """A sample's value from /metrics (0 when absent)."""
         from prometheus_client.parser import text_string_to_metric_families
 

@@ -27,10 +27,25 @@ def set_args(values: dict[str, Any] | None) -> list[str]:
     return [arg for key, value in (values or {}).items() for arg in ("--set-json", f"{key}={json.dumps(value)}")]
 
 
+# The API a cluster with the Prometheus Operator serves; `helm template` knows only the
+# built-in ones unless told.
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+
+
 def template(values: dict[str, Any] | None = None, release: str = "tfleet",
-             namespace: str = "tfleet-system") -> list[dict[str, Any]]:
-    out = helm("template", release, str(CHART), "--namespace", namespace, *set_args(values)).stdout
+             namespace: str = "tfleet-system", api_versions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    extra = [arg for api in api_versions for arg in ("--api-versions", api)]
+    out = helm("template", release, str(CHART), "--namespace", namespace, *set_args(values), *extra).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def wants_service_monitor(values: dict[str, Any] | None) -> bool:
+    return bool(((values or {}).get("metrics") or {}).get("serviceMonitor", {}).get("enabled"))
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """`template`, as for a cluster that serves the ServiceMonitor API when the values want one."""
+    return template(values, api_versions=(SERVICE_MONITOR_API,) if wants_service_monitor(values) else ())
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str | None = None,

@@ -10,7 +10,16 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.packaging.helm import CHART, HELM, find, helm, set_args, template
+from tests.packaging.helm import (
+    CHART,
+    HELM,
+    SERVICE_MONITOR_API,
+    find,
+    helm,
+    render,
+    set_args,
+    template,
+)
 
 K8S = "1.35.0"
 
@@ -52,16 +61,32 @@ def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("values", [{}, VALUE_SETS["namespaced"], VALUE_SETS["service monitor and pinned digest"],
-                                    VALUE_SETS["network policy"]],
-                         ids=["defaults", "namespaced", "servicemonitor", "networkpolicy"])
+                                    VALUE_SETS["network policy"], VALUE_SETS["scheduling and extras"]],
+                         ids=["defaults", "namespaced", "servicemonitor", "networkpolicy", "scheduling"])
 def test_helm_lint_strict_is_clean(values):
     result = helm("lint", "--strict", str(CHART), *set_args(values))
     assert "0 chart(s) failed" in result.stdout
 
 
+SERVICE_MONITOR_MISSING = ("metrics.serviceMonitor.enabled=true needs the Prometheus Operator's ServiceMonitor API "
+                           "(monitoring.coreos.com/v1/ServiceMonitor), and the cluster does not serve it")
+
+
+def test_a_service_monitor_without_its_api_fails_naming_the_api():
+    values = VALUE_SETS["service monitor and pinned digest"]
+    result = helm("template", "t", str(CHART), *set_args(values), check=False)
+    assert result.returncode != 0
+    assert SERVICE_MONITOR_MISSING in result.stderr, result.stderr
+    assert "--api-versions monitoring.coreos.com/v1/ServiceMonitor" in result.stderr  # the way out for helm template
+    # helm lint knows no cluster either: it reports the message and lints on (lint treats fail as a note).
+    lint = helm("lint", "--strict", str(CHART), *set_args(values))
+    assert "0 chart(s) failed" in lint.stdout and SERVICE_MONITOR_MISSING in lint.stderr
+    assert find(template(values, api_versions=(SERVICE_MONITOR_API,)), "ServiceMonitor")
+
+
 @pytest.mark.parametrize("name", list(VALUE_SETS))
 def test_every_rendered_object_validates_strictly_against_kubernetes_1_35(name):
-    objects = template(VALUE_SETS[name])
+    objects = render(VALUE_SETS[name])
     assert objects
     for obj in objects:
         if obj["apiVersion"] == "monitoring.coreos.com/v1":
@@ -80,7 +105,7 @@ def test_the_operator_arguments_parse_with_tfleet_run_itself():
     from tfleet.cli.main import build_parser
 
     for values in VALUE_SETS.values():
-        c = container(template(values))
+        c = container(render(values))
         args = [a.replace("$(POD_NAMESPACE)", "tfleet-system") for a in c["args"]]
         parsed = build_parser().parse_args(args)
         assert isinstance(parsed, argparse.Namespace) and parsed.command == "run"
@@ -97,7 +122,7 @@ def test_the_operator_arguments_parse_with_tfleet_run_itself():
 
 
 def test_the_operator_runs_restricted_with_probes_and_hands_its_image_to_serving_pods():
-    objects = template(VALUE_SETS["service monitor and pinned digest"])
+    objects = render(VALUE_SETS["service monitor and pinned digest"])
     c = container(objects)
     pod = deployment(objects)["spec"]["template"]["spec"]
     assert c["image"] == "registry.example.com/tfleet@sha256:" + "ab" * 32
@@ -138,7 +163,7 @@ def test_cluster_wide_mode_grants_a_cluster_role_and_namespaced_mode_only_roles(
 
 def test_no_rule_uses_a_wildcard():
     for values in VALUE_SETS.values():
-        for role in find(template(values), "ClusterRole") + find(template(values), "Role"):
+        for role in find(render(values), "ClusterRole") + find(render(values), "Role"):
             for rule in role["rules"]:
                 for field in ("apiGroups", "resources", "verbs", "resourceNames"):
                     assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
@@ -155,7 +180,7 @@ def test_the_lease_role_names_its_lease_and_disappears_without_election():
 
 
 def test_the_service_monitor_scrapes_the_metrics_service():
-    objects = template(VALUE_SETS["service monitor and pinned digest"])
+    objects = render(VALUE_SETS["service monitor and pinned digest"])
     (monitor,) = find(objects, "ServiceMonitor")
     (service,) = find(objects, "Service")
     assert monitor["metadata"]["labels"]["release"] == "prom"
@@ -204,6 +229,59 @@ def test_tfleet_run_refuses_the_same_timings():
     assert result.returncode == 3  # a usage error
     assert "retry period < renew deadline < lease duration" in result.stderr
 
+
+def pod_spec(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return deployment(objects)["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def test_the_replicas_prefer_different_nodes_by_default():
+    objects = template()
+    dep = deployment(objects)
+    (term,) = pod_spec(objects)["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["weight"] == 100 and term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    # The term selects exactly this release's operator pods.
+    selector = term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+    assert selector == dep["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    other = deployment(template(release="other"))["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= other.items()
+
+
+AFFINITY_CASES = [
+    pytest.param({"podAntiAffinity": "hard"}, {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "tfleet", "app.kubernetes.io/instance": "tfleet",
+            "app.kubernetes.io/component": "operator"}}}]}}, id="hard: one replica per node"),
+    pytest.param({"podAntiAffinity": "none"}, None, id="none"),
+    pytest.param({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}]}}}},
+        {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}]}}},
+        id="an affinity of one's own replaces the default"),
+]
+
+
+@pytest.mark.parametrize(("values", "affinity"), AFFINITY_CASES)
+def test_the_anti_affinity_default_can_be_changed_or_replaced(values, affinity):
+    objects = template(values)
+    assert pod_spec(objects).get("affinity") == affinity
+    for obj in objects:
+        if obj["apiVersion"] != "monitoring.coreos.com/v1":
+            kubernetes_validate.validate(obj, K8S, strict=True)
+
+
+def test_an_unknown_anti_affinity_mode_is_refused_naming_the_value():
+    result = helm("template", "t", str(CHART), "--set", "podAntiAffinity=always", check=False)
+    assert result.returncode != 0
+    assert "at '/podAntiAffinity': value must be one of 'soft', 'hard', 'none'" in result.stderr, result.stderr
+
+
+def test_helm_template_cannot_know_whether_watched_namespaces_exist_and_renders_their_roles():
+    # Offline (helm template, Argo CD), namespaces cannot be looked up: the Roles render, and a
+    # missing namespace fails only when they are applied. A connected install fails first, by
+    # name (test_chart_install.py).
+    objects = template({"watchNamespaces": ["not-there-yet"]})
+    assert find(objects, "Role", name="tfleet", namespace="not-there-yet")
 
 # ---------------------------------------------------------------------- drain tokens
 

@@ -135,7 +135,8 @@ def scenario(private_cluster: PrivateCluster) -> Iterator[list[dict[str, Any]]]:
                  what="the headless Service to be deleted")
 
         # An invalid spec is reported on the object (status and a Warning Event).
-        invalid = {**bumped, "spec": {**bumped["spec"], "model": {"basePath": "ftp://x/y", "version": 2}}}
+        # (A typo in the schemaless pod.affinity, which only the operator can tell.)
+        invalid = {**bumped, "spec": {**bumped["spec"], "pod": {"affinity": {"nodeAfinity": {}}}}}
         cluster.apply(invalid)
 
         def invalid_reported() -> bool:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.test_fleet import RecordingKube
 from tests.test_fleet import isvc as fleet_isvc
+from tfleet.api.vocabulary import ConditionType
 from tfleet.runtime import kube, logs, metrics
 from tfleet.runtime.fleet import Fleet
 from tfleet.runtime.kube import KubeError
@@ -28,7 +29,7 @@ def isvc(name: str, namespace: str = "ml", phase: str | None = None, **condition
     return {"metadata": {"name": name, "namespace": namespace}, "status": status}
 
 
-def sample(m: metrics.Metrics, name: str, **labels: str) -> float | None:
+def sample(m: metrics.Metrics, name: str, /, **labels: str) -> float | None:
     return m.registry.get_sample_value(name, labels)
 
 
@@ -47,7 +48,7 @@ def test_an_object_first_seen_rolled_back_is_not_a_new_rollback():
     m = metrics.Metrics()
     m.observe_isvc("INDEXED", isvc("a", phase="RolledBack"))
     assert sample(m, "tfleet_rollbacks_total") == 0
-    assert sample(m, "tfleet_rollouts", phase="RolledBack") == 1
+    assert sample(m, "tfleet_rollouts", namespace="ml", name="a", phase="RolledBack") == 1
 
 
 @pytest.mark.parametrize(("previous", "current", "expected"), [
@@ -62,18 +63,59 @@ def test_is_rollback(previous, current, expected):
     assert metrics.is_rollback(before, metrics.Summary({}, current)) is expected
 
 
-def test_inference_services_are_counted_by_condition_and_rollout_phase_and_forgotten_when_deleted():
+def series(m: metrics.Metrics, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Every sample of one metric, by its labels."""
+    return {tuple(sorted(s.labels.items())): s.value for family in m.registry.collect() for s in family.samples
+            if s.name == name}
+
+
+def test_inference_service_gauges_name_each_object_and_are_forgotten_when_it_is_deleted():
     m = metrics.Metrics()
     m.observe_isvc("ADDED", isvc("a", phase="Idle", Ready="True", Degraded="False"))
     m.observe_isvc("ADDED", isvc("b", phase="Progressing", Ready="False", Degraded="False"))
     m.observe_isvc("ADDED", isvc("c", namespace="other", Ready="False", Degraded="True"))
-    assert sample(m, "tfleet_inferenceservices", condition="Ready", status="True") == 1
-    assert sample(m, "tfleet_inferenceservices", condition="Ready", status="False") == 2
-    assert sample(m, "tfleet_inferenceservices", condition="Degraded", status="True") == 1
-    assert sample(m, "tfleet_rollouts", phase="Progressing") == 1
+    # An alert on Degraded can say which InferenceService it is.
+    degraded = {labels: v for labels, v in series(m, "tfleet_inferenceservices").items()
+                if ("condition", "Degraded") in labels and ("status", "True") in labels}
+    assert degraded == {(("condition", "Degraded"), ("name", "c"), ("namespace", "other"), ("status", "True")): 1}
+    assert sample(m, "tfleet_inferenceservices", namespace="ml", name="a", condition="Ready", status="True") == 1
+    assert sample(m, "tfleet_rollouts", namespace="ml", name="b", phase="Progressing") == 1
+    # sum() still counts objects.
+    ready_false = [v for labels, v in series(m, "tfleet_inferenceservices").items()
+                   if ("condition", "Ready") in labels and ("status", "False") in labels]
+    assert sum(ready_false) == 2
+    # A status change moves the object's series; deleting it drops them.
+    m.observe_isvc("MODIFIED", isvc("b", phase="Succeeded", Ready="True", Degraded="False"))
+    assert sample(m, "tfleet_inferenceservices", namespace="ml", name="b", condition="Ready", status="False") is None
+    assert sample(m, "tfleet_rollouts", namespace="ml", name="b", phase="Progressing") is None
     m.observe_isvc("DELETED", isvc("b"))
-    assert sample(m, "tfleet_inferenceservices", condition="Ready", status="False") == 1
-    assert sample(m, "tfleet_rollouts", phase="Progressing") is None
+    assert not [labels for labels in series(m, "tfleet_inferenceservices") if ("name", "b") in labels]
+    assert not [labels for labels in series(m, "tfleet_rollouts") if ("name", "b") in labels]
+
+
+def test_an_inference_service_is_one_series_per_condition_plus_one_and_the_rest_does_not_grow():
+    m = metrics.Metrics()
+    kube = RecordingKube()
+    fleet = hooked_fleet(m, kube)
+
+    def count() -> dict[str, int]:
+        return {family.name: len(family.samples) for family in m.registry.collect()}
+
+    empty = count()
+    kube.isvc = fleet_isvc()
+    fleet.reconcile(fleet.observe_isvc("ADDED", kube.isvc))  # one, through a whole reconcile
+    types = {c["type"] for c in kube.isvc["status"]["conditions"]}
+    assert types == set(ConditionType)  # every condition type the operator writes
+    for i in range(20):
+        m.observe_isvc("ADDED", {"metadata": {"name": f"s{i}", "namespace": "ml"}, "status": kube.isvc["status"]})
+    grown = count()
+    per_object = {name: grown[name] - empty.get(name, 0) for name in ("tfleet_inferenceservices", "tfleet_rollouts")}
+    assert per_object == {"tfleet_inferenceservices": 21 * len(ConditionType), "tfleet_rollouts": 21}
+    for name in grown.keys() - per_object.keys():
+        # Reconciles, writes, rollbacks, leader, build: labels from small fixed sets.
+        labels = {k for family in m.registry.collect() if family.name == name for s in family.samples
+                  for k in s.labels}
+        assert not labels & {"namespace", "name"}, name
 
 
 class ObjectsLogged(logging.Handler):
@@ -138,11 +180,12 @@ def test_the_fleet_feeds_observed_bodies_and_its_own_status_writes_to_the_gauges
     kube = RecordingKube()
     fleet = hooked_fleet(m, kube)
     assert fleet.observe_isvc("PATCHED", isvc("a", Ready="True")) == ("ml", "a")
-    assert sample(m, "tfleet_inferenceservices", condition="Ready", status="True") == 1
+    assert sample(m, "tfleet_inferenceservices", namespace="ml", name="a", condition="Ready", status="True") == 1
     kube.isvc = fleet_isvc()
     fleet.reconcile(fleet.observe_isvc("ADDED", kube.isvc))
     # The status the reconcile wrote (Ready=False: no pod is ready) reached the gauges.
-    assert sample(m, "tfleet_inferenceservices", condition="Ready", status="False") == 1
+    assert sample(m, "tfleet_inferenceservices", namespace="ml", name="resnet", condition="Ready",
+                  status="False") == 1
 
 
 def test_api_writes_are_counted_by_verb_and_kind_through_the_write_observer():

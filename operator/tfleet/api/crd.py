@@ -10,12 +10,13 @@ from typing import Any
 
 import yaml
 
-from tfleet.api.model import InferenceServiceSpec
+from tfleet.api.model import METADATA_NAME_RULE, InferenceServiceSpec
 from tfleet.api.schema import ApiObject, field, openapi_schema
-from tfleet.api.vocabulary import GROUP, KIND, PLURAL, VERSION, Phase
+from tfleet.api.vocabulary import GROUP, KIND, PLURAL, ROLLOUT_STOP_REASONS, VERSION, Phase
 
 # Plain strings: the CRD is written with yaml.safe_dump, which does not know StrEnums.
 ROLLOUT_PHASES = tuple(p.value for p in Phase)
+STOP_REASONS = tuple(r.value for r in ROLLOUT_STOP_REASONS)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,11 @@ class RolloutStatus(ApiObject):
     stable_revision: str | None = field("The revision that serves all traffic when no rollout runs.", default=None)
     canary_revision: str | None = field("The revision being rolled out, if any.", default=None)
     target_version: int | None = field("The model version the rollout moves to.", default=None)
-    step: int | None = field("Index of the current canary step, from 0.", default=None)
+    step: int | None = field(
+        "Index of the current canary step in spec.rollout.steps, from 0. Messages and Events count "
+        "steps from 1 and give the index as well: step 0 of two is \"step 1 of 2 (steps[0])\".",
+        default=None,
+    )
     weight: int | None = field("Current percentage of replicas on the canary revision.", default=None)
     started_at: str | None = field("When the rollout started (RFC 3339).", default=None)
     step_started_at: str | None = field("When the current step started (RFC 3339).", default=None)
@@ -66,6 +71,11 @@ class RolloutStatus(ApiObject):
         "True while the rollout is stuck and waits for a person: past its progress deadline or "
         "failing its metric check, with autoRollback off.",
         default=None,
+    )
+    reason: str | None = field(
+        "Why the rollout stopped, while it is RolledBack or stalled; also the reason of the "
+        "Progressing=False condition.",
+        default=None, enum=STOP_REASONS,
     )
     message: str | None = field("What the rollout is doing or why it stopped.", default=None)
 
@@ -96,8 +106,8 @@ class InferenceServiceStatus(ApiObject):
     ready_replicas: int | None = field("Serving pods that are ready.", default=None)
     ready: str | None = field("readyReplicas/replicas, for display.", default=None)
     reason: str | None = field(
-        "One word for `kubectl get`: the Stalled reason when stalled (RolledBack, InvalidSpec, "
-        "ProgressDeadlineExceeded), else the Reconciling reason while work goes on (RolloutInProgress, "
+        "One word for `kubectl get`: the Stalled reason when stalled (RolledBack, RolloutAborted, "
+        "InvalidSpec, ProgressDeadlineExceeded, MetricCheckFailed), else the Reconciling reason while work goes on (RolloutInProgress, "
         "RolloutPaused, ReplicasNotReady), else the Ready reason (Available, ScaledToZero).",
         default=None,
     )
@@ -126,6 +136,9 @@ def openapi_v3_schema() -> dict[str, Any]:
             "status": status,
         },
         "required": ["spec"],
+        # The name becomes the name of the Service and other children (parse_object checks the
+        # same rule).
+        "x-kubernetes-validations": [METADATA_NAME_RULE.to_openapi()],
     }
 
 

@@ -20,6 +20,31 @@ _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 LABEL_VALUE_MAX = 63
 QUALIFIED_NAME_MAX = 63
 TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024
+# Most entries a label or annotation map of the spec may have. Not an API server rule: it bounds
+# the cost the API server estimates for the CEL rules below, which run once per entry.
+MAX_MAP_ENTRIES = 64
+
+# The same rules as CEL (RE2) expressions, for the CRD. They hold no backslash: a CEL string
+# literal knows no "\\." escape, so a dot is written [.]. Counted repetitions carry the length
+# limits: a name part of 1 to 63 characters, a prefix of at most 253.
+_CEL_DNS1123_SUBDOMAIN = "[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_CEL_NAME_PART = "([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]"
+CEL_QUALIFIED_NAME = f"^({_CEL_DNS1123_SUBDOMAIN}/)?{_CEL_NAME_PART}$"
+CEL_PREFIX_LENGTH = "^[^/]{0,253}(/|$)"
+CEL_LABEL_VALUE = f"^({_CEL_NAME_PART})?$"
+
+
+def cel_label_key_rule(key: str) -> str:
+    """CEL for "`key` is a valid label key"."""
+    return f"{key}.matches('{CEL_QUALIFIED_NAME}') && {key}.matches('{CEL_PREFIX_LENGTH}')"
+
+
+def cel_annotation_key_rule(key: str) -> str:
+    """CEL for "`key` is a valid annotation key": a label key once lower-cased. `str.lower()`
+    (in `annotation_problems`) turns exactly one non-ASCII character into ASCII, the Kelvin sign
+    U+212A into "k"; CEL's lowerAscii() leaves it, so the rule replaces it too."""
+    lowered = f"{key}.lowerAscii().replace('\\u212a', 'k')"
+    return f"{lowered}.matches('{CEL_QUALIFIED_NAME}') && {key}.matches('{CEL_PREFIX_LENGTH}')"
 
 
 def qualified_name_problem(key: str) -> str | None:

@@ -2,9 +2,11 @@
 
 These dataclasses are the single source of truth for the API. `tfleet.api.crd` generates the
 CRD from them, and `parse_spec` turns a manifest's `spec` into them. Rules the schema can
-express live in field declarations; cross-field rules are both published as CEL (for the API
-server) and checked in `check` methods (for offline rendering); semantic rules that CEL
-cannot express well (storage schemes, image variants) are checked only here.
+express live in field declarations; cross-field and semantic rules are both published as CEL (for the API
+server, which refuses a bad object at `kubectl apply`) and checked in `check` methods (for
+offline rendering and the operator); a test holds each pair to the same verdicts. Only the
+shape of pod.affinity is checked here alone: the CRD keeps it schemaless, and CEL cannot see
+fields a schema does not declare.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tfleet.api.kubemeta import annotation_problems, label_problems
+from tfleet.api.kubemeta import (
+    CEL_LABEL_VALUE,
+    LABEL_VALUE_MAX,
+    MAX_MAP_ENTRIES,
+    TOTAL_ANNOTATION_SIZE_LIMIT,
+    annotation_problems,
+    cel_annotation_key_rule,
+    cel_label_key_rule,
+    label_problems,
+)
 from tfleet.api.schema import (
     ApiObject,
     Duration,
@@ -44,10 +55,88 @@ OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 # Extended resources are always domain-prefixed (nvidia.com/gpu, amd.com/gpu).
 EXTENDED_RESOURCE_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 STORAGE_SCHEMES = ("gs://", "s3://", "hdfs://", "pvc://", "/")
+# Object stores whose paths start with a bucket: gs://<bucket>/<path>.
+BUCKET_SCHEMES = ("gs://", "s3://")
+# The InferenceService's name becomes the name of its Service and, with suffixes such as
+# -grpc and -config, of its other children.
+NAME_MAX_LENGTH = 52
+# Bounds that keep the cost the API server estimates for the CEL rules within its budget: a
+# rule over a list runs once per item, and a string rule costs in proportion to the length.
+MAX_TOLERATIONS = 64
+MAX_EXTRA_ARGS = 64
+IMAGE_MAX_LENGTH = 1024
+# tensorflow_model_server flags tfleet sets itself.
+MANAGED_FLAGS = ("--port", "--rest_api_port", "--model_config_file", "--model_config_file_poll_wait_seconds",
+                 "--model_name", "--model_base_path", "--enable_batching", "--batching_parameters_file",
+                 "--monitoring_config_file", "--grpc_channel_arguments")
 # Ports of the health bridge sidecar that shares the pod's network namespace.
 HEALTH_BRIDGE_GRPC_PORT = 8510
 HEALTH_BRIDGE_HTTP_PORT = 8511
 RESERVED_PORTS = {"health bridge gRPC port": HEALTH_BRIDGE_GRPC_PORT, "health bridge HTTP port": HEALTH_BRIDGE_HTTP_PORT}
+
+
+def _cel_list(values: tuple[str, ...] | tuple[int, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" if isinstance(v, str) else str(v) for v in values) + "]"
+
+
+# An image is a GPU image when its tag is "gpu", ends in "-gpu" or holds "-gpu-", or when the
+# last part of its repository name contains "gpu" (see `_is_gpu_image`). The tag follows the
+# last ":" after the last "/" (a registry may carry a port); a digest follows the first "@".
+GPU_IMAGE_RULE = (
+    "self.image.matches('^([^@]*/)?[^/:@]*gpu[^/:@]*(:[^/@]*)?(@.*)?$') || "
+    "self.image.matches('^[^@]*:(gpu|[^/:@]*-gpu(-[^/:@]*)?)(@.*)?$')"
+)
+GPU_IMAGE_MESSAGE = (
+    "image is not a GPU image, but gpu.count is more than 0: use a tag ending in -gpu "
+    "(for example tensorflow/serving:2.19.0-gpu)"
+)
+METADATA_NAME_MESSAGE = (
+    f"metadata.name must be a DNS label of at most {NAME_MAX_LENGTH} characters (a-z, 0-9, -) "
+    "that starts with a letter"
+)
+# At the root of a custom resource CEL sees metadata.name (and generateName); a rule there is
+# how a CRD constrains its objects' names.
+METADATA_NAME_RULE = Rule(
+    rule=f"self.metadata.name.size() <= {NAME_MAX_LENGTH} && "
+    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+    message=METADATA_NAME_MESSAGE,
+)
+
+
+def _label_map_rules(field_name: str) -> tuple[Rule, ...]:
+    """CEL for the API server's label rules on a map copied into children's labels or node
+    selectors (`label_problems`)."""
+    return (
+        Rule(
+            rule=f"self.all(k, {cel_label_key_rule('k')})",
+            message=f"every key of {field_name} must be a valid label key: an optional DNS subdomain prefix "
+            "and /, then a name of at most 63 characters (ASCII letters, digits, '-', '_' or '.') "
+            "that starts and ends with a letter or digit",
+        ),
+        Rule(
+            rule=f"self.all(k, self[k].matches('{CEL_LABEL_VALUE}'))",
+            message=f"every value of {field_name} must be a valid label value: empty or consist of ASCII "
+            "letters, digits, '-', '_' or '.', and start and end with a letter or digit",
+        ),
+    )
+
+
+def _annotation_map_rules(field_name: str) -> tuple[Rule, ...]:
+    """CEL for the API server's annotation rules on a map copied into children's annotations
+    (`annotation_problems`); sizes count bytes, as the API server does."""
+    return (
+        Rule(
+            rule=f"self.all(k, {cel_annotation_key_rule('k')})",
+            message=f"every key of {field_name} must be a valid annotation key: an optional DNS subdomain "
+            "prefix and /, then a name of at most 63 characters (ASCII letters, digits, '-', '_' or "
+            "'.') that starts and ends with a letter or digit, in any case",
+        ),
+        Rule(
+            rule=f"self.map(k, bytes(k).size() + bytes(self[k]).size()).sum() <= {TOTAL_ANNOTATION_SIZE_LIMIT}",
+            message=f"{field_name} may not be larger than {TOTAL_ANNOTATION_SIZE_LIMIT} bytes (keys and "
+            "values together)",
+        ),
+    )
 
 
 def _strictly_increasing(list_expr: str, max_items: int, key: str = "") -> str:
@@ -81,6 +170,24 @@ class ModelSpec(ApiObject):
         Rule(
             rule="!self.basePath.matches('[\\x00-\\x1f\\x7f]')",
             message="basePath must not contain control characters",
+            field_path=".basePath",
+        ),
+        Rule(
+            rule="self.basePath.matches('^(gs://|s3://|hdfs://|pvc://|/)')",
+            message="unsupported storage in basePath: use gs://, s3://, hdfs://, pvc://<claim>/<path> "
+            "or an absolute path",
+            field_path=".basePath",
+        ),
+        Rule(
+            rule="!self.basePath.matches('^(gs|s3)://(/|$)')",
+            message="basePath must name a bucket: gs://<bucket>/<path> or s3://<bucket>/<path>",
+            field_path=".basePath",
+        ),
+        Rule(
+            rule="!self.basePath.startsWith('pvc://') || "
+            "(self.basePath.matches('^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/.') "
+            "&& self.basePath.matches('^pvc://[^/]{1,253}/'))",
+            message="basePath must have the form pvc://<claim>/<path> with a valid claim name",
             field_path=".basePath",
         ),
     )
@@ -130,6 +237,11 @@ class ModelSpec(ApiObject):
                     "or an absolute path",
                 )
             ]
+        for scheme in BUCKET_SCHEMES:
+            if self.base_path.startswith(scheme) and self.base_path[len(scheme) :].partition("/")[0] == "":
+                return [
+                    FieldError(f"{path}.basePath", f'"{self.base_path}" must name a bucket: {scheme}<bucket>/<path>')
+                ]
         if self.base_path.startswith("pvc://"):
             claim, _, rest = self.base_path[len("pvc://") :].partition("/")
             if not go_regex(OBJECT_NAME_PATTERN).match(claim) or len(claim) > 253 or not rest:
@@ -195,6 +307,26 @@ class Resources(ApiObject):
 class Toleration(ApiObject):
     """A Kubernetes toleration, as in a Pod spec."""
 
+    # The API server's own toleration rules (ValidateTolerations), so that a bad toleration is
+    # refused with the InferenceService rather than when the operator writes the Deployment.
+    __rules__ = (
+        Rule(
+            rule="!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            message="value must be empty when operator is Exists",
+            field_path=".value",
+        ),
+        Rule(
+            rule="(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+            message="operator must be Exists when key is empty",
+            field_path=".operator",
+        ),
+        Rule(
+            rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            message="tolerationSeconds may only be set with effect NoExecute",
+            field_path=".tolerationSeconds",
+        ),
+    )
+
     key: str | None = field("The taint key the toleration applies to.", default=None)
     operator: str | None = field(
         "Exists or Equal (the default).", default=None, enum=("Exists", "Equal")
@@ -210,9 +342,7 @@ class Toleration(ApiObject):
     )
 
     def check(self, path: str) -> list[FieldError]:
-        # The API server's own toleration rules, checked here so that `tfleet render` reports
-        # them by field instead of the Deployment being refused at apply time. They stay out of
-        # the CRD's CEL: string rules over unbounded lists would blow its cost estimate.
+        # The CEL rules above, for `tfleet render` and the operator.
         errors = []
         if self.operator == "Exists" and self.value:
             errors.append(FieldError(f"{path}.value", "must be empty when operator is Exists"))
@@ -237,11 +367,15 @@ class Gpu(ApiObject):
         "Node labels GPU pods require. Default: nvidia.com/gpu.present=true (set by NVIDIA GPU "
         "feature discovery). Merged with pod.nodeSelector.",
         default_factory=lambda: dict(DEFAULT_GPU_NODE_SELECTOR),
+        max_properties=MAX_MAP_ENTRIES,
+        value_max_length=LABEL_VALUE_MAX,
+        rules=_label_map_rules("nodeSelector"),
     )
     tolerations: tuple[Toleration, ...] = field(
         "Extra tolerations for GPU nodes. A toleration for the <resourceName> NoSchedule taint is "
         "always added.",
         default=(),
+        max_items=MAX_TOLERATIONS,
     )
 
     def check(self, path: str) -> list[FieldError]:
@@ -330,6 +464,24 @@ class Server(ApiObject):
             message="grpcPort and restPort must differ",
             field_path=".restPort",
         ),
+        Rule(
+            rule=f"!(self.grpcPort in {_cel_list(tuple(RESERVED_PORTS.values()))})",
+            message=f"grpcPort must not be {' or '.join(map(str, RESERVED_PORTS.values()))}: those ports "
+            "are reserved for the health bridge; choose another port",
+            field_path=".grpcPort",
+        ),
+        Rule(
+            rule=f"!(self.restPort in {_cel_list(tuple(RESERVED_PORTS.values()))})",
+            message=f"restPort must not be {' or '.join(map(str, RESERVED_PORTS.values()))}: those ports "
+            "are reserved for the health bridge; choose another port",
+            field_path=".restPort",
+        ),
+        Rule(
+            rule=f"!has(self.extraArgs) || self.extraArgs.all(a, !(a in {_cel_list(MANAGED_FLAGS)}) && "
+            f"!{_cel_list(tuple(f + '=' for f in MANAGED_FLAGS))}.exists(f, a.startsWith(f)))",
+            message=f"extraArgs may not set a flag managed by tfleet ({', '.join(MANAGED_FLAGS)})",
+            field_path=".extraArgs",
+        ),
     )
 
     grpc_port: int = field("gRPC port (--port).", default=8500, minimum=1, maximum=65535)
@@ -359,6 +511,7 @@ class Server(ApiObject):
         "Additional tensorflow_model_server flags, for example --tensorflow_intra_op_parallelism=4. "
         "Flags tfleet manages (ports, config files, batching) may not be repeated here.",
         default=(),
+        max_items=MAX_EXTRA_ARGS,
     )
 
     def check(self, path: str) -> list[FieldError]:
@@ -389,6 +542,9 @@ class ServiceSpec(ApiObject):
     annotations: dict[str, str] = field(
         "Annotations for the load-balanced Service (for example cloud load balancer settings).",
         default_factory=dict,
+        max_properties=MAX_MAP_ENTRIES,
+        value_max_length=TOTAL_ANNOTATION_SIZE_LIMIT,
+        rules=_annotation_map_rules("annotations"),
     )
 
     def check(self, path: str) -> list[FieldError]:
@@ -520,20 +676,28 @@ class PodSettings(ApiObject):
         ),
     )
 
-    node_selector: dict[str, str] = field("Node labels the pods require.", default_factory=dict)
-    tolerations: tuple[Toleration, ...] = field("Tolerations of the pods.", default=())
+    node_selector: dict[str, str] = field(
+        "Node labels the pods require.", default_factory=dict, max_properties=MAX_MAP_ENTRIES,
+        value_max_length=LABEL_VALUE_MAX, rules=_label_map_rules("nodeSelector"),
+    )
+    tolerations: tuple[Toleration, ...] = field("Tolerations of the pods.", default=(), max_items=MAX_TOLERATIONS)
     affinity: Passthrough | None = field(
-        "Pod affinity rules, exactly as in a Pod spec (passed through unchanged: tfleet checks "
-        "the fields and their types, the API server the rest when the Deployment is written).",
+        "Pod affinity rules, exactly as in a Pod spec (passed through unchanged: the operator, "
+        "not admission, checks the fields and their types, reporting InvalidSpec; the API server "
+        "checks the rest when the Deployment is written).",
         default=None,
     )
     service_account_name: str | None = field(
         "ServiceAccount the pods run as (for example one bound to a cloud storage role).", default=None,
         pattern=OBJECT_NAME_PATTERN, max_length=253,
     )
-    annotations: dict[str, str] = field("Annotations added to the pods.", default_factory=dict)
+    annotations: dict[str, str] = field(
+        "Annotations added to the pods.", default_factory=dict, max_properties=MAX_MAP_ENTRIES,
+        value_max_length=TOTAL_ANNOTATION_SIZE_LIMIT, rules=_annotation_map_rules("annotations"),
+    )
     labels: dict[str, str] = field(
-        "Labels added to the pods. tfleet's own labels take precedence.", default_factory=dict
+        "Labels added to the pods. tfleet's own labels take precedence.", default_factory=dict,
+        max_properties=MAX_MAP_ENTRIES, value_max_length=LABEL_VALUE_MAX, rules=_label_map_rules("labels"),
     )
     priority_class_name: str | None = field(
         "PriorityClass of the pods.", default=None, pattern=OBJECT_NAME_PATTERN, max_length=253
@@ -582,11 +746,22 @@ class PodSettings(ApiObject):
 class InferenceServiceSpec(ApiObject):
     """The desired state of a TF Serving fleet serving one model."""
 
+    __rules__ = (
+        Rule(
+            rule="!has(self.image) || !has(self.gpu) || !has(self.gpu.count) || self.gpu.count == 0 || "
+            + GPU_IMAGE_RULE,
+            message=GPU_IMAGE_MESSAGE,
+            field_path=".image",
+        ),
+    )
+
     model: ModelSpec = field("The model to serve.")
     image: str | None = field(
-        f"TF Serving image. Default {DEFAULT_IMAGE}, or its -gpu variant when gpu.count > 0.",
+        f"TF Serving image. Default {DEFAULT_IMAGE}, or its -gpu variant when gpu.count > 0; with "
+        "gpu.count > 0 an image given here must be a GPU image (a tag ending in -gpu).",
         default=None,
         min_length=1,
+        max_length=IMAGE_MAX_LENGTH,
     )
     replicas: int = field(
         "Number of serving pods. Managed by the autoscaler when autoscaling is set.",
@@ -617,12 +792,9 @@ class InferenceServiceSpec(ApiObject):
                     "use a tag ending in -gpu (for example tensorflow/serving:2.19.0-gpu)",
                 )
             )
-        managed = ("--port", "--rest_api_port", "--model_config_file", "--model_config_file_poll_wait_seconds",
-                   "--model_name", "--model_base_path", "--enable_batching", "--batching_parameters_file",
-                   "--monitoring_config_file", "--grpc_channel_arguments")
         for i, arg in enumerate(self.server.extra_args):
             flag = arg.split("=", 1)[0]
-            if flag in managed:
+            if flag in MANAGED_FLAGS:
                 errors.append(
                     FieldError(f"{path}.server.extraArgs[{i}]", f"{flag} is managed by tfleet and may not be set here")
                 )
@@ -703,13 +875,14 @@ def parse_object(obj: dict[str, Any]) -> InferenceService:
     name = meta.get("name")
     if not isinstance(name, str) or not name:
         errors.append(FieldError("metadata.name", "required field is missing"))
-    elif not go_regex(SERVICE_NAME_PATTERN).match(name) or len(name) > 52:
+    elif not go_regex(SERVICE_NAME_PATTERN).match(name) or len(name) > NAME_MAX_LENGTH:
         # Children are named <name>, <name>-grpc, <name>-config: the name must stay a valid
         # Service name (a DNS-1035 label) with room for the suffixes.
         errors.append(
             FieldError(
                 "metadata.name",
-                f'"{name}" must be a DNS label of at most 52 characters (a-z, 0-9, -) that starts with a letter',
+                f'"{name}" must be a DNS label of at most {NAME_MAX_LENGTH} characters (a-z, 0-9, -) '
+                "that starts with a letter",
             )
         )
     # The API server checks these on admission; a manifest rendered offline has not been there.

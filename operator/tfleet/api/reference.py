@@ -29,10 +29,14 @@ def _type(schema: dict[str, Any]) -> str:
 def _constraints(schema: dict[str, Any]) -> str:
     parts = []
     for key, label in (("minimum", "min"), ("maximum", "max"), ("minLength", "min length"),
-                       ("maxLength", "max length"), ("maxItems", "max items"), ("pattern", "pattern")):
+                       ("maxLength", "max length"), ("maxItems", "max items"), ("maxProperties", "max entries"),
+                       ("pattern", "pattern")):
         if key in schema:
             value = f"`{schema[key]}`" if key == "pattern" else str(schema[key])
             parts.append(f"{label} {value}")
+    values = schema.get("additionalProperties")
+    if isinstance(values, dict) and "maxLength" in values:
+        parts.append(f"values max length {values['maxLength']}")
     if "enum" in schema:
         parts.append("one of " + ", ".join(f"`{v}`" for v in schema["enum"]))
     for rule in schema.get("x-kubernetes-validations", []):
@@ -76,6 +80,29 @@ def api_reference() -> str:
         "shows the same descriptions.",
         "",
         schema["description"],
+        "",
+        "## Where the rules are checked",
+        "",
+        "Every constraint and rule below is part of the CRD, so the API server refuses an object "
+        "that breaks one at `kubectl apply` (or a GitOps sync), naming the field; `tfleet render` "
+        "and the operator check the same rules. On the whole object:",
+        "",
+        *(f"- rule: {rule['message']}" for rule in schema.get("x-kubernetes-validations", [])),
+        *(f"- `spec{rule.get('fieldPath', '')}`, rule: {rule['message']}"
+          for rule in schema["properties"]["spec"].get("x-kubernetes-validations", [])),
+        "",
+        "Checked by the operator (and `tfleet render`) only, reported as `Ready=False` with reason "
+        "`InvalidSpec`:",
+        "",
+        "- `spec.pod.affinity`: its fields and their JSON types must be those of the Kubernetes "
+        "`Affinity` type, and it may nest at most 32 levels. The CRD keeps it schemaless (it is "
+        "passed through to the pods), and CEL cannot see fields a schema does not declare, so no "
+        "CRD rule can check it.",
+        "- An object stored before a rule existed (under an older CRD) stays stored; the operator "
+        "reports it, and a change to the field must satisfy the rule.",
+        "",
+        "Limits on list and map sizes (max items, max entries) keep the API server's estimated CEL "
+        "cost within its budget.",
         "",
         "## spec",
         "",

@@ -32,6 +32,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 # Annotations tfleet writes.
 ANNOTATION_CONFIG_CHECKSUM = "tfleet.dev/config-checksum"
 ANNOTATION_APPLIED = "tfleet.dev/applied-hash"
+# On a revision's Deployment: the parts of the InferenceService spec that made it (all but
+# replicas, autoscaling, service and rollout), so `tfleet rollout undo` can put them back.
+ANNOTATION_REVISION_SPEC = "tfleet.dev/revision-spec"
 # On an Event: which report last counted it, so a retried write whose response was lost is
 # recognised as its own and not counted twice.
 ANNOTATION_EVENT_REPORT = "tfleet.dev/event-report"
@@ -95,12 +98,22 @@ class Reason(StrEnum):
     ROLLOUT_IN_PROGRESS = "RolloutInProgress"
     ROLLOUT_PAUSED = "RolloutPaused"
     ROLLED_BACK = "RolledBack"
+    # Why a rollout stopped (Progressing=False): the deadline passed, TF Serving could not load
+    # the version, the metric check failed, or someone aborted it.
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    MODEL_LOAD_FAILED = "ModelLoadFailed"
+    METRIC_CHECK_FAILED = "MetricCheckFailed"
+    ROLLOUT_ABORTED = "RolloutAborted"
     AS_EXPECTED = "AsExpected"
     RECONCILED = "Reconciled"
     ROLLOUT_QUEUED = "RolloutQueued"
     REPLICAS_NOT_READY = "ReplicasNotReady"
     REVISION_ROLLED_OUT = "RevisionRolledOut"
+
+
+# The reasons a rollout stops for, as status.rollout.reason records them.
+ROLLOUT_STOP_REASONS = (Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.MODEL_LOAD_FAILED, Reason.METRIC_CHECK_FAILED,
+                        Reason.ROLLOUT_ABORTED)
 
 
 class EventReason(StrEnum):
@@ -118,6 +131,9 @@ class EventReason(StrEnum):
     ROLLOUT_ROLLED_BACK = "RolloutRolledBack"
     ROLLOUT_ABORTED = "RolloutAborted"
     ROLLOUT_QUEUED = "RolloutQueued"
+    # The metric check could not ask its source (unreachable, or an unusable answer): the step
+    # holds until it can, or until the progress deadline.
+    METRIC_CHECK_INCONCLUSIVE = "MetricCheckInconclusive"
     CHILDREN_CHANGED = "ChildrenChanged"
     INVALID_SPEC = "InvalidSpec"
 

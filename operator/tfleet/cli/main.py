@@ -38,6 +38,10 @@ def _check_run_configuration(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        # First of all, before anything imports the kubernetes client (tfleet.runtime.leader
+        # does, for one): it reads $KUBECONFIG once, at import, and kopf's login uses that.
+        os.environ["KUBECONFIG"] = args.kubeconfig
     if isinstance(args.namespace, str):  # `tfleet -n ns run`: the root flag, one namespace
         args.namespace = [args.namespace]
     if getattr(args, "root_context", None):
@@ -51,9 +55,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                    args.leader_election_retry_period)
         except ValueError as exc:
             raise CliError(EXIT_USAGE, str(exc)) from None
-    if args.kubeconfig:
-        # Before the kubernetes client is imported: it reads $KUBECONFIG once, at import.
-        os.environ["KUBECONFIG"] = args.kubeconfig
     _check_run_configuration(args)
     from tfleet.runtime import logs
     from tfleet.runtime.operator import RunOptions, run

@@ -169,7 +169,7 @@ def render_documents(source: str, stream: TextIO, namespace: str | None,
             continue
         rev = builders.compute_revision(isvc)
         token = None if drain_key is None else health_wiring.drain_token(drain_key, isvc.namespace, isvc.name, rev.name)
-        objects.extend(builders.build_children(isvc, rev=rev, drain_token=token))
+        objects.extend(builders.build_children(isvc, rev=rev, extras=builders.PodExtras(drain_token=token)))
     return objects, errors
 
 

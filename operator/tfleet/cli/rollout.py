@@ -41,6 +41,8 @@ from tfleet.cli.flags import (
 from tfleet.cli.output import print_objects, table, truncate
 from tfleet.durations import format_duration
 
+ANNOTATION_RESTARTED_AT = "tfleet.dev/restarted-at"
+
 # How long `rollout status` lets the operator take to observe a new generation before it
 # says that it has not (it keeps waiting all the same).
 OBSERVE_GRACE_SECONDS = 5.0
@@ -279,6 +281,96 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _annotate(args, lambda body: ({ANNOTATION_PAUSED: None}, f'resumed rollouts of "{args.name}"'))
 
 
+def undo_target(body: dict[str, Any], to_revision: str | None) -> tuple[str | None, str]:
+    """The revision `rollout undo` returns to (None: there is none), and why it is that one:
+    the one asked for, else the stable revision while a rollout runs, else the previous one."""
+    ro = (body.get("status") or {}).get("rollout") or {}
+    stable, canary, history = ro.get("stableRevision"), ro.get("canaryRevision"), ro.get("history") or []
+    if to_revision:
+        known = {r for r in (stable, canary, *history) if r}
+        if to_revision not in known:
+            return None, f"revision {to_revision} is not kept (known: {', '.join(sorted(known)) or 'none'})"
+        return to_revision, f"revision {to_revision}"
+    if canary or ro.get("queuedRevision"):
+        return (stable, f"the stable revision {stable}") if stable else (None, "there is no stable revision")
+    if history:
+        return history[0], f"the previous revision {history[0]}"
+    return None, "there is no earlier revision to go back to"
+
+
+def spec_for_revision(current: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+    """The spec `rollout undo` writes: what made the revision, with the current scale, Services
+    and rollout settings (which are not part of a revision)."""
+    kept: dict[str, Any] = {k: current[k] for k in ("replicas", "autoscaling", "service", "rollout") if k in current}
+    return {**{k: v for k, v in recorded.items() if k not in kept}, **kept}
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    import json
+
+    from tfleet.api.vocabulary import ANNOTATION_REVISION_SPEC
+    from tfleet.runtime.kube import KubeError
+
+    cl = _connect(args)
+    try:
+        body = cl.kube.get_isvc(cl.namespace, args.name)
+        target, why = undo_target(body, args.to_revision)
+        if target is None:
+            print(f'error: inferenceservice "{args.name}": {why}', file=sys.stderr)
+            return EXIT_FAILED
+        try:
+            deployment = cl.kube.get_deployment(cl.namespace, f"{args.name}-{target}")
+        except KubeError as exc:
+            if exc.code != 404:
+                raise
+            print(f"error: revision {target} has no Deployment any more (see spec.rollout.revisionHistoryLimit)",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        recorded = ((deployment.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_REVISION_SPEC)
+        if not recorded:
+            print(f"error: revision {target} has no recorded spec (its Deployment was made by an older "
+                  f"operator, or its spec was too large to record); edit the spec by hand", file=sys.stderr)
+            return EXIT_FAILED
+        spec = spec_for_revision(body.get("spec") or {}, json.loads(recorded))
+        patched = cl.kube.replace_isvc_spec(cl.namespace, args.name, spec, body["metadata"]["resourceVersion"])
+    except KubeError as exc:
+        raise clusters.api_failure(exc, cl.host) from None
+    if args.output:
+        sys.stdout.write(print_objects([patched], args.output))
+    else:
+        print(f'inferenceservice "{args.name}" spec set back to {why}; the operator restores it '
+              f"without canary steps while its Deployment is kept")
+    return EXIT_OK
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    """A new revision with the same spec: a pod annotation with the time, as `kubectl rollout
+    restart` does for Deployments. It rolls out like any other revision (and waits its turn)."""
+    from tfleet.api.times import format_time
+    from tfleet.runtime.kube import KubeError
+
+    cl = _connect(args)
+    try:
+        body = cl.kube.get_isvc(cl.namespace, args.name)
+        spec = json_copy(body.get("spec") or {})
+        pod = spec.setdefault("pod", {})
+        pod.setdefault("annotations", {})[ANNOTATION_RESTARTED_AT] = format_time(utc_now())
+        patched = cl.kube.replace_isvc_spec(cl.namespace, args.name, spec, body["metadata"]["resourceVersion"])
+    except KubeError as exc:
+        raise clusters.api_failure(exc, cl.host) from None
+    if args.output:
+        sys.stdout.write(print_objects([patched], args.output))
+    else:
+        print(f'inferenceservice "{args.name}" restarted: a new revision rolls out')
+    return EXIT_OK
+
+
+def json_copy(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
+
+
 def revision_roles(body: dict[str, Any]) -> dict[str, str]:
     """revision -> stable, canary, rolled back or previous, from status.rollout."""
     ro = (body.get("status") or {}).get("rollout") or {}
@@ -393,6 +485,27 @@ def add_subcommands(sub: Any) -> None:
         _add_common(p)
         add_output_flag(p, ("json", "yaml", "name"), None, "the annotated InferenceService (default: a message)")
         p.set_defaults(func=func)
+
+    undo = actions.add_parser(
+        "undo", help="set the spec back to an earlier revision (the previous one by default)",
+        description="Write the spec that made an earlier revision back into the InferenceService "
+        "(keeping the current replicas, autoscaling, Services and rollout settings), so GitOps "
+        "tools show the difference. With no --to-revision: the stable revision while a rollout "
+        "runs, else the previous one. A revision whose Deployment is still kept comes back without "
+        "canary steps.")
+    _add_common(undo)
+    undo.add_argument("--to-revision", metavar="REVISION", help="the revision to return to (see rollout history)")
+    add_output_flag(undo, ("json", "yaml", "name"), None, "the changed InferenceService (default: a message)")
+    undo.set_defaults(func=cmd_undo)
+
+    restart = actions.add_parser(
+        "restart", help="roll out a new revision with the same spec",
+        description="Add a tfleet.dev/restarted-at pod annotation with the time, which makes a new "
+        "revision with the same spec; it rolls out under spec.rollout like any other, and waits in "
+        "the queue when the operator's rollout slots are full.")
+    _add_common(restart)
+    add_output_flag(restart, ("json", "yaml", "name"), None, "the changed InferenceService (default: a message)")
+    restart.set_defaults(func=cmd_restart)
 
     history = actions.add_parser("history", help="list the revisions and their roles",
                                  description="The revisions of the InferenceService, newest first.")

@@ -70,13 +70,37 @@ class Revision:
     checksum: str
 
 
+@dataclass(frozen=True)
+class PodExtras:
+    """What a revision's pods get from the operator rather than from the spec. Neither is part
+    of the revision, and a running revision keeps the ones its Deployment was made with (see
+    `tfleet.engine.plan.pod_extras_of`), so an operator upgrade or a new drain key rolls nothing.
+
+    `drain_token` (see `health_wiring.drain_token`) goes to the health bridge and the preStop
+    hook; without one, the bridge drains for anyone who asks. `bridge_image` is the health
+    bridge's image; None: the operator's own (`health_wiring.bridge_image`).
+    """
+
+    drain_token: str | None = None
+    bridge_image: str | None = None
+
+
+NO_EXTRAS = PodExtras()
+# The bridge image a revision's name is computed with, whatever image its pods get. Frozen at
+# the default of the release that took the image out of the revision, so that revisions made
+# before keep their names (an upgrade renames, and so rolls, nothing).
+REVISION_BRIDGE_IMAGE = "ghcr.io/tfleet/tfleet:0.1.0"
+
+
 def compute_revision(isvc: InferenceService) -> Revision:
     """Replicas, Services, autoscaling and rollout settings are not part of a revision, so
-    changing them rolls nothing. Neither is the drain token: it is derived from the revision
-    (and a key the revision must not depend on), and a new key must not make new revisions."""
+    changing them rolls nothing. Neither are the pod extras: the drain token is derived from
+    the revision (and a key the revision must not depend on), and the bridge image changes
+    with every operator release."""
     data = tfconfig.config_files(isvc)
     digest = checksum(data)
-    template = _pod_template(isvc, digest, _CONFIG_PLACEHOLDER, revision_label=None, drain_token=None)
+    template = _pod_template(isvc, digest, _CONFIG_PLACEHOLDER, revision_label=None,
+                             extras=PodExtras(bridge_image=REVISION_BRIDGE_IMAGE))
     name = hashlib.sha256(json.dumps([data, template], sort_keys=True).encode()).hexdigest()[:10]
     return Revision(name=name, config=data, checksum=digest)
 
@@ -255,19 +279,15 @@ def _serving_container(isvc: InferenceService, mounts: list[Manifest], drain_tok
     return container
 
 
-def build_pod_template(isvc: InferenceService, rev: Revision | None = None, drain_token: str | None = None) -> Manifest:
-    """The pod template of the InferenceService's current revision.
-
-    `drain_token` (see `health_wiring.drain_token`) goes to the health bridge and the preStop
-    hook; without one, the bridge drains for anyone who asks.
-    """
+def build_pod_template(isvc: InferenceService, rev: Revision | None = None, extras: PodExtras = NO_EXTRAS) -> Manifest:
+    """The pod template of the InferenceService's current revision."""
     rev = rev or compute_revision(isvc)
     return _pod_template(isvc, rev.checksum, revision_object_name(isvc, rev.name), revision_label=rev.name,
-                         drain_token=drain_token)
+                         extras=extras)
 
 
 def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str, revision_label: str | None,
-                  drain_token: str | None) -> Manifest:
+                  extras: PodExtras) -> Manifest:
     spec = isvc.spec
     volumes, mounts = _volumes_and_mounts(isvc, config_map)
     annotations = dict(spec.pod.annotations)
@@ -277,7 +297,7 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
         annotations.setdefault("prometheus.io/port", str(spec.server.rest_port))
         annotations.setdefault("prometheus.io/path", tfconfig.METRICS_PATH)
     pod_spec: Manifest = {
-        "containers": [_serving_container(isvc, mounts, drain_token)],
+        "containers": [_serving_container(isvc, mounts, extras.drain_token)],
         "volumes": volumes,
         "terminationGracePeriodSeconds": spec.pod.termination_grace_period_seconds,
         "securityContext": {
@@ -291,7 +311,7 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
     }
-    sidecars = probes.sidecars(isvc, drain_token=drain_token)
+    sidecars = probes.sidecars(isvc, image=extras.bridge_image, drain_token=extras.drain_token)
     if sidecars:
         pod_spec["initContainers"] = sidecars
     if node_selector := _node_selector(isvc):
@@ -315,7 +335,7 @@ def _pod_template(isvc: InferenceService, config_checksum: str, config_map: str,
 
 
 def build_deployment(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None,
-                     drain_token: str | None = None) -> Manifest:
+                     extras: PodExtras = NO_EXTRAS) -> Manifest:
     """The Deployment of the current revision, at `replicas` (default: all of them)."""
     rollout = isvc.spec.rollout
     rev = rev or compute_revision(isvc)
@@ -343,7 +363,7 @@ def build_deployment(isvc: InferenceService, replicas: int | None = None, rev: R
             "minReadySeconds": rollout.min_ready_seconds,
             "progressDeadlineSeconds": rollout.progress_deadline_seconds,
             "revisionHistoryLimit": 3,
-            "template": build_pod_template(isvc, rev, drain_token),
+            "template": build_pod_template(isvc, rev, extras),
         },
     }
 
@@ -445,15 +465,15 @@ def build_pdb(isvc: InferenceService) -> Manifest | None:
 
 
 def build_children(isvc: InferenceService, replicas: int | None = None, rev: Revision | None = None,
-                   drain_token: str | None = None) -> list[Manifest]:
+                   extras: PodExtras = NO_EXTRAS) -> list[Manifest]:
     """Every child of the current revision and the InferenceService, in creation order.
 
     `replicas` is the current revision's Deployment size (the rollout engine decides it
-    during a rollout); older revisions' Deployments are scaled, not rebuilt. `drain_token`
-    guards the current revision's pods' `/drain`.
+    during a rollout); older revisions' Deployments are scaled, not rebuilt. `extras` are
+    what the current revision's pods get from the operator (see `PodExtras`).
     """
     rev = rev or compute_revision(isvc)
-    children = [build_config_map(isvc, rev), build_deployment(isvc, replicas, rev, drain_token), build_service(isvc)]
+    children = [build_config_map(isvc, rev), build_deployment(isvc, replicas, rev, extras), build_service(isvc)]
     if isvc.spec.service.headless:
         children.append(build_headless_service(isvc))
     for optional in (build_hpa(isvc), build_pdb(isvc)):

@@ -109,3 +109,14 @@ def kept_drain_token(deployment: dict[str, Any]) -> str | None:
                 return value if isinstance(value, str) and _TOKEN_FORMAT.fullmatch(value) else None
         return ""
     return None
+
+
+def kept_bridge_image(deployment: dict[str, Any]) -> str | None:
+    """The health bridge image an existing Deployment's pods run (None: it has no bridge).
+    A revision keeps it: an operator upgrade brings its own image to new revisions only."""
+    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in spec.get("initContainers") or []:
+        if isinstance(container, dict) and container.get("name") == podspec.BRIDGE_CONTAINER_NAME:
+            image = container.get("image")
+            return image if isinstance(image, str) and image else None
+    return None

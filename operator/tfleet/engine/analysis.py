@@ -15,11 +15,14 @@ from tfleet.api.model import PrometheusAnalysis
 
 @dataclass(frozen=True)
 class Result:
-    """The outcome of one check. `ok` None means the check could not run (inconclusive)."""
+    """The outcome of one check. `ok` None means the check could not run (inconclusive);
+    `source_failed` that it could not because its source failed (unreachable, or an answer
+    that cannot be used), rather than because the query has no data yet."""
 
     ok: bool | None
     message: str
     value: float | None = None
+    source_failed: bool = False
 
 
 def render_query(check: PrometheusAnalysis, *, revision: str, namespace: str, name: str) -> str:

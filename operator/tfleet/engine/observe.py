@@ -36,7 +36,8 @@ class PodSummary:
     restarts: int = 0
     crash_looping: bool = False
     image_pull_failing: bool = False
-    unschedulable: str | None = None  # the scheduler's message
+    unpullable_image: str = ""  # the image it fails to pull
+    unschedulable: str | None = None  # the scheduler's reason and message (PodScheduled=False)
     # TF Serving's own load error: from the serving container's termination message (a failed
     # first load ends the server), or as the pod's health bridge reported it (a later load).
     load_error: str = ""
@@ -74,6 +75,22 @@ def _termination_message(status: Manifest) -> str:
     return ""
 
 
+# The kubelet's waiting reasons of a container whose image cannot be pulled
+# (pkg/kubelet/images/types.go: ErrImagePull, ImagePullBackOff, ErrImageNeverPull, InvalidImageName).
+_IMAGE_PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
+
+
+def _not_scheduled(scheduled: Manifest) -> str | None:
+    """Why the scheduler has not placed a pod (its PodScheduled=False condition): its message,
+    with the reason when it is not the usual Unschedulable (SchedulingGated, for example)."""
+    if scheduled.get("status") != "False":
+        return None
+    reason, message = str(scheduled.get("reason") or ""), str(scheduled.get("message") or "")
+    if reason in ("", "Unschedulable"):
+        return message or "unschedulable"
+    return f"{reason}: {message}" if message else reason
+
+
 def summarize_pod(pod: Manifest) -> PodSummary | None:
     meta = pod.get("metadata") or {}
     revision = (meta.get("labels") or {}).get(LABEL_REVISION)
@@ -83,6 +100,8 @@ def summarize_pod(pod: Manifest) -> PodSummary | None:
     conditions = {c.get("type"): c for c in st.get("conditions") or []}
     statuses = list(st.get("containerStatuses") or []) + list(st.get("initContainerStatuses") or [])
     waiting = [((c.get("state") or {}).get("waiting") or {}).get("reason", "") for c in statuses]
+    unpullable = [str(c.get("image") or "") for c, reason in zip(statuses, waiting, strict=True)
+                  if reason in _IMAGE_PULL_FAILURES]
     scheduled = conditions.get("PodScheduled") or {}
     serving = [c for c in st.get("containerStatuses") or [] if c.get("name") == SERVING_CONTAINER]
     load_error = startup_load_error(_termination_message(serving[0])) if serving else ""
@@ -93,9 +112,9 @@ def summarize_pod(pod: Manifest) -> PodSummary | None:
         ready=(conditions.get("Ready") or {}).get("status") == "True",
         restarts=sum(int(c.get("restartCount") or 0) for c in statuses),
         crash_looping="CrashLoopBackOff" in waiting,
-        image_pull_failing=any(r in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName") for r in waiting),
-        unschedulable=(scheduled.get("message") or "unschedulable")
-        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable" else None,
+        image_pull_failing=bool(unpullable),
+        unpullable_image=next((image for image in unpullable if image), ""),
+        unschedulable=_not_scheduled(scheduled),
         load_error=load_error,
     )
 
@@ -134,6 +153,7 @@ def observe_revisions(
         conditions = {c.get("type"): c for c in st.get("conditions") or []}
         mine = pods_by_revision.get(rev, [])
         unschedulable = [p.unschedulable for p in mine if p.unschedulable]
+        unpullable = [p.unpullable_image for p in mine if p.unpullable_image]
         load_errors = [p.load_error for p in mine if p.load_error]
         version = (meta.get("labels") or {}).get(LABEL_MODEL_VERSION)
         by_revision[rev] = rollout.Observed(
@@ -145,6 +165,7 @@ def observe_revisions(
             restarts=sum(p.restarts for p in mine),
             crash_looping=sum(p.crash_looping for p in mine),
             image_pull_failing=sum(p.image_pull_failing for p in mine),
+            unpullable_image=Counter(unpullable).most_common(1)[0][0] if unpullable else "",
             unschedulable=len(unschedulable),
             unschedulable_message=Counter(unschedulable).most_common(1)[0][0] if unschedulable else "",
             version=int(version) if version and version.isdigit() else None,

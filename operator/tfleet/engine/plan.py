@@ -10,13 +10,20 @@ Neither performs I/O; `tfleet.runtime.executor` carries the plans out.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, replace
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from tfleet.api.model import InferenceService, parse_object
 from tfleet.api.schema import ValidationError
-from tfleet.api.vocabulary import LABEL_REVISION, ConditionType, EventReason, EventType
+from tfleet.api.vocabulary import (
+    ANNOTATION_REVISION_SPEC,
+    LABEL_REVISION,
+    ConditionType,
+    EventReason,
+    EventType,
+)
 from tfleet.desired import children as builders
 from tfleet.desired import health_wiring
 from tfleet.engine import analysis, rollout, status
@@ -61,6 +68,7 @@ __all__ = [
     "parse_once",
     "plan_children",
     "plan_status",
+    "pod_extras_of",
     "quantity_value",
     "startup_load_error",
     "status_is_urgent",
@@ -145,19 +153,10 @@ def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.O
            revision: builders.Revision | None = None) -> tuple[builders.Revision, rollout.Decision]:
     spec = isvc.spec
     rev = revision or builders.compute_revision(isvc)
-    gated = spec.rollout.analysis is not None and spec.rollout.analysis.prometheus is not None
-    policy = rollout.Policy(
-        replicas=isvc.replicas,
-        steps=rollout.steps_from_spec(spec.rollout.steps),
-        deadline_seconds=spec.rollout.progress_deadline_seconds,
-        auto_rollback=spec.rollout.auto_rollback,
-        history_limit=spec.rollout.revision_history_limit + 1,
-        analysis=gated,
-    )
+    policy = rollout.policy_of(isvc)
     state = rollout.State.from_status((body.get("status") or {}).get("rollout"))
-    if gated and check is not None and state.canary in observed:
-        observed = {**observed, state.canary: replace(observed[state.canary], analysis_ok=check.ok,
-                                                      analysis_message=check.message)}
+    if policy.analysis:
+        observed = rollout.with_check(observed, state.canary, check)
     if spec.rollout.strategy == "RollingUpdate":
         decision = rollout.decide_rolling(desired=rev.name, target_version=spec.model.version, policy=policy,
                                           state=state, observed=observed, now=now, pacing=pacing)
@@ -165,6 +164,28 @@ def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.O
         decision = rollout.decide(desired=rev.name, target_version=spec.model.version, policy=policy,
                                   state=state, observed=observed, controls=controls(body), now=now, pacing=pacing)
     return rev, decision
+
+
+def _running_deployment(isvc: InferenceService, rev: builders.Revision,
+                        owned: dict[ChildKey, Manifest]) -> Manifest | None:
+    """The current revision's Deployment, when it exists already."""
+    observed = owned.get(("Deployment", builders.deployment_name(isvc, rev.name)))
+    if observed is None:
+        return None
+    labels = ((((observed.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {})
+    # Under RollingUpdate the Deployment keeps its name across revisions: only the same
+    # revision keeps what it was made with.
+    return observed if labels.get(LABEL_REVISION) == rev.name else None
+
+
+def pod_extras_of(isvc: InferenceService, rev: builders.Revision, owned: dict[ChildKey, Manifest],
+                  drain_key: bytes | None) -> builders.PodExtras:
+    """The drain token and bridge image of the current revision's pods: those its Deployment
+    was made with, when it exists (an operator upgrade or a new key rolls nothing), else the
+    operator's current ones."""
+    running = _running_deployment(isvc, rev, owned)
+    kept_image = health_wiring.kept_bridge_image(running) if running is not None else None
+    return builders.PodExtras(drain_token=drain_token_of(isvc, rev, owned, drain_key), bridge_image=kept_image)
 
 
 def drain_token_of(isvc: InferenceService, rev: builders.Revision, owned: dict[ChildKey, Manifest],
@@ -176,18 +197,36 @@ def drain_token_of(isvc: InferenceService, rev: builders.Revision, owned: dict[C
     pods of one that runs (which would roll every fleet at once). A new revision's token
     comes from the key; without a key it has none.
     """
-    observed = owned.get(("Deployment", builders.deployment_name(isvc, rev.name)))
-    if observed is not None:
-        labels = ((((observed.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {})
-        # Under RollingUpdate the Deployment keeps its name across revisions: only the same
-        # revision keeps its token.
-        if labels.get(LABEL_REVISION) == rev.name:
-            kept = health_wiring.kept_drain_token(observed)
-            if kept is not None:
-                return kept or None
+    running = _running_deployment(isvc, rev, owned)
+    if running is not None:
+        kept = health_wiring.kept_drain_token(running)
+        if kept is not None:
+            return kept or None
     if drain_key is None:
         return None
     return health_wiring.drain_token(drain_key, isvc.namespace, isvc.name, rev.name)
+
+
+# A spec larger than this is not recorded on its Deployment (annotations share 256 KiB).
+MAX_RECORDED_SPEC_BYTES = 64 * 1024
+# Not part of a revision (see `builders.compute_revision`): undo keeps the current ones.
+UNRECORDED_SPEC_FIELDS = ("replicas", "autoscaling", "service", "rollout")
+
+
+def revision_spec(body: Manifest) -> str | None:
+    """The spec as recorded on a revision's Deployment, or None when it is too large."""
+    spec = {k: v for k, v in (body.get("spec") or {}).items() if k not in UNRECORDED_SPEC_FIELDS}
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return text if len(text.encode()) <= MAX_RECORDED_SPEC_BYTES else None
+
+
+def _with_revision_spec(manifest: Manifest, body: Manifest) -> Manifest:
+    if manifest["kind"] != "Deployment":
+        return manifest
+    recorded = revision_spec(body)
+    if recorded is not None:
+        manifest["metadata"].setdefault("annotations", {})[ANNOTATION_REVISION_SPEC] = recorded
+    return manifest
 
 
 def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list[PodSummary],
@@ -210,9 +249,9 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list
     result.requeue_after = decision.requeue_after
     result.events.extend(decision.events)
 
-    token = drain_token_of(isvc, rev, owned, drain_key)
-    desired = [with_ownership(m, isvc)
-               for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev, token)
+    extras = pod_extras_of(isvc, rev, owned, drain_key)
+    desired = [with_ownership(_with_revision_spec(m, body), isvc)
+               for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev, extras)
                # A queued revision's own objects wait for its slot.
                if decision.build_desired or m["kind"] not in ("Deployment", "ConfigMap")]
     desired_keys = {child_key(m) for m in desired}
@@ -250,11 +289,12 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list
 
 def plan_status(body: Manifest, children: dict[ChildKey, Manifest], pods: list[PodSummary], now: str,
                 state: rollout.State | None, rejected: str | None = None, *,
-                parsed: Parsed | None = None) -> StatusPlan:
+                parsed: Parsed | None = None, check: analysis.Result | None = None) -> StatusPlan:
     """The new status, only if it differs from the current one, and the Events it calls for.
 
-    `state` is the rollout state `plan_children` decided. `rejected` is the API server's
-    refusal of a child, which makes the spec as invalid as a rule the schema could check.
+    `state` is the rollout state `plan_children` decided, `check` the metric check it was
+    decided with. `rejected` is the API server's refusal of a child, which makes the spec as
+    invalid as a rule the schema could check.
     """
     meta = body.get("metadata") or {}
     previous = body.get("status") or {}
@@ -270,6 +310,7 @@ def plan_status(body: Manifest, children: dict[ChildKey, Manifest], pods: list[P
         state=state or rollout.State.from_status(previous.get("rollout")),
         previous=previous,
         now=now,
+        check=check,
     )
     if new_status == previous:
         return result

@@ -28,11 +28,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tfleet.api.schema import duration_seconds
 from tfleet.api.times import format_millis, format_time, parse_time
-from tfleet.api.vocabulary import ACTIVE_PHASES, EventReason, EventType, Phase
+from tfleet.api.vocabulary import ACTIVE_PHASES, EventReason, EventType, Phase, Reason
+from tfleet.engine.analysis import Result
+
+if TYPE_CHECKING:
+    from tfleet.api.model import InferenceService
 
 # The phases by their short names, as the rest of the engine reads them.
 IDLE, PROGRESSING, PAUSED = Phase.IDLE, Phase.PROGRESSING, Phase.PAUSED
@@ -45,8 +49,8 @@ format_precise_time = format_millis  # the name the tests know
 __all__ = [
     "ACTIVE_PHASES", "IDLE", "PAUSED", "PROGRESSING", "PROMOTING", "QUEUED", "ROLLED_BACK", "SUCCEEDED", "UNPACED",
     "Controls", "Decision", "Event", "Observed", "Pacing", "Policy", "State", "Step", "Trouble",
-    "canary_replicas", "decide", "decide_rolling", "failure_reason", "format_precise_time",
-    "format_time", "parse_time", "pod_trouble", "steps_from_spec",
+    "canary_replicas", "decide", "decide_rolling", "describe", "failure_reason", "format_precise_time",
+    "format_time", "parse_time", "pod_trouble", "policy_of", "step_name", "steps_from_spec", "with_check",
 ]
 
 
@@ -79,6 +83,7 @@ class Observed:
     restarts: int = 0  # container restarts summed over the revision's pods
     crash_looping: int = 0
     image_pull_failing: int = 0
+    unpullable_image: str = ""  # the image those pods cannot pull
     unschedulable: int = 0
     unschedulable_message: str = ""
     pods: int = 0
@@ -87,6 +92,7 @@ class Observed:
     deadline_exceeded: bool = False  # the Deployment's own Progressing=False condition
     analysis_ok: bool | None = None  # the metric gate: passed, failed, or not (yet) known
     analysis_message: str = ""
+    analysis_source_failed: bool = False  # not known because its source failed (not: no data yet)
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,17 @@ class State:
     stalled: bool = False
     queued: str | None = None  # a revision waiting for a rollout slot
     queued_at: str | None = None
+    # Why a rollout stopped (a `Reason`), while it is rolled back or stalled.
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.stopped:
+            # A reason outlives nothing: the rollout that stopped for it is over.
+            object.__setattr__(self, "reason", None)
+
+    @property
+    def stopped(self) -> bool:
+        return self.phase == ROLLED_BACK or self.stalled
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"phase": self.phase}
@@ -148,6 +165,8 @@ class State:
             out["history"] = list(self.history)
         if self.stalled:
             out["stalled"] = True
+        if self.reason and self.stopped:
+            out["reason"] = self.reason
         if self.message:
             out["message"] = self.message
         return out
@@ -171,6 +190,7 @@ class State:
             stalled=bool(s.get("stalled")),
             queued=s.get("queuedRevision"),
             queued_at=s.get("queuedAt"),
+            reason=s.get("reason"),
         )
 
 
@@ -196,6 +216,19 @@ class Decision:
 
 def steps_from_spec(steps: Any) -> tuple[Step, ...]:
     return tuple(Step(s.weight, duration_seconds(s.pause)) for s in steps)
+
+
+def policy_of(isvc: InferenceService) -> Policy:
+    """The engine's view of what an InferenceService's spec says about rollouts."""
+    spec = isvc.spec.rollout
+    return Policy(
+        replicas=isvc.replicas,
+        steps=steps_from_spec(spec.steps),
+        deadline_seconds=spec.progress_deadline_seconds,
+        auto_rollback=spec.auto_rollback,
+        history_limit=spec.revision_history_limit + 1,
+        analysis=spec.analysis is not None and spec.analysis.prometheus is not None,
+    )
 
 
 def canary_replicas(replicas: int, weight: int) -> int:
@@ -248,7 +281,8 @@ def pod_trouble(observed: Observed) -> Trouble | None:
     if observed.crash_looping:
         return Trouble(1, observed.crash_looping, "crash-looping")
     if observed.image_pull_failing:
-        return Trouble(2, observed.image_pull_failing, "cannot pull their image")
+        image = f'image "{observed.unpullable_image}"' if observed.unpullable_image else "their image"
+        return Trouble(2, observed.image_pull_failing, f"cannot pull {image}")
     if observed.unschedulable:
         detail = f": {observed.unschedulable_message}" if observed.unschedulable_message else ""
         return Trouble(3, observed.unschedulable, f"cannot be scheduled{detail}")
@@ -317,7 +351,7 @@ def decide(
                  {**history, state.stable: n})
     state = _started(step, state, target_version)
     if controls.abort == desired:
-        return _rolled_back(step, state, "aborted by request", EventReason.ROLLOUT_ABORTED)
+        return _rolled_back(step, state, "aborted by request", EventReason.ROLLOUT_ABORTED, Reason.ROLLOUT_ABORTED)
     state = _promoted_on_request(step, state, controls)
     if controls.paused:
         return _paused(step, state)
@@ -400,9 +434,10 @@ def _started(step: _Pass, state: State, target_version: int | None) -> State:
     return state
 
 
-def _rolled_back(step: _Pass, state: State, reason: str, event_reason: str) -> Decision:
+def _rolled_back(step: _Pass, state: State, reason: str, event_reason: str, cause: Reason) -> Decision:
     new = replace(state, phase=ROLLED_BACK, canary=None, step=None, weight=None, canary_restarts=0,
-                  failed=step.canary, stalled=False, message=f"Rolled back revision {step.canary}: {reason}")
+                  failed=step.canary, stalled=False, reason=cause,
+                  message=f"Rolled back revision {step.canary}: {reason}")
     # The failed revision stays, at zero, so its pods' history can be inspected.
     step.replicas[step.canary] = 0
     step.events.append(Event(EventType.WARNING, event_reason, new.message))
@@ -422,7 +457,8 @@ def _promoted_on_request(step: _Pass, state: State, controls: Controls) -> State
 def _paused(step: _Pass, state: State) -> Decision:
     if state.phase != PAUSED:
         step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_PAUSED, f"Paused the rollout of revision {step.canary}"))
-    state = replace(state, phase=PAUSED, message=f"Paused at weight {state.weight}%")
+    state = replace(state, phase=PAUSED)
+    state = replace(state, message=describe(state, step.policy, step.seen))
     _keep_canary(step, state)
     return step.decision(state)
 
@@ -438,8 +474,10 @@ def _resumed(step: _Pass, state: State) -> State:
 
 def _gate_failed(step: _Pass, state: State) -> Decision:
     if step.policy.auto_rollback:
-        return _rolled_back(step, state, step.seen.analysis_message, EventReason.ROLLOUT_ROLLED_BACK)
-    return step.decision(replace(state, stalled=True, message=f"Stalled: {step.seen.analysis_message}"))
+        return _rolled_back(step, state, step.seen.analysis_message, EventReason.ROLLOUT_ROLLED_BACK,
+                            Reason.METRIC_CHECK_FAILED)
+    return step.decision(replace(state, stalled=True, reason=Reason.METRIC_CHECK_FAILED,
+                                 message=f"Stalled: {step.seen.analysis_message}"))
 
 
 def _healthy_canary(step: _Pass, state: State) -> bool:
@@ -482,15 +520,16 @@ def _progressing(step: _Pass, state: State) -> Decision:
     elapsed = _elapsed(state.step_started_at, step.now)
     pause = steps[index].pause_seconds
     if elapsed < pause:
-        state = replace(state, message=f"Step {index + 1} of {len(steps)}: weight {state.weight}%, holding for the pause")
+        state = replace(state, message=describe(state, step.policy, step.seen))
         return step.decision(state, requeue_after=max(0.0, pause - elapsed))
     if index + 1 >= len(steps):
         return step.decision(_start_promotion(step, state), requeue_after=0.0)
     nxt = steps[index + 1]
     state = replace(state, step=index + 1, weight=nxt.weight, step_started_at=step.stamp,
-                    canary_restarts=step.seen.restarts,
-                    message=f"Step {index + 2} of {len(steps)}: weight {nxt.weight}%")
-    step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_STEP_ADVANCED, state.message))
+                    canary_restarts=step.seen.restarts)
+    step.events.append(Event(EventType.NORMAL, EventReason.ROLLOUT_STEP_ADVANCED,
+                             f"{_capitalized(step_name(index + 1, len(steps)))}: weight {nxt.weight}%"))
+    state = replace(state, message=describe(state, step.policy, step.seen))
     _keep_canary(step, state)
     return step.decision(state, requeue_after=0.0)
 
@@ -501,14 +540,26 @@ def _waiting(step: _Pass, state: State) -> Decision:
     elapsed = _elapsed(state.step_started_at, step.now)
     if step.seen.load_error and step.policy.auto_rollback:
         # TF Serving said the version cannot load: waiting for the deadline changes nothing.
-        return _rolled_back(step, state, failure_reason(step.seen, expected), EventReason.ROLLOUT_ROLLED_BACK)
+        return _rolled_back(step, state, failure_reason(step.seen, expected), EventReason.ROLLOUT_ROLLED_BACK,
+                            Reason.MODEL_LOAD_FAILED)
     if elapsed >= step.policy.deadline_seconds:
         reason = failure_reason(step.seen, expected)
         if step.policy.auto_rollback:
-            return _rolled_back(step, state, reason, EventReason.ROLLOUT_ROLLED_BACK)
-        return step.decision(replace(state, stalled=True, message=f"Stalled past its deadline: {reason}"))
-    state = replace(state, message=_progress_message(state, step.seen, expected, len(step.policy.steps)))
+            return _rolled_back(step, state, reason, EventReason.ROLLOUT_ROLLED_BACK, Reason.PROGRESS_DEADLINE_EXCEEDED)
+        return step.decision(replace(state, stalled=True, reason=Reason.PROGRESS_DEADLINE_EXCEEDED,
+                                     message=f"Stalled past its deadline: {reason}"))
+    if _source_failed(step) and step.seen.analysis_message not in state.message:
+        # Named at once, not only when the deadline rolls the canary back.
+        step.events.append(Event(EventType.WARNING, EventReason.METRIC_CHECK_INCONCLUSIVE,
+                                 f"The metric check of revision {step.canary} could not run, so the step holds: "
+                                 f"{step.seen.analysis_message}"))
+    state = replace(state, message=describe(state, step.policy, step.seen))
     return step.decision(state, requeue_after=max(0.0, step.policy.deadline_seconds - elapsed))
+
+
+def _source_failed(step: _Pass) -> bool:
+    seen = step.seen
+    return step.policy.analysis and seen.analysis_ok is None and seen.analysis_source_failed
 
 
 def decide_rolling(
@@ -552,10 +603,11 @@ def decide_rolling(
         return Decision({desired: n}, new, [*events, Event(EventType.NORMAL, EventReason.ROLLOUT_SUCCEEDED,
                                                            f"Rolled revision {desired} out to {n} pods")])
     if seen.deadline_exceeded:
-        state = replace(state, stalled=True, message=f"Stalled past its deadline: {failure_reason(seen, n)}")
+        state = replace(state, stalled=True, reason=Reason.PROGRESS_DEADLINE_EXCEEDED,
+                        message=f"Stalled past its deadline: {failure_reason(seen, n)}")
     else:
-        state = replace(state, stalled=False,
-                        message=f"Rolling update: {seen.updated} of {n} pods updated, {seen.ready} ready")
+        state = replace(state, stalled=False)
+        state = replace(state, message=describe(state, policy, seen, rolling=True))
     # Coming from Canary, the stable revision has a Deployment of its own: it keeps its pods
     # until the rolled Deployment is complete.
     return Decision({desired: n, **({state.stable: n} if state.stable else {})}, state, events)
@@ -581,6 +633,73 @@ def _canary_target(state: State, replicas: int) -> int:
     return canary_replicas(replicas, state.weight)
 
 
-def _progress_message(state: State, seen: Observed, expected: int, steps: int) -> str:
-    where = "promotion" if state.phase == PROMOTING else f"step {(state.step or 0) + 1} of {steps}"
-    return f"Waiting for canary pods ({where}): {seen.ready} of {expected} ready"
+# ---------------------------------------------------------------------------- messages
+
+
+def step_name(index: int, steps: int) -> str:
+    """A step as messages name it: counted from 1 for people, with its index in
+    spec.rollout.steps, which is what status.rollout.step holds (from 0)."""
+    return f"step {index + 1} of {steps} (steps[{index}])"
+
+
+def _pods(n: int) -> str:
+    return f"{n} pod" if n == 1 else f"{n} pods"
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _trouble_note(seen: Observed) -> str:
+    trouble = pod_trouble(seen)
+    if trouble is None:
+        return ""
+    return f"; {trouble.text}" if not trouble.pods else f"; {_pods(trouble.pods)} {trouble.text}"
+
+
+def _waiting_on(state: State, policy: Policy, seen: Observed, expected: int) -> tuple[str, bool]:
+    """What a live rollout waits for, from one observation of its canary: its pods (with the
+    most telling trouble), restarts, the metric check; and whether nothing holds it."""
+    if seen.ready < expected or seen.replicas < expected:
+        text = f"waiting for canary pods, {seen.ready} of {expected} ready{_trouble_note(seen)}"
+    elif not (seen.current and seen.updated >= expected):
+        text = f"{expected} of {expected} canary pods ready, waiting for their Deployment to complete"
+    elif seen.restarts > state.canary_restarts:
+        restarts = seen.restarts - state.canary_restarts
+        return (f"{expected} of {expected} canary pods ready, held: canary containers restarted {restarts} "
+                f"{'time' if restarts == 1 else 'times'} during this step"), False
+    else:
+        text = f"{expected} of {expected} canary pods ready"
+        if not policy.analysis or seen.analysis_ok is True:
+            return text, True
+    if policy.analysis and seen.analysis_ok is None:
+        text += ", waiting for the metric check" + (f": {seen.analysis_message}" if seen.analysis_message else "")
+    return text, False
+
+
+def describe(state: State, policy: Policy, seen: Observed, *, rolling: bool = False) -> str:
+    """status.rollout.message of a rollout in progress (Progressing, Paused, Promoting), as a
+    pure function of the state and one observation of the revision being rolled out. The
+    engine words its decisions with it, and the status words it again from the observation
+    its figures (readyReplicas, the conditions) come from, so the two agree."""
+    if rolling:
+        text = f"Rolling update: {seen.updated} of {policy.replicas} pods updated, {seen.ready} ready"
+        return text + (_trouble_note(seen) if seen.ready < policy.replicas else "")
+    expected = _canary_target(state, policy.replicas)
+    waiting, clear = _waiting_on(state, policy, seen, expected)
+    steps = len(policy.steps)
+    if state.step is None or state.step >= steps:
+        where = f"the promotion of revision {state.canary}"
+        return f"Paused at {where}: {waiting}" if state.phase == PAUSED else f"Promoting revision {state.canary}: {waiting}"
+    where = f"{step_name(state.step, steps)}, weight {state.weight}%"
+    if state.phase == PAUSED:
+        return f"Paused at {where}: {waiting}"
+    return f"{_capitalized(where)}: {waiting}{', holding for the pause' if clear else ''}"
+
+
+def with_check(observed: dict[str, Observed], canary: str | None, check: Result | None) -> dict[str, Observed]:
+    """The observed revisions with the metric check's result on the canary (None: no check ran)."""
+    if check is None or canary is None or canary not in observed:
+        return observed
+    return {**observed, canary: replace(observed[canary], analysis_ok=check.ok, analysis_message=check.message,
+                                        analysis_source_failed=check.source_failed)}

@@ -8,13 +8,14 @@ the reconciler writes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tfleet.api.model import InferenceService
 from tfleet.api.vocabulary import ConditionType, Reason
 from tfleet.desired import children as builders
-from tfleet.engine import rollout
+from tfleet.engine import analysis, rollout
 
 # Condition types and reasons, by the short names the status code reads.
 READY, MODEL_AVAILABLE = ConditionType.READY, ConditionType.MODEL_AVAILABLE
@@ -52,7 +53,41 @@ def _pod_problems(revisions: dict[str, rollout.Observed]) -> str:
     if not troubles:
         return ""
     worst = min(troubles, key=lambda t: t.rank)
-    return f"; {worst.text}" if not worst.pods else f"; {worst.pods} pods {worst.text}"
+    return f"; {worst.text}" if not worst.pods else f"; {_pods(worst.pods)} {worst.text}"
+
+
+def _pods(n: int) -> str:
+    return f"{n} pod" if n == 1 else f"{n} pods"
+
+
+def _served(model: str, revisions: dict[str, rollout.Observed]) -> str:
+    """The model and the versions the ready pods serve, counted per version: "model m
+    version 3", or "model m: version 3 on 4 pods, version 4 on 1 pod" during a rollout."""
+    by_version: Counter[int | None] = Counter()
+    for seen in revisions.values():
+        if seen.ready:
+            by_version[seen.version] += seen.ready
+    if len(by_version) <= 1:
+        version = next(iter(by_version), None)
+        return f"model {model}" + (f" version {version}" if version is not None else "")
+    ordered = sorted(by_version.items(), key=lambda item: (item[0] is None, item[0] or 0))
+    parts = [f"{'version ' + str(v) if v is not None else 'the latest version'} on {_pods(n)}" for v, n in ordered]
+    return f"model {model}: {', '.join(parts)}"
+
+
+# Why a rollout stops, as status.rollout.reason records it; a status written before that
+# field existed reads as the deadline.
+_CAUSES = (Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.MODEL_LOAD_FAILED, Reason.METRIC_CHECK_FAILED,
+           Reason.ROLLOUT_ABORTED)
+
+
+def _stopped_reasons(state: rollout.State) -> tuple[Reason, Reason]:
+    """(Progressing's reason, Degraded's reason) of a rolled-back or stalled rollout: the cause,
+    and for Degraded, RolledBack once the canary is gone (unless someone aborted it)."""
+    cause = Reason(state.reason) if state.reason in _CAUSES else Reason.PROGRESS_DEADLINE_EXCEEDED
+    if state.phase != rollout.ROLLED_BACK or cause == Reason.ROLLOUT_ABORTED:
+        return cause, cause
+    return cause, Reason.ROLLED_BACK
 
 
 def _conditions(
@@ -67,25 +102,23 @@ def _conditions(
     if desired == 0:
         ready_cond = _Cond(READY, True, Reason.SCALED_TO_ZERO, "Scaled to zero replicas")
     elif ready >= desired:
-        version = f" version {stable.version}" if stable.version else ""
-        ready_cond = _Cond(READY, True, Reason.AVAILABLE, f"{ready} of {desired} pods are ready and serve model {model}{version}")
+        count = f"{ready} of {desired} pods are" if ready == desired else f"{ready} pods ({desired} wanted) are"
+        ready_cond = _Cond(READY, True, Reason.AVAILABLE, f"{count} ready and serve {_served(model, revisions)}")
     else:
         ready_cond = _Cond(READY, False, Reason.MINIMUM_REPLICAS_UNAVAILABLE, f"{ready} of {desired} pods are ready{problems}")
 
     if ready > 0:
-        available = _Cond(MODEL_AVAILABLE, True, Reason.MODEL_LOADED, f"{ready} pods serve model {model}")
+        available = _Cond(MODEL_AVAILABLE, True, Reason.MODEL_LOADED, f"{_pods(ready)} {'serves' if ready == 1 else 'serve'} {_served(model, revisions)}")
     elif desired == 0:
         available = _Cond(MODEL_AVAILABLE, False, Reason.SCALED_TO_ZERO, "Scaled to zero replicas")
     else:
         available = _Cond(MODEL_AVAILABLE, False, Reason.NO_READY_REPLICAS, f"No pod serves model {model} yet{problems}")
 
     stable_complete = stable.current and stable.updated >= desired and stable.ready >= desired
-    if state.phase == rollout.ROLLED_BACK:
-        progressing = _Cond(PROGRESSING, False, Reason.PROGRESS_DEADLINE_EXCEEDED, state.message)
-        degraded = _Cond(DEGRADED, True, Reason.ROLLED_BACK, state.message)
-    elif state.stalled:
-        progressing = _Cond(PROGRESSING, False, Reason.PROGRESS_DEADLINE_EXCEEDED, state.message)
-        degraded = _Cond(DEGRADED, True, Reason.PROGRESS_DEADLINE_EXCEEDED, state.message)
+    if state.stopped:
+        progressing_reason, degraded_reason = _stopped_reasons(state)
+        progressing = _Cond(PROGRESSING, False, progressing_reason, state.message)
+        degraded = _Cond(DEGRADED, True, degraded_reason, state.message)
     elif stable.deadline_exceeded and state.phase not in rollout.ACTIVE_PHASES:
         message = f"Deployment of revision {state.stable} exceeded its progress deadline{problems}"
         progressing = _Cond(PROGRESSING, False, Reason.PROGRESS_DEADLINE_EXCEEDED, message)
@@ -182,8 +215,10 @@ def compute_status(
     state: rollout.State,
     previous: dict[str, Any] | None,
     now: str,
+    check: analysis.Result | None = None,
 ) -> dict[str, Any]:
-    """The whole status subresource. `isvc` is None when the spec is invalid."""
+    """The whole status subresource. `isvc` is None when the spec is invalid. `check` is the
+    metric check the rollout state was decided with."""
     previous = previous or {}
     replicas = sum(r.pods for r in revisions.values())
     ready = sum(r.ready for r in revisions.values())
@@ -192,6 +227,7 @@ def compute_status(
         status: dict[str, Any] = {k: v for k, v in previous.items() if k not in ("conditions", "observedGeneration")}
         desired = previous.get("ready", "0/0").split("/")[-1]
     else:
+        state = _described(isvc, revisions, state, check)
         conds = _conditions(isvc, revisions, state)
         desired = str(isvc.replicas)
         status = {
@@ -218,6 +254,20 @@ def compute_status(
         }
     )
     return status
+
+
+def _described(isvc: InferenceService, revisions: dict[str, rollout.Observed], state: rollout.State,
+               check: analysis.Result | None) -> rollout.State:
+    """The state with the message of a rollout in progress worded from `revisions`, the
+    observation the rest of the status is computed from (the decision may have seen an older
+    one: the writes of the pass come in between)."""
+    if state.canary is None or state.phase not in rollout.ACTIVE_PHASES or state.stopped:
+        return state
+    policy = rollout.policy_of(isvc)
+    seen = rollout.with_check(revisions, state.canary, check if policy.analysis else None).get(
+        state.canary, rollout.Observed())
+    rolling = isvc.spec.rollout.strategy == "RollingUpdate"
+    return replace(state, message=rollout.describe(state, policy, seen, rolling=rolling))
 
 
 def _headline(conds: list[_Cond]) -> str:

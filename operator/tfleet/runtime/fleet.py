@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from tfleet.api.times import format_time, parse_time, utc_now
-from tfleet.api.vocabulary import ACTIVE_PHASES, ConditionType, Reason, isvc_selector
+from tfleet.api.vocabulary import ACTIVE_PHASES, ConditionType, EventType, Reason, isvc_selector
 from tfleet.engine import plan, status
 from tfleet.engine.observe import ChildKey, PodSummary, spent_controls, summarize_pod
 from tfleet.engine.rollout import UNPACED, State
@@ -198,7 +198,7 @@ class Fleet:
         if _spec_of(after.body) != _spec_of(seen.body):
             parsed = plan.parse_once(after.body)  # a new spec arrived while the children were written
         status_plan = plan.plan_status(after.body, after.children, seen.pods, format_time(seen.now),
-                                       child_plan.rollout, rejected=rejected, parsed=parsed)
+                                       child_plan.rollout, rejected=rejected, parsed=parsed, check=gate.result)
         self._record(key, after.body, status_plan, child_plan, rejected)
         if state.phase in ACTIVE_PHASES and child_plan.rollout is not None and \
                 child_plan.rollout.phase not in ACTIVE_PHASES:
@@ -229,7 +229,10 @@ class Fleet:
             # A first status goes out at once: an object without one reads as Current to
             # kstatus (Flux), and its observedGeneration and Reconciling say "not yet".
             first = not (body.get("status") or {}).get("conditions")
-            hold = self.status_hold.may_wait(key, status_plan.status_urgent or first)
+            # A warning is posted once because the next look finds it in the status (the
+            # metric check that cannot run is named in the rollout message): no waiting then.
+            warned = any(e.type == EventType.WARNING for e in child_plan.events)
+            hold = self.status_hold.may_wait(key, status_plan.status_urgent or first or warned)
             if hold is None:
                 written = self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
                 self.hooks.observed_isvc("PATCHED", written)

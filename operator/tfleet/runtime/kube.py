@@ -240,6 +240,18 @@ class Kube:
             metadata["resourceVersion"] = resource_version
         return self._request("PATCH", path, {"metadata": metadata}, "application/merge-patch+json")
 
+    def replace_isvc_spec(self, namespace: str, name: str, spec: dict[str, Any], resource_version: str) -> Manifest:
+        """Replace the InferenceService's spec, only if nobody wrote it since `resource_version`
+        (a JSON patch `test` makes the API server answer 422 otherwise)."""
+        path = resource_path(API_VERSION, KIND, namespace, name)
+        self._count("patch", KIND)
+        ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+               {"op": "replace", "path": "/spec", "value": spec}]
+        return self._request("PATCH", path, ops, "application/json-patch+json")
+
+    def get_deployment(self, namespace: str, name: str) -> Manifest:
+        return self._request("GET", resource_path("apps/v1", "Deployment", namespace, name))
+
     def list_pods(self, namespace: str, label_selector: str) -> list[Manifest]:
         path = f"/api/v1/namespaces/{namespace}/pods"
         return list(self._request("GET", path, query={"labelSelector": label_selector}).get("items") or [])

@@ -5,23 +5,31 @@
 | `tfleet_reconciles_total` | counter | `result`: success, retry (a retryable API failure), error |
 | `tfleet_reconcile_duration_seconds` | histogram | |
 | `tfleet_api_writes_total` | counter | `verb` (apply, delete, patch, create, update), `kind` |
-| `tfleet_inferenceservices` | gauge | `condition`, `status` (True, False, Unknown) |
-| `tfleet_rollouts` | gauge | `phase` (status.rollout.phase) |
+| `tfleet_inferenceservices` | gauge | `namespace`, `name`, `condition`, `status` (True, False, Unknown) |
+| `tfleet_rollouts` | gauge | `namespace`, `name`, `phase` (status.rollout.phase) |
 | `tfleet_rollbacks_total` | counter | |
 | `tfleet_leader` | gauge | 1 while this process holds the leader Lease (or runs without election) |
 | `tfleet_build_info` | gauge | `version` |
 
-The gauges about InferenceServices are computed from the bodies the operator sees (watch
-events and the responses to its own status patches), so they cost no API request. A
-rollback is counted when an object's rollout phase becomes RolledBack while this process
-watches it; a standby that takes over does not count rollbacks that happened before.
+The two gauges about InferenceServices have series per object: `tfleet_inferenceservices`
+one per condition type it reports (7: Ready, ModelAvailable, Progressing, Degraded,
+Reconciling, Stalled, RolledOut), with the condition's current status and the value 1;
+`tfleet_rollouts` one with its rollout phase and the value 1 (none before its first status).
+So an InferenceService is at most 8 series, an alert can name the object, and `sum` still
+counts objects (`sum(tfleet_inferenceservices{condition="Degraded",status="True"})`). A
+series goes away when its status changes or the object is deleted. Every other metric has
+labels of a fixed, small set of values, whatever the size of the fleet.
+
+The gauges are computed from the bodies the operator sees (watch events and the responses
+to its own status patches), so they cost no API request. A rollback is counted when an
+object's rollout phase becomes RolledBack while this process watches it; a standby that
+takes over does not count rollbacks that happened before.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +43,7 @@ from tfleet.api.vocabulary import Phase
 from tfleet.runtime.fleet import FleetHooks
 
 ROLLED_BACK = Phase.ROLLED_BACK
+Key = tuple[str, str]  # an InferenceService's (namespace, name)
 RESULTS = ("success", "retry", "error")
 # Reconciles are API round trips: a few milliseconds when nothing changes, seconds when
 # the API server is slow or a reconcile writes every child.
@@ -70,16 +79,15 @@ def is_rollback(previous: Summary | None, current: Summary) -> bool:
     return previous is not None and current.rollout_phase == ROLLED_BACK and previous.rollout_phase != ROLLED_BACK
 
 
-def count_conditions(summaries: Iterable[Summary]) -> Counter[tuple[str, str]]:
-    counts: Counter[tuple[str, str]] = Counter()
-    for summary in summaries:
-        for type_, status in summary.conditions.items():
-            counts[(type_, status)] += 1
-    return counts
+def condition_series(summaries: Mapping[Key, Summary]) -> list[tuple[str, str, str, str]]:
+    """(namespace, name, condition, status) of every condition of every InferenceService."""
+    return sorted((ns, name, type_, status) for (ns, name), summary in summaries.items()
+                  for type_, status in summary.conditions.items())
 
 
-def count_phases(summaries: Iterable[Summary]) -> Counter[str]:
-    return Counter(s.rollout_phase for s in summaries if s.rollout_phase)
+def phase_series(summaries: Mapping[Key, Summary]) -> list[tuple[str, str, str]]:
+    """(namespace, name, phase) of every InferenceService with a rollout phase."""
+    return sorted((ns, name, s.rollout_phase) for (ns, name), s in summaries.items() if s.rollout_phase)
 
 
 class _FleetCollector(Collector):
@@ -91,14 +99,16 @@ class _FleetCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         summaries = self._metrics.summaries()
         by_condition = GaugeMetricFamily(
-            "tfleet_inferenceservices", "InferenceServices by condition type and status.",
-            labels=["condition", "status"])
-        for (type_, status), n in sorted(count_conditions(summaries).items()):
-            by_condition.add_metric([type_, status], n)
+            "tfleet_inferenceservices",
+            "1 per InferenceService and condition type, labelled with the condition's status.",
+            labels=["namespace", "name", "condition", "status"])
+        for labels in condition_series(summaries):
+            by_condition.add_metric(list(labels), 1)
         yield by_condition
-        rollouts = GaugeMetricFamily("tfleet_rollouts", "InferenceServices by rollout phase.", labels=["phase"])
-        for phase, n in sorted(count_phases(summaries).items()):
-            rollouts.add_metric([phase], n)
+        rollouts = GaugeMetricFamily("tfleet_rollouts", "1 per InferenceService, labelled with its rollout phase.",
+                                     labels=["namespace", "name", "phase"])
+        for phase_labels in phase_series(summaries):
+            rollouts.add_metric(list(phase_labels), 1)
         yield rollouts
 
 
@@ -121,12 +131,12 @@ class Metrics:
         build = Gauge("tfleet_build_info", "The running tfleet version.", ["version"], registry=self.registry)
         build.labels(__version__).set(1)
         self._lock = threading.Lock()
-        self._summaries: dict[tuple[str, str], Summary] = {}
+        self._summaries: dict[Key, Summary] = {}
         self.registry.register(_FleetCollector(self))
 
-    def summaries(self) -> list[Summary]:
+    def summaries(self) -> dict[Key, Summary]:
         with self._lock:
-            return list(self._summaries.values())
+            return dict(self._summaries)
 
     def record_write(self, verb: str, kind: str) -> None:
         self.api_writes.labels(verb, kind).inc()

@@ -69,7 +69,8 @@ class BridgeReports:
                 with self._guard:
                     self._answers[(key, pod.name)] = cached
                 if error:
-                    log.info("Pod %s/%s reports a model load failure: %s", key[0], pod.name, error)
+                    # The rollout of a version that cannot load is rolled back at once.
+                    log.warning("Pod %s/%s reported a model load failure: %s", key[0], pod.name, error)
             answers[pod.name] = cached[1]
         pods = [replace(p, load_error=answers[p.name]) if answers.get(p.name) else p for p in pods]
         return Observation(pods, look_again_after=BRIDGE_POLL_SECONDS)
@@ -113,7 +114,9 @@ class MetricChecks:
         result = (self._query or prometheus.query_prometheus)(gate.prometheus, query)
         with self._guard:
             self._checks[key] = (state.canary, self._monotonic(), result)
-        log.info("Ran the metric check of InferenceService %s/%s: %s", *key, result.message)
+        # A failed check rolls the canary back; a source that fails holds the step.
+        level = logging.WARNING if result.ok is False or result.source_failed else logging.INFO
+        log.log(level, "Ran the metric check of InferenceService %s/%s: %s", *key, result.message)
         return GateCheck(result, look_again_after=interval)
 
     def forget(self, key: Key) -> None:

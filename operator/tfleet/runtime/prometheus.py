@@ -16,7 +16,8 @@ def query_prometheus(check: PrometheusAnalysis, query: str, timeout: float = 3.0
         with urllib.request.urlopen(url, timeout=timeout) as response:
             value = parse_response(response.read().decode())
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        return Result(None, f"Prometheus at {check.address} did not answer: {getattr(exc, 'reason', exc)}")
+        return Result(None, f"Prometheus at {check.address} did not answer: {getattr(exc, 'reason', exc)}",
+                      source_failed=True)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return Result(None, f"Prometheus answered something unusable: {exc}")
+        return Result(None, f"Prometheus at {check.address} answered something unusable: {exc}", source_failed=True)
     return evaluate(check, value)
