@@ -32,6 +32,7 @@ class RecordingKube:
         self.fail_next_apply: KubeError | None = None
         self.fail_next_status: KubeError | None = None
         self.lose_next_status_response = False  # the next status write is applied, its answer lost
+        self.fail_events: KubeError | None = None  # every Event post fails with this, until cleared
         self.pods: list[Manifest] = []
         self.pod_lists = 0
         self.isvc: Manifest = {}
@@ -100,6 +101,8 @@ class RecordingKube:
         return body
 
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
+        if self.fail_events is not None:
+            raise self.fail_events
         self.events.append((type_, reason, message))
         self.event_names.append(event_name(regarding, type_, reason, message))
 
@@ -780,3 +783,20 @@ def test_an_unpinned_fleet_reports_the_versions_its_bridges_serve(monkeypatch):
     mono[0] += 61
     fleet.reconcile(key)
     assert kube.isvc["status"]["servingVersions"] == [{"version": 5, "pods": 1}, {"version": 6, "pods": 1}]
+
+
+def test_a_transition_whose_event_cannot_be_posted_is_not_recorded_until_it_is():
+    # Otherwise the status records a promotion that no Event tells of, and the next pass,
+    # reading the recorded status, never decides (or reports) it again.
+    kube = RecordingKube()
+    fleet, delays = scheduling_fleet(kube)
+    key = settled_then_bumped(fleet, kube, {"steps": [{"weight": 50, "pause": "60s"}]})
+    kube.fail_events = KubeError(500, "InternalError", "etcd is unhappy")
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert ("status", "InferenceService", "resnet") not in kube.calls  # the start is not recorded
+    assert delays and delays[-1] == 0.5  # retried with back-off
+    kube.fail_events = None
+    fleet.reconcile(key)
+    assert kube.isvc["status"]["rollout"]["phase"] == "Progressing"
+    assert [reason for _, reason, _ in kube.events].count("RolloutStarted") == 1

@@ -243,7 +243,7 @@ class Fleet:
                 self.hooks.observed_isvc("PATCHED", written)
             elif hold > 0:
                 self.queue.wake_up(key, hold)
-        self.executor.post(body, status_plan.events)
+        self.executor.post(body, status_plan.events, best_effort=True)
         if child_plan.requeue_after is not None and rejected is None:
             self.queue.wake_up(key, child_plan.requeue_after)
         latest, _ = self.cache.snapshot(key)
