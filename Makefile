@@ -53,7 +53,7 @@ chaos: venv tools ## Chaos scenario per seed (SEED=1 or SEEDS="1 2 3"; CHAOS_KIL
 demo: venv tools ## Run the operator against the local control plane and apply the examples (KEEP=1: leave it running)
 	$(BIN)/python -m e2e.demo $(if $(filter-out 0 no false,$(KEEP)),--keep)
 
-UNIT_TESTS := tests/core tests/health tests/test_fleet.py tests/test_startup_sync.py tests/test_analysis.py tests/test_apidocs.py
+UNIT_TESTS := tests/core tests/health tests/test_fleet.py tests/test_startup_sync.py tests/test_workqueue.py tests/test_analysis.py tests/test_apidocs.py
 
 .PHONY: unit
 unit: venv ## Run the unit tests of the pure core and the health bridge (seconds; no cluster)

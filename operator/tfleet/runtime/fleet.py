@@ -152,6 +152,11 @@ class Fleet:
     def snapshot(self, key: Key) -> tuple[Manifest | None, dict[ChildKey, Manifest]]:
         return self.cache.snapshot(key)
 
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop reconciling: the passes in flight finish, nothing else starts. Before the leader
+        Lease is released, so that two operators never write at once."""
+        return self.queue.stop(timeout)
+
     def start_workers(self, count: int) -> None:
         self.queue.start_workers(count)
 
