@@ -277,17 +277,24 @@ class InferenceServiceDefaultsSpec(ApiObject):
     """Defaults for every InferenceService of the cluster. A field an InferenceService sets
     itself wins; maps merge per key; lists replace, except imagePullSecrets, which add up."""
 
-    image: ImageDefaults = field("The TF Serving image and registry mirrors.", default_factory=ImageDefaults)
-    gpu: GpuDefaults = field("GPU scheduling.", default_factory=GpuDefaults)
+    # No field publishes a default: the API server would store {} for each, which says nothing.
+
+    image: ImageDefaults = field("The TF Serving image and registry mirrors.", default_factory=ImageDefaults,
+                          publish_default=False)
+    gpu: GpuDefaults = field("GPU scheduling.", default_factory=GpuDefaults,
+                          publish_default=False)
     resources: Resources = field(
         "Resources of the TF Serving container. For each resource (cpu, memory, ...) an "
         "InferenceService names in its own requests or limits, it takes neither request nor limit "
         "from here; for the others it takes both.",
-        default_factory=Resources,
+        default_factory=Resources, publish_default=False,
     )
-    rollout: RolloutDefaults = field("Canary rollout steps and deadline.", default_factory=RolloutDefaults)
-    pod: PodDefaults = field("Settings of every serving pod.", default_factory=PodDefaults)
-    health_bridge: HealthBridgeDefaults = field("The health bridge sidecar.", default_factory=HealthBridgeDefaults)
+    rollout: RolloutDefaults = field("Canary rollout steps and deadline.", default_factory=RolloutDefaults,
+                          publish_default=False)
+    pod: PodDefaults = field("Settings of every serving pod.", default_factory=PodDefaults,
+                          publish_default=False)
+    health_bridge: HealthBridgeDefaults = field("The health bridge sidecar.", default_factory=HealthBridgeDefaults,
+                          publish_default=False)
 
 
 @dataclass(frozen=True)
