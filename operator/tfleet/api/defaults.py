@@ -104,7 +104,7 @@ def _is_mirror(text: str) -> bool:
 
 
 # The GPU image rule of InferenceService spec.image, applied to repository:gpuTag.
-_GPU_IMAGE_EXPR = (f"(has(self.repository) ? self.repository : '{DEFAULT_REPOSITORY}') + ':' + self.gpuTag")
+_GPU_IMAGE_EXPR = f"((has(self.repository) ? self.repository : '{DEFAULT_REPOSITORY}') + ':' + self.gpuTag)"
 
 
 @dataclass(frozen=True)
