@@ -86,7 +86,7 @@ def test_an_accepted_object_is_recorded_first_then_in_force(keeper):
 
 
 def test_a_restarted_operator_renders_with_what_is_recorded_before_anything_is_written(keeper):
-    kept, api, changes, _ = keeper
+    kept, api, _, _ = keeper
     event(kept, "ADDED", api.store({"pod": {"priorityClassName": "ml"}}))
     recorded = copy.deepcopy(api.stored)
     # A new process: the initial listing is indexed before any reconcile, with no I/O.
@@ -143,7 +143,7 @@ def test_a_failed_status_write_keeps_the_old_defaults_and_is_retried(keeper, cap
 
 
 def test_a_conflict_waits_for_the_watch_instead_of_retrying(keeper):
-    kept, api, changes, retries = keeper
+    kept, api, _, retries = keeper
     body = api.store({"pod": {"labels": {"team": "platform"}}})
     api.store({"pod": {"labels": {"team": "newer"}}}, generation=2)  # written meanwhile
     event(kept, "ADDED", body)

@@ -27,7 +27,15 @@ from tfleet.api.schema import ValidationError
 from tfleet.engine.defaults import plan_defaults
 
 from .isvc_factory import REPO, strict_jsonschema
-from .test_crd import _ANNOTATION_KEY, _ANNOTATION_SIZE, _LABEL_KEY, _LABEL_VALUE, apply_defaults, cel_failures, walk
+from .test_crd import (
+    _ANNOTATION_KEY,
+    _ANNOTATION_SIZE,
+    _LABEL_KEY,
+    _LABEL_VALUE,
+    apply_defaults,
+    cel_failures,
+    walk,
+)
 
 CRD_FILE = REPO / "crds" / "inferenceservicedefaults.tfleet.dev.yaml"
 EXAMPLE = REPO / "examples" / "platform" / "defaults.yaml"
