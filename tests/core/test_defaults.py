@@ -295,3 +295,31 @@ def test_registries_are_read_as_container_runtimes_read_them(image: str, registr
 
 def test_a_mirror_with_a_trailing_slash_is_not_doubled() -> None:
     assert mirrored("busybox", {"docker.io": "mirror.example.com/hub/"}) == "mirror.example.com/hub/library/busybox"
+
+
+# ---------------------------------------------------------------------- the CLI's view
+
+
+def test_the_cli_shows_the_steps_the_operator_rolls_out_with() -> None:
+    from datetime import datetime
+
+    from tfleet.cli.rollout import pause_left, rollout_steps
+    from tfleet.cli.tree import build_tree
+
+    body = make_isvc("x").manifest()
+    body["status"] = {"defaults": {"name": "cluster", "generation": 2},
+                      "rollout": {"phase": "Progressing", "step": 0, "stepStartedAt": "2026-01-01T00:00:00Z"}}
+    recorded = {"status": {"applied": {"rollout": {"steps": [{"weight": 10, "pause": "5m"}, {"weight": 20},
+                                                             {"weight": 40}]}}}}
+    steps = rollout_steps(body, lambda name: recorded if name == "cluster" else None)
+    assert [s["weight"] for s in steps] == [10, 20, 40]
+    later = datetime(2026, 1, 1, 0, 1)
+    assert pause_left(body, later, steps) == 240.0
+    summary, _ = build_tree(body, [], [], later, steps=steps)
+    assert ("  Step", "1/3") in summary.fields
+    # Unreadable defaults (not found, not allowed): the built-in steps.
+    assert [s["weight"] for s in rollout_steps(body, lambda name: None)] == [10, 50]
+    # The object's own steps, whatever the defaults say.
+    own = make_isvc("x").canary(25).manifest()
+    own["status"] = body["status"]
+    assert [s["weight"] for s in rollout_steps(own, lambda name: recorded)] == [25]

@@ -239,6 +239,10 @@ class Kube:
     def get_isvc(self, namespace: str, name: str) -> Manifest:
         return self._request("GET", resource_path(API_VERSION, KIND, namespace, name))
 
+    def get_defaults(self, name: str) -> Manifest:
+        """The (cluster-scoped) InferenceServiceDefaults named `name`."""
+        return self._request("GET", resource_path(API_VERSION, DEFAULTS_KIND, None, name))
+
     def patch_defaults_status(self, name: str, status: dict[str, Any], resource_version: str | None) -> Manifest:
         """Replace the (cluster-scoped) InferenceServiceDefaults' status, as `patch_status` does:
         with `resource_version` as a precondition (409 when the object changed since)."""
