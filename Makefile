@@ -35,11 +35,25 @@ tools: $(TOOLS)/kubectl $(TOOLS)/helm ## Install kubectl and helm into .tools/bi
 test: venv tools ## Run the whole test suite
 	$(BIN)/python -m pytest -q
 
+# `make chaos SEEDS="1 2 3"`: the chaos scenario of e2e/tests/test_chaos.py, harsher (see e2e/README.md).
+SEED ?= 1
+SEEDS ?= $(SEED)
+CHAOS_SERVICES ?= 30
+CHAOS_KILLS ?= 4
+CHAOS_OPERATORS ?= 2
+CHAOS_FAULT_SCALE ?= 2
+CHAOS_IDLE ?= 30
+
+.PHONY: chaos
+chaos: venv tools ## Chaos scenario per seed (SEED=1 or SEEDS="1 2 3"; CHAOS_KILLS, CHAOS_FAULT_SCALE, ...): a summary table
+	$(BIN)/python -m e2e.chaos --seeds $(SEEDS) --services $(CHAOS_SERVICES) --kills $(CHAOS_KILLS) \
+	  --operators $(CHAOS_OPERATORS) --fault-scale $(CHAOS_FAULT_SCALE) --idle $(CHAOS_IDLE)
+
 .PHONY: demo
 demo: venv tools ## Run the operator against the local control plane and apply the examples (KEEP=1: leave it running)
 	$(BIN)/python -m e2e.demo $(if $(filter-out 0 no false,$(KEEP)),--keep)
 
-UNIT_TESTS := tests/core tests/health tests/test_fleet.py tests/test_startup_sync.py tests/test_analysis.py tests/test_apidocs.py
+UNIT_TESTS := tests/core tests/health tests/test_fleet.py tests/test_startup_sync.py tests/test_workqueue.py tests/test_analysis.py tests/test_apidocs.py
 
 .PHONY: unit
 unit: venv ## Run the unit tests of the pure core and the health bridge (seconds; no cluster)

@@ -137,7 +137,7 @@ def test_a_failed_status_write_keeps_the_old_defaults_and_is_retried(keeper, cap
         event(kept, "ADDED", api.store({"pod": {"labels": {"team": "platform"}}}))
     assert kept.in_force() == BUILT_IN and changes == []
     assert [delay for delay, _ in retries] == [3]
-    assert "Failed to record the InferenceServiceDefaults status, retrying in 3.0s" in caplog.text
+    assert "Failed to record the InferenceServiceDefaults status or its Events, retrying in 3.0s" in caplog.text
     retries[0][1]()
     assert kept.in_force().generation == 1 and changes == [1]
 

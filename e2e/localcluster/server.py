@@ -789,6 +789,13 @@ class ApiServer:
                 except TimeoutError:
                     if request.transport is None or request.transport.is_closing():
                         break
+                    if not watcher.queue.empty():
+                        # An event was queued while the wait timed out. A bookmark names the
+                        # newest resourceVersion, so sent now it would overtake the event, and a
+                        # client resuming from it after a cut would never see the event. The
+                        # apiserver's cacher queues bookmarks behind the watcher's events
+                        # (staging/src/k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go).
+                        continue
                     if bookmarks and deadline - loop.time() > 0:
                         line = self._bookmark(rt)
                         if cutting:
@@ -810,7 +817,7 @@ class ApiServer:
                     await response.write(b"".join(chunks))
                 if closed:
                     break
-            if timed_out and bookmarks:
+            if timed_out and bookmarks and watcher.queue.empty():
                 await response.write(self._bookmark(rt))
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):

@@ -42,6 +42,9 @@ class PodSummary:
     # TF Serving's own load error: from the serving container's termination message (a failed
     # first load ends the server), or as the pod's health bridge reported it (a later load).
     load_error: str = ""
+    # The version its health bridge says it serves; asked only of unpinned revisions' ready pods
+    # (a pinned revision serves its label's version, or it is not ready).
+    served_version: int | None = None
 
 
 # tensorflow_serving/model_servers/main.cc prints "Failed to start server. Error: <status>"
@@ -156,7 +159,9 @@ def observe_revisions(
         unschedulable = [p.unschedulable for p in mine if p.unschedulable]
         unpullable = [p.unpullable_image for p in mine if p.unpullable_image]
         load_errors = [p.load_error for p in mine if p.load_error]
-        version = (meta.get("labels") or {}).get(LABEL_MODEL_VERSION)
+        label = (meta.get("labels") or {}).get(LABEL_MODEL_VERSION)
+        pinned = int(label) if label and label.isdigit() else None
+        served = Counter(p.served_version for p in mine if p.ready and p.served_version is not None)
         by_revision[rev] = rollout.Observed(
             replicas=int((dep.get("spec") or {}).get("replicas", 1)),
             ready=int(st.get("readyReplicas") or 0),
@@ -169,7 +174,8 @@ def observe_revisions(
             unpullable_image=Counter(unpullable).most_common(1)[0][0] if unpullable else "",
             unschedulable=len(unschedulable),
             unschedulable_message=Counter(unschedulable).most_common(1)[0][0] if unschedulable else "",
-            version=int(version) if version and version.isdigit() else None,
+            version=pinned if pinned is not None else (served.most_common(1)[0][0] if served else None),
+            served=tuple(sorted(served.items())) if pinned is None else (),
             load_error=Counter(load_errors).most_common(1)[0][0] if load_errors else "",
             deadline_exceeded=(conditions.get("Progressing") or {}).get("reason") == "ProgressDeadlineExceeded",
         )

@@ -17,6 +17,20 @@ from tfleet.health import StatusFormatError, parse_status_json
 TIMEOUT_SECONDS = 0.5
 
 
+def fetch_served_version(pod_ip: str, port: int = HEALTH_BRIDGE_HTTP_PORT,
+                         timeout: float = TIMEOUT_SECONDS) -> int | None:
+    """The model version the pod serves, as its bridge last saw TF Serving report it (the newest
+    AVAILABLE one when unpinned); None when it serves none or the bridge did not answer."""
+    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=timeout) as response:
+            health = parse_status_json(response.read().decode())
+    except (urllib.error.URLError, TimeoutError, OSError, StatusFormatError, UnicodeDecodeError):
+        return None
+    found = health.expected()
+    return found.version if found is not None and health.available else None
+
+
 def fetch_load_error(pod_ip: str, port: int = HEALTH_BRIDGE_HTTP_PORT, timeout: float = TIMEOUT_SECONDS) -> str | None:
     """TF Serving's load error for the pod's model version; "" when there is none; None when
     the bridge did not answer."""

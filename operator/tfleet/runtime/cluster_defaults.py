@@ -88,20 +88,22 @@ class ClusterDefaults:
             with self._guard:
                 body = self._body
             plan = plan_defaults(body, format_time(self.clock()))
-            if plan.status is not None and body is not None:
+            if body is not None:
                 try:
-                    written = self.kube.patch_defaults_status(DEFAULTS_NAME, plan.status,
-                                                              body["metadata"].get("resourceVersion"))
+                    # The Events first: the status write records the transition they report,
+                    # and a transition recorded is not reported again.
+                    for event in plan.events:
+                        self.kube.post_event(body, str(event.type), str(event.reason), event.message)
+                    if plan.status is not None:
+                        written = self.kube.patch_defaults_status(DEFAULTS_NAME, plan.status,
+                                                                  body["metadata"].get("resourceVersion"))
+                        with self._guard:
+                            if is_newer(written, self._body or {"metadata": {}}):
+                                self._body = slim(written)
                 except KubeError as exc:
                     self._write_failed(exc)
                     return
                 self._retry_delay = FIRST_RETRY_SECONDS
-                with self._guard:
-                    if is_newer(written, self._body or {"metadata": {}}):
-                        self._body = slim(written)
-            if body is not None:
-                for event in plan.events:
-                    self.kube.post_event(body, str(event.type), str(event.reason), event.message)
             self._report(body, plan)
             self._adopt(plan.in_force)
 
@@ -113,7 +115,7 @@ class ClusterDefaults:
             return
         delay = max(self._retry_delay, exc.retry_after or 0.0)
         self._retry_delay = min(MAX_RETRY_SECONDS, self._retry_delay * 2)
-        log.warning("Failed to record the %s status, retrying in %.1fs (InferenceServices keep %s): %s",
+        log.warning("Failed to record the %s status or its Events, retrying in %.1fs (InferenceServices keep %s): %s",
                     DEFAULTS_KIND, delay, self.in_force().describe(), exc)
         with self._guard:
             if self._retry_pending:

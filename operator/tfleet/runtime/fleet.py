@@ -56,6 +56,11 @@ def _ignore(*_: Any) -> None:
     return None
 
 
+def _unpinned(body: Manifest) -> bool:
+    model = ((body.get("spec") or {}).get("model") or {})
+    return isinstance(model, dict) and model.get("version") is None
+
+
 def _spec_of(body: Manifest) -> tuple[Any, Any]:
     """Which object and which spec version a body is: a parse is reused only for the same."""
     meta = body.get("metadata") or {}
@@ -150,6 +155,11 @@ class Fleet:
 
     def snapshot(self, key: Key) -> tuple[Manifest | None, dict[ChildKey, Manifest]]:
         return self.cache.snapshot(key)
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop reconciling: the passes in flight finish, nothing else starts. Before the leader
+        Lease is released, so that two operators never write at once."""
+        return self.queue.stop(timeout)
 
     def start_workers(self, count: int) -> None:
         self.queue.start_workers(count)
@@ -248,7 +258,7 @@ class Fleet:
                 self.hooks.observed_isvc("PATCHED", written)
             elif hold > 0:
                 self.queue.wake_up(key, hold)
-        self.executor.post(body, status_plan.events)
+        self.executor.post(body, status_plan.events, best_effort=True)
         if child_plan.requeue_after is not None and rejected is None:
             self.queue.wake_up(key, child_plan.requeue_after)
         latest, _ = self.cache.snapshot(key)
@@ -282,6 +292,11 @@ class Fleet:
             return []
         items = self.kube.list_pods(key[0], isvc_selector(key[1]))
         pods = [s for s in (summarize_pod(p) for p in items) if s is not None]
+        if _unpinned(body):
+            versions = self.bridges.with_served_versions(key, pods)
+            pods = versions.pods
+            if versions.look_again_after is not None:
+                self.queue.wake_up(key, versions.look_again_after)
         seen = self.bridges.with_load_errors(key, pods)
         if seen.look_again_after is not None:
             self.queue.wake_up(key, seen.look_again_after)
@@ -304,9 +319,10 @@ class Fleet:
         return delay
 
     def _pods_matter(self, body: Manifest) -> bool:
-        """During a rollout (restarts and failures gate the steps), and once the
-        InferenceService has not been Ready for a while (the status says why)."""
-        return rollout_active(body) or self._not_ready_for(body) >= PODS_LOOKED_AT_AFTER_SECONDS
+        """During a rollout (restarts and failures gate the steps), once the InferenceService
+        has not been Ready for a while (the status says why), and when its version is unpinned
+        (which version each pod serves only its health bridge knows)."""
+        return rollout_active(body) or self._not_ready_for(body) >= PODS_LOOKED_AT_AFTER_SECONDS or _unpinned(body)
 
     def _not_ready_for(self, body: Manifest) -> float:
         ready = status.condition(body.get("status") or {}, ConditionType.READY) or {}

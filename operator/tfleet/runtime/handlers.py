@@ -137,6 +137,10 @@ async def stop_heartbeat(memo: kopf.Memo, **_: Any) -> None:
     runtime = _runtime(memo)
     if runtime.heartbeat is not None:
         runtime.heartbeat.cancel()
+    if runtime.fleet is not None:
+        # The watches have stopped: a pass from here on would act on a view that no longer
+        # follows the cluster. The passes in flight finish; nothing else starts.
+        await asyncio.to_thread(runtime.fleet.stop)
     # When a signal stops kopf, its waiter on our stop flag would otherwise hang on until
     # kopf gives up on it (5 s): raise the flag so shutdown does not wait.
     if runtime.operator_stop is not None:

@@ -303,6 +303,9 @@ class Kube:
         status write that recorded it was lost, or a restart) counts it on the same Event, as
         kubectl shows ("x2 over 10s"), instead of adding one. A retried write whose first
         response was lost finds its own report id on the Event and counts nothing twice.
+
+        Raises the last KubeError when the API server still fails (5xx, 429, unreachable) after
+        EVENT_ATTEMPTS; an Event refused for good (403, 422) is logged and dropped.
         """
         meta = regarding["metadata"]
         now = format_time(utc_now())
@@ -337,11 +340,15 @@ class Kube:
                 return
             except KubeError as exc:
                 # A 404 while counting: the Event expired meanwhile, and the next attempt creates it.
-                if not (exc.retryable or exc.code == 404) or attempt == EVENT_ATTEMPTS:
-                    # An Event is best effort: losing one must not fail a reconcile.
+                passing = exc.retryable or exc.code == 404
+                if not passing or attempt == EVENT_ATTEMPTS:
                     log.warning("Failed to post Event %s for %s/%s after %d attempt(s): %s", reason,
                                 meta.get("namespace") or "", meta["name"], attempt, exc)
-                    return
+                    if passing:
+                        # The caller decides: a transition's Event must land before the status
+                        # that records the transition (see Executor.post).
+                        raise
+                    return  # refused for good (Forbidden, Invalid): retrying changes nothing
                 # A short, bounded wait: it holds this reconcile's thread.
                 time.sleep(min(EVENT_RETRY_CAP_SECONDS, exc.retry_after or 0.1 * 2 ** attempt))
 
