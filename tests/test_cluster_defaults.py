@@ -89,10 +89,16 @@ def test_a_restarted_operator_renders_with_what_is_recorded_before_anything_is_w
     kept, api, _, _ = keeper
     event(kept, "ADDED", api.store({"pod": {"priorityClassName": "ml"}}))
     recorded = copy.deepcopy(api.stored)
-    # A new process: the initial listing is indexed before any reconcile, with no I/O.
-    fresh = ClusterDefaults(api, clock=lambda: datetime(2026, 1, 1))
-    fresh.observe("INDEXED", recorded)
-    assert fresh.in_force() == kept.in_force()
+    # A new process: the initial listing is indexed before any reconcile, with no I/O, and
+    # asks for no reconcile (kopf may not have listed the children yet).
+    announced: list[int] = []
+    fresh = ClusterDefaults(api, on_change=lambda: announced.append(1), clock=lambda: datetime(2026, 1, 1))
+    fresh.observe("INDEXED", recorded, announce=False)
+    assert fresh.in_force() == kept.in_force() and announced == []
+    writes = len(api.status_writes)
+    # The event that follows (once kopf lets handlers run) announces them; nothing is written.
+    event(fresh, None, recorded)
+    assert announced == [1] and len(api.status_writes) == writes
 
 
 def test_a_refused_object_leaves_the_last_accepted_in_force_and_says_why(keeper, caplog):

@@ -53,6 +53,8 @@ class ClusterDefaults:
         self._settling = threading.Lock()
         self._body: Manifest | None = None
         self._in_force = BUILT_IN
+        # The defaults `on_change` last announced: the fleet has been asked to render with them.
+        self._announced = BUILT_IN
         self._retry_delay = FIRST_RETRY_SECONDS
         self._retry_pending = False
         self._logged: tuple[Any, ...] | None = None
@@ -64,10 +66,14 @@ class ClusterDefaults:
 
     # ------------------------------------------------------------------ events in
 
-    def observe(self, event_type: str | None, body: Manifest) -> bool:
+    def observe(self, event_type: str | None, body: Manifest, announce: bool = True) -> bool:
         """Take a watched (or written) object; whether it is the one tfleet reads. No I/O:
         what its status records is in force at once, so a restarted operator renders with the
-        last accepted defaults from its first reconcile on."""
+        last accepted defaults from its first reconcile on.
+
+        `announce=False` (kopf's index handler) puts them in force without asking the fleet to
+        reconcile: during the initial listings that would start reconciles before kopf has
+        listed the children. The event handler that follows announces them."""
         if (body.get("metadata") or {}).get("name") != DEFAULTS_NAME:
             return False
         with self._guard:
@@ -78,7 +84,7 @@ class ClusterDefaults:
             recorded = recorded_defaults(self._body)
         # Deleted: the built-in defaults are in force at once. Otherwise what is recorded; the
         # spec itself once `settle` has recorded it.
-        self._adopt(recorded)
+        self._adopt(recorded, announce)
         return True
 
     def settle(self) -> None:
@@ -142,10 +148,11 @@ class ClusterDefaults:
         else:
             log.info("Accepted %s %s generation %s", DEFAULTS_KIND, meta.get("name"), meta.get("generation"))
 
-    def _adopt(self, defaults: Defaults) -> None:
+    def _adopt(self, defaults: Defaults, announce: bool = True) -> None:
         with self._guard:
-            if defaults == self._in_force:
+            self._in_force = defaults
+            if not announce or defaults == self._announced:
                 return
-            before, self._in_force = self._in_force, defaults
+            before, self._announced = self._announced, defaults
         log.info("Rendering every InferenceService with %s (was %s)", defaults.describe(), before.describe())
         self.on_change()

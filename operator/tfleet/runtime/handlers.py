@@ -168,10 +168,11 @@ def _defaults(memo: kopf.Memo) -> ClusterDefaults:
 
 
 # The cluster-scoped InferenceServiceDefaults: indexed, so that kopf holds every other handler
-# back until its initial listing is in, and the first reconcile already renders with it.
+# back until its initial listing is in, and the first reconcile already renders with it. The
+# index handler asks for no reconcile: it runs before kopf has listed everything.
 @kopf.index(GROUP, VERSION, DEFAULTS_PLURAL)
 def defaults_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _defaults(memo).observe("INDEXED", dict(body))
+    _defaults(memo).observe("INDEXED", dict(body), announce=False)
 
 
 @kopf.on.event(GROUP, VERSION, DEFAULTS_PLURAL)
