@@ -749,7 +749,14 @@ class ApiServer:
             error = exc
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:
+            # The client went away before the headers (a killed operator): nothing to tell it,
+            # as the apiserver logs nothing for it either.
+            if watcher is not None:
+                self.cluster.stop_watch(watcher)
+            return response
         if error is not None:
             await response.write(
                 _dumps({"type": "ERROR", "object": error.status()}).encode() + b"\n"
