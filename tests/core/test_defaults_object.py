@@ -281,3 +281,16 @@ def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
     assert second.status is not None
     ready = next(c for c in second.status["conditions"] if c["type"] == "Ready")
     assert ready["lastTransitionTime"] == NOW and ready["observedGeneration"] == 2
+
+
+def test_flux_reads_an_accepted_object_as_current_and_a_refused_one_as_failed() -> None:
+    from tests.kstatus import compute
+
+    good = accepted({"pod": {"labels": {"team": "platform"}}})
+    assert compute(good)[0] == "Current"
+    changed = {**good, "metadata": {**good["metadata"], "generation": 2}, "spec": {"image": {"gpuTag": "x"}}}
+    assert compute(changed)[0] == "InProgress"  # not looked at yet
+    refused = plan_defaults(changed, LATER)
+    assert refused.status is not None
+    status, message = compute({**changed, "status": refused.status})
+    assert status == "Failed" and "spec.image.gpuTag" in message
