@@ -294,3 +294,12 @@ def test_flux_reads_an_accepted_object_as_current_and_a_refused_one_as_failed() 
     assert refused.status is not None
     status, message = compute({**changed, "status": refused.status})
     assert status == "Failed" and "spec.image.gpuTag" in message
+
+
+def test_the_readmes_example_is_a_valid_defaults_object() -> None:
+    import re
+
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", (REPO / "README.md").read_text(), re.S)]
+    (doc,) = [b for b in blocks if isinstance(b, dict) and b.get("kind") == "InferenceServiceDefaults"]
+    defaults = parse_defaults_object(doc)
+    assert defaults.spec.image.registry_mirrors and defaults.spec.gpu.tolerations
