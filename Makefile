@@ -69,6 +69,7 @@ lint: venv ## Run ruff, mypy and the import-layer contracts (.importlinter)
 .PHONY: manifests
 manifests: venv ## Regenerate crds/ and docs/api-reference.md from the typed API
 	$(BIN)/tfleet crd > crds/inferenceservices.tfleet.dev.yaml
+	$(BIN)/tfleet crd --kind InferenceServiceDefaults > crds/inferenceservicedefaults.tfleet.dev.yaml
 	$(BIN)/python -c "from tfleet.api.reference import api_reference; print(api_reference(), end='')" > docs/api-reference.md
 
 .PHONY: verify
@@ -89,15 +90,17 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= ghcr.io/tfleet/tfleet:$(VERSION)
 KIND_CLUSTER ?= tfleet
 CHART_CRD := charts/tfleet/crds/inferenceservices.tfleet.dev.yaml
+CHART_DEFAULTS_CRD := charts/tfleet/crds/inferenceservicedefaults.tfleet.dev.yaml
 
 .PHONY: chart-sync
-chart-sync: venv ## Write the generated CRD into the Helm chart's crds/
+chart-sync: venv ## Write the generated CRDs into the Helm chart's crds/
 	$(BIN)/tfleet crd > $(CHART_CRD)
+	$(BIN)/tfleet crd --kind InferenceServiceDefaults > $(CHART_DEFAULTS_CRD)
 
 manifests: chart-sync
 
 .PHONY: chart-verify
-chart-verify: manifests ## Fail if the Helm chart's copy of the CRD drifted from the typed API
+chart-verify: manifests ## Fail if the Helm chart's copies of the CRDs drifted from the typed API
 	git diff --exit-code -- charts/tfleet/crds/
 
 verify: chart-verify

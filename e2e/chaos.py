@@ -60,6 +60,7 @@ from e2e.operators import (
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "crds" / "inferenceservices.tfleet.dev.yaml"
+DEFAULTS_CRD = ROOT / "crds" / "inferenceservicedefaults.tfleet.dev.yaml"
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
 
 Manifest = dict[str, Any]
@@ -858,8 +859,9 @@ def main(argv: list[str] | None = None) -> int:
         cluster = RunningCluster(workdir / "kubeconfig").start()
         try:
             kubectl = _kubectl(cluster.kubeconfig, workdir / "kubectl-cache")
-            kubectl("apply", "-f", str(CRD))
-            kubectl("wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev", "--timeout=30s")
+            kubectl("apply", "-f", str(CRD), "-f", str(DEFAULTS_CRD))
+            kubectl("wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev",
+                    "crd/inferenceservicedefaults.tfleet.dev", "--timeout=30s")
             for seed in args.seeds:
                 report = _run_seed(cluster, kubectl, workdir, replace(base, seed=seed))
                 reports.append(report)

@@ -24,12 +24,16 @@ from e2e.operators import LeaseTiming, OperatorGroup, OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "inferenceservices.tfleet.dev.yaml"
+DEFAULTS_CRD = ROOT / "crds" / "inferenceservicedefaults.tfleet.dev.yaml"
 
 
 @pytest.fixture(scope="session")
 def tfleet_crd(kubectl):  # type: ignore[no-untyped-def]
-    kubectl("apply", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev", "--timeout=30s")
+    """Both CRDs, as `kubectl apply -f crds/` installs them (no InferenceServiceDefaults object:
+    this shared control plane renders with the built-in defaults)."""
+    kubectl("apply", "-f", str(CRD), "-f", str(DEFAULTS_CRD))
+    kubectl("wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev",
+            "crd/inferenceservicedefaults.tfleet.dev", "--timeout=30s")
     return CRD
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tfleet.api.defaults import BUILT_IN, Defaults
 from tfleet.api.times import format_time, parse_time, utc_now
 from tfleet.api.vocabulary import ACTIVE_PHASES, ConditionType, EventType, Reason, isvc_selector
 from tfleet.engine import plan, status
@@ -93,8 +94,11 @@ class Fleet:
                  status_coalesce_seconds: float = STATUS_COALESCE_SECONDS,
                  monotonic: Callable[[], float] = time.monotonic,
                  hooks: FleetHooks | None = None,
-                 max_rollouts: int | None = None, drain_key: bytes | None = None):
+                 max_rollouts: int | None = None, drain_key: bytes | None = None,
+                 defaults: Callable[[], Defaults] = lambda: BUILT_IN):
         self.kube = kube
+        # The cluster's InferenceServiceDefaults in force (tfleet.runtime.cluster_defaults).
+        self.defaults = defaults
         # The key new revisions' drain tokens derive from (see `tfleet.runtime.drain_key`);
         # None: new revisions get no token.
         self.drain_key = drain_key
@@ -163,6 +167,11 @@ class Fleet:
     def enqueue(self, key: Key) -> None:
         self.queue.enqueue(key)
 
+    def enqueue_all(self) -> None:
+        """Reconcile every InferenceService again (the defaults in force changed)."""
+        for key in self.cache.isvc_keys():
+            self.queue.enqueue(key)
+
     # ------------------------------------------------------------------ the pass
 
     def _lock(self, key: Key) -> threading.Lock:
@@ -192,7 +201,8 @@ class Fleet:
         seen = self._observe(key)
         if seen is None:
             return
-        parsed = plan.parse_once(seen.body)
+        defaults = self.defaults()
+        parsed = plan.parse_once(seen.body, defaults)
         state = State.from_status((seen.body.get("status") or {}).get("rollout"))
         gate = self.checks.check(key, parsed.isvc, state)
         if gate.look_again_after is not None:
@@ -206,7 +216,7 @@ class Fleet:
         if after is None:
             return
         if _spec_of(after.body) != _spec_of(seen.body):
-            parsed = plan.parse_once(after.body)  # a new spec arrived while the children were written
+            parsed = plan.parse_once(after.body, defaults)  # a new spec arrived while the children were written
         status_plan = plan.plan_status(after.body, after.children, seen.pods, format_time(seen.now),
                                        child_plan.rollout, rejected=rejected, parsed=parsed, check=gate.result)
         self._record(key, after.body, status_plan, child_plan, rejected)
