@@ -35,11 +35,25 @@ tools: $(TOOLS)/kubectl $(TOOLS)/helm ## Install kubectl and helm into .tools/bi
 test: venv tools ## Run the whole test suite
 	$(BIN)/python -m pytest -q
 
+# `make chaos SEEDS="1 2 3"`: the chaos scenario of e2e/tests/test_chaos.py, harsher (see e2e/README.md).
+SEED ?= 1
+SEEDS ?= $(SEED)
+CHAOS_SERVICES ?= 30
+CHAOS_KILLS ?= 4
+CHAOS_OPERATORS ?= 2
+CHAOS_FAULT_SCALE ?= 2
+CHAOS_IDLE ?= 30
+
+.PHONY: chaos
+chaos: venv tools ## Chaos scenario per seed (SEED=1 or SEEDS="1 2 3"; CHAOS_KILLS, CHAOS_FAULT_SCALE, ...): a summary table
+	$(BIN)/python -m e2e.chaos --seeds $(SEEDS) --services $(CHAOS_SERVICES) --kills $(CHAOS_KILLS) \
+	  --operators $(CHAOS_OPERATORS) --fault-scale $(CHAOS_FAULT_SCALE) --idle $(CHAOS_IDLE)
+
 .PHONY: demo
 demo: venv tools ## Run the operator against the local control plane and apply the examples (KEEP=1: leave it running)
 	$(BIN)/python -m e2e.demo $(if $(filter-out 0 no false,$(KEEP)),--keep)
 
-UNIT_TESTS := tests/core tests/health tests/test_fleet.py tests/test_startup_sync.py tests/test_analysis.py tests/test_apidocs.py
+UNIT_TESTS := tests/core tests/health tests/test_fleet.py tests/test_startup_sync.py tests/test_workqueue.py tests/test_analysis.py tests/test_apidocs.py
 
 .PHONY: unit
 unit: venv ## Run the unit tests of the pure core and the health bridge (seconds; no cluster)
@@ -55,6 +69,7 @@ lint: venv ## Run ruff, mypy and the import-layer contracts (.importlinter)
 .PHONY: manifests
 manifests: venv ## Regenerate crds/ and docs/api-reference.md from the typed API
 	$(BIN)/tfleet crd > crds/inferenceservices.tfleet.dev.yaml
+	$(BIN)/tfleet crd --kind InferenceServiceDefaults > crds/inferenceservicedefaults.tfleet.dev.yaml
 	$(BIN)/python -c "from tfleet.api.reference import api_reference; print(api_reference(), end='')" > docs/api-reference.md
 
 .PHONY: verify
@@ -75,15 +90,17 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= ghcr.io/tfleet/tfleet:$(VERSION)
 KIND_CLUSTER ?= tfleet
 CHART_CRD := charts/tfleet/crds/inferenceservices.tfleet.dev.yaml
+CHART_DEFAULTS_CRD := charts/tfleet/crds/inferenceservicedefaults.tfleet.dev.yaml
 
 .PHONY: chart-sync
-chart-sync: venv ## Write the generated CRD into the Helm chart's crds/
+chart-sync: venv ## Write the generated CRDs into the Helm chart's crds/
 	$(BIN)/tfleet crd > $(CHART_CRD)
+	$(BIN)/tfleet crd --kind InferenceServiceDefaults > $(CHART_DEFAULTS_CRD)
 
 manifests: chart-sync
 
 .PHONY: chart-verify
-chart-verify: manifests ## Fail if the Helm chart's copy of the CRD drifted from the typed API
+chart-verify: manifests ## Fail if the Helm chart's copies of the CRDs drifted from the typed API
 	git diff --exit-code -- charts/tfleet/crds/
 
 verify: chart-verify

@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_line(cluster, workdir / "localcluster.out", "ready", 30)
         print(f"  kubeconfig: {kubeconfig}")
         kubectl = [str(KUBECTL), "--kubeconfig", str(kubeconfig)]
-        run(*kubectl, "apply", "-f", "crds/inferenceservices.tfleet.dev.yaml")
-        run(*kubectl, "wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev")
+        run(*kubectl, "apply", "-f", "crds/")
+        run(*kubectl, "wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev",
+            "crd/inferenceservicedefaults.tfleet.dev")
 
         banner("Starting the operator: tfleet run --all-namespaces")
         log = open(workdir / "operator.log", "w")  # noqa: SIM115

@@ -32,6 +32,7 @@ class RecordingKube:
         self.fail_next_apply: KubeError | None = None
         self.fail_next_status: KubeError | None = None
         self.lose_next_status_response = False  # the next status write is applied, its answer lost
+        self.fail_events: KubeError | None = None  # every Event post fails with this, until cleared
         self.pods: list[Manifest] = []
         self.pod_lists = 0
         self.isvc: Manifest = {}
@@ -100,6 +101,8 @@ class RecordingKube:
         return body
 
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
+        if self.fail_events is not None:
+            raise self.fail_events
         self.events.append((type_, reason, message))
         self.event_names.append(event_name(regarding, type_, reason, message))
 
@@ -452,6 +455,22 @@ def scheduling_fleet(kube: RecordingKube) -> tuple[Fleet, list[float]]:
     return fleet, delays
 
 
+def settled_then_bumped(fleet: Fleet, kube: RecordingKube, rollout: dict[str, Any], replicas: int = 2) -> tuple[str, str]:
+    """An InferenceService settled at version 3, then bumped to 4 (generation 2), as the watch
+    delivers it: the next reconcile starts the rollout."""
+    key = start(fleet, kube, isvc(replicas=replicas, rollout=rollout))
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube, replicas=replicas)
+    fleet.reconcile(key)
+    body = isvc(replicas=replicas, rollout=rollout)
+    body["spec"]["model"]["version"] = 4
+    body["metadata"]["generation"] = 2
+    body["status"] = kube.isvc["status"]
+    kube.isvc = bump(body, kube)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    return key
+
+
 def test_a_status_planned_from_a_stale_view_is_never_written():
     kube = RecordingKube()
     fleet, _ = scheduling_fleet(kube)
@@ -536,17 +555,8 @@ def test_a_lost_status_write_after_a_canary_step_does_not_undo_the_step():
     # step fails. The next reconcile plans from the old step and must not shrink the canary.
     kube = RecordingKube()
     fleet, _ = scheduling_fleet(kube)
-    steps = {"steps": [{"weight": 10, "pause": "0s"}, {"weight": 50, "pause": "60s"}]}
-    key = start(fleet, kube, isvc(replicas=4, rollout=steps))
-    fleet.observe_isvc("MODIFIED", kube.isvc)
-    mark_deployment_ready(fleet, kube, replicas=4)
-    fleet.reconcile(key)
-    body = isvc(replicas=4, rollout=steps)
-    body["spec"]["model"]["version"] = 4
-    body["metadata"]["generation"] = 2
-    body["status"] = kube.isvc["status"]
-    kube.isvc = bump(body, kube)
-    fleet.observe_isvc("MODIFIED", kube.isvc)
+    key = settled_then_bumped(fleet, kube, {"steps": [{"weight": 10, "pause": "0s"}, {"weight": 50, "pause": "60s"}]},
+                              replicas=4)
     fleet.reconcile(key)  # the rollout starts: a canary of 1 pod
 
     def canary() -> Manifest:
@@ -593,17 +603,7 @@ def test_a_start_whose_status_response_was_lost_keeps_its_start_time():
     now = [datetime(2026, 1, 1)]
     fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: None,  # type: ignore[arg-type]
                   status_coalesce_seconds=0)
-    steps = {"steps": [{"weight": 50, "pause": "60s"}]}
-    key = start(fleet, kube, isvc(rollout=steps))
-    fleet.observe_isvc("MODIFIED", kube.isvc)
-    mark_deployment_ready(fleet, kube)
-    fleet.reconcile(key)
-    body = isvc(rollout=steps)
-    body["spec"]["model"]["version"] = 4
-    body["metadata"]["generation"] = 2
-    body["status"] = kube.isvc["status"]
-    kube.isvc = bump(body, kube)
-    fleet.observe_isvc("MODIFIED", kube.isvc)
+    key = settled_then_bumped(fleet, kube, {"steps": [{"weight": 50, "pause": "60s"}]})
     kube.lose_next_status_response = True
     fleet.reconcile(key)  # the rollout starts; the server has the status, the operator does not know
     written = copy.deepcopy(kube.isvc["status"]["rollout"])
@@ -617,17 +617,7 @@ def test_a_start_whose_status_response_was_lost_keeps_its_start_time():
 def test_a_promote_request_is_removed_once_the_status_records_the_promotion():
     kube = RecordingKube()
     fleet, _ = scheduling_fleet(kube)
-    steps = {"steps": [{"weight": 50, "pause": "60s"}]}
-    key = start(fleet, kube, isvc(rollout=steps))
-    fleet.observe_isvc("MODIFIED", kube.isvc)
-    mark_deployment_ready(fleet, kube)
-    fleet.reconcile(key)
-    body = isvc(rollout=steps)
-    body["spec"]["model"]["version"] = 4
-    body["metadata"]["generation"] = 2
-    body["status"] = kube.isvc["status"]
-    kube.isvc = bump(body, kube)
-    fleet.observe_isvc("MODIFIED", kube.isvc)
+    key = settled_then_bumped(fleet, kube, {"steps": [{"weight": 50, "pause": "60s"}]})
     fleet.reconcile(key)
     canary = kube.isvc["status"]["rollout"]["canaryRevision"]
     # The request arrives; the status write that records it fails once.
@@ -825,3 +815,55 @@ def test_a_canary_whose_figures_fail_the_builtin_analysis_is_rolled_back_naming_
     assert (record["canary"]["pods"], record["canary"]["errors"], record["stable"]["pods"],
             record["stable"]["requests"]) == (1, 41, 2, 2000)
     assert ("Warning", "RolloutRolledBack", rollout["message"]) in kube.events
+
+
+def test_an_unpinned_fleet_reports_the_versions_its_bridges_serve(monkeypatch):
+    # TF Serving picks a newer version up in place when none is pinned: only the pods' health
+    # bridges know which one each serves. Asked once a minute, written only when it changes.
+    from tfleet.runtime import bridge_client as podhealth
+
+    served = {"10.0.0.0": 5, "10.0.0.1": 5}
+    asked: list[str] = []
+
+    def fake_bridge(ip: str, *args: object, **kwargs: object) -> int | None:
+        asked.append(ip)
+        return served[ip]
+
+    monkeypatch.setattr(podhealth, "fetch_served_version", fake_bridge)
+    kube = RecordingKube()
+    mono = [0.0]
+    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=0, monotonic=lambda: mono[0])
+    body = isvc()
+    del body["spec"]["model"]["version"]
+    key = start(fleet, kube, body)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    mark_deployment_ready(fleet, kube)
+    add_pods(fleet, kube, ready=True)
+    fleet.reconcile(key)
+    assert kube.isvc["status"]["servingVersion"] == 5 and "servingVersions" not in kube.isvc["status"]
+    assert sorted(asked) == ["10.0.0.0", "10.0.0.1"]
+    kube.calls.clear()
+    fleet.reconcile(key)  # within the minute: not asked again, nothing written
+    assert len(asked) == 2 and [c for c in kube.calls if c[0] == "status"] == []
+    served["10.0.0.1"] = 6  # one pod picked version 6 up
+    mono[0] += 61
+    fleet.reconcile(key)
+    assert kube.isvc["status"]["servingVersions"] == [{"version": 5, "pods": 1}, {"version": 6, "pods": 1}]
+
+
+def test_a_transition_whose_event_cannot_be_posted_is_not_recorded_until_it_is():
+    # Otherwise the status records a promotion that no Event tells of, and the next pass,
+    # reading the recorded status, never decides (or reports) it again.
+    kube = RecordingKube()
+    fleet, delays = scheduling_fleet(kube)
+    key = settled_then_bumped(fleet, kube, {"steps": [{"weight": 50, "pause": "60s"}]})
+    kube.fail_events = KubeError(500, "InternalError", "etcd is unhappy")
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert ("status", "InferenceService", "resnet") not in kube.calls  # the start is not recorded
+    assert delays and delays[-1] == 0.5  # retried with back-off
+    kube.fail_events = None
+    fleet.reconcile(key)
+    assert kube.isvc["status"]["rollout"]["phase"] == "Progressing"
+    assert [reason for _, reason, _ in kube.events].count("RolloutStarted") == 1

@@ -275,6 +275,13 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
         causes.extend(validation.validate_hpa(spec))
     elif kind == "NetworkPolicy" and rt.group == "networking.k8s.io":
         causes.extend(validation.validate_network_policy(spec))
+    elif kind == "Event" and rt.group == "" and not obj.get("eventTime"):
+        # pkg/apis/core/validation/events.go, legacyValidateEvent: an Event lives in its
+        # object's namespace; one about a cluster-scoped object (no namespace) in "default".
+        involved = str((obj.get("involvedObject") or {}).get("namespace") or "")
+        namespace = obj["metadata"].get("namespace") or ""
+        if (namespace not in ("", "default")) if not involved else namespace != involved:
+            causes.append(errors.invalid_value("involvedObject.namespace", involved, "does not match event.namespace"))
     return causes
 
 

@@ -749,7 +749,14 @@ class ApiServer:
             error = exc
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:
+            # The client went away before the headers (a killed operator): nothing to tell it,
+            # as the apiserver logs nothing for it either.
+            if watcher is not None:
+                self.cluster.stop_watch(watcher)
+            return response
         if error is not None:
             await response.write(
                 _dumps({"type": "ERROR", "object": error.status()}).encode() + b"\n"
@@ -789,6 +796,13 @@ class ApiServer:
                 except TimeoutError:
                     if request.transport is None or request.transport.is_closing():
                         break
+                    if not watcher.queue.empty():
+                        # An event was queued while the wait timed out. A bookmark names the
+                        # newest resourceVersion, so sent now it would overtake the event, and a
+                        # client resuming from it after a cut would never see the event. The
+                        # apiserver's cacher queues bookmarks behind the watcher's events
+                        # (staging/src/k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go).
+                        continue
                     if bookmarks and deadline - loop.time() > 0:
                         line = self._bookmark(rt)
                         if cutting:
@@ -810,7 +824,7 @@ class ApiServer:
                     await response.write(b"".join(chunks))
                 if closed:
                     break
-            if timed_out and bookmarks:
+            if timed_out and bookmarks and watcher.queue.empty():
                 await response.write(self._bookmark(rt))
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):

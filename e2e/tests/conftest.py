@@ -1,19 +1,13 @@
-"""Fixtures for e2e tests of the operator: the CRD installed, and a real `tfleet run` process."""
+"""Fixtures for e2e tests of the operator: the CRD installed, and real `tfleet run` processes
+(`e2e/operators.py`): one for the session, or replicas with leader election for one test."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 
-from e2e import processes
 from e2e.localcluster.fixtures import (  # noqa: F401  (the local control plane's fixtures and hooks)
     _core_api,
     _localcluster_dir,
@@ -26,70 +20,65 @@ from e2e.localcluster.fixtures import (  # noqa: F401  (the local control plane'
     pytest_configure,
     widget_crd,
 )
+from e2e.operators import LeaseTiming, OperatorGroup, OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "inferenceservices.tfleet.dev.yaml"
+DEFAULTS_CRD = ROOT / "crds" / "inferenceservicedefaults.tfleet.dev.yaml"
 
 
 @pytest.fixture(scope="session")
 def tfleet_crd(kubectl):  # type: ignore[no-untyped-def]
-    kubectl("apply", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev", "--timeout=30s")
+    """Both CRDs, as `kubectl apply -f crds/` installs them (no InferenceServiceDefaults object:
+    this shared control plane renders with the built-in defaults)."""
+    kubectl("apply", "-f", str(CRD), "-f", str(DEFAULTS_CRD))
+    kubectl("wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev",
+            "crd/inferenceservicedefaults.tfleet.dev", "--timeout=30s")
     return CRD
 
 
-class OperatorProcess:
-    """The operator as users run it: `tfleet run` in its own process, watching all namespaces."""
-
-    def __init__(self, kubeconfig: Path, log_path: Path):
-        self.kubeconfig = kubeconfig
-        self.log_path = log_path
-        self.proc: subprocess.Popen[str] | None = None
-        self._log: IO[str] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self._log = open(self.log_path, "a")  # noqa: SIM115 (kept open for the process's lifetime)
-        self._log.write(f"--- start {self.starts + 1}\n")
-        self._log.flush()
-        mark = self.log_path.stat().st_size
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tfleet.cli", "run", "--kubeconfig", str(self.kubeconfig), "--all-namespaces"],
-            stdout=self._log, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
-        )
-        self.starts += 1
-        # The operator logs this once its watches run (and kopf holds handlers back until
-        # the initial listings are indexed).
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tfleet run exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            with open(self.log_path) as log:
-                log.seek(mark)
-                if "Started the operator" in log.read():
-                    break
-            time.sleep(0.1)
-        time.sleep(0.5)
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to clean up, as when a node dies."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        processes.stop(self.proc)
-        if self._log is not None:
-            self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text()
+# The session's operators that run, so that a test running replicas of its own can pause them.
+_SESSION_OPERATORS: list[OperatorProcess] = []
 
 
 @pytest.fixture(scope="session")
 def operator_process(kubeconfig, tfleet_crd, tmp_path_factory) -> Iterator[OperatorProcess]:  # type: ignore[no-untyped-def]
+    """The operator as users run it: `tfleet run --all-namespaces`, for the whole session."""
     operator = OperatorProcess(Path(kubeconfig), tmp_path_factory.mktemp("operator") / "operator.log")
     operator.start()
-    yield operator
-    operator.stop()
+    _SESSION_OPERATORS.append(operator)
+    try:
+        yield operator
+    finally:
+        _SESSION_OPERATORS.remove(operator)
+        operator.close()
+
+
+OperatorReplicas = Callable[..., OperatorGroup]
+
+
+@pytest.fixture
+def operator_replicas(local_cluster, kubeconfig, tfleet_crd, tmp_path) -> Iterator[OperatorReplicas]:  # type: ignore[no-untyped-def]
+    """`operator_replicas(count, lease_namespace, timing=LeaseTiming())`: `count` `tfleet run`
+    replicas electing a leader through a Lease in `lease_namespace`, started, with one
+    leading. The session's operator (which watches every namespace too) is stopped while
+    they run and started again afterwards; every replica is stopped at the end."""
+    groups: list[OperatorGroup] = []
+    paused = [op for op in _SESSION_OPERATORS if op.alive]
+    for op in paused:
+        op.stop()
+
+    def make(count: int, lease_namespace: str, timing: LeaseTiming | None = None) -> OperatorGroup:
+        group = OperatorGroup.replicas(Path(kubeconfig), local_cluster.url, tmp_path, count, lease_namespace,
+                                       timing=timing)
+        groups.append(group)
+        group.start()
+        return group
+
+    try:
+        yield make
+    finally:
+        for group in groups:
+            group.close()
+        for op in paused:
+            op.start()

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from e2e.standin.models import write_version
+from e2e.tests import waiting
 from tfleet.cli import exits
 
 from .standin_support import PYTHONPATH, StandIn, free_port, wait_until
@@ -63,14 +64,7 @@ def start_ready(kubectl: Callable[..., Any], text: str, namespace: str, name: st
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 40) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return waiting.wait_for(predicate, timeout, what)
 
 
 def context_kubeconfig(kubeconfig: Path, tmp_path: Path, namespace: str) -> Path:

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from tests.corpus.catalogue import BadManifest, corpus
 
+from e2e.tests import waiting
+
 CORPUS = corpus()
 VALID_NAME = "valid-beside-the-bad"
 VALID = f"""apiVersion: tfleet.dev/v1alpha1
@@ -45,14 +47,7 @@ def object_names(bad: BadManifest) -> list[str]:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return waiting.wait_for(predicate, timeout, what, interval=0.25)
 
 
 def stored(kubectl: Callable[..., Any], namespace: str) -> dict[str, dict[str, Any]]:

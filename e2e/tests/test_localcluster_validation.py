@@ -85,6 +85,14 @@ CASES = [
                  id="policy cidr exception outside"),
     pytest.param(_with(_policy([]), "spec.policyTypes", ["Inbound"]), "spec.policyTypes[0]",
                  'Unsupported value: "Inbound"', id="policy type"),
+    pytest.param({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "v.1"}, "reason": "R", "message": "m",
+                  "involvedObject": {"kind": "ConfigMap", "name": "x", "namespace": "elsewhere"}},
+                 "involvedObject.namespace", 'Invalid value: "elsewhere": does not match event.namespace',
+                 id="an Event outside its object's namespace"),
+    pytest.param({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "v.2"}, "reason": "R", "message": "m",
+                  "involvedObject": {"kind": "Node", "name": "x"}},
+                 "involvedObject.namespace", 'Invalid value: "": does not match event.namespace',
+                 id="an Event of a cluster-scoped object outside default"),
 ]
 
 
@@ -112,6 +120,17 @@ def test_no_new_finalizers_on_a_terminating_object(api_client: Any, namespace: s
     assert err.value.status == 422
     assert "no new finalizers can be added if the object is being deleted" in json.loads(err.value.body)["message"]
     core.patch_namespaced_config_map("f", namespace, {"metadata": {"finalizers": None}})
+
+
+def test_an_event_of_a_cluster_scoped_object_lives_in_default(api_client: Any) -> None:
+    core = client.CoreV1Api(api_client)
+    event = {"metadata": {"name": "cluster-scoped.validation"}, "reason": "R", "message": "m",
+             "involvedObject": {"apiVersion": "tfleet.dev/v1alpha1", "kind": "InferenceServiceDefaults", "name": "cluster"}}
+    created = core.create_namespaced_event("default", event)
+    try:
+        assert created.involved_object.name == "cluster"
+    finally:
+        core.delete_namespaced_event("cluster-scoped.validation", "default")
 
 
 def test_a_valid_deployment_passes(api_client: Any, namespace: str) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.tests import waiting
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
@@ -35,18 +37,7 @@ def get(kubectl: Callable[..., Any], *args: str) -> dict[str, Any]:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # the object may not exist yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return waiting.wait_for(predicate, timeout, what)
 
 
 def deployments(kubectl: Callable[..., Any], namespace: str, name: str) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client
 
 from e2e.localcluster.controllers.behaviour import set_rules
+from e2e.tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("operator_process")
 
@@ -44,17 +45,6 @@ def get_isvc(kubectl: Callable[..., Any], namespace: str, name: str) -> dict[str
 
 def rollout_status(kubectl: Callable[..., Any], namespace: str, name: str) -> dict[str, Any]:
     return get_isvc(kubectl, namespace, name).get("status", {}).get("rollout", {})  # type: ignore[no-any-return]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 40, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def tfleet(kubeconfig: Any, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

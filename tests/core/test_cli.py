@@ -120,7 +120,8 @@ BAD_INPUTS = [
                  ["error: in.yaml: document 0: apiVersion: required field is missing"],
                  id="no apiVersion"),
     pytest.param("apiVersion: tfleet.dev/v1alpha1\nkind: InferenceServce\nmetadata: {name: x}\nspec: {}\n",
-                 ["error: in.yaml: document 0: kind: must be \"InferenceService\", got 'InferenceServce'"],
+                 ["error: in.yaml: document 0: kind: must be \"InferenceService\" or \"InferenceServiceDefaults\", "
+                  "got 'InferenceServce'"],
                  id="a misspelt kind"),
     pytest.param("apiVersion: tfleet.dev/v1\nkind: InferenceService\nmetadata: {name: x}\nspec: {}\n",
                  ["error: in.yaml: document 0: apiVersion: must be \"tfleet.dev/v1alpha1\", got 'tfleet.dev/v1'"],

@@ -371,3 +371,19 @@ async def test_no_request_but_a_drain_changes_what_the_bridge_reports(
     assert not bridge.draining
     assert await client.checks(*ALL) == services(S, S, S)
     assert parse_bridge_status((await http_get(bridge, "/status"))[1]) == before
+
+
+async def test_the_operator_reads_the_version_an_unpinned_bridge_serves(
+    fake: FakeTFServing, make_bridge: BridgeFactory
+) -> None:
+    from tfleet.runtime import bridge_client
+
+    fake.set_version(4, "AVAILABLE")
+    bridge = await make_bridge(version=None)
+    await eventually(lambda: asyncio.sleep(0, bridge.health.available), True)
+    fetch = lambda: bridge_client.fetch_served_version("127.0.0.1", port=bridge.http_port)  # noqa: E731
+    assert await asyncio.to_thread(fetch) == 4
+    fake.set_version(5, "AVAILABLE")  # TF Serving picked a newer version up in place
+    await eventually(lambda: asyncio.sleep(0, bridge.health.expected() and bridge.health.expected().version), 5)
+    assert await asyncio.to_thread(fetch) == 5
+    assert await asyncio.to_thread(bridge_client.fetch_served_version, "127.0.0.1", 1, 0.2) is None  # no bridge

@@ -22,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
 CRD = ROOT / "crds" / "inferenceservices.tfleet.dev.yaml"
+DEFAULTS_CRD = ROOT / "crds" / "inferenceservicedefaults.tfleet.dev.yaml"
 OPERATOR_AGENTS = ("kopf/", "tfleet/")
 
 
@@ -57,8 +58,9 @@ class PrivateCluster:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line.strip() == "ready", f"the local control plane did not start: {line!r}"
-        self.kubectl("apply", "--server-side", "-f", str(CRD))
-        self.kubectl("wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev", "--timeout=30s")
+        self.kubectl("apply", "--server-side", "-f", str(CRD), "-f", str(DEFAULTS_CRD))
+        self.kubectl("wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev",
+                     "crd/inferenceservicedefaults.tfleet.dev", "--timeout=30s")
         return self
 
     def stop(self) -> None:

@@ -13,6 +13,7 @@ import pytest
 from tests.packaging.helm import (
     CHART,
     HELM,
+    ROOT,
     SERVICE_MONITOR_API,
     find,
     helm,
@@ -94,11 +95,14 @@ def test_every_rendered_object_validates_strictly_against_kubernetes_1_35(name):
         kubernetes_validate.validate(obj, K8S, strict=True)
 
 
-def test_the_chart_carries_the_generated_crd_unchanged():
-    generated = subprocess.run([sys.executable, "-m", "tfleet.cli", "crd"], capture_output=True, text=True,
-                               check=True).stdout
-    copy = (CHART / "crds" / "inferenceservices.tfleet.dev.yaml").read_text()
-    assert copy == generated, "the chart's CRD drifted from the typed API: run `make manifests`"
+@pytest.mark.parametrize(("kind", "file"), [("InferenceService", "inferenceservices.tfleet.dev.yaml"),
+                                           ("InferenceServiceDefaults", "inferenceservicedefaults.tfleet.dev.yaml")])
+def test_the_chart_carries_the_generated_crds_unchanged(kind: str, file: str):
+    generated = subprocess.run([sys.executable, "-m", "tfleet.cli", "crd", "--kind", kind], capture_output=True,
+                               text=True, check=True).stdout
+    assert (CHART / "crds" / file).read_text() == generated, \
+        "the chart's CRD drifted from the typed API: run `make manifests`"
+    assert (ROOT / "crds" / file).read_text() == generated, "crds/ drifted from the typed API: run `make manifests`"
 
 
 def test_the_operator_arguments_parse_with_tfleet_run_itself():
@@ -153,10 +157,19 @@ def test_cluster_wide_mode_grants_a_cluster_role_and_namespaced_mode_only_roles(
     assert [o["metadata"]["name"] for o in find(wide, "Role")] == ["tfleet-leader-election", "tfleet-drain-key"]
 
     scoped = template(VALUE_SETS["namespaced"])
-    assert find(scoped, "ClusterRole") == [] and find(scoped, "ClusterRoleBinding") == []
+    # Beyond the watched namespaces only the cluster-scoped InferenceServiceDefaults, and their
+    # Events in the default namespace.
+    (defaults_role,) = find(scoped, "ClusterRole")
+    assert defaults_role["metadata"]["name"] == "tfleet-defaults"
+    assert {r for rule in defaults_role["rules"] for r in rule["resources"]} == {
+        "inferenceservicedefaults", "inferenceservicedefaults/status"}
+    assert [o["metadata"]["name"] for o in find(scoped, "ClusterRoleBinding")] == ["tfleet-defaults"]
     roles = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(scoped, "Role")}
     assert roles == {("ml", "tfleet"), ("ml-staging", "tfleet"), ("tfleet-system", "tfleet-leader-election"),
-                     ("tfleet-system", "tfleet-drain-key")}
+                     ("tfleet-system", "tfleet-drain-key"), ("default", "tfleet-defaults-events")}
+    # Watching the default namespace, its Role grants the Events already.
+    with_default = template({"watchNamespaces": ["default"]})
+    assert find(with_default, "Role", name="tfleet-defaults-events") == []
     for binding in find(scoped, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tfleet", "namespace": "tfleet-system"}]
 

@@ -2,8 +2,8 @@
 
 The operator runs as a real process against a private local control plane whose request
 log records every API call. A scenario exercises what the operator does in production:
-create, a canary rollout to a new model version (new revision, old one deleted), manual
-drift reverted, autoscaling on and off, optional children pruned, an invalid spec, deletion. Every (API group,
+create under the cluster's InferenceServiceDefaults (accepted: a status write and an Event),
+a canary rollout to a new model version (new revision, old one deleted), manual drift reverted, autoscaling on and off, optional children pruned, an invalid spec, deletion. Every (API group,
 resource, verb) the operator sent must be granted by the chart, and every grant must have
 been used, apart from the documented allowances below.
 """
@@ -25,6 +25,10 @@ LEASE = "tfleet-operator"
 DRAIN_KEY = "tfleet-drain-key"
 # Calls the release namespace's own Roles grant, not the ClusterRole.
 RELEASE_RESOURCES = ("leases", "secrets")
+# The cluster-scoped InferenceServiceDefaults, and the Events about them (default namespace).
+DEFAULTS_RESOURCES = ("inferenceservicedefaults", "inferenceservicedefaults/status")
+DEFAULTS = {"apiVersion": "tfleet.dev/v1alpha1", "kind": "InferenceServiceDefaults", "metadata": {"name": "cluster"},
+            "spec": {"pod": {"labels": {"team": "platform"}}}}
 
 # Granted but not sent by the scenario, each with its reason. The scenario exercises every
 # grant today; an entry belongs here only for a call a test cannot provoke.
@@ -80,6 +84,9 @@ def scenario(private_cluster: PrivateCluster) -> Iterator[list[dict[str, Any]]]:
     try:
         op.identity()
         ns = cluster.namespace("rbac-scenario")
+        # The cluster's defaults are accepted: their status is written, an Event posted.
+        cluster.apply(DEFAULTS)
+        cluster.kubectl("wait", "--for=condition=Ready", "inferenceservicedefaults/cluster", "--timeout=30s")
         rollout = {"strategy": "Canary", "steps": [{"weight": 50, "pause": "1s"}], "revisionHistoryLimit": 0}
         cluster.apply(isvc("model", ns, replicas=2, rollout=rollout))
         cluster.kubectl("wait", "--for=condition=Ready", "tfis/model", "-n", ns, "--timeout=60s")
@@ -192,10 +199,17 @@ def test_the_drain_key_role_grants_exactly_the_secret_calls(scenario):
     assert named and all(rule["resourceNames"] == [DRAIN_KEY] for rule in named)
 
 
-def test_the_operator_sends_only_namespaced_calls_besides_discovery_and_crd_watching(scenario):
-    cluster_scoped = {(r.get("group"), r["resource"], r["verb"]) for r in scenario
+def test_the_operator_sends_only_namespaced_calls_besides_discovery_crd_watching_and_defaults(scenario):
+    cluster_scoped = {(r.get("group"), r["resource"] + (f"/{r['subresource']}" if r.get("subresource") else ""),
+                       r["verb"]) for r in scenario
                       if r.get("resource") and r.get("namespace") is None and r["verb"] not in ("list", "watch")}
-    assert cluster_scoped == set()
+    # The one cluster-scoped write: the status of the InferenceServiceDefaults named cluster.
+    assert cluster_scoped == {("tfleet.dev", "inferenceservicedefaults/status", "patch")}
+    assert {r["name"] for r in scenario if r.get("resource") == "inferenceservicedefaults"
+            and r["verb"] == "patch"} == {"cluster"}
+    # Its Events are in the default namespace, where the API server wants a cluster-scoped object's.
+    defaults_events = [r for r in scenario if r.get("resource") == "events" and r.get("namespace") == "default"]
+    assert defaults_events and {r["verb"] for r in defaults_events} <= {"create", "get", "patch"}
 
 
 def test_no_allowance_is_stale():

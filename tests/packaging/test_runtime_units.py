@@ -538,22 +538,26 @@ def _event_server(failures: list[int]) -> Any:
     return server, posts
 
 
-@pytest.mark.parametrize(("failures", "posts"), [
-    ([500, 503], 3),  # retried until it lands
-    ([500, 500, 500, 500], 3),  # bounded: given up after 3 attempts
-    ([422], 1),  # refused for good: not retried
+@pytest.mark.parametrize(("failures", "posts", "raised"), [
+    ([500, 503], 3, None),  # retried until it lands
+    ([500, 500, 500, 500], 3, 500),  # bounded: after 3 attempts the caller is told
+    ([422], 1, None),  # refused for good: not retried, dropped with a warning
 ])
-def test_a_failed_event_post_is_retried_a_bounded_number_of_times(failures, posts):
+def test_a_failed_event_post_is_retried_a_bounded_number_of_times(failures, posts, raised):
     from kubernetes import client as k8s
 
     server, seen = _event_server(failures)
+    error = None
     try:
         api = kube.Kube(k8s.ApiClient(k8s.Configuration(host=f"http://127.0.0.1:{server.server_port}")))
         isvc_body = {"metadata": {"name": "a", "namespace": "ml", "uid": "u"}}
-        api.post_event(isvc_body, "Normal", "RolloutStarted", "Started rolling out revision r")
+        try:
+            api.post_event(isvc_body, "Normal", "RolloutStarted", "Started rolling out revision r")
+        except kube.KubeError as exc:
+            error = exc.code
     finally:
         server.shutdown()
-    assert len(seen) == posts
+    assert (len(seen), error) == (posts, raised)
 
 
 # ---------------------------------------------------------------- the drain key

@@ -88,3 +88,17 @@ server-side apply that creates an object is authorized as a create as well.
   # get, patch: a transition reported again counts on its existing Event
   verbs: ["create", "get", "patch"]
 {{- end -}}
+
+{{/*
+The operator's permissions on the cluster's InferenceServiceDefaults (cluster-scoped, one
+object named cluster): it watches them and records in their status whether it accepted them.
+*/}}
+{{- define "tfleet.defaultsRules" -}}
+- apiGroups: ["tfleet.dev"]
+  resources: ["inferenceservicedefaults"]
+  verbs: ["list", "watch"]
+- apiGroups: ["tfleet.dev"]
+  resources: ["inferenceservicedefaults/status"]
+  resourceNames: ["cluster"]
+  verbs: ["patch"]
+{{- end -}}

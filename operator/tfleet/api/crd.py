@@ -1,6 +1,7 @@
-"""The InferenceService CustomResourceDefinition, generated from the typed API in `tfleet.api.model`.
+"""The CustomResourceDefinitions, generated from the typed APIs: InferenceService from
+`tfleet.api.model`, InferenceServiceDefaults from `tfleet.api.defaults`.
 
-`make manifests` writes it to crds/; a test regenerates it and fails on drift.
+`make manifests` writes them to crds/; a test regenerates them and fails on drift.
 """
 
 from __future__ import annotations
@@ -10,9 +11,20 @@ from typing import Any
 
 import yaml
 
+from tfleet.api.defaults import DEFAULTS_NAME_RULE, InferenceServiceDefaultsSpec
 from tfleet.api.model import METADATA_NAME_RULE, InferenceServiceSpec
-from tfleet.api.schema import ApiObject, field, openapi_schema
-from tfleet.api.vocabulary import GROUP, KIND, PLURAL, ROLLOUT_STOP_REASONS, VERSION, Phase
+from tfleet.api.schema import ApiObject, Passthrough, field, openapi_schema
+from tfleet.api.vocabulary import (
+    DEFAULTS_KIND,
+    DEFAULTS_NAME,
+    DEFAULTS_PLURAL,
+    GROUP,
+    KIND,
+    PLURAL,
+    ROLLOUT_STOP_REASONS,
+    VERSION,
+    Phase,
+)
 
 # Plain strings: the CRD is written with yaml.safe_dump, which does not know StrEnums.
 ROLLOUT_PHASES = tuple(p.value for p in Phase)
@@ -131,6 +143,14 @@ class Endpoints(ApiObject):
 
 
 @dataclass(frozen=True)
+class DefaultsReference(ApiObject):
+    """The cluster's InferenceServiceDefaults the children were rendered with."""
+
+    name: str = field("Name of the InferenceServiceDefaults object.")
+    generation: int = field("Its metadata.generation.", minimum=0)
+
+
+@dataclass(frozen=True)
 class InferenceServiceStatus(ApiObject):
     """The observed state of the InferenceService, written by tfleet."""
 
@@ -161,6 +181,10 @@ class InferenceServiceStatus(ApiObject):
         "ready pods serve it.", default=())
     rollout: RolloutStatus | None = field("Rollout progress.", default=None)
     endpoints: Endpoints | None = field("Client addresses.", default=None)
+    defaults: DefaultsReference | None = field(
+        "The cluster's InferenceServiceDefaults (name and generation) the children were rendered "
+        "with; absent when there are none and the built-in defaults apply.", default=None
+    )
 
 
 def openapi_v3_schema() -> dict[str, Any]:
@@ -240,7 +264,107 @@ def build_crd() -> dict[str, Any]:
     }
 
 
-def crd_yaml() -> str:
-    return "# Generated from operator/tfleet/api/model.py by `make manifests`; do not edit.\n" + yaml.safe_dump(
-        build_crd(), sort_keys=False, width=100
+@dataclass(frozen=True)
+class DefaultsCondition(ApiObject):
+    """An observation of the InferenceServiceDefaults, in the Kubernetes condition convention."""
+
+    type: str = field("Ready or Stalled.", max_length=316)
+    status: str = field("True, False or Unknown.", enum=("True", "False", "Unknown"))
+    reason: str = field("Accepted or InvalidDefaults.", max_length=1024)
+    message: str = field("A human-readable explanation; for InvalidDefaults, every invalid field and its rule.",
+                         max_length=32768)
+    last_transition_time: str = field("When the status last changed (RFC 3339).")
+    observed_generation: int | None = field(
+        "The metadata.generation this condition was computed from.", default=None, minimum=0
+    )
+
+
+@dataclass(frozen=True)
+class DefaultsStatus(ApiObject):
+    """Whether tfleet accepted the defaults, and which generation InferenceServices are rendered with."""
+
+    observed_generation: int | None = field("The metadata.generation tfleet last looked at.", default=None)
+    conditions: tuple[DefaultsCondition, ...] = field(
+        "Ready (True: this generation is in force; False with reason InvalidDefaults: it was refused, "
+        "the message names each invalid field) and Stalled (True while refused).",
+        default=(),
+        list_type="map",
+        list_map_keys=("type",),
+    )
+    applied_generation: int | None = field(
+        "The generation InferenceServices are rendered with: this one when it is valid, else the last "
+        "one accepted.", default=None
+    )
+    applied: Passthrough | None = field(
+        "The spec of appliedGeneration, as accepted. While the spec is invalid, InferenceServices keep "
+        "being rendered with it, also after an operator restart.", default=None
+    )
+
+
+def defaults_openapi_v3_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": f"{DEFAULTS_KIND} sets defaults for every InferenceService of the cluster: the TF "
+        "Serving image and registry mirrors, GPU scheduling, resources, rollout steps, pod labels, "
+        f"annotations, priority class and pull secrets, the health bridge image. tfleet reads the one "
+        f"named {DEFAULTS_NAME}. An InferenceService's own fields win.",
+        "properties": {
+            "apiVersion": {"type": "string", "description": f"APIVersion of this object: {GROUP}/{VERSION}."},
+            "kind": {"type": "string", "description": f"Kind of this object: {DEFAULTS_KIND}."},
+            "metadata": {"type": "object", "description": f"Standard object metadata; the name must be {DEFAULTS_NAME}."},
+            "spec": openapi_schema(InferenceServiceDefaultsSpec),
+            "status": openapi_schema(DefaultsStatus),
+        },
+        "x-kubernetes-validations": [DEFAULTS_NAME_RULE.to_openapi()],
+    }
+
+
+def build_defaults_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{DEFAULTS_PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "tfleet", "app.kubernetes.io/part-of": "tfleet"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": DEFAULTS_KIND,
+                "listKind": f"{DEFAULTS_KIND}List",
+                "plural": DEFAULTS_PLURAL,
+                "singular": DEFAULTS_KIND.lower(),
+                "shortNames": ["tfdefaults"],
+                "categories": ["tfleet"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status",
+                         "description": "Whether this generation is in force"},
+                        {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason",
+                         "description": "Accepted or InvalidDefaults"},
+                        {"name": "Applied", "type": "integer", "jsonPath": ".status.appliedGeneration",
+                         "description": "The generation InferenceServices are rendered with"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {"openAPIV3Schema": defaults_openapi_v3_schema()},
+                }
+            ],
+        },
+    }
+
+
+CRD_BUILDERS = {KIND: build_crd, DEFAULTS_KIND: build_defaults_crd}
+CRD_SOURCES = {KIND: "operator/tfleet/api/model.py", DEFAULTS_KIND: "operator/tfleet/api/defaults.py"}
+
+
+def crd_yaml(kind: str = KIND) -> str:
+    return f"# Generated from {CRD_SOURCES[kind]} by `make manifests`; do not edit.\n" + yaml.safe_dump(
+        CRD_BUILDERS[kind](), sort_keys=False, width=100
     )

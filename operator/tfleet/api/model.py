@@ -450,21 +450,28 @@ class Gpu(ApiObject):
     GPU nodes and tolerate the GPU taint."""
 
     count: int = field("GPUs per pod (the container's limit).", default=0, minimum=0, maximum=16)
+    # The defaults of resourceName, nodeSelector and tolerations are not published in the CRD:
+    # the API server would store them in every object, and an unset field must stay unset for
+    # the cluster's InferenceServiceDefaults to fill it (see DEFAULTABLE_FIELDS).
     resource_name: str = field(
-        "Extended resource name of the GPU.", default=DEFAULT_GPU_RESOURCE, min_length=1,
-        pattern=EXTENDED_RESOURCE_PATTERN,
+        f"Extended resource name of the GPU. Default: the cluster's InferenceServiceDefaults "
+        f"gpu.resourceName, else {DEFAULT_GPU_RESOURCE}.", default=DEFAULT_GPU_RESOURCE, min_length=1,
+        pattern=EXTENDED_RESOURCE_PATTERN, publish_default=False,
     )
     node_selector: dict[str, str] = field(
-        "Node labels GPU pods require. Default: nvidia.com/gpu.present=true (set by NVIDIA GPU "
-        "feature discovery). Merged with pod.nodeSelector.",
+        "Node labels GPU pods require, merged with pod.nodeSelector. Default: the cluster's "
+        "InferenceServiceDefaults gpu.nodeSelector, else nvidia.com/gpu.present=true (set by NVIDIA "
+        "GPU feature discovery); a map given here (even {}) replaces the default.",
         default_factory=lambda: dict(DEFAULT_GPU_NODE_SELECTOR),
         max_properties=MAX_MAP_ENTRIES,
         value_max_length=LABEL_VALUE_MAX,
         rules=_label_map_rules("nodeSelector"),
+        publish_default=False,
     )
     tolerations: tuple[Toleration, ...] = field(
-        "Extra tolerations for GPU nodes. A toleration for the <resourceName> NoSchedule taint is "
-        "always added.",
+        "Extra tolerations for GPU nodes. Default: the cluster's InferenceServiceDefaults "
+        "gpu.tolerations; a list given here (even []) replaces them. A toleration for the "
+        "<resourceName> NoSchedule taint is always added.",
         default=(),
         max_items=MAX_TOLERATIONS,
     )
@@ -679,6 +686,11 @@ class PrometheusAnalysis(ApiObject):
     interval: Duration = field("How often the query runs during a rollout.", default="30s")
 
 
+# The built-in rollout defaults, where neither the object nor the cluster's defaults set them.
+DEFAULT_ROLLOUT_STEPS = (RolloutStep(10, Duration("60s")), RolloutStep(50, Duration("120s")))
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
+
+
 @dataclass(frozen=True)
 class BuiltinAnalysis(ApiObject):
     """Canary analysis from TF Serving's own metrics, without Prometheus. Each pod's health bridge reads its
@@ -761,14 +773,19 @@ class Rollout(ApiObject):
     )
     steps: tuple[RolloutStep, ...] = field(
         "Canary steps, in order; weights strictly increasing within 1..100. After the last step "
-        "the new revision is promoted to all replicas.",
-        default=(RolloutStep(10, Duration("60s")), RolloutStep(50, Duration("120s"))),
+        "the new revision is promoted to all replicas. Default: the cluster's "
+        "InferenceServiceDefaults rollout.steps, else [{weight: 10, pause: 60s}, {weight: 50, "
+        "pause: 120s}]; a list given here replaces the default.",
+        default=DEFAULT_ROLLOUT_STEPS,
         max_items=MAX_ROLLOUT_STEPS,
+        publish_default=False,
     )
     progress_deadline_seconds: int = field(
-        "How long a step may wait for healthy canary pods before the rollout fails.",
-        default=600,
+        "How long a step may wait for healthy canary pods before the rollout fails. Default: the "
+        f"cluster's InferenceServiceDefaults rollout.progressDeadlineSeconds, else {DEFAULT_PROGRESS_DEADLINE_SECONDS}.",
+        default=DEFAULT_PROGRESS_DEADLINE_SECONDS,
         minimum=1,
+        publish_default=False,
     )
     auto_rollback: bool = field(
         "Roll back by itself when the new revision fails its deadline or its checks.", default=True
@@ -838,18 +855,22 @@ class PodSettings(ApiObject):
         pattern=OBJECT_NAME_PATTERN, max_length=253,
     )
     annotations: dict[str, str] = field(
-        "Annotations added to the pods.", default_factory=dict, max_properties=MAX_MAP_ENTRIES,
+        "Annotations added to the pods, merged with the cluster's InferenceServiceDefaults "
+        "pod.annotations (a key set here wins).", default_factory=dict, max_properties=MAX_MAP_ENTRIES,
         value_max_length=TOTAL_ANNOTATION_SIZE_LIMIT, rules=_annotation_map_rules("annotations"),
     )
     labels: dict[str, str] = field(
-        "Labels added to the pods. tfleet's own labels take precedence.", default_factory=dict,
+        "Labels added to the pods, merged with the cluster's InferenceServiceDefaults pod.labels (a "
+        "key set here wins). tfleet's own labels take precedence.", default_factory=dict,
         max_properties=MAX_MAP_ENTRIES, value_max_length=LABEL_VALUE_MAX, rules=_label_map_rules("labels"),
     )
     priority_class_name: str | None = field(
-        "PriorityClass of the pods.", default=None, pattern=OBJECT_NAME_PATTERN, max_length=253
+        "PriorityClass of the pods. Default: the cluster's InferenceServiceDefaults "
+        "pod.priorityClassName.", default=None, pattern=OBJECT_NAME_PATTERN, max_length=253
     )
     image_pull_secrets: tuple[str, ...] = field(
-        "Names of Secrets used to pull the image.", default=()
+        "Names of Secrets (in the same namespace) used to pull the images; the cluster's "
+        "InferenceServiceDefaults pod.imagePullSecrets come first.", default=()
     )
     termination_grace_period_seconds: int = field(
         "How long a stopping pod drains before it is killed. TF Serving ignores SIGTERM, so the pod "
@@ -909,8 +930,10 @@ class InferenceServiceSpec(ApiObject):
 
     model: ModelSpec = field("The model to serve.")
     image: str | None = field(
-        f"TF Serving image. Default {DEFAULT_IMAGE}, or its -gpu variant when gpu.count > 0; with "
-        "gpu.count > 0 an image given here must be a GPU image (a tag ending in -gpu).",
+        "TF Serving image. Default: from the cluster's InferenceServiceDefaults image, else "
+        f"{DEFAULT_IMAGE}, or its -gpu variant when gpu.count > 0; with gpu.count > 0 an image "
+        "given here must be a GPU image (a tag ending in -gpu). The defaults' registry mirrors "
+        "apply to it.",
         default=None,
         min_length=1,
         max_length=IMAGE_MAX_LENGTH,
@@ -923,7 +946,10 @@ class InferenceServiceSpec(ApiObject):
     autoscaling: Autoscaling | None = field(
         "Autoscale the replica count with a HorizontalPodAutoscaler.", default=None
     )
-    resources: Resources = field("Resources of the TF Serving container.", default_factory=Resources)
+    resources: Resources = field(
+        "Resources of the TF Serving container. A resource named here (in requests or limits) takes "
+        "nothing from the cluster's InferenceServiceDefaults resources; the others come from there.",
+        default_factory=Resources)
     gpu: Gpu = field("GPU scheduling.", default_factory=Gpu)
     batching: Batching | None = field(
         "Server-side batching. Omitted: batching is off.", default=None
@@ -973,6 +999,27 @@ def _is_gpu_image(image: str) -> bool:
     return tag == "gpu" or tag.endswith("-gpu") or "-gpu-" in tag or "gpu" in name.rsplit("/", 1)[-1].split(":")[0]
 
 
+# Fields of the spec that the cluster's InferenceServiceDefaults fill when the object leaves
+# them out (JSON paths under spec). Their built-in defaults stay out of the CRD, so that the
+# API server stores no value for them: an object that sets one is told apart from one that
+# does not. Maps and lists that merge with the defaults (pod.labels, pod.annotations,
+# pod.imagePullSecrets, resources) need no entry: their merge does not depend on presence.
+DEFAULTABLE_FIELDS = ("image", "gpu.resourceName", "gpu.nodeSelector", "gpu.tolerations", "rollout.steps",
+                      "rollout.progressDeadlineSeconds", "pod.priorityClassName")
+
+
+def unset_fields(spec: Any) -> frozenset[str]:
+    """The DEFAULTABLE_FIELDS a raw spec leaves out (absent or null)."""
+    unset = []
+    for path in DEFAULTABLE_FIELDS:
+        node = spec
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            unset.append(path)
+    return frozenset(unset)
+
+
 @dataclass(frozen=True)
 class InferenceService:
     """A parsed InferenceService: identity plus the typed spec."""
@@ -982,6 +1029,9 @@ class InferenceService:
     uid: str
     generation: int
     spec: InferenceServiceSpec
+    # Which DEFAULTABLE_FIELDS the object leaves out; `spec` holds the built-in defaults for
+    # them until the cluster's defaults are applied (tfleet.desired.defaulting), which empties it.
+    unset: frozenset[str] = frozenset()
 
     @property
     def model_name(self) -> str:
@@ -1063,4 +1113,5 @@ def parse_object(obj: dict[str, Any]) -> InferenceService:
         uid=meta.get("uid", ""),
         generation=int(meta.get("generation") or 0),
         spec=spec,
+        unset=unset_fields(obj.get("spec")),
     )

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tfleet.api.crd import build_crd
-from tfleet.api.vocabulary import API_VERSION, KIND
+from tfleet.api.crd import build_crd, build_defaults_crd
+from tfleet.api.vocabulary import API_VERSION, DEFAULTS_KIND, DEFAULTS_NAME, KIND
 
 
 def _type(schema: dict[str, Any]) -> str:
@@ -110,4 +110,32 @@ def api_reference() -> str:
     _section("spec", schema["properties"]["spec"], out)
     out += ["## status", ""]
     _section("status", schema["properties"]["status"], out)
+    out += _defaults_reference()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _defaults_reference() -> list[str]:
+    schema = build_defaults_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    out = [
+        f"# {DEFAULTS_KIND} API reference ({API_VERSION})",
+        "",
+        f"Cluster-scoped, one object named `{DEFAULTS_NAME}` (`kubectl explain "
+        f"inferenceservicedefaults.spec`). How each field combines with an InferenceService's own is "
+        "in the README, \"Cluster defaults for platform teams\".",
+        "",
+        schema["description"],
+        "",
+        "Every rule below is part of the CRD, so the API server refuses a bad object at `kubectl apply`. "
+        "One stored before a rule existed is refused by the operator: `Ready=False` with reason "
+        "`InvalidDefaults`, a message naming each field, and the last accepted generation stays in force. "
+        "On the whole object:",
+        "",
+        *(f"- rule: {rule['message']}" for rule in schema.get("x-kubernetes-validations", [])),
+        "",
+        "## spec",
+        "",
+    ]
+    _section("spec", schema["properties"]["spec"], out)
+    out += ["## status", ""]
+    _section("status", schema["properties"]["status"], out)
+    return out

@@ -114,6 +114,7 @@ def field(
     max_items: int | None = None,
     max_properties: int | None = None,
     value_max_length: int | None = None,
+    item_max_length: int | None = None,
     list_type: str | None = None,
     list_map_keys: tuple[str, ...] | None = None,
     rules: tuple[Rule, ...] = (),
@@ -124,9 +125,9 @@ def field(
     `name` is the JSON name (default: camelCase of the attribute). A field with neither
     default nor default_factory is required. `publish_default=False` keeps a default out of
     the CRD when it depends on other fields and is computed by the operator.
-    `max_properties` bounds a map's entries and `value_max_length` each of its string values:
-    besides being rules of their own, they bound the cost the API server estimates for CEL
-    rules that walk the map.
+    `max_properties` bounds a map's entries and `value_max_length` each of its string values
+    (`item_max_length` each string of a list): besides being rules of their own, they bound the
+    cost the API server estimates for CEL rules that walk the map or list.
     """
     meta = {
         "description": description,
@@ -141,6 +142,7 @@ def field(
         "max_items": max_items,
         "max_properties": max_properties,
         "value_max_length": value_max_length,
+        "item_max_length": item_max_length,
         "list_type": list_type,
         "list_map_keys": list_map_keys,
         "rules": rules,
@@ -263,6 +265,8 @@ def _apply_field_meta(prop: dict[str, Any], f: dataclasses.Field[Any]) -> None:
             prop[openapi_key] = meta[key]
     if meta.get("value_max_length") is not None:
         prop["additionalProperties"]["maxLength"] = meta["value_max_length"]
+    if meta.get("item_max_length") is not None:
+        prop["items"]["maxLength"] = meta["item_max_length"]
     if meta.get("enum"):
         prop["enum"] = list(meta["enum"])
     if meta.get("list_map_keys"):
@@ -446,6 +450,11 @@ def _check_constraints(value: Any, f: dataclasses.Field[Any], path: str, errors:
             errors.append(FieldError(path, f"must have at most {meta['max_items']} items, got {len(value)}"))
         if meta.get("list_type") == "set" and len(set(value)) != len(value):
             errors.append(FieldError(path, "must not contain duplicate items"))
+        limit = meta.get("item_max_length")
+        if limit is not None:
+            for i, item in enumerate(value):
+                if isinstance(item, str) and len(item) > limit:
+                    errors.append(FieldError(f"{path}[{i}]", f"must be at most {limit} characters long"))
     if isinstance(value, dict):
         if meta.get("max_properties") is not None and len(value) > meta["max_properties"]:
             errors.append(FieldError(path, f"must have at most {meta['max_properties']} entries, got {len(value)}"))

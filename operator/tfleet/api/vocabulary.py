@@ -15,6 +15,13 @@ VERSION = "v1alpha1"
 KIND = "InferenceService"
 PLURAL = "inferenceservices"
 API_VERSION = f"{GROUP}/{VERSION}"
+# The cluster's defaults for InferenceServices: one cluster-scoped object, named DEFAULTS_NAME.
+DEFAULTS_KIND = "InferenceServiceDefaults"
+DEFAULTS_PLURAL = "inferenceservicedefaults"
+DEFAULTS_NAME = "cluster"
+# Events about a cluster-scoped object live in this namespace (the API server accepts no other,
+# k8s.io/kubernetes pkg/apis/core/validation/events.go, legacyValidateEvent).
+CLUSTER_EVENTS_NAMESPACE = "default"
 
 # The field manager of every server-side apply, the source of Events, the user agent.
 MANAGER = "tfleet"
@@ -111,6 +118,9 @@ class Reason(StrEnum):
     ROLLOUT_QUEUED = "RolloutQueued"
     REPLICAS_NOT_READY = "ReplicasNotReady"
     REVISION_ROLLED_OUT = "RevisionRolledOut"
+    # The InferenceServiceDefaults object: in force, or refused (the last accepted one stays).
+    ACCEPTED = "Accepted"
+    INVALID_DEFAULTS = "InvalidDefaults"
 
 
 # The reasons a rollout stops for, as status.rollout.reason records them.
@@ -138,6 +148,9 @@ class EventReason(StrEnum):
     METRIC_CHECK_INCONCLUSIVE = "MetricCheckInconclusive"
     CHILDREN_CHANGED = "ChildrenChanged"
     INVALID_SPEC = "InvalidSpec"
+    # About the InferenceServiceDefaults object.
+    DEFAULTS_ACCEPTED = "DefaultsAccepted"
+    INVALID_DEFAULTS = "InvalidDefaults"
 
 
 class EventType(StrEnum):

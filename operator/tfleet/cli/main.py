@@ -195,9 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the drain key (the raw bytes of data.key of the operator's drain key Secret), so "
                         "the pods carry the drain tokens the operator gives a new revision; without it they "
                         "carry none")
+    render.add_argument("--defaults", metavar="FILE", default=None,
+                        help="the cluster's InferenceServiceDefaults (a file with that one object), applied "
+                        "as the operator applies it; without it, the built-in defaults")
     render.set_defaults(func=cmd_render)
 
-    crd = sub.add_parser("crd", help="print the InferenceService CustomResourceDefinition")
+    crd = sub.add_parser("crd", help="print a CustomResourceDefinition (InferenceService, or with --kind another)")
+    crd.add_argument("--kind", choices=["InferenceService", "InferenceServiceDefaults"], default="InferenceService",
+                     help="the kind whose CRD to print (default: InferenceService)")
     add_output_flag(crd, ("yaml", "json", "name"), "yaml", "the CRD")
     crd.set_defaults(func=cmd_crd)
 

@@ -6,6 +6,9 @@ contributes its files ending in .json, .yaml or .yml, in lexical order, and with
 its subdirectories too; a file named explicitly is read whatever its name. InferenceServices
 are replaced by their children; documents of any other kind pass through unchanged, so a
 GitOps directory that mixes Secrets, Namespaces and InferenceServices renders whole.
+
+`--defaults FILE` renders with the cluster's InferenceServiceDefaults, as the operator does:
+the same merge (`tfleet.desired.defaulting`) on the same typed objects.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
-from tfleet.api.vocabulary import API_VERSION, GROUP, KIND
+from tfleet.api.vocabulary import API_VERSION, DEFAULTS_KIND, GROUP, KIND
 from tfleet.cli.exits import EXIT_OK, EXIT_TIMEOUT
 from tfleet.cli.output import json_document, object_name, print_objects, yaml_documents
+
+if TYPE_CHECKING:
+    from tfleet.api.defaults import Defaults
 
 # Exit status of a render with an invalid document or an unreadable file (see tfleet.cli.exits).
 EXIT_INVALID = EXIT_TIMEOUT
@@ -117,17 +123,25 @@ def _documents(source: str, stream: TextIO) -> Iterator[tuple[int, Any, str | No
 
 
 def render_documents(source: str, stream: TextIO, namespace: str | None,
-                     drain_key: bytes | None = None) -> tuple[list[dict[str, Any]], list[RenderError]]:
+                     drain_key: bytes | None = None, defaults: Defaults | None = None,
+                     notes: list[str] | None = None) -> tuple[list[dict[str, Any]], list[RenderError]]:
     """Every document of `stream` in order, each InferenceService replaced by its children;
     errors name the document and field.
 
     With `drain_key`, each revision's pods carry the drain token the operator gives a new
-    revision (a revision already running keeps the one it was created with).
+    revision (a revision already running keeps the one it was created with). With `defaults`
+    (the cluster's InferenceServiceDefaults), they are applied as the operator applies them.
+    An InferenceServiceDefaults among the documents is checked and printed unchanged (a note
+    in `notes` says it is not applied: `--defaults` applies one).
     """
+    from tfleet.api.defaults import BUILT_IN, parse_defaults_object
     from tfleet.api.model import parse_object
     from tfleet.api.schema import ValidationError
     from tfleet.desired import children as builders
-    from tfleet.desired import health_wiring
+    from tfleet.desired import defaulting, health_wiring
+
+    defaults = defaults or BUILT_IN
+    bridge_image = defaulting.bridge_image(defaults)
 
     objects: list[dict[str, Any]] = []
     errors: list[RenderError] = []
@@ -153,8 +167,20 @@ def render_documents(source: str, stream: TextIO, namespace: str | None,
         if doc.get("apiVersion") != API_VERSION:
             errors.append(RenderError(source, index, f'apiVersion: must be "{API_VERSION}", got {doc.get("apiVersion")!r}'))
             continue
+        if doc.get("kind") == DEFAULTS_KIND:
+            try:
+                parse_defaults_object(doc)
+            except ValidationError as exc:
+                errors.extend(RenderError(source, index, str(e)) for e in exc.errors)
+                continue
+            objects.append(doc)
+            if notes is not None:
+                notes.append(f"{source}: document {index}: the {DEFAULTS_KIND} is printed as it is, not applied "
+                             "to the InferenceServices: render with --defaults FILE for that")
+            continue
         if doc.get("kind") != KIND:
-            errors.append(RenderError(source, index, f'kind: must be "{KIND}", got {doc.get("kind")!r}'))
+            errors.append(RenderError(source, index, f'kind: must be "{KIND}" or "{DEFAULTS_KIND}", '
+                                      f'got {doc.get("kind")!r}'))
             continue
         obj = dict(doc)
         if isinstance(obj.get("metadata"), dict) or obj.get("metadata") is None:
@@ -163,13 +189,14 @@ def render_documents(source: str, stream: TextIO, namespace: str | None,
             obj["metadata"] = meta
         # Other metadata is left for parse_object, which names the field.
         try:
-            isvc = parse_object(obj)
+            isvc = defaulting.with_defaults(parse_object(obj), defaults)
         except ValidationError as exc:
             errors.extend(RenderError(source, index, str(e)) for e in exc.errors)
             continue
         rev = builders.compute_revision(isvc)
         token = None if drain_key is None else health_wiring.drain_token(drain_key, isvc.namespace, isvc.name, rev.name)
-        objects.extend(builders.build_children(isvc, rev=rev, extras=builders.PodExtras(drain_token=token)))
+        extras = builders.PodExtras(drain_token=token, bridge_image=bridge_image)
+        objects.extend(builders.build_children(isvc, rev=rev, extras=extras))
     return objects, errors
 
 
@@ -218,6 +245,34 @@ def read_drain_key(path: str) -> tuple[bytes | None, str | None]:
     return key, None
 
 
+def read_defaults(path: str) -> tuple[Defaults | None, list[str]]:
+    """The InferenceServiceDefaults in `path` (its one document), or the problems, each
+    naming the flag, the file and the field."""
+    from tfleet.api.defaults import parse_defaults_object
+    from tfleet.api.schema import ValidationError
+
+    where = f"--defaults: {path}"
+    try:
+        with open(path, encoding="utf-8") as stream:
+            docs = [(i, d, p) for i, d, p in _documents(path, stream) if d is not None or p is not None]
+    except OSError as exc:
+        return None, [f"{where}: cannot read: {exc.strerror}"]
+    except UnicodeDecodeError:
+        return None, [f"{where}: cannot read: not UTF-8 text"]
+    problems = [p for _, _, p in docs if p is not None]
+    if problems:
+        return None, [f"{where}: {p}" for p in problems]
+    if len(docs) != 1:
+        return None, [f"{where}: must hold one {DEFAULTS_KIND} document, holds {len(docs)} documents"]
+    doc = docs[0][1]
+    if not isinstance(doc, dict):
+        return None, [f"{where}: must be a mapping (an object), got {type(doc).__name__}"]
+    try:
+        return parse_defaults_object(doc), []
+    except ValidationError as exc:
+        return None, [f"{where}: {e}" for e in exc.errors]
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     all_objects: list[dict[str, Any]] = []
     failed = False
@@ -227,6 +282,14 @@ def cmd_render(args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"error: {problem}", file=sys.stderr)
             return EXIT_INVALID
+    defaults = None
+    if args.defaults is not None:
+        defaults, problems = read_defaults(args.defaults)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if defaults is None:
+            return EXIT_INVALID
+    notes: list[str] = []
     for given in args.filename:
         paths, problem = expand_paths(given, args.recursive)
         if problem is not None:
@@ -235,10 +298,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         for path in paths:
             try:
                 if path == "-":
-                    objects, errors = render_documents("<stdin>", sys.stdin, args.namespace, drain_key)
+                    objects, errors = render_documents("<stdin>", sys.stdin, args.namespace, drain_key, defaults, notes)
                 else:
                     with open(path, encoding="utf-8") as stream:
-                        objects, errors = render_documents(path, stream, args.namespace, drain_key)
+                        objects, errors = render_documents(path, stream, args.namespace, drain_key, defaults, notes)
             except OSError as exc:
                 print(f"error: {path}: cannot read: {exc.strerror}", file=sys.stderr)
                 failed = True
@@ -251,6 +314,8 @@ def cmd_render(args: argparse.Namespace) -> int:
                 print(f"error: {error}", file=sys.stderr)
             failed = failed or bool(errors)
             all_objects.extend(objects)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     # Valid documents still render; any invalid one makes the exit status EXIT_INVALID.
     if all_objects:
         sys.stdout.write(print_objects(all_objects, args.output))
@@ -258,12 +323,13 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    from tfleet.api.crd import build_crd, crd_yaml
+    from tfleet.api.crd import CRD_BUILDERS, crd_yaml
 
+    crd = CRD_BUILDERS[args.kind]()
     if args.output == "json":
-        sys.stdout.write(json_document(build_crd()))
+        sys.stdout.write(json_document(crd))
     elif args.output == "name":
-        print(object_name(build_crd()))
+        print(object_name(crd))
     else:
-        sys.stdout.write(crd_yaml())
+        sys.stdout.write(crd_yaml(args.kind))
     return EXIT_OK

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -127,10 +128,53 @@ class GenerationWatch:
         return None
 
 
-def pause_left(body: dict[str, Any], now: datetime | None = None) -> float | None:
-    """Seconds left in the current step's pause, while a canary step pauses."""
+DefaultsReader = Callable[[str], "dict[str, Any] | None"]
+
+
+def rollout_steps(body: dict[str, Any], read_defaults: DefaultsReader | None = None) -> list[dict[str, Any]]:
+    """The canary steps the operator rolls the InferenceService out with: its own
+    spec.rollout.steps, else those of the InferenceServiceDefaults its status names (as that
+    object's status records them in force), else the built-in ones. `read_defaults` reads that
+    object (None when it cannot be read: then the built-in steps)."""
+    own = ((body.get("spec") or {}).get("rollout") or {}).get("steps")
+    if isinstance(own, list):
+        return own
+    ref = (body.get("status") or {}).get("defaults") or {}
+    if ref.get("name") and read_defaults is not None:
+        applied = (((read_defaults(str(ref["name"])) or {}).get("status") or {}).get("applied") or {})
+        steps = (applied.get("rollout") or {}).get("steps")
+        if isinstance(steps, list):
+            return steps
+    from tfleet.api.model import DEFAULT_ROLLOUT_STEPS
+    from tfleet.api.schema import to_json
+
+    return list(to_json(DEFAULT_ROLLOUT_STEPS))
+
+
+def defaults_reader(cl: clusters.Cluster) -> DefaultsReader:
+    """Reads an InferenceServiceDefaults once per command; None when it cannot (not found, or
+    not allowed: reading the cluster-scoped object takes a grant of its own)."""
+    from tfleet.runtime.kube import KubeError
+
+    seen: dict[str, dict[str, Any] | None] = {}
+
+    def read(name: str) -> dict[str, Any] | None:
+        if name not in seen:
+            try:
+                seen[name] = cl.kube.get_defaults(name)
+            except KubeError:
+                seen[name] = None
+        return seen[name]
+
+    return read
+
+
+def pause_left(body: dict[str, Any], now: datetime | None = None,
+               steps: list[dict[str, Any]] | None = None) -> float | None:
+    """Seconds left in the current step's pause, while a canary step pauses. `steps`: the
+    rollout's steps (default: `rollout_steps` of the body, without reading the defaults)."""
     ro = (body.get("status") or {}).get("rollout") or {}
-    steps = (((body.get("spec") or {}).get("rollout") or {}).get("steps")) or []
+    steps = rollout_steps(body) if steps is None else steps
     step = ro.get("step")
     started = parse_time(ro.get("stepStartedAt"))
     if step is None or started is None or step >= len(steps) or ro.get("phase") != Phase.PROGRESSING:
@@ -170,6 +214,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     deadline = time.monotonic() + args.timeout if args.timeout else None
     live = out.isatty() and not args.no_follow_tty
     generations = GenerationWatch()
+    read_defaults = defaults_reader(cl)
     last = ""
     while True:
         try:
@@ -186,7 +231,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 out.flush()
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         if live:
-            left = pause_left(body)
+            left = pause_left(body, steps=rollout_steps(body, read_defaults))
             shown = describe(body, format_duration(round(left)) if left is not None else "")
             columns = terminal_columns(out)
             # One column short of the width: a line that fills it wraps on some terminals.

@@ -33,7 +33,14 @@ from tfleet.api.vocabulary import (
 from tfleet.cli import cluster as clusters
 from tfleet.cli.exits import EXIT_OK
 from tfleet.cli.output import print_objects, table, truncate
-from tfleet.cli.rollout import pause_left, revision_roles, terminal_columns, unobserved_generation
+from tfleet.cli.rollout import (
+    defaults_reader,
+    pause_left,
+    revision_roles,
+    rollout_steps,
+    terminal_columns,
+    unobserved_generation,
+)
 from tfleet.durations import format_duration
 from tfleet.engine.observe import summarize_pod
 
@@ -174,8 +181,10 @@ def _deployment_node(dep: Manifest, pods: list[Node], now: datetime) -> Node:
 
 
 def build_tree(body: Manifest, deployments: list[Manifest], pods: list[Manifest], now: datetime,
-               bridges: dict[str, BridgeView] | None = None) -> tuple[Summary, Node]:
-    """The summary lines and the tree of one InferenceService."""
+               bridges: dict[str, BridgeView] | None = None,
+               steps: list[dict[str, Any]] | None = None) -> tuple[Summary, Node]:
+    """The summary lines and the tree of one InferenceService. `steps`: its rollout steps
+    (default: `rollout_steps` of the body, without reading the cluster's defaults)."""
     bridges = bridges or {}
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     ro = status.get("rollout") or {}
@@ -242,7 +251,7 @@ def build_tree(body: Manifest, deployments: list[Manifest], pods: list[Manifest]
                 status=("Stalled" if ro.get("stalled") else phase) or str(ready_condition.get("reason") or "Unknown"),
                 health=health, version=version, ready=str(status.get("ready") or ""), age=_age(body, now),
                 children=revisions)
-    return Summary(_summary_fields(body, ro, now)), root
+    return Summary(_summary_fields(body, ro, now, rollout_steps(body) if steps is None else steps)), root
 
 
 def _negated(timestamp: str) -> str:
@@ -250,10 +259,10 @@ def _negated(timestamp: str) -> str:
     return "".join(chr(0x10FFFF - ord(c)) for c in timestamp)
 
 
-def _summary_fields(body: Manifest, ro: dict[str, Any], now: datetime) -> list[tuple[str, str]]:
+def _summary_fields(body: Manifest, ro: dict[str, Any], now: datetime,
+                    steps: list[dict[str, Any]]) -> list[tuple[str, str]]:
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     rollout_spec = spec.get("rollout") or {}
-    steps = rollout_spec.get("steps") or []
     fields: list[tuple[str, str]] = [("Name", meta.get("name", "")), ("Namespace", meta.get("namespace", ""))]
     phase = ("Stalled" if ro.get("stalled") else ro.get("phase")) or "Unknown"
     fields.append(("Status", str(phase)))
@@ -268,7 +277,7 @@ def _summary_fields(body: Manifest, ro: dict[str, Any], now: datetime) -> list[t
         fields.append(("  Step", f"{ro['step'] + 1}/{len(steps)}"))
     if ro.get("weight") is not None:
         fields.append(("  Weight", f"{ro['weight']}%"))
-    left = pause_left(body, now)
+    left = pause_left(body, now, steps)
     if left is not None:
         fields.append(("  Pause left", format_duration(round(left))))
     started = parse_time(ro.get("startedAt"))
@@ -400,6 +409,7 @@ def cmd_get(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     cl = clusters.connect(args)
     tty = out.isatty()
     colour = tty and not args.no_color and "NO_COLOR" not in os.environ
+    read_defaults = defaults_reader(cl)
     last = ""
     try:
         while True:
@@ -407,7 +417,8 @@ def cmd_get(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             if args.output in ("json", "yaml", "name"):
                 text = print_objects([body, *deployments, *pods], args.output)
             else:
-                summary, root = build_tree(body, deployments, pods, utc_now(), _bridges(pods, args.bridge_timeout))
+                summary, root = build_tree(body, deployments, pods, utc_now(), _bridges(pods, args.bridge_timeout),
+                                           rollout_steps(body, read_defaults))
                 columns = terminal_columns(out) if tty else None
                 text = render_tree(summary, root, colour=colour, wide=args.output == "wide",
                                    columns=columns - 1 if columns else None)

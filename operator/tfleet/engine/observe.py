@@ -45,6 +45,9 @@ class PodSummary:
     # Why the pod's pre-flight failed, as its health bridge reported it (golden requests that
     # failed or came back wrong): the pod stays unready.
     preflight_error: str = ""
+    # The version its health bridge says it serves; asked only of unpinned revisions' ready pods
+    # (a pinned revision serves its label's version, or it is not ready).
+    served_version: int | None = None
 
 
 # tensorflow_serving/model_servers/main.cc prints "Failed to start server. Error: <status>"
@@ -160,7 +163,9 @@ def observe_revisions(
         unpullable = [p.unpullable_image for p in mine if p.unpullable_image]
         load_errors = [p.load_error for p in mine if p.load_error]
         preflight_errors = [p.preflight_error for p in mine if p.preflight_error]
-        version = (meta.get("labels") or {}).get(LABEL_MODEL_VERSION)
+        label = (meta.get("labels") or {}).get(LABEL_MODEL_VERSION)
+        pinned = int(label) if label and label.isdigit() else None
+        served = Counter(p.served_version for p in mine if p.ready and p.served_version is not None)
         by_revision[rev] = rollout.Observed(
             replicas=int((dep.get("spec") or {}).get("replicas", 1)),
             ready=int(st.get("readyReplicas") or 0),
@@ -173,7 +178,8 @@ def observe_revisions(
             unpullable_image=Counter(unpullable).most_common(1)[0][0] if unpullable else "",
             unschedulable=len(unschedulable),
             unschedulable_message=Counter(unschedulable).most_common(1)[0][0] if unschedulable else "",
-            version=int(version) if version and version.isdigit() else None,
+            version=pinned if pinned is not None else (served.most_common(1)[0][0] if served else None),
+            served=tuple(sorted(served.items())) if pinned is None else (),
             load_error=Counter(load_errors).most_common(1)[0][0] if load_errors else "",
             preflight_error=Counter(preflight_errors).most_common(1)[0][0] if preflight_errors else "",
             deadline_exceeded=(conditions.get("Progressing") or {}).get("reason") == "ProgressDeadlineExceeded",

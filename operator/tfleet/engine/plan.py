@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tfleet.api.defaults import BUILT_IN, Defaults
 from tfleet.api.model import InferenceService, parse_object
 from tfleet.api.schema import ValidationError
 from tfleet.api.vocabulary import (
@@ -25,7 +26,7 @@ from tfleet.api.vocabulary import (
     EventType,
 )
 from tfleet.desired import children as builders
-from tfleet.desired import health_wiring
+from tfleet.desired import defaulting, health_wiring
 from tfleet.engine import analysis, rollout, status
 from tfleet.engine.compare import (
     applied_hash,
@@ -113,10 +114,17 @@ class StatusPlan:
 
 @dataclass(frozen=True)
 class Parsed:
-    """An InferenceService's spec parsed once per reconcile: the model, or why it is invalid."""
+    """An InferenceService's spec parsed once per reconcile, with the cluster's defaults
+    applied: the model, or why it is invalid; and the defaults it was parsed with."""
 
     isvc: InferenceService | None
     invalid: str | None
+    defaults: Defaults = BUILT_IN
+
+    @functools.cached_property
+    def bridge_image(self) -> str:
+        """The health bridge image a new revision gets."""
+        return defaulting.bridge_image(self.defaults)
 
     @functools.cached_property
     def revision(self) -> builders.Revision | None:
@@ -134,17 +142,18 @@ def _describe(changes: list[tuple[str, Manifest]]) -> str:
     return ", ".join(f"{verb} {m['kind']} {m['metadata']['name']}" for verb, m in changes)
 
 
-def parse(body: Manifest) -> tuple[InferenceService | None, str | None]:
-    """The typed InferenceService, or None and the message naming every invalid field."""
+def parse(body: Manifest, defaults: Defaults = BUILT_IN) -> tuple[InferenceService | None, str | None]:
+    """The typed InferenceService with the cluster's defaults applied, or None and the message
+    naming every invalid field."""
     try:
-        return parse_object(body), None
+        return defaulting.with_defaults(parse_object(body), defaults), None
     except ValidationError as exc:
         return None, "; ".join(str(e) for e in exc.errors)
 
 
-def parse_once(body: Manifest) -> Parsed:
-    isvc, invalid = parse(body)
-    return Parsed(isvc, invalid)
+def parse_once(body: Manifest, defaults: Defaults = BUILT_IN) -> Parsed:
+    isvc, invalid = parse(body, defaults)
+    return Parsed(isvc, invalid, defaults)
 
 
 def decide(isvc: InferenceService, body: Manifest, observed: dict[str, rollout.Observed],
@@ -179,15 +188,15 @@ def _running_deployment(isvc: InferenceService, rev: builders.Revision,
 
 
 def pod_extras_of(isvc: InferenceService, rev: builders.Revision, owned: dict[ChildKey, Manifest],
-                  drain_key: bytes | None) -> builders.PodExtras:
+                  drain_key: bytes | None, bridge_image: str | None = None) -> builders.PodExtras:
     """The drain token and bridge image of the current revision's pods: those its Deployment
-    was made with, when it exists (an operator upgrade or a new key rolls nothing), else the
-    operator's current ones."""
+    was made with, when it exists (an operator upgrade, a new key or new defaults roll
+    nothing), else the operator's current ones (`bridge_image`, None: the operator's own)."""
     running = _running_deployment(isvc, rev, owned)
     kept_image = health_wiring.kept_bridge_image(running) if running is not None else None
     metrics = health_wiring.kept_bridge_metrics(running) if running is not None else True
-    return builders.PodExtras(drain_token=drain_token_of(isvc, rev, owned, drain_key), bridge_image=kept_image,
-                              bridge_metrics=metrics)
+    return builders.PodExtras(drain_token=drain_token_of(isvc, rev, owned, drain_key),
+                              bridge_image=kept_image or bridge_image, bridge_metrics=metrics)
 
 
 def drain_token_of(isvc: InferenceService, rev: builders.Revision, owned: dict[ChildKey, Manifest],
@@ -251,7 +260,7 @@ def plan_children(body: Manifest, children: dict[ChildKey, Manifest], pods: list
     result.requeue_after = decision.requeue_after
     result.events.extend(decision.events)
 
-    extras = pod_extras_of(isvc, rev, owned, drain_key)
+    extras = pod_extras_of(isvc, rev, owned, drain_key, parsed.bridge_image)
     desired = [with_ownership(_with_revision_spec(m, body), isvc)
                for m in builders.build_children(isvc, decision.replicas.get(rev.name, 0), rev, extras)
                # A queued revision's own objects wait for its slot.
@@ -314,6 +323,8 @@ def plan_status(body: Manifest, children: dict[ChildKey, Manifest], pods: list[P
         now=now,
         check=check,
     )
+    if isvc is not None and invalid is None:
+        _record_defaults(new_status, parsed.defaults)
     if new_status == previous:
         return result
     result.status = new_status
@@ -322,6 +333,15 @@ def plan_status(body: Manifest, children: dict[ChildKey, Manifest], pods: list[P
     if invalid is not None and old_ready.get("message") != invalid:
         result.events.append(Event(EventType.WARNING, EventReason.INVALID_SPEC, invalid))
     return result
+
+
+def _record_defaults(new_status: dict[str, Any], defaults: Defaults) -> None:
+    """status.defaults: which InferenceServiceDefaults (name, generation) the children were
+    rendered with; none for the built-in defaults."""
+    if defaults.name is None:
+        new_status.pop("defaults", None)
+    else:
+        new_status["defaults"] = {"name": defaults.name, "generation": defaults.generation}
 
 
 _ROLLOUT_KEYS = ("phase", "step", "canaryRevision", "stableRevision", "failedRevision", "queuedRevision")

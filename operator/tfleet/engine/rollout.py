@@ -90,6 +90,8 @@ class Observed:
     load_error: str = ""  # TF Serving's own load error, when a health bridge reported one
     preflight_error: str = ""  # why a pod's pre-flight failed, when a health bridge reported one
     version: int | None = None
+    # Unpinned: each version its ready pods' health bridges report, with its pod count.
+    served: tuple[tuple[int, int], ...] = ()
     deadline_exceeded: bool = False  # the Deployment's own Progressing=False condition
     analysis_ok: bool | None = None  # the metric gate: passed, failed, or not (yet) known
     analysis_message: str = ""

@@ -76,12 +76,15 @@ def _served(model: str, revisions: dict[str, rollout.Observed]) -> str:
 
 
 def serving_versions(revisions: dict[str, rollout.Observed]) -> list[dict[str, int]]:
-    """Each pinned model version the ready pods serve, with its pod count, while more than one
-    is served (during a rollout); empty otherwise, when servingVersion says it all. Unpinned
-    revisions serve whatever TF Serving loaded last, which labels cannot tell."""
+    """Each model version the ready pods serve, with its pod count, while more than one is
+    served (during a rollout, or while unpinned pods pick a new version up one by one); empty
+    otherwise, when servingVersion says it all. A pinned revision serves its label's version;
+    an unpinned one what its pods' health bridges report."""
     by_version: Counter[int] = Counter()
     for seen in revisions.values():
-        if seen.ready and seen.version is not None:
+        if seen.served:
+            by_version.update(dict(seen.served))
+        elif seen.ready and seen.version is not None:
             by_version[seen.version] += seen.ready
     if len(by_version) < 2:
         return []

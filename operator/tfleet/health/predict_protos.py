@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+from google.protobuf import any_pb2, descriptor_pb2, wrappers_pb2
 
 from tfleet.health import protos as health_protos
 
@@ -174,22 +174,11 @@ def file_descriptor_protos() -> list[descriptor_pb2.FileDescriptorProto]:
     return [*_tensor_files(), _meta_graph_file(), _predict_file(), _get_model_metadata_file()]
 
 
-def _build_pool() -> descriptor_pool.DescriptorPool:
-    pool = descriptor_pool.DescriptorPool()
-    for official in (wrappers_pb2.DESCRIPTOR, any_pb2.DESCRIPTOR):
-        proto = descriptor_pb2.FileDescriptorProto()
-        official.CopyToProto(proto)
-        pool.Add(proto)
-    for f in [*health_protos.file_descriptor_protos(), *file_descriptor_protos()]:
-        pool.Add(f)
-    return pool
-
-
-POOL = _build_pool()
+POOL = health_protos.build_pool(official=(wrappers_pb2.DESCRIPTOR, any_pb2.DESCRIPTOR), extra=file_descriptor_protos())
 
 
 def _message(full_name: str) -> Any:
-    return message_factory.GetMessageClass(POOL.FindMessageTypeByName(full_name))
+    return health_protos.message_class(POOL, full_name)
 
 
 ModelSpec = _message("tensorflow.serving.ModelSpec")

@@ -185,22 +185,29 @@ def file_descriptor_protos() -> list[descriptor_pb2.FileDescriptorProto]:
     return [_error_codes_file(), _model_file(), _status_file(), _get_model_status_file()]
 
 
-def build_pool() -> descriptor_pool.DescriptorPool:
-    """A fresh pool with google/protobuf/wrappers.proto and the hand-written files."""
+def build_pool(official: tuple[Any, ...] = (wrappers_pb2.DESCRIPTOR,),
+               extra: list[descriptor_pb2.FileDescriptorProto] | None = None) -> descriptor_pool.DescriptorPool:
+    """A fresh pool with protobuf's own `official` files (wrappers.proto by default), the
+    hand-written files, then `extra` ones that build on them."""
     pool = descriptor_pool.DescriptorPool()
-    wrappers = descriptor_pb2.FileDescriptorProto()
-    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
-    pool.Add(wrappers)
-    for f in file_descriptor_protos():
+    for descriptor in official:
+        proto = descriptor_pb2.FileDescriptorProto()
+        descriptor.CopyToProto(proto)
+        pool.Add(proto)
+    for f in [*file_descriptor_protos(), *(extra or [])]:
         pool.Add(f)
     return pool
+
+
+def message_class(pool: descriptor_pool.DescriptorPool, full_name: str) -> Any:
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(full_name))
 
 
 POOL = build_pool()
 
 
 def _message(full_name: str) -> Any:
-    return message_factory.GetMessageClass(POOL.FindMessageTypeByName(full_name))
+    return message_class(POOL, full_name)
 
 
 ModelSpec = _message("tensorflow.serving.ModelSpec")

@@ -32,6 +32,19 @@ class BridgeReport:
     preflight_error: str = ""  # the last failed pre-flight run, until one passes
 
 
+def fetch_served_version(pod_ip: str, port: int = HEALTH_BRIDGE_HTTP_PORT,
+                         timeout: float = TIMEOUT_SECONDS) -> int | None:
+    """The model version the pod serves, as its bridge last saw TF Serving report it (the newest
+    AVAILABLE one when unpinned); None when it serves none or the bridge did not answer."""
+    try:
+        with urllib.request.urlopen(_url(pod_ip, port, "/status"), timeout=timeout) as response:
+            health = parse_bridge_status(response.read().decode()).health
+    except (urllib.error.URLError, TimeoutError, OSError, StatusFormatError, UnicodeDecodeError):
+        return None
+    found = health.expected()
+    return found.version if found is not None and health.available else None
+
+
 def _url(pod_ip: str, port: int, path: str) -> str:
     host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
     return f"http://{host}:{port}{path}"

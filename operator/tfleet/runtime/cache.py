@@ -122,6 +122,11 @@ class FleetCache:
                 return True
             return False
 
+    def isvc_keys(self) -> list[Key]:
+        """Every InferenceService the cache holds."""
+        with self._guard:
+            return list(self._isvcs)
+
     def knows(self, key: Key) -> bool:
         with self._guard:
             return key in self._isvcs

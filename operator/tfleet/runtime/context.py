@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from tfleet.runtime.cluster_defaults import ClusterDefaults
     from tfleet.runtime.fleet import Fleet
     from tfleet.runtime.metrics import Metrics
     from tfleet.runtime.operator_health import Health
@@ -27,6 +28,7 @@ class OperatorRuntime:
     operator_stop: asyncio.Event | None = None
     max_rollouts: int | None = None  # rollouts running at once; None: no bound
     fleet: Fleet | None = None  # made at kopf's startup, once per process
+    defaults: ClusterDefaults | None = None  # the cluster's InferenceServiceDefaults, made with the fleet
     heartbeat: asyncio.Task[None] | None = None
     # The key new revisions' drain tokens derive from (tfleet.runtime.drain_key); None: no tokens.
     drain_key: bytes | None = None

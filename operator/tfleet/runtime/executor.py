@@ -76,6 +76,9 @@ class Executor:
         for obj in plan.delete:
             self.kube.delete(obj)
             self.cache.observe_child("REMOVED", obj)
+        # The rollout's transitions: posted before the status that records them, and a failure
+        # to post fails the pass, so the retry decides (and names) the same Event again
+        # instead of the status recording a transition nobody was told of.
         self.post(body, plan.events)
         return None
 
@@ -89,11 +92,18 @@ class Executor:
         log.debug("Updated status of InferenceService %s/%s", namespace, name)
         return written
 
-    def post(self, body: Manifest, events: list[Event]) -> None:
+    def post(self, body: Manifest, events: list[Event], best_effort: bool = False) -> None:
+        """Log and post `events`. A KubeError still failing after the client's retries is
+        raised, unless `best_effort` (Events after the status write: the next pass would not
+        decide them again, so failing it gains nothing)."""
         meta = body["metadata"]
         for event in events:
             if event.type == EventType.WARNING:
                 log.warning("%s %s/%s: %s", event.reason, meta["namespace"], meta["name"], event.message)
             else:
                 log.info("%s %s/%s: %s", event.reason, meta["namespace"], meta["name"], event.message)
-            self.kube.post_event(body, str(event.type), str(event.reason), event.message)
+            try:
+                self.kube.post_event(body, str(event.type), str(event.reason), event.message)
+            except KubeError:
+                if not best_effort:
+                    raise

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tfleet.api.defaults import BUILT_IN, Defaults
 from tfleet.api.times import format_time, parse_time, utc_now
 from tfleet.api.vocabulary import ACTIVE_PHASES, ConditionType, EventType, Reason, isvc_selector
 from tfleet.engine import plan, status
@@ -53,6 +54,11 @@ MAX_POD_RECHECK_SECONDS = 60.0
 
 def _ignore(*_: Any) -> None:
     return None
+
+
+def _unpinned(body: Manifest) -> bool:
+    model = ((body.get("spec") or {}).get("model") or {})
+    return isinstance(model, dict) and model.get("version") is None
 
 
 def _spec_of(body: Manifest) -> tuple[Any, Any]:
@@ -88,8 +94,11 @@ class Fleet:
                  status_coalesce_seconds: float = STATUS_COALESCE_SECONDS,
                  monotonic: Callable[[], float] = time.monotonic,
                  hooks: FleetHooks | None = None,
-                 max_rollouts: int | None = None, drain_key: bytes | None = None):
+                 max_rollouts: int | None = None, drain_key: bytes | None = None,
+                 defaults: Callable[[], Defaults] = lambda: BUILT_IN):
         self.kube = kube
+        # The cluster's InferenceServiceDefaults in force (tfleet.runtime.cluster_defaults).
+        self.defaults = defaults
         # The key new revisions' drain tokens derive from (see `tfleet.runtime.drain_key`);
         # None: new revisions get no token.
         self.drain_key = drain_key
@@ -147,11 +156,21 @@ class Fleet:
     def snapshot(self, key: Key) -> tuple[Manifest | None, dict[ChildKey, Manifest]]:
         return self.cache.snapshot(key)
 
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop reconciling: the passes in flight finish, nothing else starts. Before the leader
+        Lease is released, so that two operators never write at once."""
+        return self.queue.stop(timeout)
+
     def start_workers(self, count: int) -> None:
         self.queue.start_workers(count)
 
     def enqueue(self, key: Key) -> None:
         self.queue.enqueue(key)
+
+    def enqueue_all(self) -> None:
+        """Reconcile every InferenceService again (the defaults in force changed)."""
+        for key in self.cache.isvc_keys():
+            self.queue.enqueue(key)
 
     # ------------------------------------------------------------------ the pass
 
@@ -182,7 +201,8 @@ class Fleet:
         seen = self._observe(key)
         if seen is None:
             return
-        parsed = plan.parse_once(seen.body)
+        defaults = self.defaults()
+        parsed = plan.parse_once(seen.body, defaults)
         state = State.from_status((seen.body.get("status") or {}).get("rollout"))
         gate = self.checks.check(key, parsed.isvc, state, seen.pods, seen.now)
         if gate.look_again_after is not None:
@@ -196,7 +216,7 @@ class Fleet:
         if after is None:
             return
         if _spec_of(after.body) != _spec_of(seen.body):
-            parsed = plan.parse_once(after.body)  # a new spec arrived while the children were written
+            parsed = plan.parse_once(after.body, defaults)  # a new spec arrived while the children were written
         status_plan = plan.plan_status(after.body, after.children, seen.pods, format_time(seen.now),
                                        child_plan.rollout, rejected=rejected, parsed=parsed, check=gate.result)
         self._record(key, after.body, status_plan, child_plan, rejected)
@@ -238,7 +258,7 @@ class Fleet:
                 self.hooks.observed_isvc("PATCHED", written)
             elif hold > 0:
                 self.queue.wake_up(key, hold)
-        self.executor.post(body, status_plan.events)
+        self.executor.post(body, status_plan.events, best_effort=True)
         if child_plan.requeue_after is not None and rejected is None:
             self.queue.wake_up(key, child_plan.requeue_after)
         latest, _ = self.cache.snapshot(key)
@@ -272,6 +292,11 @@ class Fleet:
             return []
         items = self.kube.list_pods(key[0], isvc_selector(key[1]))
         pods = [s for s in (summarize_pod(p) for p in items) if s is not None]
+        if _unpinned(body):
+            versions = self.bridges.with_served_versions(key, pods)
+            pods = versions.pods
+            if versions.look_again_after is not None:
+                self.queue.wake_up(key, versions.look_again_after)
         seen = self.bridges.with_load_errors(key, pods)
         if seen.look_again_after is not None:
             self.queue.wake_up(key, seen.look_again_after)
@@ -294,9 +319,10 @@ class Fleet:
         return delay
 
     def _pods_matter(self, body: Manifest) -> bool:
-        """During a rollout (restarts and failures gate the steps), and once the
-        InferenceService has not been Ready for a while (the status says why)."""
-        return rollout_active(body) or self._not_ready_for(body) >= PODS_LOOKED_AT_AFTER_SECONDS
+        """During a rollout (restarts and failures gate the steps), once the InferenceService
+        has not been Ready for a while (the status says why), and when its version is unpinned
+        (which version each pod serves only its health bridge knows)."""
+        return rollout_active(body) or self._not_ready_for(body) >= PODS_LOOKED_AT_AFTER_SECONDS or _unpinned(body)
 
     def _not_ready_for(self, body: Manifest) -> float:
         ready = status.condition(body.get("status") or {}, ConditionType.READY) or {}

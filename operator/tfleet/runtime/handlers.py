@@ -18,7 +18,8 @@ from typing import Any
 
 import kopf
 
-from tfleet.api.vocabulary import GROUP, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION
+from tfleet.api.vocabulary import DEFAULTS_PLURAL, GROUP, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION
+from tfleet.runtime.cluster_defaults import ClusterDefaults
 from tfleet.runtime.context import OperatorRuntime
 from tfleet.runtime.fleet import Fleet
 from tfleet.runtime.kube import CHILD_KINDS, PLURALS, Kube, load_config
@@ -104,8 +105,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if runtime.fleet is None:
         metrics = runtime.metrics
         kube = Kube(load_config(runtime.kubeconfig), on_write=metrics.record_write if metrics else None)
+        defaults = runtime.defaults = ClusterDefaults(kube)
         runtime.fleet = Fleet(kube, hooks=metrics.fleet_hooks() if metrics else None,
-                              max_rollouts=runtime.max_rollouts, drain_key=runtime.drain_key)
+                              max_rollouts=runtime.max_rollouts, drain_key=runtime.drain_key,
+                              defaults=defaults.in_force)
+        defaults.on_change = runtime.fleet.enqueue_all
         # Reconciles of different InferenceServices overlap while one waits on the API; the
         # GIL, not the thread count, bounds the CPU they use.
         runtime.fleet.start_workers(RECONCILE_WORKERS)
@@ -133,6 +137,10 @@ async def stop_heartbeat(memo: kopf.Memo, **_: Any) -> None:
     runtime = _runtime(memo)
     if runtime.heartbeat is not None:
         runtime.heartbeat.cancel()
+    if runtime.fleet is not None:
+        # The watches have stopped: a pass from here on would act on a view that no longer
+        # follows the cluster. The passes in flight finish; nothing else starts.
+        await asyncio.to_thread(runtime.fleet.stop)
     # When a signal stops kopf, its waiter on our stop flag would otherwise hang on until
     # kopf gives up on it (5 s): raise the flag so shutdown does not wait.
     if runtime.operator_stop is not None:
@@ -151,6 +159,27 @@ def inference_service_event(type: str | None, body: kopf.Body, memo: kopf.Memo, 
     # The echo of tfleet's own status write brings nothing new: no reconcile for it.
     if type != "DELETED" and fleet.take_news(key):
         fleet.enqueue(key)
+
+
+def _defaults(memo: kopf.Memo) -> ClusterDefaults:
+    defaults = _runtime(memo).defaults
+    assert defaults is not None, "the startup handler makes the defaults with the fleet"
+    return defaults
+
+
+# The cluster-scoped InferenceServiceDefaults: indexed, so that kopf holds every other handler
+# back until its initial listing is in, and the first reconcile already renders with it. The
+# index handler asks for no reconcile: it runs before kopf has listed everything.
+@kopf.index(GROUP, VERSION, DEFAULTS_PLURAL)
+def defaults_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _defaults(memo).observe("INDEXED", dict(body), announce=False)
+
+
+@kopf.on.event(GROUP, VERSION, DEFAULTS_PLURAL)
+def defaults_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    defaults = _defaults(memo)
+    if defaults.observe(type, dict(body)):
+        defaults.settle()
 
 
 def _child_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -22,7 +22,16 @@ from kubernetes.client.exceptions import ApiException
 
 from tfleet.api.kubemeta import event_name
 from tfleet.api.times import format_time, utc_now
-from tfleet.api.vocabulary import ANNOTATION_EVENT_REPORT, API_VERSION, KIND, MANAGER, PLURAL
+from tfleet.api.vocabulary import (
+    ANNOTATION_EVENT_REPORT,
+    API_VERSION,
+    CLUSTER_EVENTS_NAMESPACE,
+    DEFAULTS_KIND,
+    DEFAULTS_PLURAL,
+    KIND,
+    MANAGER,
+    PLURAL,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,7 @@ PLURALS = {
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("coordination.k8s.io/v1", "Lease"): "leases",
     (API_VERSION, KIND): PLURAL,
+    (API_VERSION, DEFAULTS_KIND): DEFAULTS_PLURAL,
 }
 
 # The children tfleet watches (and writes): kopf's watches and the start-up listing use this list.
@@ -229,6 +239,21 @@ class Kube:
     def get_isvc(self, namespace: str, name: str) -> Manifest:
         return self._request("GET", resource_path(API_VERSION, KIND, namespace, name))
 
+    def get_defaults(self, name: str) -> Manifest:
+        """The (cluster-scoped) InferenceServiceDefaults named `name`."""
+        return self._request("GET", resource_path(API_VERSION, DEFAULTS_KIND, None, name))
+
+    def patch_defaults_status(self, name: str, status: dict[str, Any], resource_version: str | None) -> Manifest:
+        """Replace the (cluster-scoped) InferenceServiceDefaults' status, as `patch_status` does:
+        with `resource_version` as a precondition (409 when the object changed since)."""
+        path = resource_path(API_VERSION, DEFAULTS_KIND, None, name) + "/status"
+        self._count("patch", f"{DEFAULTS_KIND}/status")
+        ops: list[dict[str, Any]] = []
+        if resource_version:
+            ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
+        ops.append({"op": "add", "path": "/status", "value": status})
+        return self._request("PATCH", path, ops, "application/json-patch+json")
+
     def annotate_isvc(self, namespace: str, name: str, annotations: dict[str, str | None],
                       resource_version: str | None = None) -> Manifest:
         """Set (or, with None, remove) annotations on an InferenceService; with
@@ -269,13 +294,18 @@ class Kube:
         return list(self._request("GET", path, query={"labelSelector": label_selector}).get("items") or [])
 
     def post_event(self, regarding: Manifest, type_: str, reason: str, message: str) -> None:
-        """Record a core/v1 Event about the InferenceService, as `kubectl describe` shows it.
+        """Record a core/v1 Event about the InferenceService (or another tfleet object: the
+        InferenceServiceDefaults, whose Events are in the default namespace, as the API server
+        requires of a cluster-scoped object's), as `kubectl describe` shows it.
 
         One transition is one Event: its name comes from the object's uid and generation and
         the Event's type, reason and message, so reporting the same transition again (after a
         status write that recorded it was lost, or a restart) counts it on the same Event, as
         kubectl shows ("x2 over 10s"), instead of adding one. A retried write whose first
         response was lost finds its own report id on the Event and counts nothing twice.
+
+        Raises the last KubeError when the API server still fails (5xx, 429, unreachable) after
+        EVENT_ATTEMPTS; an Event refused for good (403, 422) is logged and dropped.
         """
         meta = regarding["metadata"]
         now = format_time(utc_now())
@@ -283,13 +313,14 @@ class Kube:
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": event_name(regarding, type_, reason, message), "namespace": meta["namespace"],
+            "metadata": {"name": event_name(regarding, type_, reason, message),
+                         "namespace": meta.get("namespace") or CLUSTER_EVENTS_NAMESPACE,
                          "annotations": {ANNOTATION_EVENT_REPORT: report}},
             "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
+                "apiVersion": regarding.get("apiVersion") or API_VERSION,
+                "kind": regarding.get("kind") or KIND,
                 "name": meta["name"],
-                "namespace": meta["namespace"],
+                "namespace": meta.get("namespace") or "",
                 "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
@@ -309,11 +340,15 @@ class Kube:
                 return
             except KubeError as exc:
                 # A 404 while counting: the Event expired meanwhile, and the next attempt creates it.
-                if not (exc.retryable or exc.code == 404) or attempt == EVENT_ATTEMPTS:
-                    # An Event is best effort: losing one must not fail a reconcile.
+                passing = exc.retryable or exc.code == 404
+                if not passing or attempt == EVENT_ATTEMPTS:
                     log.warning("Failed to post Event %s for %s/%s after %d attempt(s): %s", reason,
-                                meta["namespace"], meta["name"], attempt, exc)
-                    return
+                                meta.get("namespace") or "", meta["name"], attempt, exc)
+                    if passing:
+                        # The caller decides: a transition's Event must land before the status
+                        # that records the transition (see Executor.post).
+                        raise
+                    return  # refused for good (Forbidden, Invalid): retrying changes nothing
                 # A short, bounded wait: it holds this reconcile's thread.
                 time.sleep(min(EVENT_RETRY_CAP_SECONDS, exc.retry_after or 0.1 * 2 ** attempt))
 

@@ -30,6 +30,9 @@ Manifest = dict[str, Any]
 
 # How often a pod that is not ready has its health bridge asked why.
 BRIDGE_POLL_SECONDS = 5.0
+# How often the ready pods of an unpinned InferenceService are asked which version they serve:
+# TF Serving picks a newer version up in place, and nothing else in the cluster says so.
+VERSION_POLL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,10 @@ class Observation:
 
     pods: list[PodSummary]
     look_again_after: float | None = None
+
+
+def _fetch_served_version(pod_ip: str) -> int | None:
+    return bridge_client.fetch_served_version(pod_ip)
 
 
 def _fetch_report(pod_ip: str) -> bridge_client.BridgeReport | None:
@@ -59,6 +66,7 @@ class BridgeReports:
         self._guard = threading.Lock()
         # (isvc, pod) -> (when, report)
         self._answers: dict[tuple[Key, str], tuple[float, bridge_client.BridgeReport]] = {}
+        self._versions: dict[tuple[Key, str], tuple[float, int | None]] = {}  # (isvc, pod) -> (when, version)
 
     def with_load_errors(self, key: Key, pods: list[PodSummary]) -> Observation:
         """`pods` with the load errors and pre-flight failures their bridges report. The caller
@@ -91,11 +99,33 @@ class BridgeReports:
                 if p.name in answers else p for p in pods]
         return Observation(pods, look_again_after=BRIDGE_POLL_SECONDS)
 
+    def with_served_versions(self, key: Key, pods: list[PodSummary],
+                             fetch: Callable[[str], int | None] | None = None) -> Observation:
+        """`pods` with the versions the ready ones serve, asked of their bridges at most once per
+        VERSION_POLL_SECONDS each (the caller asks only for unpinned InferenceServices)."""
+        fetch = fetch or _fetch_served_version
+        now = self._monotonic()
+        versions: dict[str, int | None] = {}
+        for pod in pods:
+            if not (pod.ready and pod.ip):
+                continue
+            with self._guard:
+                cached = self._versions.get((key, pod.name))
+            if cached is None or now - cached[0] >= VERSION_POLL_SECONDS:
+                cached = (now, fetch(pod.ip))
+                with self._guard:
+                    self._versions[(key, pod.name)] = cached
+            versions[pod.name] = cached[1]
+        pods = [replace(p, served_version=versions[p.name]) if versions.get(p.name) is not None else p for p in pods]
+        return Observation(pods, look_again_after=VERSION_POLL_SECONDS)
+
     def forget(self, key: Key) -> None:
         """Drop the answers of an InferenceService's pods."""
         with self._guard:
             for answer in [k for k in self._answers if k[0] == key]:
                 del self._answers[answer]
+            for answer in [k for k in self._versions if k[0] == key]:
+                del self._versions[answer]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from tfleet.runtime.operator_health import Health, Phase
 
 if TYPE_CHECKING:
+    from tfleet.runtime.context import OperatorRuntime
     from tfleet.runtime.leader import LeaderElector
     from tfleet.runtime.metrics import Metrics
 
@@ -78,6 +79,7 @@ class _Process:
     metrics: Metrics | None = None
     elector: LeaderElector | None = None
     drain_key: bytes | None = None
+    runtime: OperatorRuntime | None = None  # kopf's handlers' runtime, once kopf runs
 
 
 def run(opts: RunOptions) -> int:
@@ -190,6 +192,7 @@ def _run_kopf(process: _Process, health: Health) -> None:
                               health=health, namespaced=bool(opts.namespaces),
                               max_rollouts=opts.max_concurrent_rollouts,
                               operator_stop=process.operator_stop, drain_key=process.drain_key)
+    process.runtime = runtime
 
     def mark_ready() -> None:
         # kopf's flag rises after the start-up handlers, before its watches have listed
@@ -218,8 +221,16 @@ def _run_kopf(process: _Process, health: Health) -> None:
     )
 
 
+# How long the reconciles in flight may take to finish on shutdown (within the Deployment's
+# 30 s grace period, with room for the Lease release).
+RECONCILES_FINISH_SECONDS = 15.0
+
+
 def _stop(process: _Process) -> None:
     process.stop_flag.set()
+    fleet = process.runtime.fleet if process.runtime is not None else None
+    if fleet is not None and not fleet.stop(RECONCILES_FINISH_SECONDS):
+        log.warning("Stopped waiting for the reconciles in flight after %gs", RECONCILES_FINISH_SECONDS)
     if process.metrics is not None:
         process.metrics.leader.set(0)
     if process.elector is not None and not process.lost.is_set():

@@ -51,13 +51,26 @@ class WorkQueue:
         self.schedule = schedule
         self._monotonic = monotonic
         self._guard = threading.Lock()
-        self._queue: queue.SimpleQueue[Key] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Key | None] = queue.SimpleQueue()  # None: a worker stops
         self._queued: set[Key] = set()
         self._running: set[Key] = set()
         self._dirty: set[Key] = set()
         self._workers: list[threading.Thread] = []
         self._wakeups: dict[Key, float] = {}  # monotonic time of the next scheduled reconcile
         self._failures: dict[Key, int] = {}
+        self._stopping = False
+
+    def stop(self, timeout: float) -> bool:
+        """Take no more work, let the reconciles in flight finish (up to `timeout` seconds in
+        all), and stop the workers. Whether they all stopped in time."""
+        with self._guard:
+            self._stopping = True
+        for _ in self._workers:
+            self._queue.put(None)
+        deadline = self._monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - self._monotonic()))
+        return not any(w.is_alive() for w in self._workers)
 
     def start_workers(self, count: int) -> None:
         """Reconcile from the queue with `count` threads instead of in the caller's thread."""
@@ -72,6 +85,8 @@ class WorkQueue:
             self._handler(key)
             return
         with self._guard:
+            if self._stopping:
+                return
             if key in self._running:
                 self._dirty.add(key)
                 return
@@ -83,7 +98,11 @@ class WorkQueue:
     def _work(self) -> None:
         while True:
             key = self._queue.get()
+            if key is None:
+                return
             with self._guard:
+                if self._stopping:
+                    return  # queued before the stop: the next leader reconciles it
                 self._queued.discard(key)
                 self._running.add(key)
             try:
