@@ -159,6 +159,10 @@ def test_bridges_that_do_not_report_hold_the_step_as_a_failed_source() -> None:
     assert nothing.message == "no canary pod's health bridge reported TF Serving's figures (0 of 2 answered)"
     stable = analysis.judge(CHECK, comparison(latency(40, 900), TrafficFigures(pods=0), stable_pods=(0, 3)), **EITHER)
     assert stable.message == "no stable pod's health bridge reported TF Serving's figures (0 of 3 answered)"
+    # Pods that are not ready yet are not asked: that is no failure of the source.
+    starting = analysis.judge(CHECK, comparison(TrafficFigures(pods=0), latency(40, 900), pods=(0, 0)), **EITHER)
+    assert (starting.ok, starting.source_failed, starting.message) == (
+        None, False, "no canary pod is ready to report TF Serving's figures yet")
 
 
 def test_two_checks_pass_only_together() -> None:

@@ -111,6 +111,10 @@ def judge(check: BuiltinAnalysis, comparison: Comparison, *, elapsed: float, dea
         return Result(ok, message, source_failed=source_failed, comparison=comparison)
 
     reported, asked = comparison.canary_pods
+    if asked == 0:
+        return result(None, "no canary pod is ready to report TF Serving's figures yet")
+    if comparison.stable_pods[1] == 0:
+        return result(None, "no stable pod is ready to report TF Serving's figures")
     if reported == 0:
         return result(None, f"no canary pod's health bridge reported TF Serving's figures (0 of {asked} answered)",
                       source_failed=True)

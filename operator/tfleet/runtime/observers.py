@@ -209,8 +209,9 @@ class MetricChecks:
         if cached and cached[0] == step and mono - cached[1] < interval and not cached[2] < deadline <= elapsed:
             return GateCheck(cached[3], look_again_after=self._next_look(interval - (mono - cached[1]), elapsed,
                                                                          deadline, cached[3]))
-        canary = [p for p in pods if p.revision == state.canary and p.ip]
-        stable = [p for p in pods if p.revision == state.stable and p.ip]
+        # The ready pods: those that take traffic, and whose bridges count it.
+        canary = [p for p in pods if p.revision == state.canary and p.ip and p.ready]
+        stable = [p for p in pods if p.revision == state.stable and p.ip and p.ready]
         since = state.step_started_at or ""
         asked = canary + stable
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(TRAFFIC_WORKERS, len(asked)))) as pool:
