@@ -31,7 +31,7 @@ def test_twelve_services_changed_at_once_roll_three_at_a_time(private_cluster: P
         cluster.apply(*(isvc(n, ns, replicas=1, rollout=ROLLOUT) for n in names))
         cluster.kubectl("wait", "--for=condition=RolledOut", "tfis", "--all", "-n", ns, "--timeout=90s")
 
-        most, queued_seen, started_order, stop = [0], set(), [], threading.Event()
+        most, queued_seen, stop = [0], set(), threading.Event()
 
         def sample() -> None:
             while not stop.wait(0.2):
@@ -40,9 +40,6 @@ def test_twelve_services_changed_at_once_roll_three_at_a_time(private_cluster: P
                            if ((i.get("status") or {}).get("rollout") or {}).get("phase") in
                            ("Progressing", "Promoting", "Paused")]
                 most[0] = max(most[0], len(rolling))
-                for name in rolling:
-                    if name not in started_order:
-                        started_order.append(name)
                 queued_seen.update(i["metadata"]["name"] for i in items
                                    if ((i.get("status") or {}).get("rollout") or {}).get("phase") == "Queued")
 
@@ -63,7 +60,11 @@ def test_twelve_services_changed_at_once_roll_three_at_a_time(private_cluster: P
             sampler.join(timeout=5)
         assert 0 < most[0] <= LIMIT, f"{most[0]} rollouts ran at once"
         assert len(queued_seen) >= COUNT - LIMIT - 1, queued_seen  # the others waited
-        assert sorted(started_order) == names
+        # Every one started (a rollout shorter than a sample may never be seen running: the
+        # Events count them all).
+        started = json.loads(cluster.kubectl("get", "events", "-n", ns, "--field-selector", "reason=RolloutStarted",
+                                             "-o", "json").stdout)["items"]
+        assert sorted({e["involvedObject"]["name"] for e in started}) == names
         # Queued services said why, with their place, and were told apart by an Event.
         events = json.loads(cluster.kubectl("get", "events", "-n", ns, "--field-selector", "reason=RolloutQueued",
                                             "-o", "json").stdout)["items"]
