@@ -382,9 +382,36 @@ def test_the_echo_of_tfleets_own_write_is_not_news(setup):
     echo = deployment(fleet)  # what the watch delivers after the apply: the same resourceVersion
     fleet.observe_child("MODIFIED", echo)
     assert fleet.take_news(key) is False
-    fleet.observe_child("MODIFIED", bump(copy.deepcopy(echo), kube))  # someone else changed it
+    edited = bump(copy.deepcopy(echo), kube)  # someone else changed it
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else:1"
+    fleet.observe_child("MODIFIED", edited)
     assert fleet.take_news(key) is True
     assert fleet.take_news(key) is False
+
+
+def test_only_child_changes_a_reconcile_reads_are_news(setup):
+    fleet, kube = setup
+    key = start(fleet, kube, isvc())
+    fleet.take_news(key)
+    _, children = fleet.snapshot(key)
+    (pdb,) = [copy.deepcopy(v) for (kind, _), v in children.items() if kind == "PodDisruptionBudget"]
+    # The disruption controller keeps the budget's status up to date: nothing tfleet reads.
+    pdb["status"] = {"currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 2, "observedGeneration": 1}
+    fleet.observe_child("MODIFIED", bump(pdb, kube))
+    assert fleet.take_news(key) is False
+    # A Deployment's conditions moving on (their timestamps) changes no count the engine reads...
+    dep = deployment(fleet)
+    dep["status"] = {"observedGeneration": 0, "conditions": [{"type": "Progressing", "status": "True",
+                                                               "reason": "ReplicaSetUpdated",
+                                                               "lastUpdateTime": "2026-01-01T00:00:01Z"}]}
+    fleet.observe_child("MODIFIED", bump(dep, kube))
+    assert fleet.take_news(key) is False
+    # ...its pods becoming ready does.
+    mark_deployment_ready(fleet, kube)
+    assert fleet.take_news(key) is True
+    # And a deleted child always is.
+    fleet.observe_child("DELETED", pdb)
+    assert fleet.take_news(key) is True
 
 
 def test_a_burst_of_events_collapses_into_few_reconciles():

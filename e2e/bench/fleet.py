@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -362,9 +363,10 @@ class Profiler:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Profiler:
-        spy = Path(sys.executable).with_name("py-spy")
-        if self.path is not None and spy.exists():
-            self.proc = subprocess.Popen([str(spy), "record", "--pid", str(self.pid), "--format", "raw",
+        beside = Path(sys.executable).with_name("py-spy")
+        spy = str(beside) if beside.exists() else shutil.which("py-spy")
+        if self.path is not None and spy is not None:
+            self.proc = subprocess.Popen([spy, "record", "--pid", str(self.pid), "--format", "raw",
                                           "--rate", "100", "--gil", "--output", str(self.path)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # py-spy attaches before the measured work starts

@@ -37,7 +37,7 @@ from tfleet.runtime.observers import (
     rollout_active,
 )
 from tfleet.runtime.pacing import RolloutSlots
-from tfleet.runtime.workqueue import Schedule, WorkQueue, timer
+from tfleet.runtime.workqueue import Schedule, Scheduler, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,39 @@ POD_RECHECK_SECONDS = BRIDGE_POLL_SECONDS
 MAX_POD_RECHECK_SECONDS = 60.0
 
 
+# How long the acknowledgement of a spec change that changes nothing tfleet does may wait
+# for the next status change, while the InferenceService is not Ready (see `acknowledges_only`).
+ACKNOWLEDGEMENT_HOLD_SECONDS = 60.0
+
+
 def _ignore(*_: Any) -> None:
     return None
+
+
+def after_the_status(child_plan: plan.ChildPlan, children: dict[ChildKey, Manifest]) -> list[Manifest]:
+    """Children to create only once the status is written: a new autoscaler resizes its
+    InferenceService at once (its spec.replicas, to within the autoscaler's bounds), and a
+    status planned before that would then be refused as planned from an older version."""
+    return [m for m in child_plan.apply
+            if m["kind"] == "HorizontalPodAutoscaler" and ("HorizontalPodAutoscaler", m["metadata"]["name"]) not in children]
+
+
+def _without_generations(status: dict[str, Any]) -> dict[str, Any]:
+    conditions = [{k: v for k, v in c.items() if k != "observedGeneration"} for c in status.get("conditions") or []]
+    return {**{k: v for k, v in status.items() if k != "observedGeneration"}, "conditions": conditions}
+
+
+def acknowledges_only(previous: dict[str, Any], new: dict[str, Any], child_plan: plan.ChildPlan) -> bool:
+    """Whether a new status only acknowledges a newer generation of a spec whose change
+    wrote no child, on an InferenceService that is not Ready: nobody waits for that, since
+    until Ready every reader sees the object in progress, acknowledged or not."""
+    if child_plan.writes or child_plan.events:
+        return False
+    ready = status.condition(previous, ConditionType.READY) or {}
+    if ready.get("status") == "True":
+        return False
+    return previous.get("observedGeneration") != new.get("observedGeneration") and \
+        _without_generations(previous) == _without_generations(new)
 
 
 def _spec_of(body: Manifest) -> tuple[Any, Any]:
@@ -99,7 +130,7 @@ class Fleet:
         self.cache = FleetCache()
         self.slots = RolloutSlots(self.cache, max_rollouts)
         # Late-bound, so that what runs is whatever `reconcile` is when the key comes up.
-        self.queue = WorkQueue(lambda key: self.reconcile(key), schedule or timer, monotonic)
+        self.queue = WorkQueue(lambda key: self.reconcile(key), schedule or Scheduler(), monotonic)
         self.executor = Executor(kube, self.cache)
         self.status_hold = StatusHold(status_coalesce_seconds, monotonic)
         self.bridges = BridgeReports(monotonic)
@@ -147,8 +178,8 @@ class Fleet:
     def snapshot(self, key: Key) -> tuple[Manifest | None, dict[ChildKey, Manifest]]:
         return self.cache.snapshot(key)
 
-    def start_workers(self, count: int) -> None:
-        self.queue.start_workers(count)
+    def start_workers(self, count: int, open_now: bool = True) -> None:
+        self.queue.start_workers(count, open_now)
 
     def enqueue(self, key: Key) -> None:
         self.queue.enqueue(key)
@@ -191,15 +222,31 @@ class Fleet:
         pacing = self.slots.pacing(key) if plan.would_start_rollout(parsed, state) else UNPACED
         child_plan = plan.plan_children(seen.body, seen.children, seen.pods, seen.now, gate.result, parsed=parsed,
                                         pacing=pacing, drain_key=self.drain_key)
-        rejected = self.executor.carry_out_children(seen.body, child_plan)
+        later = after_the_status(child_plan, seen.children)
+        rejected = self.executor.carry_out_children(seen.body, child_plan, later)
         after = self._observe_writes(key, seen)
         if after is None:
             return
-        if _spec_of(after.body) != _spec_of(seen.body):
-            parsed = plan.parse_once(after.body)  # a new spec arrived while the children were written
-        status_plan = plan.plan_status(after.body, after.children, seen.pods, format_time(seen.now),
-                                       child_plan.rollout, rejected=rejected, parsed=parsed, check=gate.result)
-        self._record(key, after.body, status_plan, child_plan, rejected)
+
+        def plan_status(view: _Seen, rejected: str | None) -> plan.StatusPlan:
+            nonlocal parsed
+            if _spec_of(view.body) != _spec_of(seen.body):
+                parsed = plan.parse_once(view.body)  # a new spec arrived while the children were written
+            return plan.plan_status(view.body, view.children, seen.pods, format_time(seen.now),
+                                    child_plan.rollout, rejected=rejected, parsed=parsed, check=gate.result)
+
+        status_plan = plan_status(after, rejected)
+        if later and rejected is None:
+            # The status goes out before the children that would change the spec under it.
+            self._write_status(key, after.body, status_plan, child_plan)
+            rejected = self.executor.apply(later)
+            after = self._observe_writes(key, seen)
+            if after is None:
+                return
+            status_plan = plan_status(after, rejected)  # nothing to write again unless one was refused
+        # The children's Events are posted only once every child write succeeded.
+        events = [*(child_plan.events if rejected is None else []), *status_plan.events]
+        self._record(key, after.body, status_plan, child_plan, rejected, events)
         if state.phase in ACTIVE_PHASES and child_plan.rollout is not None and \
                 child_plan.rollout.phase not in ACTIVE_PHASES:
             # A slot freed: the first in the queue may start now.
@@ -221,24 +268,14 @@ class Fleet:
         return None if body is None else _Seen(body, children, seen.pods, seen.now)
 
     def _record(self, key: Key, body: Manifest, status_plan: plan.StatusPlan, child_plan: plan.ChildPlan,
-                rejected: str | None) -> None:
+                rejected: str | None, events: list[plan.Event]) -> None:
         """The status write (or its hold), the Events, and when to look again."""
-        if status_plan.status is None:
-            self.status_hold.clear(key)
-        else:
-            # A first status goes out at once: an object without one reads as Current to
-            # kstatus (Flux), and its observedGeneration and Reconciling say "not yet".
-            first = not (body.get("status") or {}).get("conditions")
-            # A warning is posted once because the next look finds it in the status (the
-            # metric check that cannot run is named in the rollout message): no waiting then.
-            warned = any(e.type == EventType.WARNING for e in child_plan.events)
-            hold = self.status_hold.may_wait(key, status_plan.status_urgent or first or warned)
-            if hold is None:
-                written = self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
-                self.hooks.observed_isvc("PATCHED", written)
-            elif hold > 0:
-                self.queue.wake_up(key, hold)
-        self.executor.post(body, status_plan.events)
+        # The Events go out alongside the status write: neither waits for the other.
+        posted = self.executor.post_soon(body, events)
+        try:
+            self._write_status(key, body, status_plan, child_plan)
+        finally:
+            posted()
         if child_plan.requeue_after is not None and rejected is None:
             self.queue.wake_up(key, child_plan.requeue_after)
         latest, _ = self.cache.snapshot(key)
@@ -247,6 +284,31 @@ class Fleet:
         if 0 <= waited < PODS_LOOKED_AT_AFTER_SECONDS:
             # Nothing may change on its own while pods fail to come up: look again then.
             self.queue.wake_up(key, PODS_LOOKED_AT_AFTER_SECONDS - waited)
+
+    def _write_status(self, key: Key, body: Manifest, status_plan: plan.StatusPlan, child_plan: plan.ChildPlan) -> None:
+        if status_plan.status is None:
+            self.status_hold.clear(key)
+            return
+        previous = body.get("status") or {}
+        # A first status goes out at once: an object without one reads as Current to
+        # kstatus (Flux), and its observedGeneration and Reconciling say "not yet".
+        first = not previous.get("conditions")
+        # A warning is posted once because the next look finds it in the status (the
+        # metric check that cannot run is named in the rollout message): no waiting then.
+        warned = any(e.type == EventType.WARNING for e in child_plan.events)
+        urgent = status_plan.status_urgent or first or warned
+        seconds = None
+        if urgent and not first and not warned and acknowledges_only(previous, status_plan.status, child_plan):
+            # A spec change that changes nothing tfleet does (the autoscaler's first scale of
+            # a new InferenceService, most often) while the object is not Ready yet: its
+            # acknowledgement waits for the status change that comes with Ready.
+            urgent, seconds = False, ACKNOWLEDGEMENT_HOLD_SECONDS
+        hold = self.status_hold.may_wait(key, urgent, seconds)
+        if hold is None:
+            written = self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
+            self.hooks.observed_isvc("PATCHED", written)
+        elif hold > 0:
+            self.queue.wake_up(key, hold)
 
     def _remove_spent_controls(self, key: Key, body: Manifest | None) -> None:
         """Once the server's status records a promote or abort as done, its annotation goes.

@@ -89,6 +89,9 @@ def run(opts: RunOptions) -> int:
     health = Health()
     try:
         _serve_endpoints(process, health)
+        if opts.leader_election:
+            # A standby that takes over starts at once: what it needs is imported while it waits.
+            threading.Thread(target=_import_the_operator, name="tfleet-import", daemon=True).start()
         if opts.leader_election and not _wait_for_the_lease(process, health):
             log.info("Stopped before acquiring the leader Lease")
             return 0
@@ -111,6 +114,12 @@ def run(opts: RunOptions) -> int:
         return 1
     log.info("Stopped the operator")
     return 0
+
+
+def _import_the_operator() -> None:
+    import kopf  # noqa: F401
+
+    from tfleet.runtime import handlers  # noqa: F401
 
 
 def _serve_endpoints(process: _Process, health: Health) -> None:
@@ -182,28 +191,25 @@ def _run_kopf(process: _Process, health: Health) -> None:
 
     from tfleet.runtime import handlers  # noqa: F401  (registers the handlers)
     from tfleet.runtime.context import OperatorRuntime
-    from tfleet.runtime.kube import Kube, load_config
-    from tfleet.runtime.startup_sync import wait_until_seen
 
     opts = process.opts
     runtime = OperatorRuntime(kubeconfig=opts.kubeconfig, metrics=process.metrics,
-                              health=health, namespaced=bool(opts.namespaces),
+                              health=health, namespaces=opts.namespaces,
                               max_rollouts=opts.max_concurrent_rollouts,
-                              operator_stop=process.operator_stop, drain_key=process.drain_key)
+                              operator_stop=process.operator_stop, drain_key=process.drain_key,
+                              stopping=process.stop_flag)
 
     def mark_ready() -> None:
         # kopf's flag rises after the start-up handlers, before its watches have listed
-        # anything: ready means the fleet's cache holds what the API server lists.
+        # anything: ready means the fleet's cache holds what the API server lists (the
+        # start-up handler opens the work queue then, see handlers._open_when_synced).
         process.ready_flag.wait()
-        fleet = runtime.fleet
-        assert fleet is not None, "the start-up handler makes the fleet"
-        listed = wait_until_seen(Kube(load_config(opts.kubeconfig)), fleet.cache.holds, opts.namespaces,
-                                 process.stop_flag)
-        if listed is None:
-            return
+        while not runtime.synced.wait(0.1):
+            if process.stop_flag.is_set():
+                return
         health.update(operator_ready=True)
         # Scripts and tests wait for this line (or for /readyz).
-        log.info("Started the operator: the initial listings of %d objects are in its view", listed)
+        log.info("Started the operator: the initial listings of %d objects are in its view", runtime.listed)
 
     threading.Thread(target=mark_ready, name="tfleet-ready", daemon=True).start()
     asyncio.set_event_loop(process.loop)

@@ -2,9 +2,15 @@
 
 - A key is queued at most once: a burst of events collapses into one reconcile.
 - A key that changes while it is being reconciled is reconciled again right after.
+- Keys this process has never reconciled go first: in a bulk create, a new InferenceService
+  gets its children before the ones created earlier are looked at again (their Deployments
+  turning ready, their status), so the time to its first write does not grow with the
+  backlog. Among themselves both kinds are first in, first out.
 - Wake-ups reconcile a key after a delay (a pause ends, a deadline passes); one pending
-  wake-up per key, the earliest wins.
+  wake-up per key, the earliest wins. One scheduler thread serves every delay.
 - Failures back off exponentially per key, up to a minute.
+- Until `open` is called, workers take nothing: the operator opens the queue once its
+  caches hold the initial listings, so that no reconcile acts on a partial view.
 
 Time comes from the injected `monotonic` clock and delays from the injected `schedule`, so
 tests drive both.
@@ -12,9 +18,12 @@ tests drive both.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,13 +39,44 @@ MAX_BACKOFF_SECONDS = 60.0
 WAKE_UP_MARGIN_SECONDS = 0.05
 
 
-def timer(delay: float, fn: Callable[[], None]) -> threading.Timer:
-    """The default `schedule`: run `fn` on a daemon thread after `delay` seconds."""
-    t = threading.Timer(delay, fn)
-    t.daemon = True
-    t.name = f"{MANAGER}-retry"
-    t.start()
-    return t
+class Scheduler:
+    """Runs callbacks after a delay, all on one daemon thread (a heap of due times).
+
+    A thread per delay (threading.Timer) would cost a thread start and its stack for each of
+    the thousands of wake-ups a fleet asks for at once. Callbacks must be quick: the queue's
+    own only enqueue a key.
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic):
+        self._monotonic = monotonic
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, delay: float, fn: Callable[[], None]) -> None:
+        due = self._monotonic() + max(0.0, delay)
+        with self._cond:
+            heapq.heappush(self._heap, (due, next(self._order), fn))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"{MANAGER}-scheduler", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._heap)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > self._monotonic():
+                    self._cond.wait(None if not self._heap else self._heap[0][0] - self._monotonic())
+                _, _, fn = heapq.heappop(self._heap)
+            try:
+                fn()
+            except Exception:  # a bug in one callback must not stop every later one
+                log.exception("Failed to run a scheduled reconcile")
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -51,41 +91,66 @@ class WorkQueue:
         self.schedule = schedule
         self._monotonic = monotonic
         self._guard = threading.Lock()
-        self._queue: queue.SimpleQueue[Key] = queue.SimpleQueue()
+        self._ready = threading.Condition(self._guard)
+        self._fresh: deque[Key] = deque()  # never reconciled by this process
+        self._again: deque[Key] = deque()
+        self._reconciled: set[Key] = set()
         self._queued: set[Key] = set()
         self._running: set[Key] = set()
         self._dirty: set[Key] = set()
+        self._open = True
         self._workers: list[threading.Thread] = []
         self._wakeups: dict[Key, float] = {}  # monotonic time of the next scheduled reconcile
         self._failures: dict[Key, int] = {}
 
-    def start_workers(self, count: int) -> None:
-        """Reconcile from the queue with `count` threads instead of in the caller's thread."""
+    def start_workers(self, count: int, open_now: bool = True) -> None:
+        """Reconcile from the queue with `count` threads instead of in the caller's thread;
+        with `open_now` False they wait for `open`."""
+        with self._guard:
+            self._open = open_now
         for i in range(count):
             worker = threading.Thread(target=self._work, name=f"{MANAGER}-worker-{i}", daemon=True)
             worker.start()
             self._workers.append(worker)
+
+    def open(self) -> None:
+        """Let the workers take keys (see `start_workers`)."""
+        with self._ready:
+            self._open = True
+            self._ready.notify_all()
+
+    def depth(self) -> tuple[int, int]:
+        """(keys never reconciled, keys to reconcile again) waiting for a worker."""
+        with self._guard:
+            return len(self._fresh), len(self._again)
 
     def enqueue(self, key: Key) -> None:
         """Ask for a reconcile of `key`: never blocks (without workers it runs at once)."""
         if not self._workers:
             self._handler(key)
             return
-        with self._guard:
+        with self._ready:
             if key in self._running:
                 self._dirty.add(key)
                 return
             if key in self._queued:
                 return
             self._queued.add(key)
-        self._queue.put(key)
+            (self._again if key in self._reconciled else self._fresh).append(key)
+            self._ready.notify()
+
+    def _next(self) -> Key:
+        with self._ready:
+            while not (self._open and (self._fresh or self._again)):
+                self._ready.wait()
+            key = self._fresh.popleft() if self._fresh else self._again.popleft()
+            self._queued.discard(key)
+            self._running.add(key)
+            return key
 
     def _work(self) -> None:
         while True:
-            key = self._queue.get()
-            with self._guard:
-                self._queued.discard(key)
-                self._running.add(key)
+            key = self._next()
             try:
                 self._handler(key)
             except Exception:  # a bug must not take a worker down with it
@@ -93,6 +158,7 @@ class WorkQueue:
             finally:
                 with self._guard:
                     self._running.discard(key)
+                    self._reconciled.add(key)
                     again = key in self._dirty
                     self._dirty.discard(key)
                 if again:
@@ -134,3 +200,4 @@ class WorkQueue:
         with self._guard:
             self._failures.pop(key, None)
             self._wakeups.pop(key, None)
+            self._reconciled.discard(key)
