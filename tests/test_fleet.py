@@ -335,14 +335,16 @@ def test_pods_that_fail_to_load_their_model_say_why_in_the_status(setup, monkeyp
         return "Could not find SavedModel at /models/resnet/3"
 
     monkeypatch.setattr(podhealth, "fetch_load_error", fake_bridge)
-    now = [datetime(2026, 1, 1)]
-    fleet.clock = lambda: now[0]
+    now, mono = [datetime(2026, 1, 1)], [0.0]
+    fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=0, monotonic=lambda: mono[0])
     key = start(fleet, kube, isvc())
     fleet.observe_isvc("MODIFIED", kube.isvc)
     add_pods(fleet, kube, ready=False)
     fleet.reconcile(key)
     assert (kube.pod_lists, asked) == (0, [])  # not Ready for a moment: pods are not looked at yet
     now[0] += timedelta(seconds=11)
+    mono[0] += 11
     fleet.reconcile(key)
     assert sorted(asked) == ["10.0.0.0", "10.0.0.1"]
     conditions = {c["type"]: c for c in kube.isvc["status"]["conditions"]}
@@ -447,9 +449,9 @@ def test_crash_looping_pods_are_looked_at_again_and_their_termination_message_re
     # crash-loops: no Deployment status changes, so the fleet must look again by itself.
     kube = RecordingKube()
     scheduled: list[float] = []
-    now = [datetime(2026, 1, 1)]
+    now, mono = [datetime(2026, 1, 1)], [0.0]
     fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: scheduled.append(d),  # type: ignore[arg-type]
-                  status_coalesce_seconds=0)
+                  status_coalesce_seconds=0, monotonic=lambda: mono[0])
     key = start(fleet, kube, isvc())
     fleet.observe_isvc("MODIFIED", kube.isvc)
     add_pods(fleet, kube, ready=False)
@@ -460,6 +462,7 @@ def test_crash_looping_pods_are_looked_at_again_and_their_termination_message_re
             "name": "tensorflow-serving", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
             "lastState": {"terminated": {"exitCode": 255, "reason": "Error", "message": failure}}}]
     now[0] += timedelta(seconds=11)
+    mono[0] += 11
     scheduled.clear()
     fleet.reconcile(key)
     assert kube.pod_lists == 1
@@ -528,6 +531,29 @@ def test_a_404_about_a_child_is_retried():
     kube.fail_next_status = KubeError(404, "NotFound", 'deployments.apps "resnet-abc" not found')
     fleet.reconcile(key)  # the InferenceService itself is still there
     assert delays == [0.5]
+
+
+def test_pods_a_busy_cluster_brings_up_slowly_are_not_looked_at_while_their_deployment_moves():
+    kube = RecordingKube()
+    scheduled: list[float] = []
+    now, mono = [datetime(2026, 1, 1)], [0.0]
+    fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: scheduled.append(d),  # type: ignore[arg-type]
+                  status_coalesce_seconds=0, monotonic=lambda: mono[0])
+    key = start(fleet, kube, isvc())
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    add_pods(fleet, kube, ready=False)
+    # Not Ready for 11 s, but the Deployment moved 6 s ago (its first pod turned ready).
+    now[0] += timedelta(seconds=11)
+    mono[0] += 5
+    mark_deployment_ready(fleet, kube, replicas=1)
+    mono[0] += 6
+    scheduled.clear()
+    fleet.reconcile(key)
+    assert kube.pod_lists == 0
+    assert min(scheduled) == pytest.approx(4.05)  # looked at once it has stood still for 10 s
+    mono[0] += 4
+    fleet.reconcile(key)
+    assert kube.pod_lists == 1
 
 
 def test_pods_that_stay_broken_are_looked_at_less_and_less_often():

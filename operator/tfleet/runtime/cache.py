@@ -9,6 +9,8 @@ write is not news, and triggers nothing.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from tfleet.api.vocabulary import ACTIVE_PHASES, LABEL_ISVC, Phase
@@ -74,7 +76,8 @@ class FleetCache:
     """Thread-safe. Keys are (namespace, name) of InferenceServices; children are filed under
     their parent by the `tfleet.dev/inferenceservice` label."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
         self._guard = threading.Lock()
         self._isvcs: dict[Key, Manifest] = {}
         self._children: dict[Key, dict[ChildKey, Manifest]] = {}
@@ -82,6 +85,9 @@ class FleetCache:
         # Rollout phases by key, for pacing: which rollouts run, which wait (and since when).
         self._active: set[Key] = set()
         self._queued: dict[Key, str] = {}
+        # When each InferenceService's Deployments last changed as the engine sees them
+        # (`observe_revisions`), on the caller's monotonic clock: how long pods stood still.
+        self._moved: dict[Key, float] = {}
 
     def _note_rollout(self, key: Key, body: Manifest | None) -> None:
         rollout = ((body or {}).get("status") or {}).get("rollout") or {}
@@ -107,6 +113,7 @@ class FleetCache:
             if event_type == "DELETED":
                 self._isvcs.pop(key, None)
                 self._children.pop(key, None)
+                self._moved.pop(key, None)
                 self._news.discard(key)
                 self._note_rollout(key, None)
             elif is_newer(body, self._isvcs.get(key)):
@@ -132,10 +139,20 @@ class FleetCache:
                         self._news.add(key)
             elif is_newer(body, children.get(child)):
                 current = children.get(child)
-                if _is_news(event_type, body, current) and child_matters(body, current):
+                matters = child_matters(body, current)
+                if matters and body.get("kind") == "Deployment":
+                    self._moved[key] = self._monotonic()
+                if matters and _is_news(event_type, body, current):
                     self._news.add(key)
                 children[child] = slim(body)
         return key
+
+    def still_for(self, key: Key, now: float) -> float:
+        """Seconds since the InferenceService's Deployments last changed (in what the engine
+        reads of them); infinite when none was ever seen."""
+        with self._guard:
+            moved = self._moved.get(key)
+        return float("inf") if moved is None else max(0.0, now - moved)
 
     def take_news(self, key: Key) -> bool:
         """Whether a watch brought news for `key` since the last call."""

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 Manifest = dict[str, Any]
 
-# How long an InferenceService may stay not Ready before its pods are looked at for a reason.
+# How long an InferenceService may stay not Ready, its Deployments unchanged, before its pods
+# are looked at for a reason.
 PODS_LOOKED_AT_AFTER_SECONDS = 10.0
 # How often pods that are not ready are listed again while someone waits for them: at first,
 # and at most (the interval doubles while nothing about them changes).
@@ -111,6 +112,8 @@ class FleetHooks:
     reconciled: Callable[[Key, str, float], None] = _ignore
     # Every InferenceService body the fleet sees: watch events and its own status writes.
     observed_isvc: Callable[[str | None, Manifest], None] = _ignore
+    # (key, writes): a reconcile wrote that many children (applies, scales, deletes).
+    changed_children: Callable[[Key, int], None] = _ignore
 
 
 class Fleet:
@@ -127,7 +130,7 @@ class Fleet:
         self.clock = clock
         self.monotonic = monotonic
         self.hooks = hooks or FleetHooks()
-        self.cache = FleetCache()
+        self.cache = FleetCache(monotonic)
         self.slots = RolloutSlots(self.cache, max_rollouts)
         # Late-bound, so that what runs is whatever `reconcile` is when the key comes up.
         self.queue = WorkQueue(lambda key: self.reconcile(key), schedule or Scheduler(), monotonic)
@@ -137,6 +140,7 @@ class Fleet:
         self.checks = MetricChecks(monotonic)
         self._locks: dict[Key, threading.Lock] = {}
         self._rechecks: dict[Key, tuple[tuple[Any, ...], float]] = {}  # how the pods looked, the delay
+        self._parsed: dict[Key, tuple[tuple[Any, ...], plan.Parsed]] = {}  # what the parse read, its result
         self._locks_guard = threading.Lock()
 
     # ------------------------------------------------------------------ seams kept stable
@@ -209,11 +213,26 @@ class Fleet:
                 self.slots.release(key)
                 self.hooks.reconciled(key, result, time.perf_counter() - start)
 
+    def _parse(self, key: Key, body: Manifest) -> plan.Parsed:
+        """The parsed spec, reused while the object's spec and what else the parse reads of it
+        stay the same: an InferenceService is reconciled several times per spec (its
+        Deployments turning ready, its autoscaler), and parsing and hashing its revision is
+        a good part of a reconcile's CPU."""
+        meta = body.get("metadata") or {}
+        reads = (meta.get("uid"), meta.get("name"), meta.get("namespace"), meta.get("generation"),
+                 meta.get("labels"), meta.get("annotations"), body.get("spec"))
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] == reads:
+            return cached[1]
+        parsed = plan.parse_once(body)
+        self._parsed[key] = (reads, parsed)
+        return parsed
+
     def _reconcile(self, key: Key) -> None:
         seen = self._observe(key)
         if seen is None:
             return
-        parsed = plan.parse_once(seen.body)
+        parsed = self._parse(key, seen.body)
         state = State.from_status((seen.body.get("status") or {}).get("rollout"))
         gate = self.checks.check(key, parsed.isvc, state)
         if gate.look_again_after is not None:
@@ -224,6 +243,8 @@ class Fleet:
                                         pacing=pacing, drain_key=self.drain_key)
         later = after_the_status(child_plan, seen.children)
         rejected = self.executor.carry_out_children(seen.body, child_plan, later)
+        if child_plan.writes:
+            self.hooks.changed_children(key, child_plan.writes)
         after = self._observe_writes(key, seen)
         if after is None:
             return
@@ -231,21 +252,25 @@ class Fleet:
         def plan_status(view: _Seen, rejected: str | None) -> plan.StatusPlan:
             nonlocal parsed
             if _spec_of(view.body) != _spec_of(seen.body):
-                parsed = plan.parse_once(view.body)  # a new spec arrived while the children were written
+                parsed = self._parse(key, view.body)  # a new spec arrived while the children were written
             return plan.plan_status(view.body, view.children, seen.pods, format_time(seen.now),
                                     child_plan.rollout, rejected=rejected, parsed=parsed, check=gate.result)
 
         status_plan = plan_status(after, rejected)
+        events = status_plan.events
         if later and rejected is None:
-            # The status goes out before the children that would change the spec under it.
+            # The status goes out before the children that would change the spec under it;
+            # what they change is the next reconcile's to report (a status planned now could
+            # miss the autoscaler's resize, and be refused for it).
             self._write_status(key, after.body, status_plan, child_plan)
             rejected = self.executor.apply(later)
             after = self._observe_writes(key, seen)
             if after is None:
                 return
-            status_plan = plan_status(after, rejected)  # nothing to write again unless one was refused
+            status_plan = plan.StatusPlan() if rejected is None else plan_status(after, rejected)
+            events = [*events, *status_plan.events]
         # The children's Events are posted only once every child write succeeded.
-        events = [*(child_plan.events if rejected is None else []), *status_plan.events]
+        events = [*(child_plan.events if rejected is None else []), *events]
         self._record(key, after.body, status_plan, child_plan, rejected, events)
         if state.phase in ACTIVE_PHASES and child_plan.rollout is not None and \
                 child_plan.rollout.phase not in ACTIVE_PHASES:
@@ -281,9 +306,11 @@ class Fleet:
         latest, _ = self.cache.snapshot(key)
         self._remove_spent_controls(key, latest)
         waited = self._not_ready_for(latest or {})
-        if 0 <= waited < PODS_LOOKED_AT_AFTER_SECONDS:
-            # Nothing may change on its own while pods fail to come up: look again then.
-            self.queue.wake_up(key, PODS_LOOKED_AT_AFTER_SECONDS - waited)
+        if waited >= 0:
+            due = PODS_LOOKED_AT_AFTER_SECONDS - min(waited, self.cache.still_for(key, self.monotonic()))
+            if due > 0:
+                # Nothing may change on its own while pods fail to come up: look again then.
+                self.queue.wake_up(key, due)
 
     def _write_status(self, key: Key, body: Manifest, status_plan: plan.StatusPlan, child_plan: plan.ChildPlan) -> None:
         if status_plan.status is None:
@@ -330,7 +357,7 @@ class Fleet:
         Pods are the most numerous and the busiest objects of a fleet; watching them all
         would cost the operator far more than these few reads during rollouts and outages.
         """
-        if not self._pods_matter(body):
+        if not self._pods_matter(key, body):
             return []
         items = self.kube.list_pods(key[0], isvc_selector(key[1]))
         pods = [s for s in (summarize_pod(p) for p in items) if s is not None]
@@ -355,10 +382,15 @@ class Fleet:
         self._rechecks[key] = (looks, delay)
         return delay
 
-    def _pods_matter(self, body: Manifest) -> bool:
+    def _pods_matter(self, key: Key, body: Manifest) -> bool:
         """During a rollout (restarts and failures gate the steps), and once the
-        InferenceService has not been Ready for a while (the status says why)."""
-        return rollout_active(body) or self._not_ready_for(body) >= PODS_LOOKED_AT_AFTER_SECONDS
+        InferenceService has not been Ready for a while and its Deployments have stopped
+        moving (the status says why): pods that a busy cluster brings up slowly, one
+        Deployment status change after another, are nobody's worry yet."""
+        if rollout_active(body):
+            return True
+        return min(self._not_ready_for(body), self.cache.still_for(key, self.monotonic())) >= \
+            PODS_LOOKED_AT_AFTER_SECONDS
 
     def _not_ready_for(self, body: Manifest) -> float:
         ready = status.condition(body.get("status") or {}, ConditionType.READY) or {}
@@ -375,6 +407,7 @@ class Fleet:
         self.checks.forget(key)
         self.bridges.forget(key)
         self._rechecks.pop(key, None)
+        self._parsed.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
 

@@ -80,11 +80,30 @@ class _Process:
     drain_key: bytes | None = None
 
 
+# The garbage collector's thresholds (see `_tune_gc`).
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
+def _tune_gc() -> None:
+    """Collect young objects far less often than CPython's default (every 700 allocations).
+
+    The operator's heap is mostly its cache: the decoded JSON of every object it watches,
+    dicts and lists without reference cycles, freed by reference counting. Decoding one
+    watch event allocates hundreds of objects, so with the defaults the collector ran after
+    almost every event, and its full passes over the whole cache were a fifth of the
+    operator's CPU in a bulk create of 200 InferenceServices (measured with gc.callbacks).
+    """
+    import gc
+
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run(opts: RunOptions) -> int:
     """Run the operator until a signal stops it (0), it loses the leader Lease (1), or it
     cannot have its drain key (2)."""
     from tfleet.runtime.drain_key import DrainKeyError
 
+    _tune_gc()
     process = _Process(opts)
     health = Health()
     try:
