@@ -406,7 +406,7 @@ class Profiler:
         spy = str(beside) if beside.exists() else shutil.which("py-spy")
         if self.path is not None and spy is not None:
             self.proc = subprocess.Popen([spy, "record", "--pid", str(self.pid), "--format", "raw",
-                                          "--rate", "100", "--gil", "--output", str(self.path)],
+                                          "--rate", "100", "--gil", "--nonblocking", "--output", str(self.path)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # py-spy attaches before the measured work starts
         return self

@@ -111,13 +111,13 @@ class Executor:
                 return rejected
         scaled = self._all([functools.partial(self.kube.scale, deployment, replicas)
                             for deployment, replicas in plan.scale])
-        for result in scaled:
-            if not isinstance(result, KubeError):
-                self.cache.observe_child("SCALED", result)
+        for answer in scaled:
+            if not isinstance(answer, KubeError):
+                self.cache.observe_child("SCALED", answer)
         _raise_first(scaled)
         deleted = self._all([functools.partial(self.kube.delete, obj) for obj in plan.delete])
-        for obj, result in zip(plan.delete, deleted, strict=True):
-            if not isinstance(result, KubeError):
+        for obj, outcome in zip(plan.delete, deleted, strict=True):
+            if not isinstance(outcome, KubeError):
                 self.cache.observe_child("REMOVED", obj)
         _raise_first(deleted)
         return None

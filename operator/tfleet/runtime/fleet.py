@@ -185,8 +185,8 @@ class Fleet:
     def start_workers(self, count: int, open_now: bool = True) -> None:
         self.queue.start_workers(count, open_now)
 
-    def enqueue(self, key: Key) -> None:
-        self.queue.enqueue(key)
+    def enqueue(self, key: Key, first: bool = False) -> None:
+        self.queue.enqueue(key, first)
 
     # ------------------------------------------------------------------ the pass
 

@@ -137,8 +137,10 @@ def isvc_delivery(fleet: Fleet) -> Deliver:
     def deliver(event_type: str, body: Manifest) -> None:
         key = fleet.observe_isvc(event_type, body)
         # The echo of tfleet's own status write brings nothing new: no reconcile for it.
+        # Anything else is a change someone made to the object: it goes ahead of the
+        # reconciles its children's status changes asked for.
         if event_type != "DELETED" and fleet.take_news(key):
-            fleet.enqueue(key)
+            fleet.enqueue(key, first=True)
 
     return deliver
 

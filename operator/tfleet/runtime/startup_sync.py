@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Protocol
 
 from tfleet.api.vocabulary import API_VERSION, KIND, LABEL_MANAGED_BY, MANAGER
@@ -40,7 +41,7 @@ class Listing(Protocol):
 
 class Listings(Protocol):
     @property
-    def watches(self) -> list[Listing]: ...
+    def watches(self) -> Sequence[Listing]: ...
 
 
 def watched_kinds() -> list[tuple[str, str, str | None]]:

@@ -2,10 +2,11 @@
 
 - A key is queued at most once: a burst of events collapses into one reconcile.
 - A key that changes while it is being reconciled is reconciled again right after.
-- Keys this process has never reconciled go first: in a bulk create, a new InferenceService
-  gets its children before the ones created earlier are looked at again (their Deployments
-  turning ready, their status), so the time to its first write does not grow with the
-  backlog. Among themselves both kinds are first in, first out.
+- Keys this process has never reconciled go first, and so do keys whose object someone
+  changed (a spec edit, a scale): in a bulk create, a new InferenceService gets its children
+  before the ones created earlier are looked at again (their Deployments turning ready,
+  their status), and in a rollout of many, an edit does not wait behind their pods. Among
+  themselves both kinds are first in, first out.
 - Wake-ups reconcile a key after a delay (a pause ends, a deadline passes); one pending
   wake-up per key, the earliest wins. One scheduler thread serves every delay.
 - Failures back off exponentially per key, up to a minute.
@@ -124,8 +125,10 @@ class WorkQueue:
         with self._guard:
             return len(self._fresh), len(self._again)
 
-    def enqueue(self, key: Key) -> None:
-        """Ask for a reconcile of `key`: never blocks (without workers it runs at once)."""
+    def enqueue(self, key: Key, first: bool = False) -> None:
+        """Ask for a reconcile of `key`: never blocks (without workers it runs at once). With
+        `first` (someone changed the object itself), it goes ahead of the re-reconciles, with
+        the keys never reconciled."""
         if not self._workers:
             self._handler(key)
             return
@@ -134,9 +137,12 @@ class WorkQueue:
                 self._dirty.add(key)
                 return
             if key in self._queued:
+                if first and key in self._again:
+                    self._again.remove(key)
+                    self._fresh.append(key)
                 return
             self._queued.add(key)
-            (self._again if key in self._reconciled else self._fresh).append(key)
+            (self._fresh if first or key not in self._reconciled else self._again).append(key)
             self._ready.notify()
 
     def _next(self) -> Key:
