@@ -249,3 +249,8 @@ async def test_twenty_inference_services_converge_and_the_idle_operator_writes_n
     assert writes.get("patch inferenceservices/status", 0) >= 20
     assert result.idle_writes == 0, result.idle_writes_by_kind
     assert result.idle_seconds == 10
+    # One Event at most per reconcile that changed children, by the operator's own count.
+    assert result.child_changes >= 20
+    assert 20 <= result.event_writes <= result.child_changes
+    # Every InferenceService's first child write was seen and timed.
+    assert result.first_write_p99 == result.first_write_p99  # not NaN

@@ -43,7 +43,8 @@ Deliver = Callable[[str, Manifest], None]
 
 SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 LISTED = "LISTED"
-PAGE_SIZE = 500
+# Small pages: a page is decoded whole, and its size is the start-up listing's peak memory.
+PAGE_SIZE = 100
 # The server ends each WATCH after this long, with a bookmark; the next one resumes.
 WATCH_TIMEOUT_SECONDS = 300
 FIRST_RETRY_SECONDS = 0.2
