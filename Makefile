@@ -152,9 +152,10 @@ bench-preflight: venv ## Pre-flight as warmup (first-request latency) and the br
 bench-serving: venv tools ## Serving on running pods: request spread, canary share, latency, termination (~10 min); rewrites its part of docs/benchmarks.md
 	$(BIN)/python -m e2e.bench.serving --docs
 
-BENCH_FLEET_SIZES ?= 100,300,1000
+BENCH_FLEET_SIZES ?= 300,1000,3000
 
 .PHONY: bench-fleet
-bench-fleet: venv ## Fleet benchmark (100 to 1,000 InferenceServices, ~12 min); rewrites docs/benchmarks.md and its plot
+bench-fleet: venv ## Fleet benchmark (300 to 3,000 InferenceServices, floors, trickle, restart, failover, busy cluster; ~35 min); rewrites docs/benchmarks.md and its plot
 	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install -q matplotlib
-	$(BIN)/python -m e2e.bench.fleet --sizes $(BENCH_FLEET_SIZES) --docs
+	@test -x $(BIN)/py-spy || $(BIN)/pip install -q py-spy || echo "py-spy could not be installed: no profile"
+	$(BIN)/python -m e2e.bench.fleet --sizes $(BENCH_FLEET_SIZES) --profile .tools/bench-fleet-profile --docs

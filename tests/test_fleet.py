@@ -338,14 +338,16 @@ def test_pods_that_fail_to_load_their_model_say_why_in_the_status(setup, monkeyp
         return podhealth.BridgeReport(load_error="Could not find SavedModel at /models/resnet/3")
 
     monkeypatch.setattr(podhealth, "fetch_report", fake_bridge)
-    now = [datetime(2026, 1, 1)]
-    fleet.clock = lambda: now[0]
+    now, mono = [datetime(2026, 1, 1)], [0.0]
+    fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=0, monotonic=lambda: mono[0])
     key = start(fleet, kube, isvc())
     fleet.observe_isvc("MODIFIED", kube.isvc)
     add_pods(fleet, kube, ready=False)
     fleet.reconcile(key)
     assert (kube.pod_lists, asked) == (0, [])  # not Ready for a moment: pods are not looked at yet
     now[0] += timedelta(seconds=11)
+    mono[0] += 11
     fleet.reconcile(key)
     assert sorted(asked) == ["10.0.0.0", "10.0.0.1"]
     conditions = {c["type"]: c for c in kube.isvc["status"]["conditions"]}
@@ -385,9 +387,36 @@ def test_the_echo_of_tfleets_own_write_is_not_news(setup):
     echo = deployment(fleet)  # what the watch delivers after the apply: the same resourceVersion
     fleet.observe_child("MODIFIED", echo)
     assert fleet.take_news(key) is False
-    fleet.observe_child("MODIFIED", bump(copy.deepcopy(echo), kube))  # someone else changed it
+    edited = bump(copy.deepcopy(echo), kube)  # someone else changed it
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else:1"
+    fleet.observe_child("MODIFIED", edited)
     assert fleet.take_news(key) is True
     assert fleet.take_news(key) is False
+
+
+def test_only_child_changes_a_reconcile_reads_are_news(setup):
+    fleet, kube = setup
+    key = start(fleet, kube, isvc())
+    fleet.take_news(key)
+    _, children = fleet.snapshot(key)
+    (pdb,) = [copy.deepcopy(v) for (kind, _), v in children.items() if kind == "PodDisruptionBudget"]
+    # The disruption controller keeps the budget's status up to date: nothing tfleet reads.
+    pdb["status"] = {"currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 2, "observedGeneration": 1}
+    fleet.observe_child("MODIFIED", bump(pdb, kube))
+    assert fleet.take_news(key) is False
+    # A Deployment's conditions moving on (their timestamps) changes no count the engine reads...
+    dep = deployment(fleet)
+    dep["status"] = {"observedGeneration": 0, "conditions": [{"type": "Progressing", "status": "True",
+                                                               "reason": "ReplicaSetUpdated",
+                                                               "lastUpdateTime": "2026-01-01T00:00:01Z"}]}
+    fleet.observe_child("MODIFIED", bump(dep, kube))
+    assert fleet.take_news(key) is False
+    # ...its pods becoming ready does.
+    mark_deployment_ready(fleet, kube)
+    assert fleet.take_news(key) is True
+    # And a deleted child always is.
+    fleet.observe_child("DELETED", pdb)
+    assert fleet.take_news(key) is True
 
 
 def test_a_burst_of_events_collapses_into_few_reconciles():
@@ -423,9 +452,9 @@ def test_crash_looping_pods_are_looked_at_again_and_their_termination_message_re
     # crash-loops: no Deployment status changes, so the fleet must look again by itself.
     kube = RecordingKube()
     scheduled: list[float] = []
-    now = [datetime(2026, 1, 1)]
+    now, mono = [datetime(2026, 1, 1)], [0.0]
     fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: scheduled.append(d),  # type: ignore[arg-type]
-                  status_coalesce_seconds=0)
+                  status_coalesce_seconds=0, monotonic=lambda: mono[0])
     key = start(fleet, kube, isvc())
     fleet.observe_isvc("MODIFIED", kube.isvc)
     add_pods(fleet, kube, ready=False)
@@ -436,6 +465,7 @@ def test_crash_looping_pods_are_looked_at_again_and_their_termination_message_re
             "name": "tensorflow-serving", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
             "lastState": {"terminated": {"exitCode": 255, "reason": "Error", "message": failure}}}]
     now[0] += timedelta(seconds=11)
+    mono[0] += 11
     scheduled.clear()
     fleet.reconcile(key)
     assert kube.pod_lists == 1
@@ -520,6 +550,29 @@ def test_a_404_about_a_child_is_retried():
     kube.fail_next_status = KubeError(404, "NotFound", 'deployments.apps "resnet-abc" not found')
     fleet.reconcile(key)  # the InferenceService itself is still there
     assert delays == [0.5]
+
+
+def test_pods_a_busy_cluster_brings_up_slowly_are_not_looked_at_while_their_deployment_moves():
+    kube = RecordingKube()
+    scheduled: list[float] = []
+    now, mono = [datetime(2026, 1, 1)], [0.0]
+    fleet = Fleet(kube, clock=lambda: now[0], schedule=lambda d, fn: scheduled.append(d),  # type: ignore[arg-type]
+                  status_coalesce_seconds=0, monotonic=lambda: mono[0])
+    key = start(fleet, kube, isvc())
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    add_pods(fleet, kube, ready=False)
+    # Not Ready for 11 s, but the Deployment moved 6 s ago (its first pod turned ready).
+    now[0] += timedelta(seconds=11)
+    mono[0] += 5
+    mark_deployment_ready(fleet, kube, replicas=1)
+    mono[0] += 6
+    scheduled.clear()
+    fleet.reconcile(key)
+    assert kube.pod_lists == 0
+    assert min(scheduled) == pytest.approx(4.05)  # looked at once it has stood still for 10 s
+    mono[0] += 4
+    fleet.reconcile(key)
+    assert kube.pod_lists == 1
 
 
 def test_pods_that_stay_broken_are_looked_at_less_and_less_often():

@@ -142,18 +142,93 @@ def test_the_generated_part_of_the_docs_is_replaced_and_the_rest_kept(tmp_path: 
     assert fleet.BEGIN in fresh.read_text() and "first table" in fresh.read_text()
 
 
-def test_the_operator_registers_no_handler_that_needs_kopfs_bookkeeping():
-    # The operator tells kopf to keep no diff-base and no progress records (they cost a deep
-    # copy of every watched object per event). That is only right while every handler is
-    # an event or index handler: a create/update/delete handler or a daemon needs them.
+def test_kopf_watches_nothing_and_the_operators_watches_cover_every_kind_it_reads():
+    # Every watch is the operator's own (children by label selector on the server): kopf
+    # only runs the process, so it must have no resource handler that would start one.
     import kopf
 
-    import tfleet.runtime.handlers  # noqa: F401  (registers the handlers)
+    from tfleet.runtime import handlers
+    from tfleet.runtime.fleet import Fleet
 
     registry = kopf.get_default_registry()
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
-    assert registry._watching.get_all_handlers() != []
+    assert registry._watching.get_all_handlers() == []
+    watches = handlers.operator_watches(None, Fleet(None), ("a", "b"))  # type: ignore[arg-type]
+    kinds = {(w.kind, w.namespace, w.label_selector) for w in watches.watches}
+    assert ("InferenceService", "a", None) in kinds
+    for kind in ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+        assert (kind, "b", "app.kubernetes.io/managed-by=tfleet") in kinds
+    assert len(kinds) == 12
+
+
+def test_the_top_functions_by_self_time_come_from_the_leaves_of_the_stacks(tmp_path: Path):
+    profile = tmp_path / "p.txt"
+    profile.write_text("main;run;loads 30\nmain;run;dumps 10\nmain;other;loads 20\nmain;run 40\n")
+    assert fleet.top_self_time(profile, 2) == [["loads", 0.5], ["run", 0.4]]
+    assert fleet.top_self_time(tmp_path / "missing.txt") == []
+
+
+def test_a_trickle_change_is_timed_to_the_first_write_about_its_inference_service():
+    from e2e.bench import fleet_scenarios as sc
+
+    assert sc.isvc_of_child("model-12-0123456789") == "model-12"
+    assert sc.isvc_of_child("model-12-grpc") == "model-12"
+    assert sc.isvc_of_child("model-12") == "model-12"
+    writes = [entry(10.30, resource="configmaps", name="model-1-0123456789", duration_ms=100),
+              entry(10.50, resource="inferenceservices", subresource="status", name="model-1"),
+              entry(10.05, resource="deployments", name="model-2", duration_ms=0),
+              entry(10.01, verb="create", resource="events", name=None)]
+    changes = [(("fleet-0", "model-1"), 10.0), (("fleet-0", "model-2"), 10.1), (("fleet-0", "model-3"), 10.0)]
+    latencies = sc.first_write_after(writes, changes)
+    assert latencies[0] == pytest.approx(0.2)  # the write reached the server at 10.30 - 0.1
+    assert math.isnan(latencies[1])  # the only write about model-2 came before its change
+    assert math.isnan(latencies[2])
+
+
+def test_the_trickle_alternates_replica_changes_and_rolling_version_bumps():
+    from e2e.bench import fleet_scenarios as sc
+
+    state: dict[tuple[str, str], dict[str, object]] = {}
+    plain, autoscaled = fleet.isvc_manifest(0), fleet.isvc_manifest(17)
+    assert sc.change_of(0, plain, state) == {"spec": {"replicas": 3}}
+    assert sc.change_of(2, plain, state) == {"spec": {"replicas": 2}}
+    bump = sc.change_of(1, plain, state)
+    assert bump == {"spec": {"model": {"version": 2}, "rollout": {"strategy": "RollingUpdate"}}}
+    # An autoscaled one's replicas are its autoscaler's: it only gets version bumps.
+    assert "replicas" not in sc.change_of(0, autoscaled, state)["spec"]
+
+
+def test_every_target_has_a_verdict_at_the_target_size():
+    def result(n: int, **figures: object) -> fleet.SizeResult:
+        base = dict(n=n, children=5 * n, converged=True, convergence_seconds=n / 10, cluster_floor_seconds=n / 11,
+                    cpu_seconds_convergence=n * 0.008, client_floor_cpu_seconds=n * 0.006, first_write_p50=0.2,
+                    first_write_p99=1.0, child_status_writes=7 * n, event_writes=n, child_changes=n,
+                    over_budget=0, max_extra_writes=2, rss_peak_mb=90 + n / 20, reconciles=2 * n)
+        base.update(figures)
+        return fleet.SizeResult(**base)  # type: ignore[arg-type]
+
+    results = [result(300), result(1000, rss_peak_mb=151.0,
+                                   trickle={"rate": 5, "seconds": 60, "p50_ms": 5, "p99_ms": 80, "max_ms": 90,
+                                            "changes": 300, "unanswered": 0, "writes": 600},
+                                   restart={"ready_seconds": 3.0, "window_seconds": 20, "writes": 0,
+                                            "writes_by_kind": {}, "cpu_seconds": 2.0, "rss_mb": 120},
+                                   failover={"lease_seconds": 15, "handover_seconds": 17.0, "window_seconds": 20,
+                                             "writes": 1, "lease_writes": 10,
+                                             "writes_by_kind": {"patch inferenceservices/status": 1}}),
+               result(3000), result(1000, unrelated=20000, churned=1200, rss_peak_mb=160.0,
+                                    cpu_seconds_convergence=8.5)]
+    verdicts = {row[0]: row[-1] for row in fleet.summary_rows(results)}
+    assert verdicts["convergence ÷ cluster floor"] == "met"
+    assert verdicts["operator peak RSS"] == "**missed**"  # judged at N = 1,000, not at the largest N
+    scenarios = {row[0].split(": ", 1)[1]: row[-1] for row in fleet.scenario_rows(results)}
+    assert scenarios["time to /readyz"] == "met"
+    assert [v for k, v in scenarios.items() if k.startswith("the new leader's writes")] == ["**missed**"]
+    busy = {row[0].rsplit(": ", 1)[1]: row[-1] for row in fleet.busy_rows(results)}
+    assert busy["operator CPU, create to Ready (quiet → busy)"] == "met"  # 8.5 ÷ 8.0
+    assert busy["operator peak RSS (quiet → busy)"] == "met"  # 160 ÷ 151
+    text = fleet.render_markdown(results, "now")
+    assert "Growth:" in text and "linear" in text
 
 
 # ---------------------------------------------------------------------- the small benchmark
@@ -174,3 +249,8 @@ async def test_twenty_inference_services_converge_and_the_idle_operator_writes_n
     assert writes.get("patch inferenceservices/status", 0) >= 20
     assert result.idle_writes == 0, result.idle_writes_by_kind
     assert result.idle_seconds == 10
+    # One Event at most per reconcile that changed children, by the operator's own count.
+    assert result.child_changes >= 20
+    assert 20 <= result.event_writes <= result.child_changes
+    # Every InferenceService's first child write was seen and timed.
+    assert result.first_write_p99 == result.first_write_p99  # not NaN

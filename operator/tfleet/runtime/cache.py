@@ -1,6 +1,6 @@
 """The operator's view of the fleet: the latest InferenceServices and children it has seen.
 
-Watch events (delivered by kopf) and the responses of tfleet's own writes both feed it, so a
+Watch events (kopf's for InferenceServices, `tfleet.runtime.watch` for children) and the responses of tfleet's own writes both feed it, so a
 reconcile never re-reads the API and never acts on a view older than its own last write.
 It also notes which InferenceServices a watch brought news for: the echo of tfleet's own
 write is not news, and triggers nothing.
@@ -9,17 +9,20 @@ write is not news, and triggers nothing.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-from tfleet.api.vocabulary import ACTIVE_PHASES, KIND, LABEL_ISVC, Phase
-from tfleet.engine.observe import ChildKey, child_key
+from tfleet.api.vocabulary import ACTIVE_PHASES, LABEL_ISVC, Phase
+from tfleet.engine.observe import ChildKey, child_key, observe_revisions
 
 Manifest = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name) of an InferenceService
 
 # Event types from the watches (kopf's initial listing has None; the index handlers pass
-# INDEXED); the cache also takes the responses of tfleet's own writes.
-WATCHED = (None, "ADDED", "MODIFIED", "DELETED", "INDEXED")
+# INDEXED; the children's watches LISTED for what a LIST returned); the cache also takes the
+# responses of tfleet's own writes.
+WATCHED = (None, "ADDED", "MODIFIED", "DELETED", "INDEXED", "LISTED")
 
 
 def resource_version(obj: Manifest) -> int:
@@ -48,11 +51,33 @@ def _is_news(event_type: str | None, body: Manifest, current: Manifest | None) -
     return event_type in WATCHED and resource_version(body) != resource_version(current or {"metadata": {}})
 
 
+_UNREAD_METADATA = ("resourceVersion", "managedFields")
+
+
+def _as_read(obj: Manifest) -> tuple[Manifest, Manifest]:
+    """A child as a reconcile reads it, its status aside: metadata and spec (or data)."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _UNREAD_METADATA}
+    return meta, {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def child_matters(new: Manifest, old: Manifest | None) -> bool:
+    """Whether a child's new version can change what a reconcile does: anything but its
+    status, and of a Deployment's status what the rollout engine and the status read
+    (`observe_revisions`). The status that a PodDisruptionBudget's or an autoscaler's
+    controller keeps writing, or a Deployment's conditions' timestamps, change nothing."""
+    if old is None or _as_read(new) != _as_read(old):
+        return True
+    if new.get("kind") == "Deployment":
+        return observe_revisions([new], []) != observe_revisions([old], [])
+    return False
+
+
 class FleetCache:
     """Thread-safe. Keys are (namespace, name) of InferenceServices; children are filed under
     their parent by the `tfleet.dev/inferenceservice` label."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
         self._guard = threading.Lock()
         self._isvcs: dict[Key, Manifest] = {}
         self._children: dict[Key, dict[ChildKey, Manifest]] = {}
@@ -60,6 +85,9 @@ class FleetCache:
         # Rollout phases by key, for pacing: which rollouts run, which wait (and since when).
         self._active: set[Key] = set()
         self._queued: dict[Key, str] = {}
+        # When each InferenceService's Deployments last changed as the engine sees them
+        # (`observe_revisions`), on the caller's monotonic clock: how long pods stood still.
+        self._moved: dict[Key, float] = {}
 
     def _note_rollout(self, key: Key, body: Manifest | None) -> None:
         rollout = ((body or {}).get("status") or {}).get("rollout") or {}
@@ -85,6 +113,7 @@ class FleetCache:
             if event_type == "DELETED":
                 self._isvcs.pop(key, None)
                 self._children.pop(key, None)
+                self._moved.pop(key, None)
                 self._news.discard(key)
                 self._note_rollout(key, None)
             elif is_newer(body, self._isvcs.get(key)):
@@ -109,10 +138,21 @@ class FleetCache:
                     if event_type == "DELETED":
                         self._news.add(key)
             elif is_newer(body, children.get(child)):
-                if _is_news(event_type, body, children.get(child)):
+                current = children.get(child)
+                matters = child_matters(body, current)
+                if matters and body.get("kind") == "Deployment":
+                    self._moved[key] = self._monotonic()
+                if matters and _is_news(event_type, body, current):
                     self._news.add(key)
                 children[child] = slim(body)
         return key
+
+    def still_for(self, key: Key, now: float) -> float:
+        """Seconds since the InferenceService's Deployments last changed (in what the engine
+        reads of them); infinite when none was ever seen."""
+        with self._guard:
+            moved = self._moved.get(key)
+        return float("inf") if moved is None else max(0.0, now - moved)
 
     def take_news(self, key: Key) -> bool:
         """Whether a watch brought news for `key` since the last call."""
@@ -130,22 +170,6 @@ class FleetCache:
     def knows(self, key: Key) -> bool:
         with self._guard:
             return key in self._isvcs
-
-    def holds(self, obj: Manifest) -> bool:
-        """Whether the cache has `obj` (an InferenceService, or a child filed under its parent),
-        in this version or a later one. A child without the parent label is never filed, so it
-        counts as held."""
-        meta = obj["metadata"]
-        with self._guard:
-            if obj.get("kind") == KIND:
-                current = self._isvcs.get((meta["namespace"], meta["name"]))
-            else:
-                parent = (meta.get("labels") or {}).get(LABEL_ISVC)
-                if not parent:
-                    return True
-                current = self._children.get((meta["namespace"], parent), {}).get(child_key(obj))
-        return current is not None and current["metadata"].get("uid") == meta.get("uid") and \
-            resource_version(current) >= resource_version(obj)
 
     def snapshot(self, key: Key) -> tuple[Manifest | None, dict[ChildKey, Manifest]]:
         with self._guard:

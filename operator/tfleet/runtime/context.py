@@ -7,7 +7,8 @@ there and never look up untyped memo keys.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from tfleet.runtime.fleet import Fleet
     from tfleet.runtime.metrics import Metrics
     from tfleet.runtime.operator_health import Health
+    from tfleet.runtime.watch import Watches
 
 
 @dataclass
@@ -22,8 +24,9 @@ class OperatorRuntime:
     kubeconfig: str | None = None
     metrics: Metrics | None = None
     health: Health | None = None
-    # Watching only the given namespaces: CRD scanning needs a cluster-wide grant, so it is off.
-    namespaced: bool = False
+    # The namespaces watched; none: every namespace. Watching only some: CRD scanning needs
+    # a cluster-wide grant, so it is off.
+    namespaces: tuple[str, ...] = ()
     # Set to stop kopf (from its own loop).
     operator_stop: asyncio.Event | None = None
     max_rollouts: int | None = None  # rollouts running at once; None: no bound
@@ -32,3 +35,12 @@ class OperatorRuntime:
     heartbeat: asyncio.Task[None] | None = None
     # The key new revisions' drain tokens derive from (tfleet.runtime.drain_key); None: no tokens.
     drain_key: bytes | None = None
+    watches: Watches | None = None  # the children's watches, started with the fleet
+    stopping: threading.Event = field(default_factory=threading.Event)  # set once the operator stops
+    # Set once the cache holds the initial listings and reconciles may start; `listed` counts them.
+    synced: threading.Event = field(default_factory=threading.Event)
+    listed: int = 0
+
+    @property
+    def namespaced(self) -> bool:
+        return bool(self.namespaces)

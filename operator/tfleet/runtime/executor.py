@@ -1,4 +1,4 @@
-"""Carrying a plan out: the writes a `ChildPlan` and a `StatusPlan` call for, in order.
+"""Carrying a plan out: the writes a `ChildPlan` and a `StatusPlan` call for, in stages.
 
 Every response goes back into the cache, so the next step of the same reconcile (and the
 next reconcile) sees what the write left behind without reading the API again.
@@ -6,12 +6,15 @@ next reconcile) sees what the write left behind without reading the API again.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from tfleet.api.vocabulary import EventType
+from tfleet.api.vocabulary import MANAGER, EventType
 from tfleet.engine.plan import ChildPlan, Event, StatusPlan
 from tfleet.runtime.cache import FleetCache, Key
 from tfleet.runtime.kube import KubeClient, KubeError
@@ -19,6 +22,11 @@ from tfleet.runtime.kube import KubeClient, KubeError
 log = logging.getLogger(__name__)
 
 Manifest = dict[str, Any]
+T = TypeVar("T")
+
+# Writes of one reconcile that may be in flight at once beyond the reconciling thread's own,
+# shared by every reconcile (see `Executor`).
+WRITE_CONCURRENCY = 32
 
 # How long a status change that nobody waits for may be held back so that the changes
 # right behind it (pods turning ready one by one) go out in the same write.
@@ -34,17 +42,18 @@ class StatusHold:
         self._guard = threading.Lock()
         self._due: dict[Key, float] = {}
 
-    def may_wait(self, key: Key, urgent: bool) -> float | None:
-        """None: write now. Otherwise hold the write back; a number asks for a reconcile after
-        that many seconds (0 when one is already due)."""
+    def may_wait(self, key: Key, urgent: bool, seconds: float | None = None) -> float | None:
+        """None: write now. Otherwise hold the write back, at most `seconds` (the coalescing
+        window by default) from now, and never past a deadline already set; a number asks for
+        a reconcile after that many seconds (0 when one is already due by then)."""
         now = self._monotonic()
-        hold = self.coalesce_seconds
+        hold = self.coalesce_seconds if seconds is None else seconds
         with self._guard:
             due = self._due.get(key)
             if urgent or self.coalesce_seconds <= 0 or (due is not None and now >= due):
                 self._due.pop(key, None)
                 return None
-            if due is not None:
+            if due is not None and due <= now + hold:
                 return 0.0
             self._due[key] = now + hold
         return hold
@@ -55,31 +64,78 @@ class StatusHold:
 
 
 class Executor:
-    def __init__(self, kube: KubeClient, cache: FleetCache):
+    """Carries out child and status plans.
+
+    The writes of one plan go out in stages, each stage's writes at once on a small pool of
+    threads (the reconciling thread takes one of them itself):
+
+    1. ConfigMaps: a Deployment mounts its revision's ConfigMap, so it never exists first;
+    2. every other apply: the Deployments, Services, PodDisruptionBudget, autoscaler, which
+       do not depend on each other;
+    3. scales of other revisions' Deployments, then 4. deletes: the current revision's
+       objects exist before an older one shrinks or goes.
+
+    A stage starts only once every write of the one before has succeeded, so whatever
+    subset of the writes a crash or a lost response leaves done is one a later reconcile
+    resumes from, as it would from the same writes sent one after another. (A new
+    autoscaler is left to the caller, who applies it after the status write: see
+    `tfleet.runtime.fleet.after_the_status`.)
+    """
+
+    def __init__(self, kube: KubeClient, cache: FleetCache, concurrency: int = WRITE_CONCURRENCY):
         self.kube = kube
         self.cache = cache
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{MANAGER}-write") \
+            if concurrency > 1 else None
 
-    def carry_out_children(self, body: Manifest, plan: ChildPlan) -> str | None:
-        """Apply, scale, delete, post. Returns the API server's refusal of a child, if any:
-        then nothing after it is written, and the status reports it."""
-        for manifest in plan.apply:
-            try:
-                self.cache.observe_child("APPLIED", self.kube.apply(manifest))
-            except KubeError as exc:
-                if exc.retryable:
-                    raise
+    def _all(self, calls: list[Callable[[], T]]) -> list[T | KubeError]:
+        """Run `calls` at once; their results (or KubeErrors) in order, once all have ended."""
+        if not calls:
+            return []
+        if self._pool is None or len(calls) == 1:
+            return [_attempt(call) for call in calls]
+        # Each runs in a copy of this thread's context: log lines keep naming the object.
+        futures = [self._pool.submit(contextvars.copy_context().run, _attempt, call) for call in calls[1:]]
+        first = _attempt(calls[0])
+        return [first, *(f.result() for f in futures)]
+
+    def carry_out_children(self, body: Manifest, plan: ChildPlan, later: list[Manifest] | None = None) -> str | None:
+        """Apply (all but `later`, which the caller applies itself), scale, delete. Returns the
+        API server's refusal of a child, if any: then no later stage is written, and the
+        status reports it. A retryable failure is raised once the writes of its stage have
+        ended."""
+        applied = [m for m in plan.apply if not any(m is other for other in later or ())]
+        for stage in ([m for m in applied if m["kind"] == "ConfigMap"], [m for m in applied if m["kind"] != "ConfigMap"]):
+            rejected = self.apply(stage)
+            if rejected is not None:
+                return rejected
+        scaled = self._all([functools.partial(self.kube.scale, deployment, replicas)
+                            for deployment, replicas in plan.scale])
+        for answer in scaled:
+            if not isinstance(answer, KubeError):
+                self.cache.observe_child("SCALED", answer)
+        _raise_first(scaled)
+        deleted = self._all([functools.partial(self.kube.delete, obj) for obj in plan.delete])
+        for obj, outcome in zip(plan.delete, deleted, strict=True):
+            if not isinstance(outcome, KubeError):
+                self.cache.observe_child("REMOVED", obj)
+        _raise_first(deleted)
+        return None
+
+    def apply(self, manifests: list[Manifest]) -> str | None:
+        """Apply `manifests` at once, each response into the cache. The API server's refusal
+        of one, if any (the first in order); a retryable failure is raised once all ended."""
+        results = self._all([functools.partial(self.kube.apply, m) for m in manifests])
+        for result in results:
+            if not isinstance(result, KubeError):
+                self.cache.observe_child("APPLIED", result)
+        for manifest, result in zip(manifests, results, strict=True):
+            if isinstance(result, KubeError):
+                if result.retryable:
+                    raise result
                 # The API server refused what the spec asked for (for example an invalid
                 # affinity passed through): report it on the object instead of retrying.
-                return f"{manifest['kind']} {manifest['metadata']['name']} was rejected: {exc.message}"
-        for deployment, replicas in plan.scale:
-            self.cache.observe_child("SCALED", self.kube.scale(deployment, replicas))
-        for obj in plan.delete:
-            self.kube.delete(obj)
-            self.cache.observe_child("REMOVED", obj)
-        # The rollout's transitions: posted before the status that records them, and a failure
-        # to post fails the pass, so the retry decides (and names) the same Event again
-        # instead of the status recording a transition nobody was told of.
-        self.post(body, plan.events)
+                return f"{manifest['kind']} {manifest['metadata']['name']} was rejected: {result.message}"
         return None
 
     def write_status(self, key: Key, plan: StatusPlan, resource_version: str | None) -> Manifest:
@@ -92,10 +148,21 @@ class Executor:
         log.debug("Updated status of InferenceService %s/%s", namespace, name)
         return written
 
+    def post_soon(self, body: Manifest, events: list[Event]) -> Callable[[], None]:
+        """Start posting `events` (alongside whatever the caller writes next); the returned
+        function waits until they are posted. Best effort: a failed post is logged by the
+        client and dropped."""
+        if not events:
+            return _nothing
+        if self._pool is None:
+            self.post(body, events, best_effort=True)
+            return _nothing
+        future = self._pool.submit(contextvars.copy_context().run, self.post, body, events, True)
+        return lambda: future.result()
+
     def post(self, body: Manifest, events: list[Event], best_effort: bool = False) -> None:
         """Log and post `events`. A KubeError still failing after the client's retries is
-        raised, unless `best_effort` (Events after the status write: the next pass would not
-        decide them again, so failing it gains nothing)."""
+        raised, unless `best_effort`."""
         meta = body["metadata"]
         for event in events:
             if event.type == EventType.WARNING:
@@ -107,3 +174,20 @@ class Executor:
             except KubeError:
                 if not best_effort:
                     raise
+
+
+def _nothing() -> None:
+    return None
+
+
+def _attempt(call: Callable[[], T]) -> T | KubeError:
+    try:
+        return call()
+    except KubeError as exc:
+        return exc
+
+
+def _raise_first(results: list[Any]) -> None:
+    for result in results:
+        if isinstance(result, KubeError):
+            raise result

@@ -38,18 +38,24 @@ from tfleet.runtime.observers import (
     rollout_active,
 )
 from tfleet.runtime.pacing import RolloutSlots
-from tfleet.runtime.workqueue import Schedule, WorkQueue, timer
+from tfleet.runtime.workqueue import Schedule, Scheduler, WorkQueue
 
 log = logging.getLogger(__name__)
 
 Manifest = dict[str, Any]
 
-# How long an InferenceService may stay not Ready before its pods are looked at for a reason.
+# How long an InferenceService may stay not Ready, its Deployments unchanged, before its pods
+# are looked at for a reason.
 PODS_LOOKED_AT_AFTER_SECONDS = 10.0
 # How often pods that are not ready are listed again while someone waits for them: at first,
 # and at most (the interval doubles while nothing about them changes).
 POD_RECHECK_SECONDS = BRIDGE_POLL_SECONDS
 MAX_POD_RECHECK_SECONDS = 60.0
+
+
+# How long the acknowledgement of a spec change that changes nothing tfleet does may wait
+# for the next status change, while the InferenceService is not Ready (see `acknowledges_only`).
+ACKNOWLEDGEMENT_HOLD_SECONDS = 60.0
 
 
 def _ignore(*_: Any) -> None:
@@ -59,6 +65,32 @@ def _ignore(*_: Any) -> None:
 def _unpinned(body: Manifest) -> bool:
     model = ((body.get("spec") or {}).get("model") or {})
     return isinstance(model, dict) and model.get("version") is None
+
+
+def after_the_status(child_plan: plan.ChildPlan, children: dict[ChildKey, Manifest]) -> list[Manifest]:
+    """Children to create only once the status is written: a new autoscaler resizes its
+    InferenceService at once (its spec.replicas, to within the autoscaler's bounds), and a
+    status planned before that would then be refused as planned from an older version."""
+    return [m for m in child_plan.apply
+            if m["kind"] == "HorizontalPodAutoscaler" and ("HorizontalPodAutoscaler", m["metadata"]["name"]) not in children]
+
+
+def _without_generations(status: dict[str, Any]) -> dict[str, Any]:
+    conditions = [{k: v for k, v in c.items() if k != "observedGeneration"} for c in status.get("conditions") or []]
+    return {**{k: v for k, v in status.items() if k != "observedGeneration"}, "conditions": conditions}
+
+
+def acknowledges_only(previous: dict[str, Any], new: dict[str, Any], child_plan: plan.ChildPlan) -> bool:
+    """Whether a new status only acknowledges a newer generation of a spec whose change
+    wrote no child, on an InferenceService that is not Ready: nobody waits for that, since
+    until Ready every reader sees the object in progress, acknowledged or not."""
+    if child_plan.writes or child_plan.events:
+        return False
+    ready = status.condition(previous, ConditionType.READY) or {}
+    if ready.get("status") == "True":
+        return False
+    return previous.get("observedGeneration") != new.get("observedGeneration") and \
+        _without_generations(previous) == _without_generations(new)
 
 
 def _spec_of(body: Manifest) -> tuple[Any, Any]:
@@ -86,6 +118,8 @@ class FleetHooks:
     reconciled: Callable[[Key, str, float], None] = _ignore
     # Every InferenceService body the fleet sees: watch events and its own status writes.
     observed_isvc: Callable[[str | None, Manifest], None] = _ignore
+    # (key, writes): a reconcile wrote that many children (applies, scales, deletes).
+    changed_children: Callable[[Key, int], None] = _ignore
 
 
 class Fleet:
@@ -105,16 +139,18 @@ class Fleet:
         self.clock = clock
         self.monotonic = monotonic
         self.hooks = hooks or FleetHooks()
-        self.cache = FleetCache()
+        self.cache = FleetCache(monotonic)
         self.slots = RolloutSlots(self.cache, max_rollouts)
         # Late-bound, so that what runs is whatever `reconcile` is when the key comes up.
-        self.queue = WorkQueue(lambda key: self.reconcile(key), schedule or timer, monotonic)
+        self.queue = WorkQueue(lambda key: self.reconcile(key), schedule or Scheduler(), monotonic)
         self.executor = Executor(kube, self.cache)
         self.status_hold = StatusHold(status_coalesce_seconds, monotonic)
         self.bridges = BridgeReports(monotonic)
         self.checks = MetricChecks(monotonic)
         self._locks: dict[Key, threading.Lock] = {}
         self._rechecks: dict[Key, tuple[tuple[Any, ...], float]] = {}  # how the pods looked, the delay
+        # What a parse read, the defaults it applied, its result.
+        self._parsed: dict[Key, tuple[tuple[Any, ...], Defaults, plan.Parsed]] = {}
         self._locks_guard = threading.Lock()
 
     # ------------------------------------------------------------------ seams kept stable
@@ -161,11 +197,11 @@ class Fleet:
         Lease is released, so that two operators never write at once."""
         return self.queue.stop(timeout)
 
-    def start_workers(self, count: int) -> None:
-        self.queue.start_workers(count)
+    def start_workers(self, count: int, open_now: bool = True) -> None:
+        self.queue.start_workers(count, open_now)
 
-    def enqueue(self, key: Key) -> None:
-        self.queue.enqueue(key)
+    def enqueue(self, key: Key, first: bool = False) -> None:
+        self.queue.enqueue(key, first)
 
     def enqueue_all(self) -> None:
         """Reconcile every InferenceService again (the defaults in force changed)."""
@@ -197,12 +233,27 @@ class Fleet:
                 self.slots.release(key)
                 self.hooks.reconciled(key, result, time.perf_counter() - start)
 
+    def _parse(self, key: Key, body: Manifest) -> plan.Parsed:
+        """The parsed spec, reused while the object's spec, what else the parse reads of it and
+        the defaults in force stay the same: an InferenceService is reconciled several times
+        per spec (its Deployments turning ready, its autoscaler), and parsing and hashing its
+        revision is a good part of a reconcile's CPU."""
+        meta = body.get("metadata") or {}
+        reads = (meta.get("uid"), meta.get("name"), meta.get("namespace"), meta.get("generation"),
+                 meta.get("labels"), meta.get("annotations"), body.get("spec"))
+        defaults = self.defaults()
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] == reads and cached[1] is defaults:
+            return cached[2]
+        parsed = plan.parse_once(body, defaults)
+        self._parsed[key] = (reads, defaults, parsed)
+        return parsed
+
     def _reconcile(self, key: Key) -> None:
         seen = self._observe(key)
         if seen is None:
             return
-        defaults = self.defaults()
-        parsed = plan.parse_once(seen.body, defaults)
+        parsed = self._parse(key, seen.body)
         state = State.from_status((seen.body.get("status") or {}).get("rollout"))
         gate = self.checks.check(key, parsed.isvc, state, seen.pods, seen.now)
         if gate.look_again_after is not None:
@@ -211,15 +262,41 @@ class Fleet:
         pacing = self.slots.pacing(key) if plan.would_start_rollout(parsed, state) else UNPACED
         child_plan = plan.plan_children(seen.body, seen.children, seen.pods, seen.now, gate.result, parsed=parsed,
                                         pacing=pacing, drain_key=self.drain_key)
-        rejected = self.executor.carry_out_children(seen.body, child_plan)
+        later = after_the_status(child_plan, seen.children)
+        rejected = self.executor.carry_out_children(seen.body, child_plan, later)
+        if child_plan.writes:
+            self.hooks.changed_children(key, child_plan.writes)
         after = self._observe_writes(key, seen)
         if after is None:
             return
-        if _spec_of(after.body) != _spec_of(seen.body):
-            parsed = plan.parse_once(after.body, defaults)  # a new spec arrived while the children were written
-        status_plan = plan.plan_status(after.body, after.children, seen.pods, format_time(seen.now),
-                                       child_plan.rollout, rejected=rejected, parsed=parsed, check=gate.result)
-        self._record(key, after.body, status_plan, child_plan, rejected)
+
+        def plan_status(view: _Seen, rejected: str | None) -> plan.StatusPlan:
+            nonlocal parsed
+            if _spec_of(view.body) != _spec_of(seen.body):
+                parsed = self._parse(key, view.body)  # a new spec arrived while the children were written
+            return plan.plan_status(view.body, view.children, seen.pods, format_time(seen.now),
+                                    child_plan.rollout, rejected=rejected, parsed=parsed, check=gate.result)
+
+        # The rollout's transitions: posted before the status that records them, and a failure
+        # to post fails the pass, so the retry decides (and names) the same Event again
+        # instead of the status recording a transition nobody was told of. Only once every
+        # child write before it succeeded: a refused child means no transition.
+        if rejected is None:
+            self.executor.post(seen.body, child_plan.events)
+        status_plan = plan_status(after, rejected)
+        events = status_plan.events
+        if later and rejected is None:
+            # The status goes out before the children that would change the spec under it;
+            # what they change is the next reconcile's to report (a status planned now could
+            # miss the autoscaler's resize, and be refused for it).
+            self._write_status(key, after.body, status_plan, child_plan)
+            rejected = self.executor.apply(later)
+            after = self._observe_writes(key, seen)
+            if after is None:
+                return
+            status_plan = plan.StatusPlan() if rejected is None else plan_status(after, rejected)
+            events = [*events, *status_plan.events]
+        self._record(key, after.body, status_plan, child_plan, rejected, events)
         if state.phase in ACTIVE_PHASES and child_plan.rollout is not None and \
                 child_plan.rollout.phase not in ACTIVE_PHASES:
             # A slot freed: the first in the queue may start now.
@@ -241,32 +318,50 @@ class Fleet:
         return None if body is None else _Seen(body, children, seen.pods, seen.now)
 
     def _record(self, key: Key, body: Manifest, status_plan: plan.StatusPlan, child_plan: plan.ChildPlan,
-                rejected: str | None) -> None:
+                rejected: str | None, events: list[plan.Event]) -> None:
         """The status write (or its hold), the Events, and when to look again."""
-        if status_plan.status is None:
-            self.status_hold.clear(key)
-        else:
-            # A first status goes out at once: an object without one reads as Current to
-            # kstatus (Flux), and its observedGeneration and Reconciling say "not yet".
-            first = not (body.get("status") or {}).get("conditions")
-            # A warning is posted once because the next look finds it in the status (the
-            # metric check that cannot run is named in the rollout message): no waiting then.
-            warned = any(e.type == EventType.WARNING for e in child_plan.events)
-            hold = self.status_hold.may_wait(key, status_plan.status_urgent or first or warned)
-            if hold is None:
-                written = self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
-                self.hooks.observed_isvc("PATCHED", written)
-            elif hold > 0:
-                self.queue.wake_up(key, hold)
-        self.executor.post(body, status_plan.events, best_effort=True)
+        # The status's own Events go out alongside its write, best effort: the next pass would
+        # not decide them again, so failing it for them gains nothing.
+        posted = self.executor.post_soon(body, events)
+        try:
+            self._write_status(key, body, status_plan, child_plan)
+        finally:
+            posted()
         if child_plan.requeue_after is not None and rejected is None:
             self.queue.wake_up(key, child_plan.requeue_after)
         latest, _ = self.cache.snapshot(key)
         self._remove_spent_controls(key, latest)
         waited = self._not_ready_for(latest or {})
-        if 0 <= waited < PODS_LOOKED_AT_AFTER_SECONDS:
-            # Nothing may change on its own while pods fail to come up: look again then.
-            self.queue.wake_up(key, PODS_LOOKED_AT_AFTER_SECONDS - waited)
+        if waited >= 0:
+            due = PODS_LOOKED_AT_AFTER_SECONDS - min(waited, self.cache.still_for(key, self.monotonic()))
+            if due > 0:
+                # Nothing may change on its own while pods fail to come up: look again then.
+                self.queue.wake_up(key, due)
+
+    def _write_status(self, key: Key, body: Manifest, status_plan: plan.StatusPlan, child_plan: plan.ChildPlan) -> None:
+        if status_plan.status is None:
+            self.status_hold.clear(key)
+            return
+        previous = body.get("status") or {}
+        # A first status goes out at once: an object without one reads as Current to
+        # kstatus (Flux), and its observedGeneration and Reconciling say "not yet".
+        first = not previous.get("conditions")
+        # A warning is posted once because the next look finds it in the status (the
+        # metric check that cannot run is named in the rollout message): no waiting then.
+        warned = any(e.type == EventType.WARNING for e in child_plan.events)
+        urgent = status_plan.status_urgent or first or warned
+        seconds = None
+        if urgent and not first and not warned and acknowledges_only(previous, status_plan.status, child_plan):
+            # A spec change that changes nothing tfleet does (the autoscaler's first scale of
+            # a new InferenceService, most often) while the object is not Ready yet: its
+            # acknowledgement waits for the status change that comes with Ready.
+            urgent, seconds = False, ACKNOWLEDGEMENT_HOLD_SECONDS
+        hold = self.status_hold.may_wait(key, urgent, seconds)
+        if hold is None:
+            written = self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
+            self.hooks.observed_isvc("PATCHED", written)
+        elif hold > 0:
+            self.queue.wake_up(key, hold)
 
     def _remove_spent_controls(self, key: Key, body: Manifest | None) -> None:
         """Once the server's status records a promote or abort as done, its annotation goes.
@@ -288,7 +383,7 @@ class Fleet:
         Pods are the most numerous and the busiest objects of a fleet; watching them all
         would cost the operator far more than these few reads during rollouts and outages.
         """
-        if not self._pods_matter(body):
+        if not self._pods_matter(key, body):
             return []
         items = self.kube.list_pods(key[0], isvc_selector(key[1]))
         pods = [s for s in (summarize_pod(p) for p in items) if s is not None]
@@ -318,11 +413,16 @@ class Fleet:
         self._rechecks[key] = (looks, delay)
         return delay
 
-    def _pods_matter(self, body: Manifest) -> bool:
-        """During a rollout (restarts and failures gate the steps), once the InferenceService
-        has not been Ready for a while (the status says why), and when its version is unpinned
-        (which version each pod serves only its health bridge knows)."""
-        return rollout_active(body) or self._not_ready_for(body) >= PODS_LOOKED_AT_AFTER_SECONDS or _unpinned(body)
+    def _pods_matter(self, key: Key, body: Manifest) -> bool:
+        """During a rollout (restarts and failures gate the steps), and once the
+        InferenceService has not been Ready for a while and its Deployments have stopped
+        moving (the status says why): pods that a busy cluster brings up slowly, one
+        Deployment status change after another, are nobody's worry yet. And when its version
+        is unpinned: which version each pod serves only its health bridge knows."""
+        if rollout_active(body) or _unpinned(body):
+            return True
+        return min(self._not_ready_for(body), self.cache.still_for(key, self.monotonic())) >= \
+            PODS_LOOKED_AT_AFTER_SECONDS
 
     def _not_ready_for(self, body: Manifest) -> float:
         ready = status.condition(body.get("status") or {}, ConditionType.READY) or {}
@@ -339,6 +439,7 @@ class Fleet:
         self.checks.forget(key)
         self.bridges.forget(key)
         self._rechecks.pop(key, None)
+        self._parsed.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
 

@@ -1,72 +1,44 @@
-"""kopf wiring: watch events in, reconciles out. No logic lives here.
+"""kopf wiring: the operator process's start and stop. No logic lives here.
 
-Only index and event handlers are used: kopf keeps no per-object bookkeeping for them (no
-diff-base or progress annotations, no finalizers), so the operator's only writes are its
-children, the status and Events. The state that matters lives in the cluster; a restarted
-operator rebuilds its view from the initial listing and carries on.
+kopf runs the process: its event loop, signal handling, and the start-up and clean-up
+activities below. It watches nothing: every watch is the operator's own
+(`tfleet.runtime.watch`), a LIST and then a WATCH per kind, so that
 
-The index handlers feed the fleet cache. kopf holds every other handler back until the
-initial listings of all indexed resources are complete, so the first reconcile after a
-start already sees every existing child and rewrites nothing.
+- the children are asked for with a server-side label selector (kopf filters by labels on
+  the client side, after receiving and decoding every ConfigMap, Service, Deployment,
+  autoscaler and PodDisruptionBudget of the cluster, tfleet's or not);
+- an event costs a JSON decode and a dictionary update on the watch's own thread, where
+  kopf spent several times that on its per-object workers, causes and handler calls.
+
+The watches feed the fleet's cache and queue reconciles; the work queue stays closed until
+every watch has listed what exists (`tfleet.runtime.startup_sync`), so the first reconcile
+after a start already sees every existing child and rewrites nothing. The operator's only
+writes are its children, the status and Events: no finalizers, no kopf annotations.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 
-from tfleet.api.vocabulary import DEFAULTS_PLURAL, GROUP, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION
+from tfleet.api.vocabulary import API_VERSION, DEFAULTS_KIND, KIND
 from tfleet.runtime.cluster_defaults import ClusterDefaults
 from tfleet.runtime.context import OperatorRuntime
 from tfleet.runtime.fleet import Fleet
-from tfleet.runtime.kube import CHILD_KINDS, PLURALS, Kube, load_config
+from tfleet.runtime.kube import Kube, load_config
+from tfleet.runtime.startup_sync import wait_until_synced, watched_kinds
+from tfleet.runtime.watch import Deliver, Watch, WatchClient, Watches
 
-MANAGED = {LABEL_MANAGED_BY: MANAGER}
 HEARTBEAT_SECONDS = 5.0
-RECONCILE_WORKERS = 8
-# (group, version, plural) of each watched child kind.
-CHILD_RESOURCES = tuple(
-    (api_version.rpartition("/")[0], api_version.rpartition("/")[2], PLURALS[(api_version, kind)])
-    for api_version, kind in CHILD_KINDS
-)
+# Reconciles wait on the API most of the time (three round trips for a new InferenceService):
+# enough of them keep up with a bulk create on a busy API server.
+RECONCILE_WORKERS = 32
 
-
-class _NoDiffBase(kopf.DiffBaseStorage):
-    """kopf's diff-base, kept nowhere. Only change-detecting handlers (on.create, on.update,
-    ...) read it, and tfleet registers none; kopf's own storages would still deep-copy every
-    watched object on every event to build it."""
-
-    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        pass
-
-
-class _NoProgress(kopf.ProgressStorage):
-    """kopf's per-handler progress, kept nowhere: it only matters to change-detecting
-    handlers with retries, and tfleet registers none."""
-
-    def fetch(self, *, key: Any, body: kopf.Body) -> None:
-        return None
-
-    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
-        pass
-
-    def purge(self, *, key: Any, body: kopf.Body, patch: kopf.Patch) -> None:
-        pass
-
-    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
-        pass
-
-    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
-        return essence
+Manifest = dict[str, Any]
 
 
 def _runtime(memo: kopf.Memo) -> OperatorRuntime:
@@ -76,44 +48,61 @@ def _runtime(memo: kopf.Memo) -> OperatorRuntime:
     return runtime  # type: ignore[no-any-return]
 
 
-def _fleet(memo: kopf.Memo) -> Fleet:
-    fleet = _runtime(memo).fleet
-    assert fleet is not None, "the startup handler makes the fleet"
-    return fleet
-
-
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     runtime = _runtime(memo)
-    # kopf would otherwise turn handler log lines into Kubernetes Events (API writes).
+    # kopf would otherwise turn log lines into Kubernetes Events (API writes).
     settings.posting.enabled = False
-    # No kopf bookkeeping to keep (see _NoDiffBase): this saves a deep copy of every
-    # watched object per event, about a tenth of the operator's CPU in a bulk create.
-    settings.persistence.diffbase_storage = _NoDiffBase()
-    settings.persistence.progress_storage = _NoProgress()
-    # The handlers only record what they saw and queue a reconcile: a few threads suffice.
-    settings.execution.max_workers = 4
-    # Watches reconnect well before load balancers in front of apiservers drop them.
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    # kopf serves no resource: it needs no view of the cluster's CRDs (watching them would
+    # need a cluster-wide grant in namespaced mode, too).
+    settings.scanning.disabled = True
     settings.networking.request_timeout = 60
-    if runtime.namespaced:
-        # Watching CRDs (to notice ones created later) needs a cluster-wide grant; in
-        # namespaced mode the resources found at start are served and RBAC stays within
-        # the watched namespaces.
-        settings.scanning.disabled = True
     if runtime.fleet is None:
         metrics = runtime.metrics
         kube = Kube(load_config(runtime.kubeconfig), on_write=metrics.record_write if metrics else None)
         defaults = runtime.defaults = ClusterDefaults(kube)
-        runtime.fleet = Fleet(kube, hooks=metrics.fleet_hooks() if metrics else None,
-                              max_rollouts=runtime.max_rollouts, drain_key=runtime.drain_key,
-                              defaults=defaults.in_force)
-        defaults.on_change = runtime.fleet.enqueue_all
+        fleet = runtime.fleet = Fleet(kube, hooks=metrics.fleet_hooks() if metrics else None,
+                                      max_rollouts=runtime.max_rollouts, drain_key=runtime.drain_key,
+                                      defaults=defaults.in_force)
+        defaults.on_change = fleet.enqueue_all
         # Reconciles of different InferenceServices overlap while one waits on the API; the
-        # GIL, not the thread count, bounds the CPU they use.
-        runtime.fleet.start_workers(RECONCILE_WORKERS)
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # GIL, not the thread count, bounds the CPU they use. They start once the watches
+        # have listed what exists.
+        fleet.start_workers(RECONCILE_WORKERS, open_now=False)
+        # The watches have a connection pool of their own: a long-lived stream never waits
+        # for a connection a reconcile holds, nor the other way round.
+        watches = runtime.watches = operator_watches(Kube(load_config(runtime.kubeconfig)), fleet, defaults,
+                                                     runtime.namespaces)
+        watches.start()
+        threading.Thread(target=_open_when_synced, args=(runtime, fleet, watches), name="tfleet-synced",
+                         daemon=True).start()
+
+
+def operator_watches(client: WatchClient, fleet: Fleet, defaults: ClusterDefaults,
+                     namespaces: tuple[str, ...]) -> Watches:
+    """A watch per kind the operator reads (`startup_sync.watched_kinds`), per namespace; the
+    cluster-scoped InferenceServiceDefaults in one watch, whatever the namespaces."""
+    watches = []
+    for api_version, kind, selector in watched_kinds():
+        if (api_version, kind) == (API_VERSION, DEFAULTS_KIND):
+            watches.append(Watch(client, api_version, kind, None, defaults_delivery(defaults), label_selector=None))
+            continue
+        deliver = isvc_delivery(fleet) if (api_version, kind) == (API_VERSION, KIND) else child_delivery(fleet)
+        for namespace in namespaces or (None,):
+            watches.append(Watch(client, api_version, kind, namespace, deliver, label_selector=selector))
+    return Watches(watches)
+
+
+def _open_when_synced(runtime: OperatorRuntime, fleet: Fleet, watches: Watches) -> None:
+    """Open the work queue once the cache holds what every watch listed. Until then a
+    reconcile could take a child not yet seen for a missing one, or a running rollout not
+    yet seen for a free slot."""
+    listed = wait_until_synced(watches, runtime.stopping)
+    if listed is None:
+        return
+    runtime.listed = listed
+    fleet.queue.open()
+    runtime.synced.set()
 
 
 @kopf.on.startup(id="tfleet-heartbeat")
@@ -137,65 +126,58 @@ async def stop_heartbeat(memo: kopf.Memo, **_: Any) -> None:
     runtime = _runtime(memo)
     if runtime.heartbeat is not None:
         runtime.heartbeat.cancel()
-    if runtime.fleet is not None:
-        # The watches have stopped: a pass from here on would act on a view that no longer
-        # follows the cluster. The passes in flight finish; nothing else starts.
-        await asyncio.to_thread(runtime.fleet.stop)
     # When a signal stops kopf, its waiter on our stop flag would otherwise hang on until
     # kopf gives up on it (5 s): raise the flag so shutdown does not wait.
     if runtime.operator_stop is not None:
         runtime.operator_stop.set()
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def inference_service_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _fleet(memo).observe_isvc("INDEXED", dict(body))
+@kopf.on.cleanup(id="tfleet-watches")
+def stop_watches(memo: kopf.Memo, **_: Any) -> None:
+    runtime = _runtime(memo)
+    runtime.stopping.set()
+    if runtime.watches is not None:
+        runtime.watches.stop()
+    if runtime.fleet is not None:
+        # The watches have stopped: a pass from here on would act on a view that no longer
+        # follows the cluster. The passes in flight finish; nothing else starts.
+        runtime.fleet.stop()
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def inference_service_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    fleet = _fleet(memo)
-    key = fleet.observe_isvc(type, dict(body))
-    # The echo of tfleet's own status write brings nothing new: no reconcile for it.
-    if type != "DELETED" and fleet.take_news(key):
-        fleet.enqueue(key)
+def isvc_delivery(fleet: Fleet) -> Deliver:
+    """What the InferenceServices' watch calls with each object it sees (on its own thread)."""
+
+    def deliver(event_type: str, body: Manifest) -> None:
+        key = fleet.observe_isvc(event_type, body)
+        # The echo of tfleet's own status write brings nothing new: no reconcile for it.
+        # Anything else is a change someone made to the object: it goes ahead of the
+        # reconciles its children's status changes asked for.
+        if event_type != "DELETED" and fleet.take_news(key):
+            fleet.enqueue(key, first=True)
+
+    return deliver
 
 
-def _defaults(memo: kopf.Memo) -> ClusterDefaults:
-    defaults = _runtime(memo).defaults
-    assert defaults is not None, "the startup handler makes the defaults with the fleet"
-    return defaults
+def child_delivery(fleet: Fleet) -> Callable[[str, Manifest], None]:
+    """What the children's watches call with each object they see (on their own threads)."""
+
+    def deliver(event_type: str, body: Manifest) -> None:
+        key = fleet.observe_child(event_type, body)
+        # A child seen before its parent is reconciled when the parent's own event arrives;
+        # the echo of tfleet's own apply brings nothing new.
+        if key is not None and fleet.take_news(key) and fleet.knows(key):
+            fleet.enqueue(key)
+
+    return deliver
 
 
-# The cluster-scoped InferenceServiceDefaults: indexed, so that kopf holds every other handler
-# back until its initial listing is in, and the first reconcile already renders with it. The
-# index handler asks for no reconcile: it runs before kopf has listed everything.
-@kopf.index(GROUP, VERSION, DEFAULTS_PLURAL)
-def defaults_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _defaults(memo).observe("INDEXED", dict(body), announce=False)
+def defaults_delivery(defaults: ClusterDefaults) -> Deliver:
+    """What the InferenceServiceDefaults' watch calls with each object it sees (on its own
+    thread). A change in force asks for every InferenceService to be reconciled again; until
+    the work queue opens (every watch has listed), those wait in it."""
 
+    def deliver(event_type: str, body: Manifest) -> None:
+        if defaults.observe(event_type, body):
+            defaults.settle()
 
-@kopf.on.event(GROUP, VERSION, DEFAULTS_PLURAL)
-def defaults_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    defaults = _defaults(memo)
-    if defaults.observe(type, dict(body)):
-        defaults.settle()
-
-
-def _child_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _fleet(memo).observe_child("INDEXED", dict(body))
-
-
-def _child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    fleet = _fleet(memo)
-    key = fleet.observe_child(type, dict(body))
-    # A child seen before its parent is reconciled when the parent's own event arrives; the
-    # echo of tfleet's own apply brings nothing new.
-    if key is not None and fleet.take_news(key) and fleet.knows(key):
-        fleet.enqueue(key)
-
-
-for _group, _version, _plural in CHILD_RESOURCES:
-    _resource = (_group, _version, _plural) if _group else (_version, _plural)
-    kopf.index(*_resource, labels=MANAGED, id=f"index-{_plural}")(_child_index)
-    kopf.on.event(*_resource, labels=MANAGED, id=f"child-{_plural}")(_child_event)
+    return deliver

@@ -7,18 +7,20 @@ own (an autoscaler's replicas, another tool's annotations) are left alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from tfleet.api.kubemeta import event_name
 from tfleet.api.times import format_time, utc_now
@@ -103,7 +105,7 @@ class KubeError(Exception):
         return self.code in (0, 409, 429) or self.code >= 500
 
 
-CONNECTION_POOL_SIZE = 32
+CONNECTION_POOL_SIZE = 96
 # A failed Event post is tried again this many times in all, waiting at most this long between.
 EVENT_ATTEMPTS = 3
 EVENT_RETRY_CAP_SECONDS = 1.0
@@ -138,6 +140,51 @@ def resource_path(api_version: str, kind: str, namespace: str | None, name: str 
     prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     path = prefix + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
     return path + (f"/{name}" if name else "")
+
+
+WATCH_CONNECT_TIMEOUT_SECONDS = 10.0
+WATCH_READ_GRACE_SECONDS = 30.0
+
+
+class WatchStreamBroken(Exception):
+    """A watch stream that ended other than cleanly: a cut connection, a truncated line."""
+
+
+class WatchStream:
+    """The events of one watch response, decoded line by line as they arrive.
+
+    Iterating ends when the server ends the stream cleanly; a broken one raises
+    `WatchStreamBroken`. `close` may be called from another thread: it interrupts a read
+    that is waiting for the next event.
+    """
+
+    def __init__(self, response: Any):
+        self._response = response
+
+    def __iter__(self) -> Iterator[Manifest]:
+        pending = b""
+        try:
+            for chunk in self._response.stream(2**16):
+                if b"\n" not in chunk:
+                    pending += chunk
+                    continue
+                *lines, rest = (pending + chunk).split(b"\n")
+                pending = rest
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        except (OSError, ValueError, HTTPError) as exc:
+            raise WatchStreamBroken(str(exc) or type(exc).__name__) from exc
+        finally:
+            self._response.release_conn()
+        if pending.strip():
+            # The stream ended inside an event line: the rest of it never came.
+            raise WatchStreamBroken("the stream ended inside an event")
+
+    def close(self) -> None:
+        # Already closed, or never connected: nothing to interrupt.
+        with contextlib.suppress(Exception):
+            self._response.shutdown()
 
 
 class Kube:
@@ -184,6 +231,59 @@ class Kube:
         except ValueError as exc:
             raise KubeError(response.status, "InvalidResponse", f"the API server sent no JSON: {exc}") from exc
         return payload  # type: ignore[no-any-return]
+
+    def _open(self, method: str, path: str, query: dict[str, str], timeout: float | tuple[float, float]) -> Any:
+        """A request whose response is read as it arrives (a watch): the urllib3 response."""
+        url = self.api.configuration.host + path + "?" + urlencode(query)
+        headers = {"Accept": "application/json", "User-Agent": f"{MANAGER}/operator"}
+        self.api.update_params_for_auth(headers, [], ["BearerToken"], path, method, None)
+        try:
+            response = self.api.call_api(method, url, header_params=headers, _request_timeout=timeout).response
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, exc.reason or "", str(exc.body or exc),
+                            retry_after_seconds(exc.headers or {})) from exc
+        except Exception as exc:  # urllib3 connection errors
+            raise KubeError(0, "Unreachable", str(exc)) from exc
+        if response.status >= 400:
+            data = response.data
+            response.release_conn()
+            try:
+                payload = json.loads(data) if data else {}
+            except ValueError:
+                payload = {}
+            if not isinstance(payload, dict):
+                payload = {}
+            raise KubeError(response.status, payload.get("reason", ""),
+                            payload.get("message") or data.decode(errors="replace").strip(),
+                            retry_after_seconds(response.headers or {}))
+        return response
+
+    def list_page(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None,
+                  limit: int, continue_token: str | None = None) -> tuple[list[Manifest], str, str | None]:
+        """One page of a LIST: (items with their kind set, the list's resourceVersion, the
+        continue token of the next page or None)."""
+        query = {"limit": str(limit)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if continue_token:
+            query["continue"] = continue_token
+        payload = self._request("GET", resource_path(api_version, kind, namespace), query=query)
+        meta = payload.get("metadata") or {}
+        items = [{**item, "apiVersion": api_version, "kind": kind} for item in payload.get("items") or []]
+        return items, str(meta.get("resourceVersion") or ""), meta.get("continue") or None
+
+    def watch(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None,
+              resource_version: str, timeout_seconds: int) -> WatchStream:
+        """A watch from `resource_version`, with bookmarks, that the server ends after
+        `timeout_seconds`."""
+        query = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+                 "timeoutSeconds": str(timeout_seconds)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        # The read timeout outlasts the server's own end of the stream (and its bookmarks).
+        response = self._open("GET", resource_path(api_version, kind, namespace), query,
+                              (WATCH_CONNECT_TIMEOUT_SECONDS, timeout_seconds + WATCH_READ_GRACE_SECONDS))
+        return WatchStream(response)
 
     def _count(self, verb: str, kind: str) -> None:
         with self._lock:
@@ -280,14 +380,6 @@ class Kube:
     def list_pods(self, namespace: str, label_selector: str) -> list[Manifest]:
         path = f"/api/v1/namespaces/{namespace}/pods"
         return list(self._request("GET", path, query={"labelSelector": label_selector}).get("items") or [])
-
-    def list_objects(self, api_version: str, kind: str, namespace: str | None,
-                     label_selector: str | None = None) -> list[Manifest]:
-        """Every object of a kind, in one namespace or (None) all; each with its kind set, as
-        a watch would deliver it (a LIST leaves it out of the items)."""
-        query = {"labelSelector": label_selector} if label_selector else None
-        items = self._request("GET", resource_path(api_version, kind, namespace), query=query).get("items") or []
-        return [{**item, "apiVersion": api_version, "kind": kind} for item in items]
 
     def list_deployments(self, namespace: str, label_selector: str) -> list[Manifest]:
         path = resource_path("apps/v1", "Deployment", namespace)

@@ -5,6 +5,7 @@
 | `tfleet_reconciles_total` | counter | `result`: success, retry (a retryable API failure), error |
 | `tfleet_reconcile_duration_seconds` | histogram | |
 | `tfleet_api_writes_total` | counter | `verb` (apply, delete, patch, create, update), `kind` |
+| `tfleet_child_changes_total` | counter | none: reconciles that wrote children (each posts at most one Event about them) |
 | `tfleet_inferenceservices` | gauge | `namespace`, `name`, `condition`, `status` (True, False, Unknown) |
 | `tfleet_rollouts` | gauge | `namespace`, `name`, `phase` (status.rollout.phase) |
 | `tfleet_rollbacks_total` | counter | |
@@ -126,6 +127,8 @@ class Metrics:
                                             buckets=DURATION_BUCKETS, registry=self.registry)
         self.api_writes = PromCounter("tfleet_api_writes", "Writes to the Kubernetes API, by verb and kind.",
                                       ["verb", "kind"], registry=self.registry)
+        self.child_changes = PromCounter("tfleet_child_changes", "Reconciles that wrote children.",
+                                         registry=self.registry)
         self.rollbacks = PromCounter("tfleet_rollbacks", "Rollouts that ended rolled back.", registry=self.registry)
         self.leader = Gauge("tfleet_leader", "1 while this process is the active operator.", registry=self.registry)
         build = Gauge("tfleet_build_info", "The running tfleet version.", ["version"], registry=self.registry)
@@ -161,7 +164,8 @@ class Metrics:
     def fleet_hooks(self) -> FleetHooks:
         """The hooks through which the fleet reports its reconciles and the bodies it sees."""
         return FleetHooks(reconciled=lambda _key, result, seconds: self.record_reconcile(result, seconds),
-                          observed_isvc=self.observe_isvc)
+                          observed_isvc=self.observe_isvc,
+                          changed_children=lambda _key, _writes: self.child_changes.inc())
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
         """Serve /metrics on a port (0 picks one); returns a function that stops the server."""

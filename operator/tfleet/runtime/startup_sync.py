@@ -1,72 +1,68 @@
 """Started means the operator has seen the cluster: its cache holds the initial listings.
 
 kopf raises its ready flag once the start-up handlers have run, before any watch has listed
-anything. An API server that refuses the first lists (a 503 while it restarts) would leave an
-operator that claims to have started and knows nothing yet. So the "Started" line and
-/readyz wait until a LIST of every watched kind, sent by the operator's own client, finds
-nothing the cache lacks: then every object that existed at start is known, and the first
-reconcile of each sees its children.
+anything, and an API server that refuses the first lists (a 503 while it restarts) would
+leave an operator that claims to have started and knows nothing yet. So the work queue, the
+"Started" line and /readyz wait until every watch the operator runs (`watched_kinds`, one
+per namespace it serves) has delivered a complete LIST into the cache: then every object
+that existed at start is known, and the first reconcile of each sees its children. A watch
+whose LIST fails keeps trying (`tfleet.runtime.watch`); until it succeeds, nothing starts.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
-from tfleet.api.vocabulary import API_VERSION, KIND, LABEL_MANAGED_BY, MANAGER
-from tfleet.runtime.kube import CHILD_KINDS, KubeError
+from tfleet.api.vocabulary import API_VERSION, DEFAULTS_KIND, KIND, LABEL_MANAGED_BY, MANAGER
+from tfleet.runtime.kube import CHILD_KINDS
 
 log = logging.getLogger(__name__)
 
-Manifest = dict[str, Any]
+POLL_SECONDS = 0.05
+# How long the wait goes on before it says what it waits for (and again after as long).
+REPORT_SECONDS = 10.0
 
-FIRST_RETRY_SECONDS = 0.2
-MAX_RETRY_SECONDS = 5.0
+
+class Listing(Protocol):
+    """A watch, as far as the start-up wait is concerned."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def synced(self) -> threading.Event: ...
+
+    @property
+    def listed(self) -> int: ...
 
 
-class Lister(Protocol):
-    def list_objects(self, api_version: str, kind: str, namespace: str | None,
-                     label_selector: str | None = None) -> list[Manifest]: ...
+class Listings(Protocol):
+    @property
+    def watches(self) -> Sequence[Listing]: ...
 
 
 def watched_kinds() -> list[tuple[str, str, str | None]]:
-    """(apiVersion, kind, label selector) of everything the operator's watches list."""
-    return [(API_VERSION, KIND, None),
+    """(apiVersion, kind, label selector) of everything the operator watches: the
+    InferenceServices, the cluster's InferenceServiceDefaults, and tfleet's own children of
+    every kind it writes."""
+    return [(API_VERSION, KIND, None), (API_VERSION, DEFAULTS_KIND, None),
             *((api_version, kind, f"{LABEL_MANAGED_BY}={MANAGER}") for api_version, kind in CHILD_KINDS)]
 
 
-def unseen(lister: Lister, holds: Callable[[Manifest], bool], namespaces: tuple[str, ...]) -> tuple[int, int]:
-    """(objects listed, objects the cache does not hold yet), over every watched kind."""
-    listed = missing = 0
-    for api_version, kind, selector in watched_kinds():
-        for namespace in namespaces or (None,):
-            for obj in lister.list_objects(api_version, kind, namespace, selector):
-                listed += 1
-                missing += not holds(obj)
-    return listed, missing
-
-
-def wait_until_seen(lister: Lister, holds: Callable[[Manifest], bool], namespaces: tuple[str, ...],
-                    stop: threading.Event) -> int | None:
-    """Lists until the cache holds everything listed; the number of objects listed, or None
-    when `stop` was set first. API errors are waited out (a Retry-After is honoured)."""
-    delay = FIRST_RETRY_SECONDS
-    reported: str | None = None
+def wait_until_synced(listings: Listings, stop: threading.Event) -> int | None:
+    """Block until every watch has delivered its first LIST; the number of objects those
+    lists held, or None when `stop` was set first."""
+    waited = 0.0
     while not stop.is_set():
-        try:
-            listed, missing = unseen(lister, holds, namespaces)
-        except KubeError as exc:
-            problem = f"{exc.code} {exc.reason}".strip()
-            if problem != reported:  # once per kind of trouble, not once per retry
-                log.warning("Waiting for the initial listings: the API server answered %s", exc)
-                reported = problem
-            stop.wait(exc.retry_after if exc.retry_after is not None else delay)
-            delay = min(MAX_RETRY_SECONDS, delay * 2)
-            continue
-        if not missing:
-            return listed
-        log.debug("Waiting for the watches to deliver %d of %d listed objects", missing, listed)
-        stop.wait(FIRST_RETRY_SECONDS)
+        pending = [w for w in listings.watches if not w.synced.is_set()]
+        if not pending:
+            return sum(w.listed for w in listings.watches)
+        if waited >= REPORT_SECONDS:
+            log.warning("Waiting for the initial listings of %s", ", ".join(w.name for w in pending))
+            waited = 0.0
+        stop.wait(POLL_SECONDS)
+        waited += POLL_SECONDS
     return None

@@ -2,9 +2,18 @@
 
 - A key is queued at most once: a burst of events collapses into one reconcile.
 - A key that changes while it is being reconciled is reconciled again right after.
+- Keys this process has never reconciled go first, and so do keys whose object someone
+  changed (a spec edit, a scale): in a bulk create, a new InferenceService gets its children
+  before the ones created earlier are looked at again (their Deployments turning ready,
+  their status), and in a rollout of many, an edit does not wait behind their pods. Among
+  themselves both kinds are first in, first out.
 - Wake-ups reconcile a key after a delay (a pause ends, a deadline passes); one pending
-  wake-up per key, the earliest wins.
+  wake-up per key, the earliest wins. One scheduler thread serves every delay.
 - Failures back off exponentially per key, up to a minute.
+- Until `open` is called, workers take nothing: the operator opens the queue once its
+  caches hold the initial listings, so that no reconcile acts on a partial view.
+- After `stop`, nothing more starts: the reconciles in flight finish, and what is still
+  queued is left to the next leader.
 
 Time comes from the injected `monotonic` clock and delays from the injected `schedule`, so
 tests drive both.
@@ -12,9 +21,12 @@ tests drive both.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,13 +42,44 @@ MAX_BACKOFF_SECONDS = 60.0
 WAKE_UP_MARGIN_SECONDS = 0.05
 
 
-def timer(delay: float, fn: Callable[[], None]) -> threading.Timer:
-    """The default `schedule`: run `fn` on a daemon thread after `delay` seconds."""
-    t = threading.Timer(delay, fn)
-    t.daemon = True
-    t.name = f"{MANAGER}-retry"
-    t.start()
-    return t
+class Scheduler:
+    """Runs callbacks after a delay, all on one daemon thread (a heap of due times).
+
+    A thread per delay (threading.Timer) would cost a thread start and its stack for each of
+    the thousands of wake-ups a fleet asks for at once. Callbacks must be quick: the queue's
+    own only enqueue a key.
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic):
+        self._monotonic = monotonic
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, delay: float, fn: Callable[[], None]) -> None:
+        due = self._monotonic() + max(0.0, delay)
+        with self._cond:
+            heapq.heappush(self._heap, (due, next(self._order), fn))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"{MANAGER}-scheduler", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._heap)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > self._monotonic():
+                    self._cond.wait(None if not self._heap else self._heap[0][0] - self._monotonic())
+                _, _, fn = heapq.heappop(self._heap)
+            try:
+                fn()
+            except Exception:  # a bug in one callback must not stop every later one
+                log.exception("Failed to run a scheduled reconcile")
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -51,10 +94,14 @@ class WorkQueue:
         self.schedule = schedule
         self._monotonic = monotonic
         self._guard = threading.Lock()
-        self._queue: queue.SimpleQueue[Key | None] = queue.SimpleQueue()  # None: a worker stops
+        self._ready = threading.Condition(self._guard)
+        self._fresh: deque[Key] = deque()  # never reconciled by this process
+        self._again: deque[Key] = deque()
+        self._reconciled: set[Key] = set()
         self._queued: set[Key] = set()
         self._running: set[Key] = set()
         self._dirty: set[Key] = set()
+        self._open = True
         self._workers: list[threading.Thread] = []
         self._wakeups: dict[Key, float] = {}  # monotonic time of the next scheduled reconcile
         self._failures: dict[Key, int] = {}
@@ -63,48 +110,74 @@ class WorkQueue:
     def stop(self, timeout: float) -> bool:
         """Take no more work, let the reconciles in flight finish (up to `timeout` seconds in
         all), and stop the workers. Whether they all stopped in time."""
-        with self._guard:
+        with self._ready:
             self._stopping = True
-        for _ in self._workers:
-            self._queue.put(None)
+            self._ready.notify_all()
         deadline = self._monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - self._monotonic()))
         return not any(w.is_alive() for w in self._workers)
 
-    def start_workers(self, count: int) -> None:
-        """Reconcile from the queue with `count` threads instead of in the caller's thread."""
+    def start_workers(self, count: int, open_now: bool = True) -> None:
+        """Reconcile from the queue with `count` threads instead of in the caller's thread;
+        with `open_now` False they wait for `open`."""
+        with self._guard:
+            self._open = open_now
         for i in range(count):
             worker = threading.Thread(target=self._work, name=f"{MANAGER}-worker-{i}", daemon=True)
             worker.start()
             self._workers.append(worker)
 
-    def enqueue(self, key: Key) -> None:
-        """Ask for a reconcile of `key`: never blocks (without workers it runs at once)."""
+    def open(self) -> None:
+        """Let the workers take keys (see `start_workers`)."""
+        with self._ready:
+            self._open = True
+            self._ready.notify_all()
+
+    def depth(self) -> tuple[int, int]:
+        """(keys never reconciled, keys to reconcile again) waiting for a worker."""
+        with self._guard:
+            return len(self._fresh), len(self._again)
+
+    def enqueue(self, key: Key, first: bool = False) -> None:
+        """Ask for a reconcile of `key`: never blocks (without workers it runs at once). With
+        `first` (someone changed the object itself), it goes ahead of the re-reconciles, with
+        the keys never reconciled."""
         if not self._workers:
             self._handler(key)
             return
-        with self._guard:
+        with self._ready:
             if self._stopping:
                 return
             if key in self._running:
                 self._dirty.add(key)
                 return
             if key in self._queued:
+                if first and key in self._again:
+                    self._again.remove(key)
+                    self._fresh.append(key)
                 return
             self._queued.add(key)
-        self._queue.put(key)
+            (self._fresh if first or key not in self._reconciled else self._again).append(key)
+            self._ready.notify()
+
+    def _next(self) -> Key | None:
+        """The next key to reconcile; None once the queue stops."""
+        with self._ready:
+            while not self._stopping and not (self._open and (self._fresh or self._again)):
+                self._ready.wait()
+            if self._stopping:
+                return None  # what is still queued: the next leader reconciles it
+            key = self._fresh.popleft() if self._fresh else self._again.popleft()
+            self._queued.discard(key)
+            self._running.add(key)
+            return key
 
     def _work(self) -> None:
         while True:
-            key = self._queue.get()
+            key = self._next()
             if key is None:
                 return
-            with self._guard:
-                if self._stopping:
-                    return  # queued before the stop: the next leader reconciles it
-                self._queued.discard(key)
-                self._running.add(key)
             try:
                 self._handler(key)
             except Exception:  # a bug must not take a worker down with it
@@ -112,6 +185,7 @@ class WorkQueue:
             finally:
                 with self._guard:
                     self._running.discard(key)
+                    self._reconciled.add(key)
                     again = key in self._dirty
                     self._dirty.discard(key)
                 if again:
@@ -153,3 +227,4 @@ class WorkQueue:
         with self._guard:
             self._failures.pop(key, None)
             self._wakeups.pop(key, None)
+            self._reconciled.discard(key)
