@@ -148,18 +148,21 @@ def test_kopf_watches_nothing_and_the_operators_watches_cover_every_kind_it_read
     import kopf
 
     from tfleet.runtime import handlers
+    from tfleet.runtime.cluster_defaults import ClusterDefaults
     from tfleet.runtime.fleet import Fleet
 
     registry = kopf.get_default_registry()
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
     assert registry._watching.get_all_handlers() == []
-    watches = handlers.operator_watches(None, Fleet(None), ("a", "b"))  # type: ignore[arg-type]
+    watches = handlers.operator_watches(None, Fleet(None), ClusterDefaults(None), ("a", "b"))  # type: ignore[arg-type]
     kinds = {(w.kind, w.namespace, w.label_selector) for w in watches.watches}
     assert ("InferenceService", "a", None) in kinds
     for kind in ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
         assert (kind, "b", "app.kubernetes.io/managed-by=tfleet") in kinds
-    assert len(kinds) == 12
+    # The cluster-scoped defaults: one watch of every namespace, whatever the operator serves.
+    assert ("InferenceServiceDefaults", None, None) in kinds
+    assert len(kinds) == 13
 
 
 def test_the_top_functions_by_self_time_come_from_the_leaves_of_the_stacks(tmp_path: Path):

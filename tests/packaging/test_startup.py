@@ -37,7 +37,7 @@ def test_started_and_ready_wait_for_the_initial_listings(private_cluster: Privat
     cluster = private_cluster
     ns = cluster.namespace("startup")
     cluster.apply(isvc("existing-a", ns), isvc("existing-b", ns))
-    faults(cluster, "POST", {"rules": [{"kind": "service_unavailable", "userAgents": ["kopf/"], "verbs": ["list"],
+    faults(cluster, "POST", {"rules": [{"kind": "service_unavailable", "userAgents": ["tfleet/operator"], "verbs": ["list"],
                                         "resources": ["inferenceservices"], "count": REFUSED_LISTS}]})
     op = Operator(cluster, "startup", "--all-namespaces")
     try:

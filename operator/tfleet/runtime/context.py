@@ -24,8 +24,7 @@ class OperatorRuntime:
     kubeconfig: str | None = None
     metrics: Metrics | None = None
     health: Health | None = None
-    # The namespaces watched; none: every namespace. Watching only some: CRD scanning needs
-    # a cluster-wide grant, so it is off.
+    # The namespaces watched; none: every namespace.
     namespaces: tuple[str, ...] = ()
     # Set to stop kopf (from its own loop).
     operator_stop: asyncio.Event | None = None
@@ -40,7 +39,3 @@ class OperatorRuntime:
     # Set once the cache holds the initial listings and reconciles may start; `listed` counts them.
     synced: threading.Event = field(default_factory=threading.Event)
     listed: int = 0
-
-    @property
-    def namespaced(self) -> bool:
-        return bool(self.namespaces)
