@@ -8,6 +8,7 @@ write is not news, and triggers nothing.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,43 @@ def slim(obj: Manifest) -> Manifest:
     if "managedFields" not in meta:
         return obj
     return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+# Strings up to this long are interned in what the cache keeps (see `compact`).
+INTERNED_LENGTH = 64
+_MISSING = object()
+
+
+def _interned(value: Any) -> Any:
+    kind = type(value)
+    if kind is str:
+        return sys.intern(value) if len(value) <= INTERNED_LENGTH else value
+    if kind is dict:
+        return {sys.intern(k): _interned(v) for k, v in value.items()}
+    if kind is list:
+        return [_interned(v) for v in value]
+    return value
+
+
+def compact(new: Any, old: Any = None) -> Any:
+    """`new` as the cache keeps it: every part equal to the same part of `old` (the version
+    kept before) is that part of `old`, and the rest has its keys and short strings interned.
+
+    Each decoded object has its own copy of every key and value string: a Deployment of
+    6 KB of JSON took 29 KB in the cache, most of it strings that every other Deployment
+    repeats. Interned, a fleet's objects share them; shared with the version before, a
+    status change costs the walk of what changed, not of the whole object. The cache's
+    objects are never changed in place, so sharing is safe."""
+    if type(new) is not dict or type(old) is not dict:
+        return _interned(new)
+    out = {}
+    for k, v in new.items():
+        before = old.get(k, _MISSING)
+        if before is not _MISSING and type(before) is type(v) and before == v:
+            out[sys.intern(k)] = before
+        else:
+            out[sys.intern(k)] = compact(v, before) if type(v) is dict else _interned(v)
+    return out
 
 
 def is_newer(candidate: Manifest, current: Manifest | None) -> bool:
@@ -109,6 +147,8 @@ class FleetCache:
     def observe_isvc(self, event_type: str | None, body: Manifest) -> Key:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
+        # Outside the lock: a version read meanwhile only shares less (see `compact`).
+        kept = None if event_type == "DELETED" else compact(slim(body), self._isvcs.get(key))
         with self._guard:
             if event_type == "DELETED":
                 self._isvcs.pop(key, None)
@@ -119,7 +159,7 @@ class FleetCache:
             elif is_newer(body, self._isvcs.get(key)):
                 if _is_news(event_type, body, self._isvcs.get(key)):
                     self._news.add(key)
-                self._isvcs[key] = slim(body)
+                self._isvcs[key] = kept
                 self._note_rollout(key, body)
         return key
 
@@ -130,6 +170,9 @@ class FleetCache:
             return None
         key = (meta["namespace"], parent)
         child = child_key(body)
+        kept = None
+        if event_type not in ("DELETED", "REMOVED"):
+            kept = compact(slim(body), self._children.get(key, {}).get(child))
         with self._guard:
             children = self._children.setdefault(key, {})
             if event_type in ("DELETED", "REMOVED"):
@@ -144,7 +187,7 @@ class FleetCache:
                     self._moved[key] = self._monotonic()
                 if matters and _is_news(event_type, body, current):
                     self._news.add(key)
-                children[child] = slim(body)
+                children[child] = kept
         return key
 
     def still_for(self, key: Key, now: float) -> float:

@@ -80,6 +80,14 @@ class Executor:
     resumes from, as it would from the same writes sent one after another. (A new
     autoscaler is left to the caller, who applies it after the status write: see
     `tfleet.runtime.fleet.after_the_status`.)
+
+    The plan's Events (the rollout's transitions, the children changed) go out with the
+    second stage, and a post that still fails after the client's retries fails the pass like
+    a failed write: so they land before the status that records them, and a retry decides
+    (and names) the same Events again instead of the status recording a transition nobody
+    was told of. An Event named the same counts once (`Kube.post_event`). If the API server
+    refuses a child of that stage for good, its Events are already posted: the status then
+    reports the refusal.
     """
 
     def __init__(self, kube: KubeClient, cache: FleetCache, concurrency: int = WRITE_CONCURRENCY):
@@ -105,10 +113,13 @@ class Executor:
         status reports it. A retryable failure is raised once the writes of its stage have
         ended."""
         applied = [m for m in plan.apply if not any(m is other for other in later or ())]
-        for stage in ([m for m in applied if m["kind"] == "ConfigMap"], [m for m in applied if m["kind"] != "ConfigMap"]):
-            rejected = self.apply(stage)
-            if rejected is not None:
-                return rejected
+        rejected = self.apply([m for m in applied if m["kind"] == "ConfigMap"])
+        if rejected is not None:
+            return rejected
+        events = [functools.partial(self.post, body, plan.events)] if plan.events else []
+        rejected = self.apply([m for m in applied if m["kind"] != "ConfigMap"], alongside=events)
+        if rejected is not None:
+            return rejected
         scaled = self._all([functools.partial(self.kube.scale, deployment, replicas)
                             for deployment, replicas in plan.scale])
         for answer in scaled:
@@ -122,13 +133,17 @@ class Executor:
         _raise_first(deleted)
         return None
 
-    def apply(self, manifests: list[Manifest]) -> str | None:
-        """Apply `manifests` at once, each response into the cache. The API server's refusal
-        of one, if any (the first in order); a retryable failure is raised once all ended."""
-        results = self._all([functools.partial(self.kube.apply, m) for m in manifests])
+    def apply(self, manifests: list[Manifest], alongside: list[Callable[[], None]] | None = None) -> str | None:
+        """Apply `manifests` at once, each response into the cache, and run the calls
+        `alongside` with them. The API server's refusal of one, if any (the first in order);
+        a retryable failure, or any failure of a call alongside, is raised once all ended."""
+        others = list(alongside or [])
+        answers = self._all([*others, *(functools.partial(self.kube.apply, m) for m in manifests)])
+        results = answers[len(others):]
         for result in results:
             if not isinstance(result, KubeError):
                 self.cache.observe_child("APPLIED", result)
+        _raise_first(answers[:len(others)])
         for manifest, result in zip(manifests, results, strict=True):
             if isinstance(result, KubeError):
                 if result.retryable:

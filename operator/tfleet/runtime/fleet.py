@@ -277,12 +277,6 @@ class Fleet:
             return plan.plan_status(view.body, view.children, seen.pods, format_time(seen.now),
                                     child_plan.rollout, rejected=rejected, parsed=parsed, check=gate.result)
 
-        # The rollout's transitions: posted before the status that records them, and a failure
-        # to post fails the pass, so the retry decides (and names) the same Event again
-        # instead of the status recording a transition nobody was told of. Only once every
-        # child write before it succeeded: a refused child means no transition.
-        if rejected is None:
-            self.executor.post(seen.body, child_plan.events)
         status_plan = plan_status(after, rejected)
         events = status_plan.events
         if later and rejected is None:

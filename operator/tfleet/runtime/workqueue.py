@@ -60,11 +60,15 @@ class Scheduler:
     def __call__(self, delay: float, fn: Callable[[], None]) -> None:
         due = self._monotonic() + max(0.0, delay)
         with self._cond:
-            heapq.heappush(self._heap, (due, next(self._order), fn))
+            entry = (due, next(self._order), fn)
+            heapq.heappush(self._heap, entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"{MANAGER}-scheduler", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            # The thread sleeps until the earliest due time: only a new earliest one wakes it
+            # (waking it for every wake-up of a fleet cost more than the rest of the queue).
+            if self._heap[0] is entry:
+                self._cond.notify()
 
     def pending(self) -> int:
         with self._cond:
