@@ -177,3 +177,21 @@ def test_stop_gives_up_waiting_after_its_timeout():
     time.sleep(0.05)
     assert queue.stop(0.2) is False
     release.set()
+
+
+def test_a_wake_up_superseded_by_an_earlier_one_reconciles_nothing():
+    now = [0.0]
+    callbacks: list[tuple[float, Any]] = []
+    ran: list[tuple[str, str]] = []
+    queue = WorkQueue(ran.append, lambda delay, fn: callbacks.append((delay, fn)), lambda: now[0])
+    queue.wake_up(("ns", "a"), 10)
+    queue.wake_up(("ns", "a"), 2)  # sooner: this one counts
+    queue.wake_up(("ns", "a"), 5)  # later than the pending one: not scheduled at all
+    assert [round(d, 2) for d, _ in callbacks] == [10.05, 2.05]
+    callbacks[1][1]()
+    callbacks[0][1]()  # superseded: the reconcile at 2 s asked again for what it still needed
+    assert ran == [("ns", "a")]
+    queue.wake_up(("ns", "b"), 1)
+    queue.forget(("ns", "b"))
+    callbacks[-1][1]()  # forgotten (its InferenceService was deleted)
+    assert ran == [("ns", "a")]

@@ -257,3 +257,14 @@ async def test_twenty_inference_services_converge_and_the_idle_operator_writes_n
     assert 20 <= result.event_writes <= result.child_changes
     # Every InferenceService's first child write was seen and timed.
     assert result.first_write_p99 == result.first_write_p99  # not NaN
+
+
+def test_create_to_first_child_write_takes_the_earliest_successful_write_of_any_child():
+    owner_of = {("configmaps", "ns", "a-1"): ("ns", "a"), ("deployments", "ns", "a-1"): ("ns", "a"),
+                ("configmaps", "ns", "b-1"): ("ns", "b")}
+    writes = [entry(5.0, resource="deployments", name="a-1", namespace="ns"),
+              entry(3.0, resource="configmaps", name="a-1", namespace="ns", code=500),  # failed: not a write
+              entry(4.0, resource="configmaps", name="a-1", namespace="ns"),
+              entry(2.5, resource="configmaps", name="b-1", namespace="ns")]
+    latencies = fleet.first_child_write_latencies({("ns", "a"): 1.0, ("ns", "b"): 2.0, ("ns", "c"): 2.0}, writes, owner_of)
+    assert sorted(latencies) == [0.5, 3.0]  # c's children were never written: no figure for it

@@ -58,20 +58,26 @@ def _interned(value: Any) -> Any:
     return value
 
 
-def compact(new: Any, old: Any = None) -> Any:
+def compact(new: Any, old: Any = None, fresh: tuple[str, ...] = ()) -> Any:
     """`new` as the cache keeps it: every part equal to the same part of `old` (the version
     kept before) is that part of `old`, and the rest has its keys and short strings interned.
+    The top-level keys in `fresh` are never taken from `old`.
 
     Each decoded object has its own copy of every key and value string: a Deployment of
     6 KB of JSON took 29 KB in the cache, most of it strings that every other Deployment
     repeats. Interned, a fleet's objects share them; shared with the version before, a
     status change costs the walk of what changed, not of the whole object. The cache's
-    objects are never changed in place, so sharing is safe."""
+    objects are never changed in place, so sharing is safe.
+
+    "Equal" is Python's, for which 1 == 1.0 == True: a part whose only change is such a
+    type would keep the version before's. Every field of the kinds tfleet watches has a
+    schema type, which the API server holds each value to, except an InferenceService's
+    schemaless `spec.pod.affinity`: the cache never shares an InferenceService's spec."""
     if type(new) is not dict or type(old) is not dict:
         return _interned(new)
     out = {}
     for k, v in new.items():
-        before = old.get(k, _MISSING)
+        before = old.get(k, _MISSING) if k not in fresh else _MISSING
         if before is not _MISSING and type(before) is type(v) and before == v:
             out[sys.intern(k)] = before
         else:
@@ -148,7 +154,7 @@ class FleetCache:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         # Outside the lock: a version read meanwhile only shares less (see `compact`).
-        kept = None if event_type == "DELETED" else compact(slim(body), self._isvcs.get(key))
+        kept = None if event_type == "DELETED" else compact(slim(body), self._isvcs.get(key), fresh=("spec",))
         with self._guard:
             if event_type == "DELETED":
                 self._isvcs.pop(key, None)

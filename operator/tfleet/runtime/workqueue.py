@@ -207,8 +207,11 @@ class WorkQueue:
 
         def fire() -> None:
             with self._guard:
-                if self._wakeups.get(key) == due:
-                    del self._wakeups[key]
+                if self._wakeups.get(key) != due:
+                    # Superseded by an earlier wake-up (whose reconcile asked again for what it
+                    # still needs), or forgotten: nothing to do.
+                    return
+                del self._wakeups[key]
             self.enqueue(key)
 
         self.schedule(max(0.0, delay) + WAKE_UP_MARGIN_SECONDS, fire)
