@@ -920,3 +920,25 @@ def test_a_transition_whose_event_cannot_be_posted_is_not_recorded_until_it_is()
     fleet.reconcile(key)
     assert kube.isvc["status"]["rollout"]["phase"] == "Progressing"
     assert [reason for _, reason, _ in kube.events].count("RolloutStarted") == 1
+
+
+def _status(generation: int, ready: str = "False", message: str = "0/2 pods ready") -> dict[str, Any]:
+    return {"observedGeneration": generation, "replicas": 2,
+            "conditions": [{"type": "Ready", "status": ready, "message": message, "observedGeneration": generation}]}
+
+
+@pytest.mark.parametrize(("case", "previous", "new", "child_writes", "waits"), [
+    ("the autoscaler's first scale, nothing else", _status(1), _status(2), 0, True),
+    ("that, and a pod more ready", _status(1), _status(2, message="1/2 pods ready"), 0, True),
+    ("that, and Ready turning True", _status(1), _status(2, ready="True"), 0, False),
+    ("a spec change that wrote a child", _status(1), _status(2), 1, False),
+    ("an InferenceService already Ready", _status(1, ready="True"), _status(2, ready="True"), 0, False),
+    ("no new generation at all", _status(1), _status(1, message="1/2 pods ready"), 0, False),
+])
+def test_only_an_acknowledgement_of_a_spec_change_that_changed_nothing_waits_for_ready(
+        case, previous, new, child_writes, waits):
+    from tfleet.engine.plan import ChildPlan
+    from tfleet.runtime.fleet import acknowledges_only
+
+    child_plan = ChildPlan(apply=[{"kind": "Deployment"}] * child_writes)
+    assert acknowledges_only(previous, new, child_plan) is waits, case

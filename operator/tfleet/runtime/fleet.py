@@ -75,22 +75,17 @@ def after_the_status(child_plan: plan.ChildPlan, children: dict[ChildKey, Manife
             if m["kind"] == "HorizontalPodAutoscaler" and ("HorizontalPodAutoscaler", m["metadata"]["name"]) not in children]
 
 
-def _without_generations(status: dict[str, Any]) -> dict[str, Any]:
-    conditions = [{k: v for k, v in c.items() if k != "observedGeneration"} for c in status.get("conditions") or []]
-    return {**{k: v for k, v in status.items() if k != "observedGeneration"}, "conditions": conditions}
-
-
 def acknowledges_only(previous: dict[str, Any], new: dict[str, Any], child_plan: plan.ChildPlan) -> bool:
-    """Whether a new status only acknowledges a newer generation of a spec whose change
-    wrote no child, on an InferenceService that is not Ready: nobody waits for that, since
-    until Ready every reader sees the object in progress, acknowledged or not."""
+    """Whether a new status's only urgent change is the acknowledgement of a newer generation
+    of a spec whose change wrote no child, on an InferenceService that is not Ready: nobody
+    waits for that, since until Ready every reader sees the object in progress, acknowledged
+    or not. (Its other changes, counts and messages, may wait in any case.)"""
     if child_plan.writes or child_plan.events:
         return False
     ready = status.condition(previous, ConditionType.READY) or {}
-    if ready.get("status") == "True":
+    if ready.get("status") == "True" or previous.get("observedGeneration") == new.get("observedGeneration"):
         return False
-    return previous.get("observedGeneration") != new.get("observedGeneration") and \
-        _without_generations(previous) == _without_generations(new)
+    return not plan.status_is_urgent({**previous, "observedGeneration": new.get("observedGeneration")}, new)
 
 
 def _spec_of(body: Manifest) -> tuple[Any, Any]:
