@@ -1345,6 +1345,8 @@ def main(argv: list[str] | None = None) -> int:
                 result.cluster_floor_seconds, result.client_floor_cpu_seconds, result.client_floor_requests, floor_first = \
                     asyncio.run(floors(n, Path(tmp), status_writes=status_writes, event_writes=result.event_writes,
                                        status=result.status_body, appliers=RECONCILE_WORKERS, timeout=args.timeout))
+                result.floor_first_write_p50 = percentile(floor_first, 50)
+                result.floor_first_write_p99 = percentile(floor_first, 99)
         results.append(result)
         print_result(result)
     print()

@@ -154,7 +154,7 @@ class FleetCache:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         # Outside the lock: a version read meanwhile only shares less (see `compact`).
-        kept = None if event_type == "DELETED" else compact(slim(body), self._isvcs.get(key), fresh=("spec",))
+        kept: Manifest = {} if event_type == "DELETED" else compact(slim(body), self._isvcs.get(key), fresh=("spec",))
         with self._guard:
             if event_type == "DELETED":
                 self._isvcs.pop(key, None)
@@ -176,7 +176,7 @@ class FleetCache:
             return None
         key = (meta["namespace"], parent)
         child = child_key(body)
-        kept = None
+        kept: Manifest = {}
         if event_type not in ("DELETED", "REMOVED"):
             kept = compact(slim(body), self._children.get(key, {}).get(child))
         with self._guard:

@@ -10,7 +10,7 @@ import contextvars
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -133,12 +133,13 @@ class Executor:
         _raise_first(deleted)
         return None
 
-    def apply(self, manifests: list[Manifest], alongside: list[Callable[[], None]] | None = None) -> str | None:
+    def apply(self, manifests: list[Manifest], alongside: Sequence[Callable[[], None]] = ()) -> str | None:
         """Apply `manifests` at once, each response into the cache, and run the calls
         `alongside` with them. The API server's refusal of one, if any (the first in order);
         a retryable failure, or any failure of a call alongside, is raised once all ended."""
-        others = list(alongside or [])
-        answers = self._all([*others, *(functools.partial(self.kube.apply, m) for m in manifests)])
+        others: list[Callable[[], Any]] = list(alongside)
+        calls: list[Callable[[], Any]] = [*others, *(functools.partial(self.kube.apply, m) for m in manifests)]
+        answers = self._all(calls)
         results = answers[len(others):]
         for result in results:
             if not isinstance(result, KubeError):
