@@ -6,7 +6,7 @@
   processes in network, PID and mount namespaces of its own, with real probes and real
   termination) and the data plane (`--data-plane`: kube-proxy on loopback cluster IPs and
   the cluster DNS);
-- tfleet's CRD, applied with kubectl;
+- tfleet's CRDs, applied with kubectl;
 - the operator, `tfleet run`, exactly as users run it.
 
 Serving pods run the TF Serving stand-in (`e2e/standin`, the `tensorflow/serving` image) and
@@ -31,7 +31,7 @@ from e2e import processes
 from e2e.standin.models import write_version
 
 ROOT = Path(__file__).resolve().parents[1]
-CRD = ROOT / "crds" / "inferenceservices.tfleet.dev.yaml"
+CRDS = ROOT / "crds"
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
 DNS_HOST = "127.0.0.10"
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -103,8 +103,11 @@ class ServingCluster:
         line = self._cluster.stdout.readline()
         if line.strip() != "ready":
             raise RuntimeError(f"the local cluster did not start:\n{self.log('localcluster.log')}")
-        self.kubectl("apply", "-f", str(CRD))
-        self.kubectl("wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev", "--timeout=30s")
+        # Both CRDs, as an install has them: the operator watches both, and starts once it
+        # has listed both.
+        self.kubectl("apply", "-f", str(CRDS))
+        self.kubectl("wait", "--for=condition=Established", "crd/inferenceservices.tfleet.dev",
+                     "crd/inferenceservicedefaults.tfleet.dev", "--timeout=30s")
         self.start_operator()
 
     def start_operator(self) -> None:

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         config.load_kube_config(str(kubeconfig))
         api_client = client.ApiClient()
         subprocess.run([str(ROOT / ".tools/bin/kubectl"), "--kubeconfig", str(kubeconfig), "apply", "-f",
-                        str(ROOT / "crds/inferenceservices.tfleet.dev.yaml")], check=True, capture_output=True)
+                        str(ROOT / "crds")], check=True, capture_output=True)  # both CRDs: the operator watches both
         client.CoreV1Api(api_client).create_namespace({"metadata": {"name": "bench"}})
         operator = _start([sys.executable, "-m", "tfleet.cli", "run", "--kubeconfig", str(kubeconfig)], env,
                           work / "operator.log")

@@ -1,7 +1,7 @@
 """The operator's view of the fleet: the latest InferenceServices and children it has seen.
 
-Watch events (kopf's for InferenceServices, `tfleet.runtime.watch` for children) and the responses of tfleet's own writes both feed it, so a
-reconcile never re-reads the API and never acts on a view older than its own last write.
+Watch events (`tfleet.runtime.watch`) and the responses of tfleet's own writes both feed it,
+so a reconcile never re-reads the API and never acts on a view older than its own last write.
 It also notes which InferenceServices a watch brought news for: the echo of tfleet's own
 write is not news, and triggers nothing.
 """
@@ -20,9 +20,9 @@ from tfleet.engine.observe import ChildKey, child_key, observe_revisions
 Manifest = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name) of an InferenceService
 
-# Event types from the watches (kopf's initial listing has None; the index handlers pass
-# INDEXED; the children's watches LISTED for what a LIST returned); the cache also takes the
-# responses of tfleet's own writes.
+# Event types from the watches (LISTED for what a LIST returned; None and INDEXED are the
+# names kopf's watches gave the same); the cache also takes the responses of tfleet's own
+# writes.
 WATCHED = (None, "ADDED", "MODIFIED", "DELETED", "INDEXED", "LISTED")
 
 

@@ -66,14 +66,11 @@ class ClusterDefaults:
 
     # ------------------------------------------------------------------ events in
 
-    def observe(self, event_type: str | None, body: Manifest, announce: bool = True) -> bool:
+    def observe(self, event_type: str | None, body: Manifest) -> bool:
         """Take a watched (or written) object; whether it is the one tfleet reads. No I/O:
         what its status records is in force at once, so a restarted operator renders with the
-        last accepted defaults from its first reconcile on.
-
-        `announce=False` (kopf's index handler) puts them in force without asking the fleet to
-        reconcile: during the initial listings that would start reconciles before kopf has
-        listed the children. The event handler that follows announces them."""
+        last accepted defaults from its first reconcile on (the fleet reconciles nothing
+        before every watch, this one too, has listed)."""
         if (body.get("metadata") or {}).get("name") != DEFAULTS_NAME:
             return False
         with self._guard:
@@ -84,7 +81,7 @@ class ClusterDefaults:
             recorded = recorded_defaults(self._body)
         # Deleted: the built-in defaults are in force at once. Otherwise what is recorded; the
         # spec itself once `settle` has recorded it.
-        self._adopt(recorded, announce)
+        self._adopt(recorded)
         return True
 
     def settle(self) -> None:
@@ -148,10 +145,10 @@ class ClusterDefaults:
         else:
             log.info("Accepted %s %s generation %s", DEFAULTS_KIND, meta.get("name"), meta.get("generation"))
 
-    def _adopt(self, defaults: Defaults, announce: bool = True) -> None:
+    def _adopt(self, defaults: Defaults) -> None:
         with self._guard:
             self._in_force = defaults
-            if not announce or defaults == self._announced:
+            if defaults == self._announced:
                 return
             before, self._announced = self._announced, defaults
         log.info("Rendering every InferenceService with %s (was %s)", defaults.describe(), before.describe())

@@ -1,4 +1,4 @@
-"""The one module that talks to the Kubernetes API (besides kopf's own watches).
+"""The one module that talks to the Kubernetes API: its requests, and its watches' streams.
 
 Children are written with server-side apply under the field manager "tfleet": one request
 creates or updates, tfleet owns exactly the fields it sets, and fields that other actors
@@ -53,7 +53,7 @@ PLURALS = {
     (API_VERSION, DEFAULTS_KIND): DEFAULTS_PLURAL,
 }
 
-# The children tfleet watches (and writes): kopf's watches and the start-up listing use this list.
+# The children tfleet watches (and writes): the operator's watches use this list.
 CHILD_KINDS = (
     ("v1", "ConfigMap"),
     ("v1", "Service"),
@@ -129,8 +129,9 @@ def load_config(kubeconfig: str | None = None) -> client.ApiClient:
         except config.ConfigException:
             config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
-    # One connection per thread that may call the API at once (reconcile workers, kopf's
-    # handler threads, timers): a smaller pool reopens connections under load.
+    # One connection per thread that may call the API at once (reconcile workers, write
+    # threads, the defaults and the leader election): a smaller pool reopens connections
+    # under load.
     configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
     return client.ApiClient(configuration)
 
