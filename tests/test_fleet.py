@@ -942,3 +942,57 @@ def test_only_an_acknowledgement_of_a_spec_change_that_changed_nothing_waits_for
 
     child_plan = ChildPlan(apply=[{"kind": "Deployment"}] * child_writes)
     assert acknowledges_only(previous, new, child_plan) is waits, case
+
+
+def test_a_held_status_asks_for_the_look_that_writes_it_whatever_else_came_since():
+    from tfleet.runtime.executor import StatusHold
+
+    now = [0.0]
+    hold = StatusHold(1.0, lambda: now[0])
+    assert hold.may_wait(("ml", "a"), urgent=False) == 1.0
+    now[0] = 0.4
+    # Another pass meanwhile: the write stays due at 1.0, and this pass asks to look then too
+    # (a wake-up set since for sooner may have replaced the first one).
+    assert hold.may_wait(("ml", "a"), urgent=False) == pytest.approx(0.6)
+    now[0] = 1.0
+    assert hold.may_wait(("ml", "a"), urgent=False) is None
+
+
+def test_an_invalid_spec_is_told_before_the_status_records_it_and_a_failed_post_waits(setup):
+    fleet, kube = setup
+    key = start(fleet, kube, isvc())
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    bad = copy.deepcopy(kube.isvc)
+    bad["spec"]["model"]["basePath"] = "ftp://models/resnet"
+    bad["metadata"].update(generation=2, resourceVersion=str(next(kube.rv)))
+    kube.isvc = bad
+    fleet.observe_isvc("MODIFIED", bad)
+    kube.fail_events = KubeError(503, "ServiceUnavailable", "busy")
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert ("status", "InferenceService", "resnet") not in kube.calls  # nobody told yet: not recorded
+    kube.fail_events = None
+    fleet.reconcile(key)
+    ready = next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec"
+    assert [reason for _, reason, _ in kube.events].count("InvalidSpec") == 1
+
+
+def test_an_edit_from_one_invalid_spec_to_another_is_reported_at_once():
+    kube = RecordingKube()
+    mono = [0.0]
+    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=1.0, monotonic=lambda: mono[0])
+    bad = isvc()
+    bad["spec"]["model"]["basePath"] = "ftp://models/resnet"
+    key = start(fleet, kube, bad)
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    worse = copy.deepcopy(kube.isvc)
+    worse["spec"]["model"]["basePath"] = "gopher://models/resnet"
+    worse["metadata"].update(generation=2, resourceVersion=str(next(kube.rv)))
+    kube.isvc = worse
+    fleet.observe_isvc("MODIFIED", worse)
+    fleet.reconcile(key)
+    assert kube.isvc["status"]["observedGeneration"] == 2  # not held for a Ready that never comes
+    ready = next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")
+    assert "gopher" in ready["message"]

@@ -200,3 +200,33 @@ def test_a_stop_ends_the_start_up_wait():
                                                 ("Deployment", "app.kubernetes.io/managed-by=tfleet")])
 def test_the_children_are_watched_with_tfleets_selector_and_the_inference_services_whole(kind, selector):
     assert (kind, selector) in [(k, s) for _, k, s in watched_kinds()]
+
+
+def test_a_delivery_that_fails_lists_again_and_loses_nothing():
+    # A bug in what a watch feeds must not end the watch: the event is delivered again by a
+    # new LIST, and the watch resumes from that list (not from past the failed event).
+    script = Script([([], "10", None), ([cm("a-1", "12")], "20", None)],
+                    [Stream([{"type": "ADDED", "object": cm("a-1", "12")}]), Stream([])])
+    seen: list[tuple[str, str]] = []
+    failed = []
+
+    def deliver(kind: str, obj: Manifest) -> None:
+        if kind == "ADDED" and not failed:
+            failed.append(obj["metadata"]["name"])
+            raise RuntimeError("a bug downstream")
+        seen.append((kind, obj["metadata"]["name"]))
+
+    watch = Watch(script, "v1", "ConfigMap", None, deliver, first_retry_seconds=0.001, max_retry_seconds=0.002)
+    script.owner = watch
+    watch.run()
+    assert failed == ["a-1"] and seen == [(LISTED, "a-1")]
+    assert watch.counts["lists"] == 2 and watch.counts["errors"] == 1
+    assert ("watch", "app.kubernetes.io/managed-by=tfleet", "20") in script.calls
+
+
+def test_a_watch_refused_with_410_lists_again():
+    script = Script([([cm("a-1", "5")], "10", None), ([cm("a-1", "30")], "40", None)],
+                    [KubeError(410, "Expired", "too old resource version: 10 (40)")])
+    watch, seen = run(script)
+    assert seen == [(LISTED, "a-1", "5"), (LISTED, "a-1", "30")]
+    assert ("watch", "app.kubernetes.io/managed-by=tfleet", "40") in script.calls

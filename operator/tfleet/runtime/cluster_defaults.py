@@ -58,6 +58,13 @@ class ClusterDefaults:
         self._retry_delay = FIRST_RETRY_SECONDS
         self._retry_pending = False
         self._logged: tuple[Any, ...] | None = None
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Write nothing more (the operator stops: after this its Lease may go to another).
+        A `settle` in flight finishes first."""
+        with self._settling:
+            self._stopped = True
 
     def in_force(self) -> Defaults:
         """The defaults InferenceServices are rendered with now."""
@@ -88,6 +95,8 @@ class ClusterDefaults:
         """Check the object, record the outcome in its status, post Events, and put the
         recorded defaults in force. Safe to call at any time, from any thread."""
         with self._settling:
+            if self._stopped:
+                return
             with self._guard:
                 body = self._body
             plan = plan_defaults(body, format_time(self.clock()))

@@ -6,6 +6,7 @@ next reconcile) sees what the write left behind without reading the API again.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import functools
 import logging
@@ -44,8 +45,9 @@ class StatusHold:
 
     def may_wait(self, key: Key, urgent: bool, seconds: float | None = None) -> float | None:
         """None: write now. Otherwise hold the write back, at most `seconds` (the coalescing
-        window by default) from now, and never past a deadline already set; a number asks for
-        a reconcile after that many seconds (0 when one is already due by then)."""
+        window by default) from now, and never past a deadline already set: the seconds until
+        the write is due, when the caller must look again (the work queue keeps one wake-up
+        per key, the earliest, so asking again costs nothing)."""
         now = self._monotonic()
         hold = self.coalesce_seconds if seconds is None else seconds
         with self._guard:
@@ -54,7 +56,7 @@ class StatusHold:
                 self._due.pop(key, None)
                 return None
             if due is not None and due <= now + hold:
-                return 0.0
+                return due - now
             self._due[key] = now + hold
         return hold
 
@@ -104,7 +106,13 @@ class Executor:
             return [_attempt(call) for call in calls]
         # Each runs in a copy of this thread's context: log lines keep naming the object.
         futures = [self._pool.submit(contextvars.copy_context().run, _attempt, call) for call in calls[1:]]
-        first = _attempt(calls[0])
+        try:
+            first = _attempt(calls[0])
+        finally:
+            # Even when this thread's own call failed other than with a KubeError: no write of
+            # the pass may still be in flight once it ends (the next pass, or a new leader,
+            # would overlap it).
+            concurrent.futures.wait(futures)
         return [first, *(f.result() for f in futures)]
 
     def carry_out_children(self, body: Manifest, plan: ChildPlan, later: list[Manifest] | None = None) -> str | None:
@@ -164,36 +172,16 @@ class Executor:
         log.debug("Updated status of InferenceService %s/%s", namespace, name)
         return written
 
-    def post_soon(self, body: Manifest, events: list[Event]) -> Callable[[], None]:
-        """Start posting `events` (alongside whatever the caller writes next); the returned
-        function waits until they are posted. Best effort: a failed post is logged by the
-        client and dropped."""
-        if not events:
-            return _nothing
-        if self._pool is None:
-            self.post(body, events, best_effort=True)
-            return _nothing
-        future = self._pool.submit(contextvars.copy_context().run, self.post, body, events, True)
-        return lambda: future.result()
-
-    def post(self, body: Manifest, events: list[Event], best_effort: bool = False) -> None:
+    def post(self, body: Manifest, events: list[Event]) -> None:
         """Log and post `events`. A KubeError still failing after the client's retries is
-        raised, unless `best_effort`."""
+        raised (`Kube.post_event` drops a refusal for good itself)."""
         meta = body["metadata"]
         for event in events:
             if event.type == EventType.WARNING:
                 log.warning("%s %s/%s: %s", event.reason, meta["namespace"], meta["name"], event.message)
             else:
                 log.info("%s %s/%s: %s", event.reason, meta["namespace"], meta["name"], event.message)
-            try:
-                self.kube.post_event(body, str(event.type), str(event.reason), event.message)
-            except KubeError:
-                if not best_effort:
-                    raise
-
-
-def _nothing() -> None:
-    return None
+            self.kube.post_event(body, str(event.type), str(event.reason), event.message)
 
 
 def _attempt(call: Callable[[], T]) -> T | KubeError:

@@ -273,19 +273,18 @@ class Fleet:
                                     child_plan.rollout, rejected=rejected, parsed=parsed, check=gate.result)
 
         status_plan = plan_status(after, rejected)
-        events = status_plan.events
         if later and rejected is None:
             # The status goes out before the children that would change the spec under it;
             # what they change is the next reconcile's to report (a status planned now could
             # miss the autoscaler's resize, and be refused for it).
+            self.executor.post(after.body, status_plan.events)
             self._write_status(key, after.body, status_plan, child_plan)
             rejected = self.executor.apply(later)
             after = self._observe_writes(key, seen)
             if after is None:
                 return
             status_plan = plan.StatusPlan() if rejected is None else plan_status(after, rejected)
-            events = [*events, *status_plan.events]
-        self._record(key, after.body, status_plan, child_plan, rejected, events)
+        self._record(key, after.body, status_plan, child_plan, rejected)
         if state.phase in ACTIVE_PHASES and child_plan.rollout is not None and \
                 child_plan.rollout.phase not in ACTIVE_PHASES:
             # A slot freed: the first in the queue may start now.
@@ -307,15 +306,14 @@ class Fleet:
         return None if body is None else _Seen(body, children, seen.pods, seen.now)
 
     def _record(self, key: Key, body: Manifest, status_plan: plan.StatusPlan, child_plan: plan.ChildPlan,
-                rejected: str | None, events: list[plan.Event]) -> None:
-        """The status write (or its hold), the Events, and when to look again."""
-        # The status's own Events go out alongside its write, best effort: the next pass would
-        # not decide them again, so failing it for them gains nothing.
-        posted = self.executor.post_soon(body, events)
-        try:
-            self._write_status(key, body, status_plan, child_plan)
-        finally:
-            posted()
+                rejected: str | None) -> None:
+        """The status's Events, its write (or its hold), and when to look again."""
+        # Before the status that records what they report (an invalid spec, a refused child),
+        # and a failed post fails the pass: once recorded, the next pass decides nothing
+        # again, and nobody would be told. A status held back posts them now; the pass that
+        # writes it decides the same Events, which count once (`Kube.post_event`).
+        self.executor.post(body, status_plan.events)
+        self._write_status(key, body, status_plan, child_plan)
         if child_plan.requeue_after is not None and rejected is None:
             self.queue.wake_up(key, child_plan.requeue_after)
         latest, _ = self.cache.snapshot(key)
@@ -340,7 +338,8 @@ class Fleet:
         warned = any(e.type == EventType.WARNING for e in child_plan.events)
         urgent = status_plan.status_urgent or first or warned
         seconds = None
-        if urgent and not first and not warned and acknowledges_only(previous, status_plan.status, child_plan):
+        if urgent and not first and not warned and child_plan.invalid is None and \
+                acknowledges_only(previous, status_plan.status, child_plan):
             # A spec change that changes nothing tfleet does (the autoscaler's first scale of
             # a new InferenceService, most often) while the object is not Ready yet: its
             # acknowledgement waits for the status change that comes with Ready.
@@ -349,7 +348,7 @@ class Fleet:
         if hold is None:
             written = self.executor.write_status(key, status_plan, body["metadata"].get("resourceVersion"))
             self.hooks.observed_isvc("PATCHED", written)
-        elif hold > 0:
+        else:
             self.queue.wake_up(key, hold)
 
     def _remove_spent_controls(self, key: Key, body: Manifest | None) -> None:

@@ -138,6 +138,8 @@ def stop_watches(memo: kopf.Memo, **_: Any) -> None:
     runtime.stopping.set()
     if runtime.watches is not None:
         runtime.watches.stop()
+    if runtime.defaults is not None:
+        runtime.defaults.stop()
     if runtime.fleet is not None:
         # The watches have stopped: a pass from here on would act on a view that no longer
         # follows the cluster. The passes in flight finish; nothing else starts.

@@ -281,6 +281,9 @@ RECONCILES_FINISH_SECONDS = 15.0
 def _stop(process: _Process) -> None:
     process.stop_flag.set()
     fleet = process.runtime.fleet if process.runtime is not None else None
+    defaults = process.runtime.defaults if process.runtime is not None else None
+    if defaults is not None:
+        defaults.stop()
     if fleet is not None and not fleet.stop(RECONCILES_FINISH_SECONDS):
         log.warning("Stopped waiting for the reconciles in flight after %gs", RECONCILES_FINISH_SECONDS)
     if process.metrics is not None:

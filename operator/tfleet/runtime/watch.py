@@ -150,9 +150,19 @@ class Watch:
                 self.counts["errors"] += 1
                 failures = 1 if self._delivered else failures + 1
                 retry_after = exc.retry_after
+                if exc.code == 410:
+                    # Gone as the answer to the WATCH itself (not as an event in it): the
+                    # version is too old either way.
+                    need_list = True
                 if not self._stop.is_set():
                     log.warning("Failed to %s %s (attempt %d): %s", "list" if need_list else "watch", self.name,
                                 failures, exc)
+            except Exception:  # a bug, in the fleet or here: the watch must not die of it
+                self.counts["errors"] += 1
+                failures += 1
+                # What was being delivered may be lost: a new LIST delivers everything again.
+                need_list = True
+                log.exception("Failed to follow %s (attempt %d); listing it again", self.name, failures)
             # The first failure is retried at once (a stream the server ended, a cut
             # connection); failures in a row back off.
             wait = 0.0 if failures <= 1 else min(self.max_retry_seconds, self.first_retry_seconds * 2 ** (failures - 2))
@@ -232,9 +242,10 @@ class Watch:
             self._known.pop(_key(obj), None)
         else:
             self._remember(obj)
+        self.deliver(str(kind), obj)
+        # Only once delivered: a delivery that fails resumes from before this event.
         if version:
             self.resource_version = version
-        self.deliver(str(kind), obj)
 
     # ------------------------------------------------------------------ bookkeeping
 

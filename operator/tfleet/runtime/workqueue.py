@@ -104,7 +104,7 @@ class WorkQueue:
         self._reconciled: set[Key] = set()
         self._queued: set[Key] = set()
         self._running: set[Key] = set()
-        self._dirty: set[Key] = set()
+        self._dirty: dict[Key, bool] = {}  # changed while running: whether someone edited it
         self._open = True
         self._workers: list[threading.Thread] = []
         self._wakeups: dict[Key, float] = {}  # monotonic time of the next scheduled reconcile
@@ -154,7 +154,7 @@ class WorkQueue:
             if self._stopping:
                 return
             if key in self._running:
-                self._dirty.add(key)
+                self._dirty[key] = self._dirty.get(key, False) or first
                 return
             if key in self._queued:
                 if first and key in self._again:
@@ -190,10 +190,9 @@ class WorkQueue:
                 with self._guard:
                     self._running.discard(key)
                     self._reconciled.add(key)
-                    again = key in self._dirty
-                    self._dirty.discard(key)
-                if again:
-                    self.enqueue(key)
+                    again = self._dirty.pop(key, None)
+                if again is not None:
+                    self.enqueue(key, first=again)
 
     def wake_up(self, key: Key, delay: float) -> None:
         """Reconcile `key` again after `delay` seconds, unless one is due sooner."""
