@@ -158,4 +158,5 @@ BENCH_FLEET_SIZES ?= 300,1000,3000
 bench-fleet: venv ## Fleet benchmark (300 to 3,000 InferenceServices, floors, trickle, restart, failover, busy cluster; ~35 min); rewrites docs/benchmarks.md and its plot
 	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install -q matplotlib
 	@test -x $(BIN)/py-spy || $(BIN)/pip install -q py-spy || echo "py-spy could not be installed: no profile"
-	$(BIN)/python -m e2e.bench.fleet --sizes $(BENCH_FLEET_SIZES) --profile .tools/bench-fleet-profile --docs
+	$(BIN)/python -m e2e.bench.fleet --sizes $(BENCH_FLEET_SIZES) --profile .tools/bench-fleet-profile \
+		--json .tools/bench-fleet.json --docs

@@ -922,15 +922,19 @@ def test_a_transition_whose_event_cannot_be_posted_is_not_recorded_until_it_is()
     assert [reason for _, reason, _ in kube.events].count("RolloutStarted") == 1
 
 
-def _status(generation: int, ready: str = "False", message: str = "0/2 pods ready") -> dict[str, Any]:
+def _status(generation: int, ready: str = "False", message: str = "0/2 pods ready",
+            reason: str = "MinimumReplicasUnavailable") -> dict[str, Any]:
     return {"observedGeneration": generation, "replicas": 2,
-            "conditions": [{"type": "Ready", "status": ready, "message": message, "observedGeneration": generation}]}
+            "conditions": [{"type": "Ready", "status": ready, "reason": reason, "message": message,
+                            "observedGeneration": generation},
+                           {"type": "ModelAvailable", "status": "False", "reason": "NoReadyReplicas"}]}
 
 
 @pytest.mark.parametrize(("case", "previous", "new", "child_writes", "waits"), [
     ("the autoscaler's first scale, nothing else", _status(1), _status(2), 0, True),
     ("that, and a pod more ready", _status(1), _status(2, message="1/2 pods ready"), 0, True),
     ("that, and Ready turning True", _status(1), _status(2, ready="True"), 0, False),
+    ("that, and a reason why not (a load error)", _status(1), _status(2, reason="ModelLoadFailed"), 0, False),
     ("a spec change that wrote a child", _status(1), _status(2), 1, False),
     ("an InferenceService already Ready", _status(1, ready="True"), _status(2, ready="True"), 0, False),
     ("no new generation at all", _status(1), _status(1, message="1/2 pods ready"), 0, False),
@@ -996,3 +1000,31 @@ def test_an_edit_from_one_invalid_spec_to_another_is_reported_at_once():
     assert kube.isvc["status"]["observedGeneration"] == 2  # not held for a Ready that never comes
     ready = next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")
     assert "gopher" in ready["message"]
+
+
+def test_the_autoscalers_first_scale_of_a_new_inference_service_is_acknowledged_with_ready():
+    kube = RecordingKube()
+    mono = [0.0]
+    fleet = Fleet(kube, clock=lambda: datetime(2026, 1, 1), schedule=lambda d, fn: None,  # type: ignore[arg-type]
+                  status_coalesce_seconds=1.0, monotonic=lambda: mono[0])
+    body = isvc(autoscaling={"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70})
+    del body["spec"]["replicas"]
+    key = start(fleet, kube, body)
+    # The first status goes out before the autoscaler is created (which resizes the object).
+    assert [c[0:2] for c in kube.calls][-2:] == [("status", "InferenceService"), ("apply", "HorizontalPodAutoscaler")]
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    scaled = copy.deepcopy(kube.isvc)
+    scaled["spec"]["replicas"] = 2
+    scaled["metadata"].update(generation=2, resourceVersion=str(next(kube.rv)))
+    kube.isvc = scaled
+    fleet.observe_isvc("MODIFIED", scaled)
+    kube.calls.clear()
+    mono[0] = 0.5
+    fleet.reconcile(key)
+    assert kube.calls == []  # the acknowledgement alone waits
+    mark_deployment_ready(fleet, kube, replicas=2)
+    mono[0] = 3.0
+    fleet.reconcile(key)
+    assert [c[0] for c in kube.calls] == ["status"]  # one write: acknowledged, and Ready
+    assert kube.isvc["status"]["observedGeneration"] == 2
+    assert next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"

@@ -229,4 +229,5 @@ def test_a_watch_refused_with_410_lists_again():
                     [KubeError(410, "Expired", "too old resource version: 10 (40)")])
     watch, seen = run(script)
     assert seen == [(LISTED, "a-1", "5"), (LISTED, "a-1", "30")]
+    assert watch.counts["lists"] == 2 and watch.counts["errors"] == 1
     assert ("watch", "app.kubernetes.io/managed-by=tfleet", "40") in script.calls

@@ -51,6 +51,7 @@ from tfleet.engine.rollout import Event
 Manifest = dict[str, Any]
 
 __all__ = [
+    "ROLLOUT_KEYS",
     "ChildKey",
     "ChildPlan",
     "Event",
@@ -344,7 +345,7 @@ def _record_defaults(new_status: dict[str, Any], defaults: Defaults) -> None:
         new_status["defaults"] = {"name": defaults.name, "generation": defaults.generation}
 
 
-_ROLLOUT_KEYS = ("phase", "step", "canaryRevision", "stableRevision", "failedRevision", "queuedRevision")
+ROLLOUT_KEYS = ("phase", "step", "canaryRevision", "stableRevision", "failedRevision", "queuedRevision")
 
 
 def status_is_urgent(previous: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -362,4 +363,4 @@ def status_is_urgent(previous: dict[str, Any], new: dict[str, Any]) -> bool:
     if flipped - {ConditionType.MODEL_AVAILABLE} or after.get(ConditionType.MODEL_AVAILABLE) == "False":
         return True
     old_rollout, new_rollout = previous.get("rollout") or {}, new.get("rollout") or {}
-    return any(old_rollout.get(k) != new_rollout.get(k) for k in _ROLLOUT_KEYS)
+    return any(old_rollout.get(k) != new_rollout.get(k) for k in ROLLOUT_KEYS)

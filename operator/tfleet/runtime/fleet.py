@@ -75,17 +75,23 @@ def after_the_status(child_plan: plan.ChildPlan, children: dict[ChildKey, Manife
             if m["kind"] == "HorizontalPodAutoscaler" and ("HorizontalPodAutoscaler", m["metadata"]["name"]) not in children]
 
 
+def _states(status_: dict[str, Any]) -> dict[Any, tuple[Any, Any]]:
+    return {c.get("type"): (c.get("status"), c.get("reason")) for c in status_.get("conditions") or []}
+
+
 def acknowledges_only(previous: dict[str, Any], new: dict[str, Any], child_plan: plan.ChildPlan) -> bool:
-    """Whether a new status's only urgent change is the acknowledgement of a newer generation
-    of a spec whose change wrote no child, on an InferenceService that is not Ready: nobody
-    waits for that, since until Ready every reader sees the object in progress, acknowledged
-    or not. (Its other changes, counts and messages, may wait in any case.)"""
+    """Whether a new status acknowledges a newer generation of a spec whose change wrote no
+    child, on an InferenceService that is not Ready, and changes nothing else but counts and
+    messages (no condition's status or reason, no rollout step): nobody waits for that,
+    since until Ready every reader sees the object in progress, acknowledged or not."""
     if child_plan.writes or child_plan.events:
         return False
     ready = status.condition(previous, ConditionType.READY) or {}
     if ready.get("status") == "True" or previous.get("observedGeneration") == new.get("observedGeneration"):
         return False
-    return not plan.status_is_urgent({**previous, "observedGeneration": new.get("observedGeneration")}, new)
+    old_rollout, new_rollout = previous.get("rollout") or {}, new.get("rollout") or {}
+    return _states(previous) == _states(new) and \
+        all(old_rollout.get(k) == new_rollout.get(k) for k in plan.ROLLOUT_KEYS)
 
 
 def _spec_of(body: Manifest) -> tuple[Any, Any]:
