@@ -923,11 +923,13 @@ def test_a_transition_whose_event_cannot_be_posted_is_not_recorded_until_it_is()
 
 
 def _status(generation: int, ready: str = "False", message: str = "0/2 pods ready",
-            reason: str = "MinimumReplicasUnavailable") -> dict[str, Any]:
+            reason: str = "MinimumReplicasUnavailable", model: str = "False",
+            model_reason: str = "NoReadyReplicas") -> dict[str, Any]:
     return {"observedGeneration": generation, "replicas": 2,
             "conditions": [{"type": "Ready", "status": ready, "reason": reason, "message": message,
                             "observedGeneration": generation},
-                           {"type": "ModelAvailable", "status": "False", "reason": "NoReadyReplicas"}]}
+                           {"type": "ModelAvailable", "status": model,
+                            "reason": model_reason if model == "False" else "ReplicasServing"}]}
 
 
 @pytest.mark.parametrize(("case", "previous", "new", "child_writes", "waits"), [
@@ -935,6 +937,9 @@ def _status(generation: int, ready: str = "False", message: str = "0/2 pods read
     ("that, and a pod more ready", _status(1), _status(2, message="1/2 pods ready"), 0, True),
     ("that, and Ready turning True", _status(1), _status(2, ready="True"), 0, False),
     ("that, and a reason why not (a load error)", _status(1), _status(2, reason="ModelLoadFailed"), 0, False),
+    ("that, and the first pod serving", _status(1), _status(2, model="True"), 0, True),
+    ("that, and the model no longer served", _status(1, model="True"), _status(2), 0, False),
+    ("that, and why the model is not served", _status(1), _status(2, model_reason="ModelLoadFailed"), 0, False),
     ("a spec change that wrote a child", _status(1), _status(2), 1, False),
     ("an InferenceService already Ready", _status(1, ready="True"), _status(2, ready="True"), 0, False),
     ("no new generation at all", _status(1), _status(1, message="1/2 pods ready"), 0, False),

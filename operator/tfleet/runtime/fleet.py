@@ -79,19 +79,28 @@ def _states(status_: dict[str, Any]) -> dict[Any, tuple[Any, Any]]:
     return {c.get("type"): (c.get("status"), c.get("reason")) for c in status_.get("conditions") or []}
 
 
+def _only_counts_changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
+    """No condition's status or reason changed, but for the first pod serving (ModelAvailable
+    turning True: good news that Ready follows closely), and no rollout step moved."""
+    before, after = _states(previous), _states(new)
+    model_before, model_after = before.pop(ConditionType.MODEL_AVAILABLE, None), after.pop(ConditionType.MODEL_AVAILABLE, None)
+    if before != after or (model_after != model_before and (model_after or ("",))[0] != "True"):
+        return False
+    old_rollout, new_rollout = previous.get("rollout") or {}, new.get("rollout") or {}
+    return all(old_rollout.get(k) == new_rollout.get(k) for k in plan.ROLLOUT_KEYS)
+
+
 def acknowledges_only(previous: dict[str, Any], new: dict[str, Any], child_plan: plan.ChildPlan) -> bool:
     """Whether a new status acknowledges a newer generation of a spec whose change wrote no
     child, on an InferenceService that is not Ready, and changes nothing else but counts and
-    messages (no condition's status or reason, no rollout step): nobody waits for that,
-    since until Ready every reader sees the object in progress, acknowledged or not."""
+    messages (`_only_counts_changed`): nobody waits for that, since until Ready every reader
+    sees the object in progress, acknowledged or not."""
     if child_plan.writes or child_plan.events:
         return False
     ready = status.condition(previous, ConditionType.READY) or {}
     if ready.get("status") == "True" or previous.get("observedGeneration") == new.get("observedGeneration"):
         return False
-    old_rollout, new_rollout = previous.get("rollout") or {}, new.get("rollout") or {}
-    return _states(previous) == _states(new) and \
-        all(old_rollout.get(k) == new_rollout.get(k) for k in plan.ROLLOUT_KEYS)
+    return _only_counts_changed(previous, new)
 
 
 def _spec_of(body: Manifest) -> tuple[Any, Any]:
