@@ -188,6 +188,19 @@ class WatchStream:
             self._response.shutdown()
 
 
+def _refusal(code: int, data: bytes, headers: Any) -> KubeError:
+    """The API server's answer of `code` >= 400 as a KubeError. Not every refusal is a Status
+    object: the API server's priority-and-fairness filter answers 429 with a line of plain text."""
+    try:
+        payload = json.loads(data) if data else {}
+    except ValueError:
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
+    return KubeError(code, payload.get("reason", ""), payload.get("message") or data.decode(errors="replace").strip(),
+                     retry_after_seconds(headers or {}))
+
+
 class Kube:
     """Typed-enough access to the few API calls tfleet makes. Thread-safe."""
 
@@ -216,17 +229,7 @@ class Kube:
             raise KubeError(0, "Unreachable", str(exc)) from exc
         data = response.read()
         if response.status >= 400:
-            # Not every refusal is a Status object: the API server's priority-and-fairness
-            # filter answers 429 with a line of plain text.
-            try:
-                payload = json.loads(data) if data else {}
-            except ValueError:
-                payload = {}
-            if not isinstance(payload, dict):
-                payload = {}
-            raise KubeError(response.status, payload.get("reason", ""),
-                            payload.get("message") or data.decode(errors="replace").strip(),
-                            retry_after_seconds(response.headers or {}))
+            raise _refusal(response.status, data, response.headers)
         try:
             payload = json.loads(data) if data else {}
         except ValueError as exc:
@@ -248,15 +251,7 @@ class Kube:
         if response.status >= 400:
             data = response.data
             response.release_conn()
-            try:
-                payload = json.loads(data) if data else {}
-            except ValueError:
-                payload = {}
-            if not isinstance(payload, dict):
-                payload = {}
-            raise KubeError(response.status, payload.get("reason", ""),
-                            payload.get("message") or data.decode(errors="replace").strip(),
-                            retry_after_seconds(response.headers or {}))
+            raise _refusal(response.status, data, response.headers)
         return response
 
     def list_page(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None,
