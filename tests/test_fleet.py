@@ -30,6 +30,8 @@ class RecordingKube:
         self.events: list[tuple[str, str, str]] = []
         self.event_names: list[str] = []  # as the real client names them: one per transition
         self.fail_next_apply: KubeError | None = None
+        # The next apply of a kind: applied on the server, then its answer lost with this error.
+        self.lose_apply_answer_of: dict[str, KubeError] = {}
         self.fail_next_status: KubeError | None = None
         self.lose_next_status_response = False  # the next status write is applied, its answer lost
         self.fail_events: KubeError | None = None  # every Event post fails with this, until cleared
@@ -49,6 +51,9 @@ class RecordingKube:
         out = copy.deepcopy(manifest)
         out["metadata"]["resourceVersion"] = str(next(self.rv))
         out["metadata"].setdefault("uid", f"uid-{manifest['metadata']['name']}")
+        lost = self.lose_apply_answer_of.pop(manifest["kind"], None)
+        if lost is not None:
+            raise lost
         return out
 
     def scale(self, deployment: Manifest, replicas: int) -> Manifest:
@@ -1033,3 +1038,25 @@ def test_the_autoscalers_first_scale_of_a_new_inference_service_is_acknowledged_
     assert [c[0] for c in kube.calls] == ["status"]  # one write: acknowledged, and Ready
     assert kube.isvc["status"]["observedGeneration"] == 2
     assert next(c for c in kube.isvc["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
+
+
+def test_a_lost_answer_to_the_autoscaler_written_after_the_status_is_resumed_without_undoing_anything():
+    # The autoscaler goes out after the first status write: a crash, or a lost answer, between
+    # the two leaves a status and no known autoscaler. The next pass applies the autoscaler again
+    # (the same object: server-side apply) and rewrites nothing else.
+    kube = RecordingKube()
+    fleet, delays = scheduling_fleet(kube)
+    body = isvc(autoscaling={"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70})
+    del body["spec"]["replicas"]
+    kube.lose_apply_answer_of["HorizontalPodAutoscaler"] = KubeError(500, "InternalError", "the connection dropped")
+    key = start(fleet, kube, body)
+    assert [c[:2] for c in kube.calls][-2:] == [("status", "InferenceService"), ("apply", "HorizontalPodAutoscaler")]
+    assert delays, "the failed pass is retried"
+    first_status = copy.deepcopy(kube.isvc["status"])
+    fleet.observe_isvc("MODIFIED", kube.isvc)
+    kube.calls.clear()
+    fleet.reconcile(key)
+    assert kube.calls == [("apply", "HorizontalPodAutoscaler", "resnet")]
+    assert kube.isvc["status"] == first_status
+    fleet.reconcile(key)
+    assert kube.calls == [("apply", "HorizontalPodAutoscaler", "resnet")]  # and then nothing more

@@ -1236,7 +1236,7 @@ async def _freeze_survivors(stop: asyncio.Event) -> None:
     """Keep the control plane's collector pauses short, as kube-apiserver's are.
 
     Go's collector runs alongside the API server and stops the world for well under a
-    millisecond. CPython's full collections walk every object the process holds: with a
+    millisecond (its marking is concurrent: golang/go, src/runtime/mgc.go). CPython's full collections walk every object the process holds: with a
     fleet of 1,000 stored, this process answered no request for 2.1 to 2.4 s every 27 s or
     so (the request log's gaps), and the operator then met a burst of delayed changes and
     events. Every few seconds the objects that survived a young collection are frozen
