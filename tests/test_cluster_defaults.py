@@ -114,7 +114,7 @@ def test_a_refused_object_leaves_the_last_accepted_in_force_and_says_why(keeper,
     assert line.endswith("InferenceServices keep InferenceServiceDefaults cluster generation 1")
     # And after a restart, too.
     fresh = ClusterDefaults(api, clock=lambda: datetime(2026, 1, 1))
-    fresh.observe("INDEXED", copy.deepcopy(api.stored))
+    fresh.observe("LISTED", copy.deepcopy(api.stored))
     fresh.settle()
     assert fresh.in_force() == good
 

@@ -46,7 +46,7 @@ def test_a_rollback_is_counted_once_when_the_phase_becomes_rolled_back():
 
 def test_an_object_first_seen_rolled_back_is_not_a_new_rollback():
     m = metrics.Metrics()
-    m.observe_isvc("INDEXED", isvc("a", phase="RolledBack"))
+    m.observe_isvc("LISTED", isvc("a", phase="RolledBack"))
     assert sample(m, "tfleet_rollbacks_total") == 0
     assert sample(m, "tfleet_rollouts", namespace="ml", name="a", phase="RolledBack") == 1
 

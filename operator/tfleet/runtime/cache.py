@@ -20,10 +20,9 @@ from tfleet.engine.observe import ChildKey, child_key, observe_revisions
 Manifest = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name) of an InferenceService
 
-# Event types from the watches (LISTED for what a LIST returned; None and INDEXED are the
-# names kopf's watches gave the same); the cache also takes the responses of tfleet's own
-# writes.
-WATCHED = (None, "ADDED", "MODIFIED", "DELETED", "INDEXED", "LISTED")
+# Event types from the watches (LISTED for what a LIST returned); the cache also takes the
+# responses of tfleet's own writes, which are no news.
+WATCHED = ("ADDED", "MODIFIED", "DELETED", "LISTED")
 
 
 def resource_version(obj: Manifest) -> int:
